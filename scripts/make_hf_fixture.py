@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Generate tiny, real Hugging Face GPT-2 test fixtures for wgpipe.
+
+What it makes (under tests/data/, relative to the repo root):
+
+  tiny-gpt2/            vocab 97, n_positions 32, n_embd 36, n_layer 2, n_head 3,
+                        n_inner None (=4*n_embd), layer_norm_epsilon 1e-5
+  tiny-gpt2-n-inner/    vocab 61, n_positions 16, n_embd 20, n_layer 3, n_head 4,
+                        n_inner 50, layer_norm_epsilon 1e-6
+
+Each directory holds:
+
+  config.json, model.safetensors (+ generation_config.json if transformers writes it)
+      exactly as written by GPT2LMHeadModel.save_pretrained(dir, safe_serialization=True)
+      in float32. lm_head.weight is tied to wte and is not stored.
+  input_ids.safetensors   one int64 tensor `input_ids`, shape [batch, seq]
+  logits.safetensors      one f32 tensor `logits`, shape [batch, seq, vocab]:
+                          model(input_ids).logits in float32, eval mode, no_grad
+  logits_f64.safetensors  one f64 tensor `logits`: the same model upcast with
+                          model.double() (same weights, exactly representable), so
+                          tests can see how far transformers' own f32 result is
+                          from (near-)exact.
+
+Weights: transformers' own initializer (normal std 0.02 etc.), fixed seed; then every
+LayerNorm weight/bias and every bias parameter gets N(0, 0.1) noise added so those
+are non-trivial. Dropout is 0 and the model is in eval mode. Attention uses the
+"eager" implementation (plain softmax(QK^T/sqrt(d) + causal mask) V).
+
+How to run (CPU is enough; needs torch, transformers, safetensors, numpy):
+
+  python3 -m venv /work/pyenv
+  /work/pyenv/bin/pip install torch transformers safetensors numpy
+  /work/pyenv/bin/python scripts/make_hf_fixture.py            # writes tests/data/...
+  /work/pyenv/bin/python scripts/make_hf_fixture.py --out DIR  # writes DIR/...
+  (--weight-scale S multiplies every non-LayerNorm weight by S; default 10, which
+  the committed fixtures use.)
+
+Note: with the initializer as is (std 0.02) attention is close to uniform and
+max|logits| is ~0.3, so at a 1e-5 relative tolerance the fixture does not tell
+gelu_new (tanh) from exact gelu (rel. diff 2e-6 and 3e-7); --weight-scale 10
+makes that 3e-4, and the attention far from uniform; hence the default 10.
+
+Generated with torch 2.15.0, transformers 5.24.0, safetensors 0.8.0, numpy 2.4.6.
+Other versions should give the same weights only if torch's RNG and transformers'
+initializer are unchanged; re-running may change the bytes of the fixtures.
+"""
+
+import argparse
+import copy
+import json
+import os
+import shutil
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FIXTURES = [
+    dict(
+        name="tiny-gpt2",
+        seed=1234,
+        config=dict(
+            vocab_size=97,
+            n_positions=32,
+            n_embd=36,
+            n_layer=2,
+            n_head=3,
+            n_inner=None,
+            layer_norm_epsilon=1e-5,
+        ),
+        input_shape=(2, 11),
+    ),
+    dict(
+        name="tiny-gpt2-n-inner",
+        seed=5678,
+        config=dict(
+            vocab_size=61,
+            n_positions=16,
+            n_embd=20,
+            n_layer=3,
+            n_head=4,
+            n_inner=50,
+            layer_norm_epsilon=1e-6,
+        ),
+        input_shape=(1, 16),
+    ),
+]
+
+
+def build(spec, weight_scale=1.0):
+    torch.manual_seed(spec["seed"])
+    config = GPT2Config(
+        **spec["config"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    config._attn_implementation = "eager"
+    model = GPT2LMHeadModel(config).to(torch.float32).eval()
+
+    gen = torch.Generator().manual_seed(spec["seed"] + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            is_ln = ".ln_" in name or name.startswith("transformer.ln_f")
+            if is_ln or name.endswith(".bias"):
+                p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.1)
+            elif weight_scale != 1.0:
+                # Optional: larger matmul/embedding weights make attention less uniform
+                # and the logits larger, so the fixture tells more bugs apart.
+                p.mul_(weight_scale)
+    return model
+
+
+def make(spec, out_root, weight_scale=1.0):
+    out = os.path.join(out_root, spec["name"])
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+
+    model = build(spec, weight_scale)
+    model.save_pretrained(out, safe_serialization=True)
+
+    gen = torch.Generator().manual_seed(spec["seed"] + 2)
+    input_ids = torch.randint(
+        0, spec["config"]["vocab_size"], spec["input_shape"], generator=gen, dtype=torch.int64
+    )
+    save_file({"input_ids": input_ids.contiguous()}, os.path.join(out, "input_ids.safetensors"))
+
+    with torch.no_grad():
+        logits = model(input_ids).logits
+    assert logits.dtype == torch.float32
+    save_file({"logits": logits.contiguous()}, os.path.join(out, "logits.safetensors"))
+
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        logits64 = model64(input_ids).logits
+    assert logits64.dtype == torch.float64
+    save_file({"logits": logits64.contiguous()}, os.path.join(out, "logits_f64.safetensors"))
+
+    # Sanity: reload from disk and check the logits are reproduced bit-for-bit.
+    reloaded = GPT2LMHeadModel.from_pretrained(out, attn_implementation="eager").eval()
+    with torch.no_grad():
+        logits_re = reloaded(input_ids).logits
+    assert torch.equal(logits_re, logits), "reloaded model gives different logits"
+
+    # Report.
+    print(f"== {out}")
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+        print(f"  model.safetensors metadata: {meta}")
+        for k in sorted(f.keys()):
+            t = f.get_tensor(k)
+            print(f"  {k:40s} {str(t.dtype):15s} {list(t.shape)}")
+    rel = (logits.double() - logits64).abs().max() / logits64.abs().max()
+    print(f"  max|logits| = {logits64.abs().max().item():.6g}")
+    print(f"  max|f32 - f64| / max|logits| = {rel.item():.3e}")
+    for fn in sorted(os.listdir(out)):
+        print(f"  {fn:28s} {os.path.getsize(os.path.join(out, fn))} bytes")
+    with open(os.path.join(out, "config.json")) as fh:
+        print("  config.json:", json.dumps(json.load(fh), sort_keys=True))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(REPO_ROOT, "tests", "data"))
+    ap.add_argument(
+        "--weight-scale",
+        type=float,
+        default=10.0,
+        help="multiply all non-LayerNorm weights (wte, wpe, c_attn, c_proj, c_fc) by this; "
+        "default 10, as the committed fixtures were made (1 = the initializer as is)",
+    )
+    args = ap.parse_args()
+    import transformers
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    for spec in FIXTURES:
+        make(spec, args.out, args.weight_scale)
+
+
+if __name__ == "__main__":
+    main()

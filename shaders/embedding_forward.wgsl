@@ -1,0 +1,37 @@
+// embedding_forward: out (B*T, C) = wte[ids[b,t]] + wpe[t]
+//
+// The token table is stored transposed and split by vocabulary range so that
+// GPT-2's 50257 x 768 table fits the adapter's binding limit: this dispatch
+// sees one chunk, wte_t (C, vlen) holding tokens v0 .. v0+vlen, and writes
+// only the rows whose token falls in it. One invocation per output element.
+
+struct Params {
+    n: u32,      // B*T rows
+    t: u32,      // sequence length (position = row % t)
+    c: u32,      // channels
+    v0: u32,     // first token id in this chunk
+    vlen: u32,   // tokens in this chunk (row stride of wte_t)
+    stride: u32, // invocations per row of the dispatch grid
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> wte_t: array<f32>;
+@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y * p.stride + gid.x;
+    if (i >= p.n * p.c) {
+        return;
+    }
+    let row = i / p.c;
+    let ch = i % p.c;
+    let id = ids[row];
+    if (id < p.v0 || id >= p.v0 + p.vlen) {
+        return;
+    }
+    let pos = row % p.t;
+    out[i] = wte_t[ch * p.vlen + (id - p.v0)] + wpe[pos * p.c + ch];
+}

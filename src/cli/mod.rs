@@ -1,0 +1,6 @@
+//! Command-line front ends. Each subcommand lives in its own file.
+
+pub mod adapters;
+pub mod forward;
+pub mod model_args;
+pub mod plan;

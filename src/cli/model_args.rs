@@ -1,0 +1,90 @@
+//! Flags shared by the commands that run the model: which weights, which
+//! input tokens, where the logits go.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::io::{self, TokenBatch};
+use crate::model::{checkpoint, Gpt2Config, Gpt2Weights};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Hugging Face GPT-2 checkpoint directory (config.json + model.safetensors).
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// Built-in model size with seeded random weights (tiny, small-test, gpt2, gpt2-medium, …).
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Seed for the random weights and random input ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Gpt2Weights> {
+        match &self.checkpoint {
+            Some(dir) => checkpoint::load_checkpoint(dir),
+            None => Gpt2Weights::init(&Gpt2Config::named(&self.model)?, self.seed),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Input token ids: a safetensors file with an integer tensor `input_ids` [batch, seq] (int64 or int32).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["batch", "seq"])]
+    pub input_ids: Option<PathBuf>,
+    /// Sequences of random input ids (without --input-ids).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Tokens per random sequence (without --input-ids); default: the model's n_positions, at most 64.
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Write the logits [batch, seq, vocab] as an f32 safetensors tensor `logits`.
+    #[arg(long, value_name = "FILE")]
+    pub logits_out: Option<PathBuf>,
+}
+
+impl InputArgs {
+    /// The token batch, checked against the model (ids < vocab, seq <= n_positions).
+    pub fn tokens(&self, cfg: &Gpt2Config, seed: u64) -> Result<TokenBatch> {
+        let tokens = match &self.input_ids {
+            Some(path) => io::read_input_ids(path)?,
+            None => io::random_input_ids(
+                self.batch.unwrap_or(1),
+                self.seq.unwrap_or(cfg.n_positions.min(64)),
+                cfg.vocab_size,
+                seed,
+            ),
+        };
+        io::check_input(cfg, &tokens)?;
+        Ok(tokens)
+    }
+
+    /// Refuse an output path we would not write (a directory) before any work is done.
+    pub fn check_outputs(&self) -> Result<()> {
+        check_output_path(self.logits_out.as_deref())
+    }
+
+    pub fn write_logits(&self, logits: &[f32], tokens: &TokenBatch, vocab: usize) -> Result<()> {
+        match &self.logits_out {
+            Some(path) => io::write_logits(path, logits, tokens.batch, tokens.seq, vocab),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An output file must not be a directory, and its directory must exist.
+pub fn check_output_path(path: Option<&std::path::Path>) -> Result<()> {
+    let Some(p) = path else { return Ok(()) };
+    if p.is_dir() {
+        return Err(Error::Input(format!("{} is a directory; give a file name to write", p.display())));
+    }
+    let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = parent {
+        if !d.is_dir() {
+            return Err(Error::Input(format!("cannot write {}: directory {} does not exist", p.display(), d.display())));
+        }
+    }
+    Ok(())
+}

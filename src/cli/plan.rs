@@ -1,0 +1,326 @@
+//! `wgpipe plan`: generate (or load) a schedule, validate and simulate it,
+//! and show the grid, the simulated and analytic bubble and the peak
+//! activation memory per device; optionally as JSON, an SVG Gantt chart, or
+//! a CSV export.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::schedule::{
+    analytic, csv, grid, simulate, validate, Costs, Schedule, ScheduleError, Simulation,
+};
+use crate::trace::svg::gantt_svg;
+
+/// Flags of `wgpipe plan`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Schedule generator.
+    #[arg(long, value_parser = crate::schedule::SCHEDULE_NAMES, required_unless_present = "from_csv", conflicts_with = "from_csv")]
+    pub schedule: Option<String>,
+    /// Pipeline devices P.
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "from_csv",
+        conflicts_with = "from_csv"
+    )]
+    pub devices: Option<usize>,
+    /// Microbatches M.
+    #[arg(
+        long,
+        short = 'm',
+        required_unless_present = "from_csv",
+        conflicts_with = "from_csv"
+    )]
+    pub microbatches: Option<usize>,
+    /// Chunks (virtual stages) per device v; every schedule accepts 1.
+    #[arg(long = "virtual", default_value_t = 1)]
+    pub virtual_stages: usize,
+    /// Inference: forwards only.
+    #[arg(long, conflicts_with = "from_csv")]
+    pub forward_only: bool,
+    /// Print the figures as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the simulated timeline as an SVG Gantt chart.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Export the schedule as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Load a schedule from CSV (hand-written or exported) instead of generating one.
+    #[arg(long, value_name = "FILE")]
+    pub from_csv: Option<PathBuf>,
+    /// Time of one forward (F) per stage.
+    #[arg(long, default_value_t = 1.0)]
+    pub forward_time: f64,
+    /// Time of one full backward (B) per stage.
+    #[arg(long, default_value_t = 2.0)]
+    pub backward_time: f64,
+    /// Time of one input-gradient backward (I) per stage.
+    #[arg(long, default_value_t = 1.0)]
+    pub input_grad_time: f64,
+    /// Time of one weight-gradient backward (W) per stage.
+    #[arg(long, default_value_t = 1.0)]
+    pub weight_grad_time: f64,
+    /// Time of one transfer between devices.
+    #[arg(long, default_value_t = 0.0)]
+    pub transfer_time: f64,
+}
+
+/// Runs `wgpipe plan`, printing to stdout.
+pub fn run(args: &PlanArgs) -> Result<(), ScheduleError> {
+    let schedule = match &args.from_csv {
+        Some(path) => csv::load(path)?,
+        None => Schedule::from_name(
+            args.schedule.as_deref().unwrap_or("1f1b"),
+            args.devices.unwrap_or(0),
+            args.microbatches.unwrap_or(0),
+            args.virtual_stages,
+            args.forward_only,
+        )?,
+    };
+    validate::validate(&schedule)?;
+    let c = &args;
+    let costs = Costs::uniform(
+        schedule.stages(),
+        c.forward_time,
+        c.backward_time,
+        c.input_grad_time,
+        c.weight_grad_time,
+        c.transfer_time,
+    );
+    let sim = simulate(&schedule, &costs)?;
+    let analytic = analytic_bubble(&schedule);
+
+    if let Some(path) = &args.csv {
+        csv::save(&schedule, path)?;
+    }
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "{} — P={} M={} v={}{}",
+            schedule.name,
+            schedule.devices,
+            schedule.microbatches,
+            schedule.virtual_stages,
+            mode(&schedule)
+        );
+        csv::write_file(path, gantt_svg(&sim.timeline, &title).as_bytes())?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&schedule, &sim, analytic, &costs))
+                .unwrap_or_default()
+        );
+    } else {
+        print!("{}", report_text(&schedule, &sim, analytic, &costs));
+    }
+    Ok(())
+}
+
+fn mode(s: &Schedule) -> &'static str {
+    if s.is_forward_only() {
+        ", forward-only"
+    } else {
+        ", training"
+    }
+}
+
+/// The closed-form bubble for generated schedules and time-equal costs; None otherwise.
+pub fn analytic_bubble(s: &Schedule) -> Option<f64> {
+    let (p, m, v) = (s.devices, s.microbatches, s.virtual_stages);
+    let b = if s.is_forward_only() {
+        analytic::bubble_forward_only(&s.name, p, m, v)
+    } else {
+        analytic::bubble(&s.name, p, m, v)
+    };
+    b.is_finite().then_some(b)
+}
+
+/// The figures as JSON: schedule, devices, microbatches, virtual, makespan,
+/// bubble_simulated, bubble_analytic (null when no formula applies),
+/// peak_activations and idle (one per device), and the rows.
+pub fn report_json(
+    s: &Schedule,
+    sim: &Simulation,
+    analytic: Option<f64>,
+    costs: &Costs,
+) -> serde_json::Value {
+    let rows: Vec<Vec<Option<String>>> = s
+        .rows
+        .iter()
+        .map(|r| r.iter().map(|c| c.map(|a| a.to_string())).collect())
+        .collect();
+    json!({
+        "schedule": s.name,
+        "devices": s.devices,
+        "microbatches": s.microbatches,
+        "virtual": s.virtual_stages,
+        "forward_only": s.is_forward_only(),
+        "makespan": sim.makespan,
+        "bubble_simulated": sim.bubble,
+        "bubble_analytic": analytic,
+        "peak_activations": sim.peak_activations,
+        "idle": sim.idle,
+        "transfer_time": costs.transfer,
+        "rows": rows,
+    })
+}
+
+/// The grid, then per-device peak activations and idle time, then the bubble.
+pub fn report_text(s: &Schedule, sim: &Simulation, analytic: Option<f64>, costs: &Costs) -> String {
+    let mut out = String::new();
+    let cost = |v: &[f64]| v.first().copied().unwrap_or(0.0);
+    let _ = writeln!(
+        out,
+        "{}: {} devices × {} chunk(s), {} microbatches{} (F={} B={} I={} W={} transfer={})\n",
+        s.name,
+        s.devices,
+        s.virtual_stages,
+        s.microbatches,
+        mode(s),
+        cost(&costs.forward),
+        cost(&costs.backward),
+        cost(&costs.input_grad),
+        cost(&costs.weight_grad),
+        costs.transfer
+    );
+    out.push_str(&grid::render(s, &[]));
+    let _ = writeln!(out, "\ndevice  peak activations  busy        idle");
+    let busy = sim.timeline.stats().busy_us;
+    for (d, (peak, (busy, idle))) in sim
+        .peak_activations
+        .iter()
+        .zip(busy.iter().zip(&sim.idle))
+        .enumerate()
+    {
+        let _ = writeln!(out, "{d:<6}  {peak:>16}  {busy:>10.2}  {idle:>10.2}");
+    }
+    let analytic = analytic
+        .map(|b| format!("{:.2} %", b * 100.0))
+        .unwrap_or_else(|| "n/a".into());
+    let _ = writeln!(
+        out,
+        "\nmakespan {:.2}   bubble: simulated {:.2} %, analytic {}",
+        sim.makespan,
+        sim.bubble * 100.0,
+        analytic
+    );
+    if s.name == "zb-h1" && !s.is_forward_only() && s.microbatches < s.devices {
+        out.push_str("(ZB-H1's formula assumes M >= P; with fewer microbatches too few W's fill the drain)\n");
+    }
+    if s.virtual_stages > 1 {
+        let _ = writeln!(
+            out,
+            "(peak activations count one chunk's activations for one microbatch; a chunk is 1/{} of a device's layers)",
+            s.virtual_stages
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        plan: PlanArgs,
+    }
+
+    fn args(line: &str) -> PlanArgs {
+        Cli::try_parse_from(std::iter::once("plan").chain(line.split_whitespace()))
+            .unwrap()
+            .plan
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wgpipe-plan-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn every_schedule_accepts_virtual_1() {
+        for name in crate::schedule::SCHEDULE_NAMES {
+            run(&args(&format!(
+                "--schedule {name} --devices 3 --microbatches 5 --virtual 1"
+            )))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn csv_export_loads_back_and_svg_refuses_a_directory() {
+        let file = scratch("il.csv");
+        let a = args(&format!(
+            "--schedule interleaved -p 2 -m 4 --virtual 2 --csv {}",
+            file.display()
+        ));
+        run(&a).unwrap();
+        let b = args(&format!("--from-csv {}", file.display()));
+        run(&b).unwrap();
+        let loaded = csv::load(&file).unwrap();
+        assert_eq!(
+            loaded,
+            Schedule::from_name("interleaved", 2, 4, 2, false).unwrap()
+        );
+
+        let dir = file.parent().unwrap().to_path_buf();
+        let e = run(&args(&format!(
+            "--schedule gpipe -p 2 -m 2 --svg {}",
+            dir.display()
+        )))
+        .unwrap_err();
+        assert!(matches!(e, ScheduleError::OutputIsDirectory { .. }));
+        assert!(e
+            .to_string()
+            .ends_with("is a directory; name a file to write instead"));
+
+        let missing = dir.join("nope.csv");
+        let e = run(&args(&format!("--from-csv {}", missing.display()))).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("could not read {}", missing.display())),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn json_has_the_promised_fields() {
+        let s = Schedule::from_name("1f1b", 4, 8, 1, false).unwrap();
+        let costs = Costs::uniform(4, 1.0, 2.0, 1.0, 1.0, 0.0);
+        let sim = simulate(&s, &costs).unwrap();
+        let j = report_json(&s, &sim, analytic_bubble(&s), &costs);
+        assert_eq!(j["schedule"], "1f1b");
+        assert_eq!(
+            (
+                j["devices"].as_u64(),
+                j["microbatches"].as_u64(),
+                j["virtual"].as_u64()
+            ),
+            (Some(4), Some(8), Some(1))
+        );
+        assert_eq!(j["makespan"], 33.0);
+        assert!((j["bubble_simulated"].as_f64().unwrap() - 3.0 / 11.0).abs() < 1e-12);
+        assert!((j["bubble_analytic"].as_f64().unwrap() - 3.0 / 11.0).abs() < 1e-12);
+        assert_eq!(j["peak_activations"], serde_json::json!([4, 3, 2, 1]));
+        assert_eq!(j["rows"][1][0], serde_json::Value::Null);
+        assert_eq!(j["rows"][1][1], "1F0");
+    }
+
+    #[test]
+    fn flags_conflict_with_from_csv() {
+        let e = Cli::try_parse_from(["plan", "--from-csv", "x.csv", "--schedule", "gpipe"])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(Cli::try_parse_from(["plan", "--schedule", "gpipe"]).is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! Plain CPU reference of GPT-2's forward pass, as transformers'
+//! GPT2LMHeadModel computes it. Every GPU kernel is checked against these.
+//!
+//! B = batch, T = sequence length, C = channels (n_embd), V = vocab size,
+//! NH = heads, hd = C / NH, F = MLP width (n_inner), maxT = n_positions,
+//! N = B * T rows. All buffers are row-major f32; linear weights use the
+//! HF Conv1D layout (in, out). Dot products accumulate in f32, in plain order.
+//!
+//! Shapes are checked with `assert!`: a mismatch is a caller bug, not bad
+//! input (inputs are checked by `io::check_input` and checkpoint loading).
+
+use crate::model::config::Gpt2Config;
+use crate::model::weights::{Gpt2Weights, LayerWeights};
+
+/// out[b,t,:] = wte[ids[b,t],:] + wpe[t,:]
+pub fn embedding_forward(
+    out: &mut [f32], // (B*T, C)
+    ids: &[u32],     // (B*T)
+    wte: &[f32],     // (V, C)
+    wpe: &[f32],     // (maxT, C)
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    assert_eq!(out.len(), b * t * c, "embedding_forward: out");
+    assert_eq!(ids.len(), b * t, "embedding_forward: ids");
+    assert!(
+        wpe.len() >= t * c,
+        "embedding_forward: seq {t} exceeds wpe rows {}",
+        wpe.len() / c.max(1)
+    );
+    let v = wte.len() / c.max(1);
+    for bi in 0..b {
+        for ti in 0..t {
+            let id = ids[bi * t + ti] as usize;
+            assert!(
+                id < v,
+                "embedding_forward: token id {id} at [{bi}, {ti}] >= vocab {v}"
+            );
+            let o = &mut out[(bi * t + ti) * c..][..c];
+            let te = &wte[id * c..][..c];
+            let pe = &wpe[ti * c..][..c];
+            for i in 0..c {
+                o[i] = te[i] + pe[i];
+            }
+        }
+    }
+}
+
+/// out = (inp - mean) / sqrt(var + eps) * gamma + beta, per row; biased
+/// variance, like torch.nn.LayerNorm.
+pub fn layernorm_forward(
+    out: &mut [f32], // (N, C)
+    inp: &[f32],     // (N, C)
+    gamma: &[f32],   // (C)
+    beta: &[f32],    // (C)
+    n: usize,
+    c: usize,
+    eps: f32,
+) {
+    assert_eq!(out.len(), n * c, "layernorm_forward: out");
+    assert_eq!(inp.len(), n * c, "layernorm_forward: inp");
+    assert_eq!(gamma.len(), c, "layernorm_forward: gamma");
+    assert_eq!(beta.len(), c, "layernorm_forward: beta");
+    for row in 0..n {
+        let x = &inp[row * c..][..c];
+        let mut mean = 0.0f32;
+        for &xi in x {
+            mean += xi;
+        }
+        mean /= c as f32;
+        let mut var = 0.0f32;
+        for &xi in x {
+            let d = xi - mean;
+            var += d * d;
+        }
+        var /= c as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        let o = &mut out[row * c..][..c];
+        for i in 0..c {
+            o[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
+        }
+    }
+}
+
+/// out = inp @ weight + bias. Loop order i, k, j: rows of `weight` are
+/// streamed contiguously.
+pub fn matmul_forward(
+    out: &mut [f32],      // (N, OC)
+    inp: &[f32],          // (N, C)
+    weight: &[f32],       // (C, OC)
+    bias: Option<&[f32]>, // (OC)
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    assert_eq!(out.len(), n * oc, "matmul_forward: out");
+    assert_eq!(inp.len(), n * c, "matmul_forward: inp");
+    assert_eq!(weight.len(), c * oc, "matmul_forward: weight");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), oc, "matmul_forward: bias");
+    }
+    for i in 0..n {
+        let o = &mut out[i * oc..][..oc];
+        match bias {
+            Some(bias) => o.copy_from_slice(bias),
+            None => o.fill(0.0),
+        }
+        let x = &inp[i * c..][..c];
+        for k in 0..c {
+            let a = x[k];
+            let w = &weight[k * oc..][..oc];
+            for j in 0..oc {
+                o[j] += a * w[j];
+            }
+        }
+    }
+}
+
+/// Causal multi-head self-attention. qkv rows are [q | k | v], each C wide;
+/// head h uses columns h*hd .. (h+1)*hd of each. For query position t:
+/// att[t2] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(hd)), out = sum att[t2] v_t2.
+pub fn attention_forward(
+    out: &mut [f32], // (B*T, C)
+    qkv: &[f32],     // (B*T, 3C)
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    assert_eq!(out.len(), b * t * c, "attention_forward: out");
+    assert_eq!(qkv.len(), b * t * 3 * c, "attention_forward: qkv");
+    assert!(
+        nh > 0 && c.is_multiple_of(nh),
+        "attention_forward: C {c} not divisible by NH {nh}"
+    );
+    let hd = c / nh;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let c3 = 3 * c;
+    let mut att = vec![0.0f32; t]; // (T) scores, then probabilities, of one query
+    for bi in 0..b {
+        let rows = &qkv[bi * t * c3..][..t * c3];
+        for h in 0..nh {
+            for ti in 0..t {
+                let q = &rows[ti * c3 + h * hd..][..hd];
+                // scores and their max, keys 0..=ti only (causal)
+                let mut maxval = f32::NEG_INFINITY;
+                for t2 in 0..=ti {
+                    let k = &rows[t2 * c3 + c + h * hd..][..hd];
+                    let mut dot = 0.0f32;
+                    for i in 0..hd {
+                        dot += q[i] * k[i];
+                    }
+                    let s = dot * scale;
+                    att[t2] = s;
+                    if s > maxval {
+                        maxval = s;
+                    }
+                }
+                // softmax with max subtraction
+                let mut sum = 0.0f32;
+                for a in att[..=ti].iter_mut() {
+                    *a = (*a - maxval).exp();
+                    sum += *a;
+                }
+                let inv = 1.0 / sum;
+                // weighted sum of values
+                let o = &mut out[(bi * t + ti) * c + h * hd..][..hd];
+                o.fill(0.0);
+                for t2 in 0..=ti {
+                    let v = &rows[t2 * c3 + 2 * c + h * hd..][..hd];
+                    let p = att[t2] * inv;
+                    for i in 0..hd {
+                        o[i] += p * v[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// gelu_new (tanh approximation):
+/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
+    assert_eq!(out.len(), inp.len(), "gelu_forward: out vs inp");
+    let s = (2.0f32 / std::f32::consts::PI).sqrt();
+    for (o, &x) in out.iter_mut().zip(inp) {
+        let cube = 0.044715 * x * x * x;
+        *o = 0.5 * x * (1.0 + (s * (x + cube)).tanh());
+    }
+}
+
+/// out = a + b, elementwise.
+pub fn residual_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
+    assert_eq!(out.len(), a.len(), "residual_forward: out vs a");
+    assert_eq!(out.len(), b.len(), "residual_forward: out vs b");
+    for i in 0..out.len() {
+        out[i] = a[i] + b[i];
+    }
+}
+
+/// logits = inp @ wte^T (the LM head is tied to the token embedding).
+pub fn lm_head_forward(
+    out: &mut [f32], // (N, V)
+    inp: &[f32],     // (N, C)
+    wte: &[f32],     // (V, C)
+    n: usize,
+    c: usize,
+    v: usize,
+) {
+    assert_eq!(out.len(), n * v, "lm_head_forward: out");
+    assert_eq!(inp.len(), n * c, "lm_head_forward: inp");
+    assert_eq!(wte.len(), v * c, "lm_head_forward: wte");
+    for i in 0..n {
+        let x = &inp[i * c..][..c];
+        let o = &mut out[i * v..][..v];
+        for (j, oj) in o.iter_mut().enumerate() {
+            let w = &wte[j * c..][..c];
+            let mut dot = 0.0f32;
+            for k in 0..c {
+                dot += x[k] * w[k];
+            }
+            *oj = dot;
+        }
+    }
+}
+
+/// One pre-LayerNorm transformer block, in place on the residual stream:
+/// x = x + attn_proj(attention(c_attn(ln_1(x))));
+/// x = x + mlp_proj(gelu(c_fc(ln_2(x)))).
+pub fn block_forward(
+    x: &mut [f32], // (B*T, C) residual stream, in/out
+    w: &LayerWeights,
+    cfg: &Gpt2Config,
+    b: usize,
+    t: usize,
+) {
+    let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
+    let n = b * t;
+    assert_eq!(x.len(), n * c, "block_forward: x");
+    let mut ln1 = vec![0.0f32; n * c]; // (N, C)
+    let mut qkv = vec![0.0f32; n * 3 * c]; // (N, 3C)
+    let mut atty = vec![0.0f32; n * c]; // (N, C)
+    let mut attproj = vec![0.0f32; n * c]; // (N, C)
+    let mut residual2 = vec![0.0f32; n * c]; // (N, C)
+    let mut ln2 = vec![0.0f32; n * c]; // (N, C)
+    let mut fch = vec![0.0f32; n * f]; // (N, F)
+    let mut fch_gelu = vec![0.0f32; n * f]; // (N, F)
+    let mut fcproj = vec![0.0f32; n * c]; // (N, C)
+
+    layernorm_forward(&mut ln1, x, &w.ln_1_g, &w.ln_1_b, n, c, eps);
+    matmul_forward(&mut qkv, &ln1, &w.c_attn_w, Some(&w.c_attn_b), n, c, 3 * c);
+    attention_forward(&mut atty, &qkv, b, t, c, nh);
+    matmul_forward(
+        &mut attproj,
+        &atty,
+        &w.attn_proj_w,
+        Some(&w.attn_proj_b),
+        n,
+        c,
+        c,
+    );
+    residual_forward(&mut residual2, x, &attproj);
+    layernorm_forward(&mut ln2, &residual2, &w.ln_2_g, &w.ln_2_b, n, c, eps);
+    matmul_forward(&mut fch, &ln2, &w.c_fc_w, Some(&w.c_fc_b), n, c, f);
+    gelu_forward(&mut fch_gelu, &fch);
+    matmul_forward(
+        &mut fcproj,
+        &fch_gelu,
+        &w.mlp_proj_w,
+        Some(&w.mlp_proj_b),
+        n,
+        f,
+        c,
+    );
+    residual_forward(x, &residual2, &fcproj);
+}
+
+/// Whole model: logits (B*T, V) for token ids (B*T). Ids must be < V and
+/// t <= maxT (see `io::check_input`); otherwise this panics.
+pub fn gpt2_forward(w: &Gpt2Weights, ids: &[u32], b: usize, t: usize) -> Vec<f32> {
+    let cfg = &w.config;
+    let (v, c) = (cfg.vocab_size, cfg.n_embd);
+    let n = b * t;
+    let mut x = vec![0.0f32; n * c]; // (N, C) residual stream
+    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c);
+    for layer in &w.layers {
+        block_forward(&mut x, layer, cfg, b, t);
+    }
+    let mut lnf = vec![0.0f32; n * c]; // (N, C)
+    layernorm_forward(
+        &mut lnf,
+        &x,
+        &w.ln_f_g,
+        &w.ln_f_b,
+        n,
+        c,
+        cfg.layer_norm_epsilon,
+    );
+    let mut logits = vec![0.0f32; n * v]; // (N, V)
+    lm_head_forward(&mut logits, &lnf, &w.wte, n, c, v);
+    logits
+}

@@ -1,0 +1,279 @@
+//! Device layer: the adapters this machine has, and one [`Gpu`] (wgpu Device +
+//! Queue + compiled kernels) per pipeline stage.
+//!
+//! Every [`Gpu`] is opened from its *own* `wgpu::Instance`. On Mesa's software
+//! adapter (lavapipe / llvmpipe) devices that share an Instance share one
+//! thread pool and never run concurrently; one Instance per device, with
+//! `LP_NUM_THREADS=1`, runs them in parallel (../shared/wgpu-notes.md).
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+
+/// The backends wgpipe looks at, in the order adapters are listed.
+const BACKENDS: [(wgpu::Backends, &str); 4] = [
+    (wgpu::Backends::VULKAN, "vulkan"),
+    (wgpu::Backends::METAL, "metal"),
+    (wgpu::Backends::DX12, "dx12"),
+    (wgpu::Backends::GL, "gl"),
+];
+
+/// What `wgpipe adapters` prints for one adapter.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterSummary {
+    /// Position in the full listing (what `--adapter N` selects).
+    pub index: usize,
+    /// `vulkan`, `metal`, `dx12` or `gl`.
+    pub backend: String,
+    /// Position among the adapters of the same backend (`vulkan:0`).
+    pub backend_index: usize,
+    pub name: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub timestamp_query: bool,
+    pub shader_f16: bool,
+    pub subgroup: bool,
+}
+
+impl AdapterSummary {
+    /// `vulkan:0`: how `--devices` names this adapter.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.backend, self.backend_index)
+    }
+}
+
+fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn summarize(index: usize, backend: &str, backend_index: usize, a: &wgpu::Adapter) -> AdapterSummary {
+    let info = a.get_info();
+    let limits = a.limits();
+    let features = a.features();
+    AdapterSummary {
+        index,
+        backend: backend.to_string(),
+        backend_index,
+        name: info.name,
+        device_type: format!("{:?}", info.device_type),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroup: features.contains(wgpu::Features::SUBGROUP),
+    }
+}
+
+fn backend_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let instance = new_instance(backends);
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Every adapter on every backend wgpu offers here, Vulkan first, then Metal,
+/// DX12 and GL. `WGPU_BACKEND` (e.g. `vulkan,gl`), when set, restricts the backends.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let allowed = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let mut out = Vec::new();
+    for (bits, name) in BACKENDS.into_iter().filter(|(b, _)| allowed.contains(*b)) {
+        for (i, a) in backend_adapters(bits).iter().enumerate() {
+            out.push(summarize(out.len(), name, i, a));
+        }
+    }
+    out
+}
+
+/// Resolve `--adapter` / one entry of `--devices` against the listing:
+/// empty = the first adapter; `N` = index in the listing; `vulkan` / `gl` / … =
+/// first of that backend; `vulkan:1` = backend and index; anything else = a
+/// case-insensitive substring of the adapter name.
+pub fn select(adapters: &[AdapterSummary], selector: &str) -> Result<AdapterSummary> {
+    let sel = selector.trim().to_lowercase();
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter {
+            detail: String::new(),
+        });
+    }
+    let found = if sel.is_empty() {
+        adapters.first()
+    } else if let Ok(i) = sel.parse::<usize>() {
+        adapters.get(i)
+    } else if let Some((b, i)) = sel.split_once(':').and_then(|(b, i)| Some((b, i.parse::<usize>().ok()?))) {
+        adapters.iter().find(|a| a.backend == b && a.backend_index == i)
+    } else if BACKENDS.iter().any(|(_, n)| *n == sel) {
+        adapters.iter().find(|a| a.backend == sel)
+    } else {
+        adapters.iter().find(|a| a.name.to_lowercase().contains(&sel))
+    };
+    found.cloned().ok_or_else(|| {
+        let have: Vec<String> = adapters.iter().map(|a| format!("{} ({})", a.id(), a.name)).collect();
+        Error::AdapterNotFound {
+            selector: selector.to_string(),
+            have: have.join(", "),
+        }
+    })
+}
+
+/// The first wgpu error a device reported through its uncaptured-error
+/// handler or device-lost callback; checked after each submission.
+#[derive(Clone, Default)]
+pub struct ErrorSink(Arc<Mutex<Option<String>>>);
+
+impl ErrorSink {
+    fn set(&self, msg: String) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(msg);
+        }
+    }
+    /// Inject an error as if the device had reported it (used by tests of the
+    /// failure path, and by the executor when a peer fails).
+    pub fn report(&self, msg: impl Into<String>) {
+        self.set(msg.into())
+    }
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One pipeline device: its own Instance, Adapter, Device, Queue, and the
+/// compiled kernels.
+pub struct Gpu {
+    /// `vulkan:0 (llvmpipe …)`: how messages name this device.
+    pub label: String,
+    pub summary: AdapterSummary,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    /// Timestamp queries usable inside command encoders.
+    pub timestamps: bool,
+    pub kernels: Kernels,
+    pub errors: ErrorSink,
+    _instance: wgpu::Instance,
+}
+
+impl Gpu {
+    /// Open the adapter `selector` names (see [`select`]) on a fresh Instance.
+    pub fn open(selector: &str) -> Result<Gpu> {
+        let adapters = list_adapters();
+        let summary = select(&adapters, selector)?;
+        Gpu::open_summary(&summary)
+    }
+
+    /// Open the adapter a listing entry describes, on a fresh Instance.
+    pub fn open_summary(summary: &AdapterSummary) -> Result<Gpu> {
+        let bits = BACKENDS
+            .iter()
+            .find(|(_, n)| *n == summary.backend)
+            .map(|(b, _)| *b)
+            .ok_or_else(|| Error::AdapterNotFound {
+                selector: summary.id(),
+                have: "(it disappeared since it was listed)".into(),
+            })?;
+        let instance = new_instance(bits);
+        let adapter = pollster::block_on(instance.enumerate_adapters(bits))
+            .into_iter()
+            .nth(summary.backend_index)
+            .ok_or_else(|| Error::AdapterNotFound {
+                selector: summary.id(),
+                have: "(it disappeared since it was listed)".into(),
+            })?;
+        let label = format!("{} ({})", summary.id(), summary.name);
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        let timestamps = features.contains(wanted);
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some(&label),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Device {
+            device: label.clone(),
+            msg: format!("request_device failed: {e}"),
+        })?;
+        let errors = ErrorSink::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.set(e.to_string())));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                sink.set(format!("device lost: {msg}"))
+            }
+        });
+        let kernels = Kernels::new(&device);
+        Ok(Gpu {
+            label,
+            summary: summary.clone(),
+            device,
+            queue,
+            limits,
+            timestamps,
+            kernels,
+            errors,
+            _instance: instance,
+        })
+    }
+
+    /// Largest buffer one storage binding may cover on this device.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size as u64
+    }
+
+    /// Refuse a tensor that cannot be bound in one piece, naming it and the limit.
+    pub fn check_binding(&self, tensor: &str, bytes: u64) -> Result<()> {
+        if bytes > self.max_binding() || bytes > self.limits.max_buffer_size {
+            return Err(Error::BindingLimit {
+                adapter: self.label.clone(),
+                tensor: tensor.to_string(),
+                bytes,
+                limit: self.max_binding().min(self.limits.max_buffer_size),
+            });
+        }
+        Ok(())
+    }
+
+    /// Wait for all submitted work; surface any error the device reported.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| self.err(format!("poll failed: {e}")))?;
+        self.check()
+    }
+
+    /// The first error this device reported, if any, as an [`Error`].
+    pub fn check(&self) -> Result<()> {
+        match self.errors.take() {
+            Some(msg) => Err(self.err(msg)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn err(&self, msg: impl Into<String>) -> Error {
+        Error::Device {
+            device: self.label.clone(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// The error to give when a command needs an adapter and there is none.
+pub fn no_adapter_error() -> Error {
+    Error::NoAdapter {
+        detail: " on any backend (Vulkan, Metal, DX12, GL)".into(),
+    }
+}

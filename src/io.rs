@@ -1,0 +1,214 @@
+//! Token ids in, logits out: safetensors files shared with Hugging Face.
+//!
+//! B = batch, T = sequence length, V = vocab size.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::model::config::Gpt2Config;
+use crate::model::weights::Rng;
+
+pub const INPUT_IDS: &str = "input_ids";
+pub const LOGITS: &str = "logits";
+
+/// A batch of token sequences, all of length `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenBatch {
+    pub ids: Vec<u32>, // (B, T) row-major
+    pub batch: usize,  // B
+    pub seq: usize,    // T
+}
+
+/// Read tensor `input_ids` ([B, T], or [T] as B = 1; I64 as transformers
+/// saves it, or I32) from a safetensors file.
+pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let view = st.tensor(INPUT_IDS).map_err(|_| {
+        let mut names = st.names();
+        names.sort_unstable();
+        Error::MissingTensor {
+            path: path.to_path_buf(),
+            name: INPUT_IDS.into(),
+            available: if names.is_empty() {
+                "no tensors".into()
+            } else {
+                names.join(", ")
+            },
+        }
+    })?;
+    let (batch, seq) = match *view.shape() {
+        [t] => (1, t),
+        [b, t] => (b, t),
+        ref other => {
+            return Err(Error::Input(format!(
+                "{}: tensor `{INPUT_IDS}` has shape {other:?}; expected [batch, seq] or [seq]",
+                path.display()
+            )))
+        }
+    };
+    let data = view.data();
+    let raw: Vec<i64> = match view.dtype() {
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+            .collect(),
+        other => {
+            return Err(Error::TensorDtype {
+                path: path.to_path_buf(),
+                name: INPUT_IDS.into(),
+                expected: "I64 or I32".into(),
+                found: other.to_string(),
+            })
+        }
+    };
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, &x) in raw.iter().enumerate() {
+        let id = u32::try_from(x).map_err(|_| {
+            Error::Input(format!(
+                "{}: token id {x} at [{}, {}] is out of range (ids must be in 0..2^32)",
+                path.display(),
+                i / seq.max(1),
+                i % seq.max(1)
+            ))
+        })?;
+        ids.push(id);
+    }
+    Ok(TokenBatch { ids, batch, seq })
+}
+
+/// Uniform random ids in 0..vocab (deterministic per seed). `vocab` 0 is
+/// treated as 1, so that [`check_input`] can report the bad config instead.
+pub fn random_input_ids(batch: usize, seq: usize, vocab: usize, seed: u64) -> TokenBatch {
+    let mut rng = Rng::new(seed);
+    let v = vocab.clamp(1, u32::MAX as usize + 1) as u64;
+    let ids = (0..batch * seq)
+        .map(|_| (rng.next_u64() % v) as u32)
+        .collect();
+    TokenBatch { ids, batch, seq }
+}
+
+/// Check that `tokens` can be fed to a model with `config`.
+pub fn check_input(config: &Gpt2Config, tokens: &TokenBatch) -> Result<()> {
+    let (b, t) = (tokens.batch, tokens.seq);
+    if b == 0 || t == 0 {
+        return Err(Error::Input(format!(
+            "empty input: batch {b}, seq {t}; both must be positive"
+        )));
+    }
+    if tokens.ids.len() != b * t {
+        return Err(Error::Input(format!(
+            "input holds {} ids, but batch {b} x seq {t} = {}",
+            tokens.ids.len(),
+            b * t
+        )));
+    }
+    if t > config.n_positions {
+        return Err(Error::Input(format!(
+            "sequence length {t} exceeds the model's n_positions {}",
+            config.n_positions
+        )));
+    }
+    if let Some(i) = tokens
+        .ids
+        .iter()
+        .position(|&id| id as usize >= config.vocab_size)
+    {
+        return Err(Error::Input(format!(
+            "token id {} at [{}, {}] is out of range for vocab size {}",
+            tokens.ids[i],
+            i / t,
+            i % t,
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// Write `logits` (B*T*V values) as the f32 tensor `logits` [B, T, V].
+/// Goes through a temporary file in the same directory and a rename, so a
+/// failure leaves no partial file at `path`.
+pub fn write_logits(
+    path: &Path,
+    logits: &[f32],
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+) -> Result<()> {
+    let n = batch
+        .checked_mul(seq)
+        .and_then(|x| x.checked_mul(vocab))
+        .ok_or_else(|| Error::Input(format!("logits shape [{batch}, {seq}, {vocab}] overflows")))?;
+    if logits.len() != n {
+        return Err(Error::Input(format!(
+            "{}: logits hold {} values, shape [{batch}, {seq}, {vocab}] needs {n}",
+            path.display(),
+            logits.len()
+        )));
+    }
+    #[cfg(target_endian = "little")]
+    let bytes: std::borrow::Cow<[u8]> = std::borrow::Cow::Borrowed(bytemuck::cast_slice(logits));
+    #[cfg(target_endian = "big")]
+    let bytes: std::borrow::Cow<[u8]> =
+        std::borrow::Cow::Owned(logits.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![batch, seq, vocab], &bytes)
+        .map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    write_atomic(path, |tmp| {
+        safetensors::serialize_to_file([(LOGITS, view)], None, tmp)
+            .map_err(|e| safetensors_write_error(tmp, e))
+    })
+}
+
+pub(crate) fn safetensors_write_error(path: &Path, e: SafeTensorError) -> Error {
+    match e {
+        SafeTensorError::IoError(source) => Error::io(path, source),
+        other => Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: other.to_string(),
+        },
+    }
+}
+
+/// Run `write` on a temporary path beside `path`, then rename it over `path`.
+/// On any failure the temporary file is removed and `path` is untouched.
+pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory; expected a file path",
+            ),
+        ));
+    }
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+        )
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".tmp.{}.{k}", std::process::id()));
+    let tmp: PathBuf = path.with_file_name(tmp_name);
+    let result =
+        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

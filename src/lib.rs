@@ -1,0 +1,23 @@
+//! wgpipe: microbatched pipeline-parallel transformer inference across wgpu
+//! devices, with the pipeline bubble measured on real timelines.
+//!
+//! Layers, bottom to top:
+//! - [`device`]: adapters, one wgpu Device + Queue per pipeline stage, limits, timestamps.
+//! - [`kernels`]: one WGSL shader per op (see `shaders/`) and one Rust dispatch function each;
+//!   [`cpu`] is the plain CPU reference twin of every op.
+//! - [`model`]: GPT-2 config, weights (seeded init or Hugging Face checkpoint), forward.
+//! - [`schedule`]: pipeline schedules as pure data: generate, validate, simulate, export.
+//! - [`executor`]: runs schedule data across devices.
+//! - [`trace`]: timelines, bubble statistics, Chrome trace, SVG.
+
+pub mod cli;
+pub mod cpu;
+pub mod device;
+pub mod error;
+pub mod io;
+pub mod kernels;
+pub mod model;
+pub mod schedule;
+pub mod trace;
+
+pub use error::{Error, Result};

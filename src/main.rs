@@ -1,0 +1,43 @@
+//! The `wgpipe` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wgpipe::cli;
+
+#[derive(Parser)]
+#[command(
+    name = "wgpipe",
+    version,
+    about = "GPT-2 as microbatched pipelines across wgpu devices, with the bubble measured"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter on every backend, with limits and features.
+    Adapters(cli::adapters::AdaptersArgs),
+    /// Run the whole model on one adapter.
+    Forward(cli::forward::ForwardArgs),
+    /// Show a pipeline schedule, its simulated and analytic bubble, and its memory.
+    Plan(cli::plan::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
+    let result = match Cli::parse().command {
+        Command::Adapters(a) => cli::adapters::run(&a),
+        Command::Forward(a) => cli::forward::run(&a),
+        Command::Plan(a) => cli::plan::run(&a).map_err(wgpipe::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+pub mod checkpoint;
+pub mod config;
+pub mod weights;
+
+pub use config::Gpt2Config;
+pub use weights::{Gpt2Weights, LayerWeights};
+pub mod gpu;

@@ -1,0 +1,78 @@
+//! Everything that can go wrong with a schedule, in sentences.
+
+use std::path::PathBuf;
+
+/// Errors from generating, parsing, validating or simulating a schedule.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("a schedule needs at least one {what} (got {flag} 0)")]
+    Zero {
+        what: &'static str,
+        flag: &'static str,
+    },
+
+    #[error("unknown schedule \"{name}\"; choose one of gpipe, 1f1b, interleaved, zb-h1")]
+    UnknownSchedule { name: String },
+
+    #[error(
+        "{schedule} holds one stage per device, but --virtual {virtual_stages} asks for {virtual_stages} chunks per device; \
+         use --schedule interleaved --virtual {virtual_stages}, or --virtual 1"
+    )]
+    NeedsOneChunk {
+        schedule: String,
+        virtual_stages: usize,
+    },
+
+    #[error(
+        "interleaved 1F1B needs the microbatch count to be a multiple of the device count (M={microbatches}, P={devices}); \
+         try --microbatches {suggestion}, or --forward-only"
+    )]
+    MicrobatchesNotMultiple {
+        microbatches: usize,
+        devices: usize,
+        suggestion: usize,
+    },
+
+    #[error(
+        "{schedule} orders forwards against backwards, so it has no forward-only form; \
+         for inference use --schedule gpipe --forward-only, or --schedule interleaved --forward-only for several chunks per device"
+    )]
+    NoForwardOnly { schedule: String },
+
+    #[error("\"{text}\" is not an action: {reason} (expected stage, kind, microbatch, like 1F0)")]
+    BadAction { text: String, reason: String },
+
+    #[error("{path}: line {line}, cell {cell}: {source}")]
+    CsvCell {
+        path: String,
+        line: usize,
+        cell: usize,
+        source: Box<ScheduleError>,
+    },
+
+    #[error("{path}: {reason}")]
+    CsvFormat { path: String, reason: String },
+
+    #[error("the schedule is invalid: {problem}\n{grid}")]
+    Invalid { problem: String, grid: String },
+
+    #[error("the schedule deadlocks: no device can go on.\n{waits}\n{grid}")]
+    Deadlock { waits: String, grid: String },
+
+    #[error("the {what} costs list {got} stages, but the schedule has {stages}")]
+    CostsMismatch {
+        what: &'static str,
+        got: usize,
+        stages: usize,
+    },
+
+    #[error("could not {op} {path}: {source}", path = path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{path} is a directory; name a file to write instead", path = path.display())]
+    OutputIsDirectory { path: PathBuf },
+}

@@ -1,0 +1,168 @@
+//! Validation: the right actions, each once, on the right device, in an
+//! order that can run.
+//!
+//! 1. Sizes and cells: P, M, v ≥ 1, one row per device, every action's stage
+//!    and microbatch in range and on the device that holds the stage.
+//! 2. Completeness: every (stage, microbatch) has exactly one F and, in a
+//!    training schedule (one with any B/I/W), exactly one B or one I and one W.
+//! 3. Order on one device: an action comes after what it needs from the same
+//!    device (F(s) after F(s−1), B/I(s) after F(s) and B/I(s+1), W after I).
+//! 4. Order across devices: a dry run with unit times must finish; otherwise
+//!    the deadlock says which device waits on what.
+//!
+//! Every rejection carries the grid with the offending cell marked.
+
+use crate::schedule::{grid, simulate, Costs, Kind, Schedule, ScheduleError};
+
+/// Checks everything above; `Ok` means the schedule runs to completion.
+pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
+    check_cells(s)?;
+    check_counts(s)?;
+    check_device_order(s)?;
+    simulate(s, &Costs::uniform(s.stages(), 1.0, 1.0, 1.0, 1.0, 0.0)).map(|_| ())
+}
+
+fn invalid(s: &Schedule, problem: String, marks: &[(usize, usize)]) -> ScheduleError {
+    ScheduleError::Invalid {
+        problem,
+        grid: grid::render(s, marks),
+    }
+}
+
+/// Step 1: sizes, and every cell in range and on its stage's device.
+pub(crate) fn check_cells(s: &Schedule) -> Result<(), ScheduleError> {
+    if s.devices == 0 {
+        return Err(ScheduleError::Zero {
+            what: "device",
+            flag: "--devices",
+        });
+    }
+    if s.microbatches == 0 {
+        return Err(ScheduleError::Zero {
+            what: "microbatch",
+            flag: "--microbatches",
+        });
+    }
+    if s.virtual_stages == 0 {
+        return Err(ScheduleError::Zero {
+            what: "chunk per device",
+            flag: "--virtual",
+        });
+    }
+    if s.rows.len() != s.devices {
+        let problem = format!(
+            "it has {} rows but {} devices; give one row per device",
+            s.rows.len(),
+            s.devices
+        );
+        return Err(invalid(s, problem, &[]));
+    }
+    for (d, step, a) in s.actions() {
+        let problem = if a.stage >= s.stages() {
+            format!(
+                "device {d} step {step}: {a} names stage {}, but {} devices × {} chunks make stages 0..{}",
+                a.stage,
+                s.devices,
+                s.virtual_stages,
+                s.stages() - 1
+            )
+        } else if a.microbatch >= s.microbatches {
+            format!(
+                "device {d} step {step}: {a} names microbatch {}, but there are {} (0..{})",
+                a.microbatch,
+                s.microbatches,
+                s.microbatches - 1
+            )
+        } else if s.device_of_stage(a.stage) != d {
+            format!(
+                "device {d} step {step}: stage {} lives on device {}, not device {d}",
+                a.stage,
+                s.device_of_stage(a.stage)
+            )
+        } else {
+            continue;
+        };
+        return Err(invalid(s, problem, &[(d, step)]));
+    }
+    Ok(())
+}
+
+/// Step 2: each action once; training schedules complete.
+fn check_counts(s: &Schedule) -> Result<(), ScheduleError> {
+    let m = s.microbatches;
+    let kinds = [Kind::F, Kind::B, Kind::I, Kind::W];
+    // seen[kind][stage * M + mb] = (device, step) of the first occurrence
+    let mut seen: Vec<Vec<Option<(usize, usize)>>> = vec![vec![None; s.stages() * m]; 4];
+    for (d, step, a) in s.actions() {
+        let k = kinds.iter().position(|&k| k == a.kind).unwrap_or(0);
+        let slot = &mut seen[k][a.stage * m + a.microbatch];
+        if let Some((d0, step0)) = *slot {
+            let problem =
+                format!("{a} appears twice: device {d0} step {step0} and device {d} step {step}");
+            return Err(invalid(s, problem, &[(d0, step0), (d, step)]));
+        }
+        *slot = Some((d, step));
+    }
+    let training = !s.is_forward_only();
+    for stage in 0..s.stages() {
+        for mb in 0..m {
+            let at = |k: usize| seen[k][stage * m + mb];
+            let dev = s.device_of_stage(stage);
+            let (f, b, i, w) = (at(0), at(1), at(2), at(3));
+            let problem = if f.is_none() {
+                format!(
+                    "{stage}F{mb} (stage {stage}, forward, microbatch {mb}) is missing from device {dev}'s row"
+                )
+            } else if !training {
+                continue;
+            } else {
+                match (b, i, w) {
+                    (Some(_), None, None) | (None, Some(_), Some(_)) => continue,
+                    (None, None, None) => {
+                        format!(
+                            "stage {stage} microbatch {mb} has no backward: add {stage}B{mb}, or {stage}I{mb} and {stage}W{mb}, to device {dev}'s row"
+                        )
+                    }
+                    (Some(_), _, _) => format!(
+                        "stage {stage} microbatch {mb} has both a full backward {stage}B{mb} and a split one; keep one"
+                    ),
+                    (None, Some(_), None) => format!("{stage}I{mb} has no matching {stage}W{mb}"),
+                    (None, None, Some(_)) => format!("{stage}W{mb} has no matching {stage}I{mb}"),
+                }
+            };
+            let marks: Vec<(usize, usize)> = [f, b, i, w].into_iter().flatten().collect();
+            return Err(invalid(s, problem, &marks));
+        }
+    }
+    Ok(())
+}
+
+/// Step 3: on each device, what an action needs from that same device comes first.
+fn check_device_order(s: &Schedule) -> Result<(), ScheduleError> {
+    let (stages, m) = (s.stages(), s.microbatches);
+    for (d, row) in s.rows.iter().enumerate() {
+        let mut made = vec![false; 3 * stages * m];
+        for (step, a) in row
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|a| (i, a)))
+        {
+            for n in a.needs(stages) {
+                if s.device_of_stage(n.stage) == d && !made[n.index(m)] {
+                    let later = row
+                        .iter()
+                        .flatten()
+                        .find(|b| b.produces() == n)
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| n.to_string());
+                    let problem = format!(
+                        "device {d} step {step}: {a} needs {later}, which comes after it on the same device"
+                    );
+                    return Err(invalid(s, problem, &[(d, step)]));
+                }
+            }
+            made[a.produces().index(m)] = true;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The command line on bad input: every case must end in a clear error that
+//! names what is wrong and a non-zero exit — never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use wgpipe::model::{checkpoint, Gpt2Config, Gpt2Weights};
+
+fn wgpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpipe"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .expect("run wgpipe")
+}
+
+/// Asserts a clean failure whose message contains every one of `needles`.
+fn fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "expected exit 1 (not a panic's 101); stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error message lacks {n:?}: {err}");
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgpipe-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny_checkpoint(tag: &str) -> PathBuf {
+    let d = tmpdir(tag);
+    let w = Gpt2Weights::init(&Gpt2Config::named("tiny").unwrap(), 1).unwrap();
+    checkpoint::save_checkpoint(&w, &d).unwrap();
+    d
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-gpt2")
+}
+
+#[test]
+fn forward_on_a_transformers_checkpoint_writes_logits() {
+    let d = tmpdir("ok");
+    let out_file = d.join("logits.safetensors");
+    let ids = fixture().join("input_ids.safetensors");
+    let out = wgpipe(&[
+        "forward",
+        "--checkpoint",
+        fixture().to_str().unwrap(),
+        "--input-ids",
+        ids.to_str().unwrap(),
+        "--logits-out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tokens/s"));
+    let bytes = std::fs::read(&out_file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("logits").unwrap().shape(), &[2, 11, 97]);
+}
+
+#[test]
+fn missing_checkpoint_directory() {
+    fails_with(&wgpipe(&["forward", "--checkpoint", "/nonexistent/ckpt"]), &["/nonexistent/ckpt"]);
+}
+
+#[test]
+fn malformed_config_json() {
+    let d = tiny_checkpoint("badcfg");
+    std::fs::write(d.join("config.json"), "{ not json").unwrap();
+    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["config.json"]);
+}
+
+#[test]
+fn malformed_safetensors() {
+    let d = tiny_checkpoint("badst");
+    std::fs::write(d.join("model.safetensors"), b"\x10\0\0\0\0\0\0\0garbage!").unwrap();
+    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["model.safetensors"]);
+}
+
+#[test]
+fn missing_and_misshaped_tensors_are_named() {
+    // Rewrite the fixture's weights without one tensor, then with one mis-shaped.
+    let src = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&src).unwrap();
+    let write = |dir: &Path, drop: &str, reshape: Option<&str>| {
+        std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
+        let mut views = Vec::new();
+        for (name, t) in st.tensors() {
+            if name == drop {
+                continue;
+            }
+            let shape: Vec<usize> = if Some(name.as_str()) == reshape {
+                vec![t.shape().iter().product::<usize>() / 4, 4]
+            } else {
+                t.shape().to_vec()
+            };
+            views.push((name, safetensors::tensor::TensorView::new(t.dtype(), shape, t.data()).unwrap()));
+        }
+        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    };
+    let d = tmpdir("missing");
+    write(&d, "transformer.h.1.mlp.c_fc.weight", None);
+    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["h.1.mlp.c_fc.weight"]);
+    let d = tmpdir("shape");
+    write(&d, "", Some("transformer.h.0.attn.c_attn.weight"));
+    fails_with(
+        &wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]),
+        &["h.0.attn.c_attn.weight", "36, 108", "972, 4"],
+    );
+}
+
+#[test]
+fn n_embd_not_divisible_by_n_head() {
+    let d = tiny_checkpoint("heads");
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    let cfg = cfg.replace("\"n_head\": 3", "\"n_head\": 5");
+    assert!(cfg.contains("\"n_head\": 5"), "config.json layout changed: {cfg}");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["36", "5"]);
+}
+
+#[test]
+fn token_id_past_the_vocabulary() {
+    let d = tmpdir("ids");
+    let ids: Vec<i64> = vec![1, 2, 3, 97];
+    let bytes: Vec<u8> = bytemuck::cast_slice(&ids).to_vec();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 4], &bytes).unwrap();
+    let f = d.join("ids.safetensors");
+    safetensors::serialize_to_file(vec![("input_ids", view)], None, &f).unwrap();
+    let out = wgpipe(&["forward", "--checkpoint", fixture().to_str().unwrap(), "--input-ids", f.to_str().unwrap()]);
+    fails_with(&out, &["97"]);
+}
+
+#[test]
+fn sequence_longer_than_n_positions() {
+    fails_with(&wgpipe(&["forward", "--model", "tiny", "--seq", "65"]), &["65", "64"]);
+}
+
+#[test]
+fn logits_out_to_a_directory_is_refused_before_work() {
+    let d = tmpdir("outdir");
+    fails_with(&wgpipe(&["forward", "--model", "tiny", "--logits-out", d.to_str().unwrap()]), &["directory"]);
+    assert!(d.is_dir(), "the directory the user had is untouched");
+}
+
+#[test]
+fn no_adapter_says_how_to_install_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpipe"))
+        .args(["forward", "--model", "tiny"])
+        .env("WGPU_BACKEND", "vulkan")
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .output()
+        .unwrap();
+    fails_with(&out, &["no wgpu adapter", "mesa-vulkan-drivers"]);
+}
+
+#[test]
+fn unknown_adapter_lists_what_there_is() {
+    fails_with(&wgpipe(&["forward", "--model", "tiny", "--adapter", "quantum"]), &["quantum", "vulkan:0"]);
+}
+
+#[test]
+fn adapters_lists_vulkan_and_gl_software_adapters() {
+    let out = wgpipe(&["adapters", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backends: Vec<&str> = v.as_array().unwrap().iter().map(|a| a["backend"].as_str().unwrap()).collect();
+    assert!(backends.contains(&"vulkan"), "{backends:?}");
+    assert!(backends.contains(&"gl"), "{backends:?}");
+    for a in v.as_array().unwrap() {
+        assert!(a["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+        assert!(a["timestamp_query"].is_boolean());
+    }
+}
