@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cpu;
 pub mod device;
 pub mod error;
+pub mod executor;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -4,3 +4,4 @@ pub mod adapters;
 pub mod forward;
 pub mod model_args;
 pub mod plan;
+pub mod run;

@@ -182,9 +182,9 @@ pub fn staging(gpu: &Gpu, label: &str, bytes: u64) -> wgpu::Buffer {
     })
 }
 
-/// Map `staging` (already filled and submitted) and copy out `len` f32s.
-pub fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-    let bytes = (len * 4) as u64;
+/// Map `staging` (already filled and submitted) and copy out `len` values.
+pub fn read_mapped<T: bytemuck::Pod>(gpu: &Gpu, staging: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+    let bytes = (len * std::mem::size_of::<T>()) as u64;
     let slice = staging.slice(..bytes.max(4));
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -198,7 +198,7 @@ pub fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer, len: usize) -> Result<Vec<
         let view = slice
             .get_mapped_range()
             .map_err(|e| gpu.err(format!("buffer map failed: {e}")))?;
-        bytemuck::cast_slice::<u8, f32>(&view)[..len].to_vec()
+        bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
     };
     staging.unmap();
     Ok(out)

@@ -280,7 +280,7 @@ pub fn forward(gpu: &Gpu, w: &Gpt2Weights, tokens: &TokenBatch, per_pass: usize)
         enc.copy_buffer_to_buffer(logits_buf, 0, &staging, 0, stage.logits_bytes());
         gpu.queue.submit([enc.finish()]);
         let vp = w.config.vocab_size.next_multiple_of(4);
-        let padded = k::read_mapped(gpu, &staging, stage.rows() * vp)?;
+        let padded: Vec<f32> = k::read_mapped(gpu, &staging, stage.rows() * vp)?;
         logits.extend(stage.strip_logits(&padded[..nseq * t * vp]));
     }
     Ok(Forward {

@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
 
+pub mod timestamps;
+
 /// The backends wgpipe looks at, in the order adapters are listed.
 const BACKENDS: [(wgpu::Backends, &str); 4] = [
     (wgpu::Backends::VULKAN, "vulkan"),
@@ -276,4 +278,29 @@ pub fn no_adapter_error() -> Error {
     Error::NoAdapter {
         detail: " on any backend (Vulkan, Metal, DX12, GL)".into(),
     }
+}
+
+/// Adapters for `--devices`: a count N places N pipeline devices one per
+/// physical adapter where there are enough, cycling otherwise (an adapter seen
+/// on several backends — llvmpipe on Vulkan and GL — counts once, on its
+/// first backend); a comma list (`vulkan:0,gl:0`, or any [`select`] form)
+/// picks each explicitly. Every entry is opened later on its own Instance.
+pub fn place_devices(spec: &str) -> Result<Vec<AdapterSummary>> {
+    let adapters = list_adapters();
+    if adapters.is_empty() {
+        return Err(no_adapter_error());
+    }
+    if let Ok(n) = spec.trim().parse::<usize>() {
+        if n == 0 {
+            return Err(Error::Input("--devices 0: a pipeline needs at least one device".into()));
+        }
+        let mut physical: Vec<&AdapterSummary> = Vec::new();
+        for a in &adapters {
+            if !physical.iter().any(|p| p.name == a.name && p.device_type == a.device_type) {
+                physical.push(a);
+            }
+        }
+        return Ok((0..n).map(|i| physical[i % physical.len()].clone()).collect());
+    }
+    spec.split(',').map(|s| select(&adapters, s)).collect()
 }

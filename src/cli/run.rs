@@ -1,0 +1,113 @@
+//! `wgpipe run`: the model pipelined across devices, with the measured
+//! bubble beside the simulated and analytic one.
+
+use std::path::PathBuf;
+
+use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
+use crate::device::{place_devices, Gpu};
+use crate::error::{Error, Result};
+use crate::executor::measure::{measure, Measurement};
+use crate::executor::{run_pipeline, Options};
+use crate::schedule::Schedule;
+use crate::trace::{chrome::to_chrome_json, svg::gantt_svg};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Pipeline devices: a count (one per physical adapter, cycling) or a list like vulkan:0,gl:0.
+    #[arg(long, default_value = "2")]
+    pub devices: String,
+    /// Microbatches M the batch is split into (default: one per sequence).
+    #[arg(long)]
+    pub microbatches: Option<usize>,
+    /// Schedule. Inference runs forwards only: gpipe and interleaved run their
+    /// forward-only form; 1f1b and zb-h1 run their forward part (each device's
+    /// forwards in the schedule's order, which is GPipe's).
+    #[arg(long, default_value = "gpipe", value_parser = crate::schedule::SCHEDULE_NAMES)]
+    pub schedule: String,
+    /// Chunks (virtual stages) per device, for interleaved.
+    #[arg(long = "virtual", default_value_t = 1)]
+    pub virtual_stages: usize,
+    /// Layers per stage, e.g. 3,5,4 (one count per stage = devices x virtual); even by default.
+    #[arg(long, value_delimiter = ',')]
+    pub split: Option<Vec<usize>>,
+    /// Write the measured timeline as Chrome trace-event JSON (opens in Perfetto).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Write the measured timeline as an SVG Gantt chart.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    args.input.check_outputs()?;
+    check_output_path(args.trace.as_deref())?;
+    check_output_path(args.svg.as_deref())?;
+    let w = args.model.load()?;
+    let mut input = args.input.clone();
+    let m = args.microbatches.unwrap_or_else(|| input.batch.unwrap_or(4));
+    if input.input_ids.is_none() && input.batch.is_none() {
+        input.batch = Some(m);
+    }
+    let tokens = input.tokens(&w.config, args.model.seed)?;
+    let placement = place_devices(&args.devices)?;
+    let schedule = Schedule::for_inference(&args.schedule, placement.len(), m, args.virtual_stages)?;
+    let gpus = placement.iter().map(Gpu::open_summary).collect::<Result<Vec<_>>>()?;
+    let opts = Options {
+        split: args.split.clone(),
+        fault: None,
+    };
+    let run = run_pipeline(&gpus, &w, &tokens, &schedule, &opts)?;
+    let n_tokens = tokens.batch * tokens.seq;
+    let meas = measure(&schedule, &run, n_tokens)?;
+
+    input.write_logits(&run.logits, &tokens, w.config.vocab_size)?;
+    if let Some(p) = &args.trace {
+        let json = serde_json::to_string(&to_chrome_json(&run.timeline)).expect("trace serializes");
+        std::fs::write(p, json).map_err(|e| Error::io(p, e))?;
+    }
+    if let Some(p) = &args.svg {
+        let title = format!("{} — measured, P={} M={} v={}", schedule.name, schedule.devices, m, args.virtual_stages);
+        std::fs::write(p, gantt_svg(&run.timeline, &title)).map_err(|e| Error::io(p, e))?;
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&meas).expect("measurement serializes");
+        v["device_names"] = serde_json::json!(run.timeline.device_names);
+        v["batch"] = serde_json::json!(tokens.batch);
+        v["seq"] = serde_json::json!(tokens.seq);
+        v["microbatch_sequences"] = serde_json::json!(run.microbatch_sequences);
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        print_report(&meas, &run.timeline.device_names, &schedule);
+    }
+    Ok(())
+}
+
+fn print_report(m: &Measurement, names: &[String], schedule: &Schedule) {
+    println!("{}", crate::schedule::grid::render(schedule, &[]));
+    println!(
+        "{} P={} M={} v={}: makespan {:.2} ms (wall {:.2} ms), {:.0} tokens/s, clock: {}",
+        m.schedule, m.devices, m.microbatches, m.virtual_stages, m.makespan_ms, m.wall_ms, m.tokens_per_s, m.clock
+    );
+    println!(
+        "bubble: measured {:.1}%   simulated {:.1}%   analytic {:.1}%",
+        100.0 * m.bubble_measured,
+        100.0 * m.bubble_simulated,
+        100.0 * m.bubble_analytic
+    );
+    println!(
+        "transfers: {} hops, {:.2} MB, median {:.3} ms",
+        m.transfers,
+        m.bytes_moved as f64 / 1e6,
+        m.transfer_ms
+    );
+    for (d, name) in names.iter().enumerate() {
+        println!("  device {d} {name}: busy {:.2} ms, idle {:.2} ms", m.busy_ms[d], m.idle_ms[d]);
+    }
+}

@@ -1,0 +1,123 @@
+//! Moving activations between devices through the host.
+//!
+//! The producing device copies its stage output into a MAP_READ staging
+//! buffer in the same submission as the compute, and posts a [`Packet`] in the
+//! consumer's [`Mailbox`] without waiting. The consumer's thread, when its
+//! schedule reaches the action that needs it, waits for that one submission
+//! on the producer's device, maps the staging buffer and writes it straight
+//! into its own input buffer with `queue.write_buffer`. So the producer never
+//! waits for its own outgoing copy, and the consumer does the copy while its
+//! own GPU may still be busy with the previous action.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// How often blocked waits look at the abort flag.
+pub(crate) const TICK: Duration = Duration::from_millis(50);
+
+/// An activation ready (or about to be ready) on the producer's device.
+pub(crate) struct Packet {
+    pub from: usize,
+    pub device: wgpu::Device,
+    pub staging: wgpu::Buffer,
+    pub submission: wgpu::SubmissionIndex,
+    pub bytes: u64,
+}
+
+/// Packets for one consumer device, keyed by (stage, microbatch) of the
+/// action that consumes them.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    slots: Mutex<HashMap<(usize, usize), Packet>>,
+    cv: Condvar,
+}
+
+/// Why a wait ended without its packet.
+pub(crate) enum WaitError {
+    /// Another device failed; this one stops quietly.
+    Aborted,
+    /// The producer finished without sending what was waited for.
+    ProducerGone(usize),
+}
+
+impl Mailbox {
+    pub fn post(&self, key: (usize, usize), p: Packet) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p);
+        self.cv.notify_all();
+    }
+
+    /// Wake every waiter (used when the run aborts).
+    pub fn wake(&self) {
+        self.cv.notify_all();
+    }
+
+    /// Wait for the packet `key` from device `from`; give up when the run
+    /// aborts or `from` has finished without posting it.
+    pub fn take(&self, key: (usize, usize), from: usize, abort: &AtomicBool, done: &[AtomicBool]) -> Result<Packet, WaitError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(p) = slots.remove(&key) {
+                return Ok(p);
+            }
+            if abort.load(Ordering::SeqCst) {
+                return Err(WaitError::Aborted);
+            }
+            if done[from].load(Ordering::SeqCst) {
+                return Err(WaitError::ProducerGone(from));
+            }
+            slots = self.cv.wait_timeout(slots, TICK).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// Wait until `submission` has finished on `device`, checking `abort` every tick.
+pub(crate) fn wait_submission(
+    device: &wgpu::Device,
+    submission: &wgpu::SubmissionIndex,
+    abort: &AtomicBool,
+) -> Result<(), String> {
+    loop {
+        match device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission.clone()),
+            timeout: Some(TICK),
+        }) {
+            Ok(_) => return Ok(()),
+            Err(wgpu::PollError::Timeout) => {
+                if abort.load(Ordering::SeqCst) {
+                    return Err("aborted".into());
+                }
+            }
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+    }
+}
+
+/// Copy a packet's activation into `dst` on the consumer's queue. Returns
+/// once the bytes are handed to the consumer's queue.
+pub(crate) fn receive(p: &Packet, queue: &wgpu::Queue, dst: &wgpu::Buffer, abort: &AtomicBool) -> Result<(), String> {
+    wait_submission(&p.device, &p.submission, abort)?;
+    let slice = p.staging.slice(..p.bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    let mapped = loop {
+        let _ = p.device.poll(wgpu::PollType::Poll);
+        match rx.recv_timeout(Duration::from_micros(200)) {
+            Ok(r) => break r,
+            Err(_) if abort.load(Ordering::SeqCst) => return Err("aborted".into()),
+            Err(_) => {}
+        }
+    };
+    mapped.map_err(|e| format!("mapping the staging buffer of device {} failed: {e}", p.from))?;
+    {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| format!("mapped range of device {}: {e}", p.from))?;
+        queue.write_buffer(dst, 0, &view);
+    }
+    p.staging.unmap();
+    Ok(())
+}

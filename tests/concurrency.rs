@@ -1,0 +1,35 @@
+//! Two pipeline devices on the software adapter compute at the same time.
+//! Its own test binary: LP_NUM_THREADS must be set before Mesa loads, once
+//! per process (../shared/wgpu-notes.md).
+
+mod common;
+
+use wgpipe::executor::{run_pipeline, Options};
+use wgpipe::io::random_input_ids;
+use wgpipe::model::{Gpt2Config, Gpt2Weights};
+use wgpipe::schedule::Schedule;
+use wgpipe::trace::Track;
+
+#[test]
+fn two_devices_compute_at_the_same_time() {
+    std::env::set_var("LP_NUM_THREADS", "1");
+    let cfg = Gpt2Config::named("small-test").unwrap();
+    let w = Gpt2Weights::init(&cfg, 1).unwrap();
+    let tokens = random_input_ids(8, 64, cfg.vocab_size, 1);
+    let gpus = vec![common::gpu(), common::gpu()];
+    let s = Schedule::for_inference("gpipe", 2, 8, 1).unwrap();
+    let run = run_pipeline(&gpus, &w, &tokens, &s, &Options::default()).unwrap();
+    // Time during which both devices were computing, from the recorded trace.
+    let ev = |d| -> Vec<(f64, f64)> {
+        run.timeline.events.iter().filter(|e| e.track == Track::Device(d)).map(|e| (e.start_us, e.end_us)).collect()
+    };
+    let (a, b) = (ev(0), ev(1));
+    let overlap: f64 = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| (x.1.min(y.1) - x.0.max(y.0)).max(0.0)))
+        .sum();
+    let busy1: f64 = b.iter().map(|y| y.1 - y.0).sum();
+    println!("overlap {overlap:.0} us of device 1's {busy1:.0} us busy");
+    // GPipe P=2 M=8: device 1 runs 7 of its 8 forwards while device 0 runs.
+    assert!(overlap > 0.5 * busy1, "devices barely overlapped: {overlap:.0} of {busy1:.0} us");
+}
