@@ -24,13 +24,15 @@ enum Command {
     Forward(cli::forward::ForwardArgs),
     /// Run the model pipelined across devices and measure the bubble.
     Run(cli::run::RunArgs),
+    /// Benchmarks on real devices (`bench bubble`: the seed's bubble table, measured).
+    Bench(cli::bench::BenchArgs),
     /// Show a pipeline schedule, its simulated and analytic bubble, and its memory.
     Plan(cli::plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run(_)) && std::env::var_os("LP_NUM_THREADS").is_none() {
+    if matches!(cli.command, Command::Run(_) | Command::Bench(_)) && std::env::var_os("LP_NUM_THREADS").is_none() {
         // Mesa's software adapters read this once, when they load: one thread
         // per device lets pipeline devices run in parallel instead of sharing
         // one pool (../shared/wgpu-notes.md). No effect on real GPUs.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Adapters(a) => cli::adapters::run(&a),
         Command::Forward(a) => cli::forward::run(&a),
         Command::Run(a) => cli::run::run(&a),
+        Command::Bench(a) => cli::bench::run(&a),
         Command::Plan(a) => cli::plan::run(&a).map_err(wgpipe::Error::from),
     };
     match result {

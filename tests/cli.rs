@@ -179,3 +179,54 @@ fn adapters_lists_vulkan_and_gl_software_adapters() {
         assert!(a["timestamp_query"].is_boolean());
     }
 }
+
+#[test]
+fn run_json_reports_the_three_bubbles() {
+    let out = wgpipe(&[
+        "run", "--model", "tiny", "--devices", "2", "--microbatches", "3", "--seq", "8", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["devices", "microbatches", "schedule", "makespan_ms", "bubble_measured", "bubble_simulated", "bubble_analytic", "tokens_per_s", "clock"] {
+        assert!(!v[k].is_null(), "missing {k}: {v}");
+    }
+    assert_eq!(v["devices"], 2);
+    assert_eq!(v["microbatches"], 3);
+    assert!((v["bubble_analytic"].as_f64().unwrap() - 0.25).abs() < 1e-12, "(P-1)/(M+P-1) = 1/4");
+    let measured = v["bubble_measured"].as_f64().unwrap();
+    assert!(measured > 0.0 && measured < 1.0, "{measured}");
+    assert_eq!(v["clock"], "gpu-timestamps");
+}
+
+#[test]
+fn run_refuses_bad_splits_and_interleaving_without_layers() {
+    fails_with(&wgpipe(&["run", "--model", "tiny", "--devices", "2", "--split", "1,2"]), &["adds up to 3", "2"]);
+    fails_with(
+        &wgpipe(&["run", "--model", "tiny", "--devices", "2", "--schedule", "interleaved", "--virtual", "2"]),
+        &["too few"],
+    );
+}
+
+#[test]
+fn bench_bubble_json_has_a_row_per_point() {
+    let d = tmpdir("bench");
+    let (csv, svg) = (d.join("b.csv"), d.join("b.svg"));
+    let out = wgpipe(&[
+        "bench", "bubble", "--devices", "2", "--microbatches", "1,2", "--seq", "8", "--repeat", "1", "--json",
+        "--csv", csv.to_str().unwrap(), "--svg", svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (r, m) in rows.iter().zip([1, 2]) {
+        assert_eq!(r["microbatches"], m);
+        let analytic = r["bubble_analytic"].as_f64().unwrap();
+        assert!((analytic - 1.0 / (m as f64 + 1.0)).abs() < 1e-12);
+        for k in ["bubble_simulated", "bubble_measured", "makespan_ms", "tokens_per_s", "speedup"] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}

@@ -1,6 +1,7 @@
 //! Command-line front ends. Each subcommand lives in its own file.
 
 pub mod adapters;
+pub mod bench;
 pub mod forward;
 pub mod model_args;
 pub mod plan;

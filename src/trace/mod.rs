@@ -6,6 +6,7 @@
 //! `1 − Σ_d busy_d / (P × makespan)`, over compute events only, where
 //! makespan = last compute end − first compute start.
 
+pub mod chart;
 pub mod chrome;
 pub mod svg;
 

@@ -1,0 +1,210 @@
+//! The bubble benchmark: for each schedule and microbatch count M, run the
+//! real pipeline (warm-up, then R repetitions, median by makespan) and put the
+//! measured bubble beside the simulated and the analytic one, with the
+//! speedup over the same microbatches run on one device.
+//!
+//! Stages are uniform: the model has `layers_per_stage` identical blocks per
+//! device, and a vocabulary small enough (64) that the embedding and LM head
+//! add about 1 % to the first and last stage. The one-device baseline runs
+//! the same M microbatches of the same shape through the same executor on
+//! one device holding every layer, so the speedup compares like with like:
+//! ideal P·M/(M+P−1).
+
+use serde::Serialize;
+
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::executor::measure::{measure, Measurement};
+use crate::executor::{run_pipeline, Options, PipelineRun};
+use crate::io::random_input_ids;
+use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::schedule::Schedule;
+
+/// The benchmark's model shape: per-stage compute well above a transfer of
+/// its (T, C) activation (about 35 ms against 0.1 ms on lavapipe, one thread).
+pub fn bench_config(layers: usize, seq: usize) -> Gpt2Config {
+    Gpt2Config {
+        vocab_size: 64,
+        n_positions: seq.max(1),
+        n_embd: 256,
+        n_layer: layers,
+        n_head: 4,
+        n_inner: 1024,
+        layer_norm_epsilon: 1e-5,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    /// (name, v) per series, e.g. ("gpipe", 1), ("interleaved", 2).
+    pub schedules: Vec<(String, usize)>,
+    pub microbatches: Vec<usize>,
+    /// Sequences per microbatch.
+    pub sequences: usize,
+    pub seq: usize,
+    pub repeat: usize,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub schedule: String,
+    #[serde(rename = "virtual")]
+    pub virtual_stages: usize,
+    pub devices: usize,
+    pub microbatches: usize,
+    pub bubble_analytic: f64,
+    pub bubble_simulated: f64,
+    pub bubble_measured: f64,
+    pub makespan_ms: f64,
+    pub tokens_per_s: f64,
+    /// One-device time over pipeline time, both by wall clock.
+    pub speedup: f64,
+    /// P·M/(M+P−1).
+    pub speedup_ideal: f64,
+    pub baseline_ms: f64,
+    pub transfers: usize,
+    pub bytes_moved: u64,
+    pub clock: String,
+}
+
+/// Run `s` warm-up + `repeat` times; the repetition with the median makespan.
+fn median_run(
+    gpus: &[Gpu],
+    w: &Gpt2Weights,
+    tokens: &crate::io::TokenBatch,
+    s: &Schedule,
+    repeat: usize,
+) -> Result<(PipelineRun, Measurement)> {
+    run_pipeline(gpus, w, tokens, s, &Options::default())?; // warm-up
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
+        let m = measure(s, &run, tokens.batch * tokens.seq)?;
+        runs.push((run, m));
+    }
+    runs.sort_by(|a, b| a.1.makespan_ms.total_cmp(&b.1.makespan_ms));
+    let mid = runs.len() / 2;
+    Ok(runs.swap_remove(mid))
+}
+
+/// Run the sweep on `gpus` (the pipeline) and `single` (the baseline
+/// device). `progress` is called once per finished point.
+pub fn run_sweep(
+    gpus: &[Gpu],
+    single: &Gpu,
+    w: &Gpt2Weights,
+    sweep: &Sweep,
+    mut progress: impl FnMut(&Row),
+) -> Result<Vec<Row>> {
+    let p = gpus.len();
+    let mut baseline_ms = std::collections::HashMap::new();
+    let mut rows = Vec::new();
+    for &m in &sweep.microbatches {
+        let tokens = random_input_ids(m * sweep.sequences, sweep.seq, w.config.vocab_size, sweep.seed);
+        let base = match baseline_ms.get(&m) {
+            Some(&b) => b,
+            None => {
+                let s = Schedule::for_inference("gpipe", 1, m, 1)?;
+                let (_, meas) = median_run(std::slice::from_ref(single), w, &tokens, &s, sweep.repeat)?;
+                baseline_ms.insert(m, meas.wall_ms);
+                meas.wall_ms
+            }
+        };
+        for (name, v) in &sweep.schedules {
+            let s = Schedule::for_inference(name, p, m, *v)?;
+            let (_, meas) = median_run(gpus, w, &tokens, &s, sweep.repeat)?;
+            let row = Row {
+                schedule: name.clone(),
+                virtual_stages: *v,
+                devices: p,
+                microbatches: m,
+                bubble_analytic: meas.bubble_analytic,
+                bubble_simulated: meas.bubble_simulated,
+                bubble_measured: meas.bubble_measured,
+                makespan_ms: meas.makespan_ms,
+                tokens_per_s: meas.tokens_per_s,
+                speedup: base / meas.wall_ms,
+                speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
+                baseline_ms: base,
+                transfers: meas.transfers,
+                bytes_moved: meas.bytes_moved,
+                clock: meas.clock,
+            };
+            progress(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Check a sweep's shape before any device work.
+pub fn check_sweep(sweep: &Sweep, devices: usize, layers_per_stage: usize) -> Result<()> {
+    if sweep.microbatches.is_empty() || sweep.microbatches.contains(&0) {
+        return Err(Error::Input("--microbatches needs a list of counts >= 1, e.g. 1,2,4,8".into()));
+    }
+    for (name, v) in &sweep.schedules {
+        if layers_per_stage % v != 0 {
+            return Err(Error::Input(format!(
+                "{name} with --virtual {v} splits each device's {layers_per_stage} layers into {v} chunks: use --layers-per-stage a multiple of {v}"
+            )));
+        }
+        for &m in &sweep.microbatches {
+            Schedule::for_inference(name, devices, m, *v)?;
+        }
+    }
+    Ok(())
+}
+
+/// A plain-text table of the rows.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "schedule        v   M  analytic  simulated  measured  makespan ms   tokens/s  speedup (ideal)  hops      MB\n",
+    );
+    for r in rows {
+        out += &format!(
+            "{:<14} {:>2} {:>3}   {:>6.1}%    {:>6.1}%   {:>6.1}%  {:>11.1}  {:>9.0}  {:>6.2} ({:>4.2})  {:>5}  {:>6.2}\n",
+            r.schedule,
+            r.virtual_stages,
+            r.microbatches,
+            100.0 * r.bubble_analytic,
+            100.0 * r.bubble_simulated,
+            100.0 * r.bubble_measured,
+            r.makespan_ms,
+            r.tokens_per_s,
+            r.speedup,
+            r.speedup_ideal,
+            r.transfers,
+            r.bytes_moved as f64 / 1e6
+        );
+    }
+    out
+}
+
+/// The rows as CSV, one line each, with a header.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "schedule,virtual,devices,microbatches,bubble_analytic,bubble_simulated,bubble_measured,makespan_ms,tokens_per_s,speedup,speedup_ideal,baseline_ms,transfers,bytes_moved,clock\n",
+    );
+    for r in rows {
+        out += &format!(
+            "{},{},{},{},{:.6},{:.6},{:.6},{:.4},{:.2},{:.4},{:.4},{:.4},{},{},{}\n",
+            r.schedule,
+            r.virtual_stages,
+            r.devices,
+            r.microbatches,
+            r.bubble_analytic,
+            r.bubble_simulated,
+            r.bubble_measured,
+            r.makespan_ms,
+            r.tokens_per_s,
+            r.speedup,
+            r.speedup_ideal,
+            r.baseline_ms,
+            r.transfers,
+            r.bytes_moved,
+            r.clock
+        );
+    }
+    out
+}

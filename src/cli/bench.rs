@@ -1,0 +1,164 @@
+//! `wgpipe bench bubble`: the seed's bubble table, measured.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bench::{bench_config, check_sweep, csv, run_sweep, table, Row, Sweep};
+use crate::cli::model_args::check_output_path;
+use crate::device::{place_devices, Gpu};
+use crate::error::{Error, Result};
+use crate::executor::measure::analytic_inference;
+use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::trace::chart::{bubble_chart, Series};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchWhat {
+    /// Measured vs simulated vs analytic bubble over a sweep of microbatch counts.
+    Bubble(BubbleArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BubbleArgs {
+    /// Pipeline devices: a count or a list like vulkan:0,vulkan:0.
+    #[arg(long, default_value = "2")]
+    pub devices: String,
+    /// Microbatch counts to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    pub microbatches: Vec<usize>,
+    /// Schedules, one series each (gpipe, 1f1b, zb-h1 run their forward part; interleaved uses --virtual).
+    #[arg(long, value_delimiter = ',', default_value = "gpipe")]
+    pub schedule: Vec<String>,
+    /// Chunks per device for interleaved.
+    #[arg(long = "virtual", default_value_t = 2)]
+    pub virtual_stages: usize,
+    /// Built-in model (e.g. gpt2); its layers are split evenly. Default: the
+    /// uniform bench model (C=256, 4 heads, F=1024, vocab 64).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Layers per device for the bench model.
+    #[arg(long, default_value_t = 2)]
+    pub layers_per_stage: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    /// Sequences per microbatch.
+    #[arg(long, default_value_t = 1)]
+    pub sequences: usize,
+    /// Timed repetitions per point (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the rows as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write a chart of bubble fraction against M.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let BenchWhat::Bubble(a) = &args.what;
+    check_output_path(a.csv.as_deref())?;
+    check_output_path(a.svg.as_deref())?;
+    let placement = place_devices(&a.devices)?;
+    let p = placement.len();
+    let series: Vec<(String, usize)> = a
+        .schedule
+        .iter()
+        .map(|s| (s.clone(), if s == "interleaved" { a.virtual_stages } else { 1 }))
+        .collect();
+    let sweep = Sweep {
+        schedules: series.clone(),
+        microbatches: a.microbatches.clone(),
+        sequences: a.sequences,
+        seq: a.seq,
+        repeat: a.repeat,
+        seed: a.seed,
+    };
+    let cfg = match &a.model {
+        Some(name) => Gpt2Config::named(name)?,
+        None => bench_config(a.layers_per_stage * p, a.seq),
+    };
+    check_sweep(&sweep, p, if a.model.is_some() { cfg.n_layer / p } else { a.layers_per_stage })?;
+    if a.seq > cfg.n_positions {
+        return Err(Error::Input(format!("--seq {} exceeds the model's n_positions {}", a.seq, cfg.n_positions)));
+    }
+    let w = Gpt2Weights::init(&cfg, a.seed)?;
+    let gpus = placement.iter().map(Gpu::open_summary).collect::<Result<Vec<_>>>()?;
+    let single = Gpu::open_summary(&placement[0])?;
+
+    let bar = ProgressBar::new((sweep.microbatches.len() * series.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").expect("valid template"),
+    );
+    let rows = run_sweep(&gpus, &single, &w, &sweep, |r| {
+        bar.set_message(format!("{} M={}: measured {:.1}%", r.schedule, r.microbatches, 100.0 * r.bubble_measured));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+
+    if a.json {
+        let v = serde_json::json!({
+            "devices": p,
+            "device_names": gpus.iter().map(|g| g.label.clone()).collect::<Vec<_>>(),
+            "model": cfg,
+            "seq": a.seq,
+            "sequences_per_microbatch": a.sequences,
+            "repeat": a.repeat,
+            "lp_num_threads": std::env::var("LP_NUM_THREADS").ok(),
+            "rows": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        println!(
+            "P={p} on {}; model: {} layers, C={}, T={}, {} sequence(s)/microbatch; median of {}",
+            gpus[0].label, cfg.n_layer, cfg.n_embd, a.seq, a.sequences, a.repeat
+        );
+        print!("{}", table(&rows));
+    }
+    if let Some(path) = &a.csv {
+        std::fs::write(path, csv(&rows)).map_err(|e| Error::io(path, e))?;
+    }
+    if let Some(path) = &a.svg {
+        let title = format!("Pipeline bubble, P={p}: analytic, simulated, measured");
+        std::fs::write(path, bubble_chart(&chart_series(&rows, p), &title)).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// One chart series per (schedule, v).
+pub fn chart_series(rows: &[Row], p: usize) -> Vec<Series> {
+    let mut keys: Vec<(String, usize)> = Vec::new();
+    for r in rows {
+        let k = (r.schedule.clone(), r.virtual_stages);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(name, v)| {
+            let points = rows
+                .iter()
+                .filter(|r| r.schedule == name && r.virtual_stages == v)
+                .map(|r| (r.microbatches, r.bubble_analytic, r.bubble_simulated, r.bubble_measured))
+                .collect();
+            let n = name.clone();
+            Series {
+                label: if v > 1 { format!("{name} v={v}") } else { name },
+                analytic: Box::new(move |m| analytic_inference(&n, p, m, v)),
+                points,
+            }
+        })
+        .collect()
+}

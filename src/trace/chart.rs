@@ -1,0 +1,123 @@
+//! The bubble chart of `wgpipe bench bubble`: bubble fraction against the
+//! number of microbatches M (log2 axis) — per schedule, the analytic curve as
+//! a line, simulated points as rings and measured points as dots.
+
+use std::fmt::Write;
+
+use super::svg::escape;
+
+/// One schedule's points: (M, analytic, simulated, measured).
+pub struct Series {
+    pub label: String,
+    /// Analytic bubble at any integer M (for the curve between points).
+    pub analytic: Box<dyn Fn(usize) -> f64>,
+    pub points: Vec<(usize, f64, f64, f64)>,
+}
+
+const PALETTE: [&str; 6] = ["#3b7dd8", "#e0663a", "#3fa463", "#8e5bc8", "#c9a227", "#444444"];
+const W: f64 = 760.0;
+const H: f64 = 440.0;
+const L: f64 = 70.0;
+const R: f64 = 200.0;
+const T: f64 = 50.0;
+const B: f64 = 56.0;
+
+pub fn bubble_chart(series: &[Series], title: &str) -> String {
+    let ms: Vec<usize> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let (lo, hi) = (
+        ms.iter().copied().min().unwrap_or(1).max(1),
+        ms.iter().copied().max().unwrap_or(1).max(2),
+    );
+    let (lx, hx) = ((lo as f64).log2(), (hi as f64).log2().max((lo as f64).log2() + 1.0));
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2, p.3]))
+        .filter(|y| y.is_finite())
+        .fold(0.1f64, f64::max)
+        .min(1.0);
+    let ymax = (ymax * 10.0).ceil() / 10.0;
+    let x = |m: f64| L + (m.log2() - lx) / (hx - lx) * (W - L - R);
+    let y = |b: f64| T + (1.0 - b / ymax) * (H - T - B);
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#, escape(title));
+    // Axes and grid.
+    for i in 0..=5 {
+        let b = ymax * i as f64 / 5.0;
+        let yy = y(b);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"##,
+            W - R,
+            L - 6.0,
+            yy + 4.0,
+            100.0 * b
+        );
+    }
+    let mut m = 1usize;
+    while m <= hi {
+        if m >= lo {
+            let xx = x(m as f64);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{T}" y2="{}" stroke="#e4e4e4"/><text x="{xx:.1}" y="{}" text-anchor="middle">{m}</text>"##,
+                H - B,
+                H - B + 16.0
+            );
+        }
+        m *= 2;
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">microbatches M</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">bubble fraction</text>"#,
+        (L + W - R) / 2.0,
+        H - 14.0,
+        (T + H - B) / 2.0,
+        (T + H - B) / 2.0
+    );
+    // Series.
+    for (i, se) in series.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        let path: Vec<String> = (lo..=hi)
+            .map(|m| ((se.analytic)(m), m))
+            .filter(|(b, _)| b.is_finite())
+            .map(|(b, m)| format!("{:.1},{:.1}", x(m as f64), y(b)))
+            .collect();
+        let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2" opacity="0.7"/>"#, path.join(" "));
+        for &(m, _, sim, meas) in &se.points {
+            let xx = x(m as f64);
+            let _ = writeln!(s, r#"<circle cx="{xx:.1}" cy="{:.1}" r="6" fill="none" stroke="{c}" stroke-width="1.5"/>"#, y(sim));
+            let _ = writeln!(s, r#"<circle cx="{xx:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#, y(meas));
+        }
+        let ly = T + 10.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            W - R + 16.0,
+            W - R + 40.0,
+            W - R + 46.0,
+            ly + 4.0,
+            escape(&se.label)
+        );
+    }
+    let ly = T + 20.0 + 20.0 * series.len() as f64;
+    let _ = writeln!(
+        s,
+        r##"<text x="{0}" y="{1}">line: analytic</text><circle cx="{2}" cy="{3}" r="6" fill="none" stroke="#444"/><text x="{0}" y="{4}">simulated</text><circle cx="{2}" cy="{5}" r="3.5" fill="#444"/><text x="{0}" y="{6}">measured</text>"##,
+        W - R + 30.0,
+        ly + 4.0,
+        W - R + 20.0,
+        ly + 16.0,
+        ly + 20.0,
+        ly + 32.0,
+        ly + 36.0
+    );
+    s += "</svg>\n";
+    s
+}
+
