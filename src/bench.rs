@@ -144,7 +144,7 @@ pub fn check_sweep(sweep: &Sweep, devices: usize, layers_per_stage: usize) -> Re
         return Err(Error::Input("--microbatches needs a list of counts >= 1, e.g. 1,2,4,8".into()));
     }
     for (name, v) in &sweep.schedules {
-        if layers_per_stage % v != 0 {
+        if !layers_per_stage.is_multiple_of(*v) {
             return Err(Error::Input(format!(
                 "{name} with --virtual {v} splits each device's {layers_per_stage} layers into {v} chunks: use --layers-per-stage a multiple of {v}"
             )));

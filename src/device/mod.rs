@@ -71,7 +71,7 @@ fn summarize(index: usize, backend: &str, backend_index: usize, a: &wgpu::Adapte
         driver: info.driver,
         driver_info: info.driver_info,
         max_buffer_size: limits.max_buffer_size,
-        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
         timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -233,7 +233,7 @@ impl Gpu {
 
     /// Largest buffer one storage binding may cover on this device.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
 
     /// Refuse a tensor that cannot be bound in one piece, naming it and the limit.

@@ -53,6 +53,7 @@ pub fn embedding_forward(
 }
 
 /// out (N, C) = layernorm(inp (N, C)) * gamma (C) + beta (C).
+#[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward(
     gpu: &Gpu,
     out: &wgpu::Buffer,
@@ -84,6 +85,7 @@ pub fn layernorm_forward(
 /// out (N, OC) = inp (N, C) @ weight (C, OC) + bias (OC); `weight` in
 /// Conv1D layout [in, out]. Uses the vec4 kernel when C and OC are multiples
 /// of 4, the general one otherwise.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     gpu: &Gpu,
     out: &wgpu::Buffer,
@@ -129,10 +131,15 @@ pub fn matmul_forward_strided(
         ldo: ldo as u32,
         col_off: col_off as u32,
     };
-    let aligned = c % 4 == 0 && oc % 4 == 0 && ldo % 4 == 0 && col_off % 4 == 0;
-    let name = if aligned { "matmul_forward_vec4" } else { "matmul_forward" };
-    // One invocation per 4x4 output block; workgroups of 8x8 invocations.
-    let groups = [oc.div_ceil(32).max(1) as u32, n.div_ceil(32).max(1) as u32, 1];
+    let aligned = c.is_multiple_of(4) && oc.is_multiple_of(4) && ldo.is_multiple_of(4) && col_off.is_multiple_of(4);
+    let (name, groups) = if aligned {
+        // One invocation per 8-row x 16-column block; workgroups of 16x4.
+        ("matmul_forward_vec4", [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)])
+    } else {
+        // One invocation per 4x4 block; workgroups of 8x8.
+        ("matmul_forward", [oc.div_ceil(4 * 8), n.div_ceil(4 * 8)])
+    };
+    let groups = [groups[0].max(1) as u32, groups[1].max(1) as u32, 1];
     dispatch(gpu, name, &[out, inp, weight, bias], &p, groups)
 }
 

@@ -1,0 +1,273 @@
+//! Every WGSL kernel on the real adapter (lavapipe here; see
+//! `common::gpu` and `WGPIPE_TEST_ADAPTER`) against its CPU twin in
+//! `wgpipe::cpu`, at several shapes, odd ones included.
+//!
+//! Tolerances, `|gpu - ref| <= atol + rtol*|ref|`:
+//! - exact (0, 0) where both sides do the same single rounding: residual
+//!   (one add), embedding (one add of the same two floats);
+//! - matmul: summation order differs (GPU: 4 K-terms per step, FMA allowed),
+//!   so errors grow like sqrt(C) * eps * |partial sums|. Weights are scaled by
+//!   1/sqrt(C) (as in a real init) so outputs are O(1); then (1e-5, 1e-4)
+//!   holds with room to spare up to C = 256;
+//! - layernorm: same two-pass algorithm, but the GPU's sqrt/divide may differ
+//!   by a few ulp; outputs are O(1): (1e-5, 1e-4);
+//! - attention: online softmax (running max, rescaled accumulator) vs the
+//!   CPU's two-pass softmax, plus Vulkan's exp precision (3 + 2|x| ulp);
+//!   outputs are averages of O(1) values: (2e-5, 1e-4);
+//! - gelu: the GPU writes tanh out with exp (Vulkan precision, see above);
+//!   for x << 0 the result is a cancellation 1 + tanh(u) near 0 on both
+//!   sides, so only an absolute bound is meaningful there: (1e-5, 1e-4).
+
+mod common;
+
+use common::{assert_close, Rng};
+use wgpipe::cpu;
+use wgpipe::device::Gpu;
+use wgpipe::kernels::{self, download, upload, upload_u32, zeros, Dispatch};
+
+/// Encode `dispatches` in one pass, submit, wait; any device error fails the test.
+fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
+    let names: Vec<_> = dispatches.iter().map(|d| d.name).collect();
+    kernels::run(gpu, dispatches).unwrap_or_else(|e| panic!("{names:?} on {}: {e}", gpu.label));
+}
+
+fn read(gpu: &Gpu, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    download(gpu, buf, len).unwrap_or_else(|e| panic!("download on {}: {e}", gpu.label))
+}
+
+// ---------------------------------------------------------------------------
+// matmul
+
+/// (inp (N, C), weight (C, OC), bias (OC)) with O(1) outputs.
+fn matmul_data(seed: u64, n: usize, c: usize, oc: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(seed);
+    let inp = rng.vec(n * c, 1.0);
+    let weight = rng.vec(c * oc, 1.0 / (c as f32).sqrt());
+    let bias = rng.vec(oc, 0.5);
+    (inp, weight, bias)
+}
+
+#[test]
+fn matmul_forward_matches_cpu() {
+    let gpu = common::gpu();
+    // (N, C, OC, kernel the host must pick)
+    let shapes = [
+        (1, 1, 1, "matmul_forward"),
+        (3, 5, 7, "matmul_forward"),
+        (7, 20, 50, "matmul_forward"),     // C aligned, OC not
+        (9, 13, 12, "matmul_forward"),     // OC aligned, C not
+        (70, 33, 67, "matmul_forward"),    // several workgroups, ragged edges
+        (1, 4, 4, "matmul_forward_vec4"),
+        (5, 8, 4, "matmul_forward_vec4"),  // N not a multiple of 4
+        (33, 36, 108, "matmul_forward_vec4"),
+        (65, 64, 256, "matmul_forward_vec4"),
+        (130, 256, 36, "matmul_forward_vec4"),
+    ];
+    for (i, &(n, c, oc, kernel)) in shapes.iter().enumerate() {
+        let (inp, weight, bias) = matmul_data(i as u64, n, c, oc);
+        let mut want = vec![0f32; n * oc];
+        cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
+
+        let out = zeros(&gpu, "out", n * oc);
+        let (inp_b, w_b, b_b) = (upload(&gpu, "inp", &inp), upload(&gpu, "w", &weight), upload(&gpu, "b", &bias));
+        let d = kernels::matmul_forward(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
+        assert_eq!(d.name, kernel, "kernel chosen for N={n} C={c} OC={oc}");
+        run(&gpu, &[&d]);
+        let got = read(&gpu, &out, n * oc);
+        assert_close(&format!("matmul_forward ({kernel}) N={n} C={c} OC={oc}"), &got, &want, 1e-5, 1e-4);
+    }
+}
+
+/// Two column blocks of a wider output, like the LM head's vocabulary chunks:
+/// each block matches the CPU, the gap and the margins stay exactly zero.
+#[test]
+fn matmul_forward_strided_writes_only_its_columns() {
+    let gpu = common::gpu();
+    // (N, C, [(OC, col_off) per block], ldo, kernel)
+    let cases: [(usize, usize, [(usize, usize); 2], usize, &str); 2] = [
+        (13, 24, [(8, 4), (12, 16)], 32, "matmul_forward_vec4"),
+        (11, 9, [(5, 3), (7, 10)], 19, "matmul_forward"),
+    ];
+    for (ci, &(n, c, blocks, ldo, kernel)) in cases.iter().enumerate() {
+        let out = zeros(&gpu, "out", n * ldo);
+        let inp = Rng::new(100 + ci as u64).vec(n * c, 1.0);
+        let inp_b = upload(&gpu, "inp", &inp);
+        let mut want = vec![0f32; n * ldo]; // (N, ldo): zero outside the blocks
+        let mut keep = Vec::new(); // buffers must outlive the run
+        let mut ds = Vec::new();
+        for (bi, &(oc, col_off)) in blocks.iter().enumerate() {
+            let (_, weight, bias) = matmul_data(200 + 10 * ci as u64 + bi as u64, n, c, oc);
+            let mut block = vec![0f32; n * oc];
+            cpu::matmul_forward(&mut block, &inp, &weight, Some(&bias), n, c, oc);
+            for r in 0..n {
+                want[r * ldo + col_off..][..oc].copy_from_slice(&block[r * oc..][..oc]);
+            }
+            let (w_b, b_b) = (upload(&gpu, "w", &weight), upload(&gpu, "b", &bias));
+            let d = kernels::matmul_forward_strided(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc, ldo, col_off);
+            assert_eq!(d.name, kernel, "kernel chosen for case {ci}");
+            ds.push(d);
+            keep.push((w_b, b_b));
+        }
+        run(&gpu, &ds.iter().collect::<Vec<_>>());
+        let got = read(&gpu, &out, n * ldo);
+        assert_close(&format!("matmul_forward_strided ({kernel}) case {ci}"), &got, &want, 1e-5, 1e-4);
+        for r in 0..n {
+            for col in 0..ldo {
+                if !blocks.iter().any(|&(oc, off)| (off..off + oc).contains(&col)) {
+                    assert_eq!(got[r * ldo + col], 0.0, "{kernel} case {ci}: wrote untouched column {col} of row {r}");
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// layernorm
+
+#[test]
+fn layernorm_forward_matches_cpu() {
+    let gpu = common::gpu();
+    let eps = 1e-5;
+    for (i, &(n, c)) in [(1, 1), (1, 768), (37, 36), (5, 769), (130, 3)].iter().enumerate() {
+        let mut rng = Rng::new(300 + i as u64);
+        // An offset mean and a spread like a residual stream's.
+        let inp: Vec<f32> = rng.vec(n * c, 2.0).iter().map(|x| x + 0.7).collect();
+        let gamma: Vec<f32> = rng.vec(c, 0.5).iter().map(|g| g + 1.0).collect();
+        let beta = rng.vec(c, 0.2);
+        let mut want = vec![0f32; n * c];
+        cpu::layernorm_forward(&mut want, &inp, &gamma, &beta, n, c, eps);
+
+        let out = zeros(&gpu, "out", n * c);
+        let bufs = [upload(&gpu, "inp", &inp), upload(&gpu, "g", &gamma), upload(&gpu, "b", &beta)];
+        let d = kernels::layernorm_forward(&gpu, &out, &bufs[0], &bufs[1], &bufs[2], n, c, eps);
+        run(&gpu, &[&d]);
+        let got = read(&gpu, &out, n * c);
+        assert_close(&format!("layernorm_forward N={n} C={c}"), &got, &want, 1e-5, 1e-4);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// attention
+
+#[test]
+fn attention_forward_matches_cpu() {
+    let gpu = common::gpu();
+    // (B, T, C, NH): head dims 4, 12, 5, 65 (two chunks of the kernel's
+    // 64-wide accumulator, the second 1 wide), 96 (64 + 32), 64 (exactly one).
+    let shapes = [(1, 1, 4, 1), (2, 11, 36, 3), (3, 17, 20, 4), (1, 40, 130, 2), (2, 64, 96, 1), (1, 33, 128, 2)];
+    for (i, &(b, t, c, nh)) in shapes.iter().enumerate() {
+        // Scale 2: scores up to ~|4 hd / sqrt(hd)|, so the softmax is peaked
+        // in places and the running max really moves.
+        let qkv = Rng::new(400 + i as u64).vec(b * t * 3 * c, 2.0);
+        let mut want = vec![0f32; b * t * c];
+        cpu::attention_forward(&mut want, &qkv, b, t, c, nh);
+
+        let out = zeros(&gpu, "out", b * t * c);
+        let qkv_b = upload(&gpu, "qkv", &qkv);
+        let d = kernels::attention_forward(&gpu, &out, &qkv_b, b, t, c, nh);
+        run(&gpu, &[&d]);
+        let got = read(&gpu, &out, b * t * c);
+        assert_close(&format!("attention_forward B={b} T={t} C={c} NH={nh}"), &got, &want, 2e-5, 1e-4);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// elementwise
+
+/// 64 * 65535 + 100 elements: more workgroups than one grid row holds, so the
+/// kernel's `gid.y * stride + gid.x` index is exercised.
+const TWO_ROW_GRID: usize = 64 * 65535 + 100;
+
+#[test]
+fn gelu_forward_matches_cpu() {
+    let gpu = common::gpu();
+    let special = [
+        0.0, -0.0, 1e-3, -1e-3, 1.0, -1.0, 3.0, -3.0, 5.0, -5.0, 10.0, -10.0, 20.0, -20.0, 100.0, -100.0, 1e4,
+        -1e4, 1e20, -1e20,
+    ];
+    for (i, &len) in [1usize, 63, 1001, TWO_ROW_GRID].iter().enumerate() {
+        let mut inp = Rng::new(500 + i as u64).vec(len, 6.0);
+        let k = special.len().min(len);
+        inp[..k].copy_from_slice(&special[..k]);
+        let mut want = vec![0f32; len];
+        cpu::gelu_forward(&mut want, &inp);
+
+        let out = zeros(&gpu, "out", len);
+        let inp_b = upload(&gpu, "inp", &inp);
+        let d = kernels::gelu_forward(&gpu, &out, &inp_b, len);
+        run(&gpu, &[&d]);
+        let got = read(&gpu, &out, len);
+        if let Some(j) = got.iter().position(|g| !g.is_finite()) {
+            panic!("gelu_forward len={len}: gelu({:e}) = {:e} on the GPU", inp[j], got[j]);
+        }
+        assert_close(&format!("gelu_forward len={len}"), &got, &want, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn residual_forward_matches_cpu() {
+    let gpu = common::gpu();
+    for (i, &len) in [1usize, 7, 65, 4099, TWO_ROW_GRID].iter().enumerate() {
+        let mut rng = Rng::new(600 + i as u64);
+        let (a, b) = (rng.vec(len, 3.0), rng.vec(len, 3.0));
+        let mut want = vec![0f32; len];
+        cpu::residual_forward(&mut want, &a, &b);
+
+        let out = zeros(&gpu, "out", len);
+        let (a_b, b_b) = (upload(&gpu, "a", &a), upload(&gpu, "b", &b));
+        let d = kernels::residual_forward(&gpu, &out, &a_b, &b_b, len);
+        run(&gpu, &[&d]);
+        let got = read(&gpu, &out, len);
+        // One correctly rounded add on both sides: exact.
+        assert_close(&format!("residual_forward len={len}"), &got, &want, 0.0, 0.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// embedding
+
+/// Columns v0 .. v0+vlen of wte (V, C), transposed: (C, vlen).
+fn transpose_chunk(wte: &[f32], c: usize, v0: usize, vlen: usize) -> Vec<f32> {
+    let mut t = vec![0f32; c * vlen];
+    for ch in 0..c {
+        for v in 0..vlen {
+            t[ch * vlen + v] = wte[(v0 + v) * c + ch];
+        }
+    }
+    t
+}
+
+#[test]
+fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
+    let gpu = common::gpu();
+    // (B, T, C, V, maxT, split): chunks [0, split) and [split, V).
+    for (i, &(b, t, c, v, max_t, split)) in [(2, 5, 13, 37, 7, 20), (1, 1, 1, 2, 1, 1), (3, 9, 48, 101, 9, 64)]
+        .iter()
+        .enumerate()
+    {
+        let mut rng = Rng::new(700 + i as u64);
+        let wte = rng.vec(v * c, 1.0); // (V, C)
+        let wpe = rng.vec(max_t * c, 0.1); // (maxT, C)
+        let mut ids: Vec<u32> = (0..b * t).map(|_| rng.below(v as u32)).collect();
+        // The edges of both chunks.
+        for (slot, id) in [0, split - 1, split, v - 1].into_iter().enumerate() {
+            if slot < ids.len() {
+                ids[slot] = id as u32;
+            }
+        }
+        let mut want = vec![0f32; b * t * c];
+        cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c);
+
+        let out = zeros(&gpu, "out", b * t * c);
+        let ids_b = upload_u32(&gpu, "ids", &ids);
+        let wpe_b = upload(&gpu, "wpe", &wpe);
+        let chunk0 = upload(&gpu, "wte_t[0]", &transpose_chunk(&wte, c, 0, split));
+        let chunk1 = upload(&gpu, "wte_t[1]", &transpose_chunk(&wte, c, split, v - split));
+        let d0 = kernels::embedding_forward(&gpu, &out, &ids_b, &chunk0, &wpe_b, b * t, t, c, 0, split);
+        let d1 = kernels::embedding_forward(&gpu, &out, &ids_b, &chunk1, &wpe_b, b * t, t, c, split, v - split);
+        run(&gpu, &[&d0, &d1]);
+        let got = read(&gpu, &out, b * t * c);
+        // One add of the same two floats on both sides: exact.
+        assert_close(&format!("embedding_forward B={b} T={t} C={c} V={v} split={split}"), &got, &want, 0.0, 0.0);
+    }
+}

@@ -1,0 +1,58 @@
+//! Every shader parses and validates with naga (no GPU needed), and the shader
+//! table `wgpipe::kernels::SHADERS` lists exactly the files in `shaders/`.
+
+use std::collections::BTreeSet;
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgpipe::kernels::SHADERS;
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let mut failures = Vec::new();
+    for (name, src) in SHADERS {
+        let path = format!("shaders/{name}.wgsl");
+        let module = match naga::front::wgsl::parse_str(src) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name}: parse error\n{}", e.emit_to_string_with_path(src, &path)));
+                continue;
+            }
+        };
+        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default());
+        if let Err(e) = validator.validate(&module) {
+            failures.push(format!("{name}: validation error\n{}", e.emit_to_string_with_path(src, &path)));
+            continue;
+        }
+        // Kernels::new compiles every shader with entry point `main`.
+        assert!(
+            module.entry_points.iter().any(|ep| ep.name == "main" && ep.stage == naga::ShaderStage::Compute),
+            "{name}: no `@compute fn main` entry point"
+        );
+    }
+    assert!(failures.is_empty(), "{} shader(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+}
+
+#[test]
+fn shader_table_matches_shader_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let files: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("read_dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .map(|p| p.file_stem().expect("file stem").to_string_lossy().into_owned())
+        .collect();
+    let table: BTreeSet<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(table.len(), SHADERS.len(), "SHADERS lists a name twice");
+    let missing: Vec<_> = files.difference(&table).collect();
+    let stale: Vec<_> = table.difference(&files).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "shaders/*.wgsl and kernels::SHADERS disagree: files not in SHADERS {missing:?}, \
+         SHADERS entries without a file {stale:?}"
+    );
+    // Each entry embeds the file of its own name.
+    for (name, src) in SHADERS {
+        let on_disk = std::fs::read_to_string(dir.join(format!("{name}.wgsl"))).expect("read shader");
+        assert_eq!(*src, on_disk, "SHADERS entry `{name}` does not embed shaders/{name}.wgsl");
+    }
+}
