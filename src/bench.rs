@@ -1,5 +1,5 @@
 //! The bubble benchmark: for each schedule and microbatch count M, run the
-//! real pipeline (warm-up, then R repetitions, median by makespan) and put the
+//! real pipeline (warm-up, then R repetitions, medians) and put the
 //! measured bubble beside the simulated and the analytic one, with the
 //! speedup over the same microbatches run on one device.
 //!
@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::executor::measure::{measure, Measurement};
-use crate::executor::{run_pipeline, Options, PipelineRun};
+use crate::executor::{run_pipeline, Options};
 use crate::io::random_input_ids;
 use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::schedule::Schedule;
@@ -63,33 +63,35 @@ pub struct Row {
     /// P·M/(M+P−1).
     pub speedup_ideal: f64,
     pub baseline_ms: f64,
+    /// Median forward time per stage and median transfer (the simulator's inputs).
+    pub forward_ms: Vec<f64>,
+    pub transfer_ms: f64,
     pub transfers: usize,
     pub bytes_moved: u64,
     pub clock: String,
 }
 
-/// Run `s` warm-up + `repeat` times; the repetition with the median makespan.
-fn median_run(
-    gpus: &[Gpu],
-    w: &Gpt2Weights,
-    tokens: &crate::io::TokenBatch,
-    s: &Schedule,
-    repeat: usize,
-) -> Result<(PipelineRun, Measurement)> {
-    run_pipeline(gpus, w, tokens, s, &Options::default())?; // warm-up
-    let mut runs = Vec::new();
-    for _ in 0..repeat.max(1) {
-        let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
-        let m = measure(s, &run, tokens.batch * tokens.seq)?;
-        runs.push((run, m));
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-    runs.sort_by(|a, b| a.1.makespan_ms.total_cmp(&b.1.makespan_ms));
-    let mid = runs.len() / 2;
-    Ok(runs.swap_remove(mid))
+}
+
+/// Run `s` once on `gpus` and measure it.
+fn once(gpus: &[Gpu], w: &Gpt2Weights, tokens: &crate::io::TokenBatch, s: &Schedule) -> Result<Measurement> {
+    let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
+    measure(s, &run, tokens.batch * tokens.seq)
 }
 
 /// Run the sweep on `gpus` (the pipeline) and `single` (the baseline
-/// device). `progress` is called once per finished point.
+/// device). For each M: one warm-up of everything, then `repeat` rounds, each
+/// running the baseline and every schedule once, so that a drift in the
+/// machine's speed (software adapters share the CPU with everything else)
+/// hits all of them alike; every figure is the median over the rounds.
+/// `progress` is called once per finished point.
 pub fn run_sweep(
     gpus: &[Gpu],
     single: &Gpu,
@@ -98,38 +100,52 @@ pub fn run_sweep(
     mut progress: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
     let p = gpus.len();
-    let mut baseline_ms = std::collections::HashMap::new();
+    let one = std::slice::from_ref(single);
     let mut rows = Vec::new();
     for &m in &sweep.microbatches {
         let tokens = random_input_ids(m * sweep.sequences, sweep.seq, w.config.vocab_size, sweep.seed);
-        let base = match baseline_ms.get(&m) {
-            Some(&b) => b,
-            None => {
-                let s = Schedule::for_inference("gpipe", 1, m, 1)?;
-                let (_, meas) = median_run(std::slice::from_ref(single), w, &tokens, &s, sweep.repeat)?;
-                baseline_ms.insert(m, meas.wall_ms);
-                meas.wall_ms
+        let base_s = Schedule::for_inference("gpipe", 1, m, 1)?;
+        let schedules = sweep
+            .schedules
+            .iter()
+            .map(|(name, v)| Schedule::for_inference(name, p, m, *v))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Warm-up.
+        once(one, w, &tokens, &base_s)?;
+        for s in &schedules {
+            once(gpus, w, &tokens, s)?;
+        }
+        let mut base = Vec::new();
+        let mut meas: Vec<Vec<Measurement>> = vec![Vec::new(); schedules.len()];
+        for _ in 0..sweep.repeat.max(1) {
+            base.push(once(one, w, &tokens, &base_s)?.wall_ms);
+            for (i, s) in schedules.iter().enumerate() {
+                meas[i].push(once(gpus, w, &tokens, s)?);
             }
-        };
-        for (name, v) in &sweep.schedules {
-            let s = Schedule::for_inference(name, p, m, *v)?;
-            let (_, meas) = median_run(gpus, w, &tokens, &s, sweep.repeat)?;
+        }
+        let base = median(base);
+        for ((name, v), ms) in sweep.schedules.iter().zip(meas) {
+            let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(f).collect());
+            let stages = ms[0].forward_ms.len();
+            let wall = med(&|x| x.wall_ms);
             let row = Row {
                 schedule: name.clone(),
                 virtual_stages: *v,
                 devices: p,
                 microbatches: m,
-                bubble_analytic: meas.bubble_analytic,
-                bubble_simulated: meas.bubble_simulated,
-                bubble_measured: meas.bubble_measured,
-                makespan_ms: meas.makespan_ms,
-                tokens_per_s: meas.tokens_per_s,
-                speedup: base / meas.wall_ms,
+                bubble_analytic: ms[0].bubble_analytic,
+                bubble_simulated: med(&|x| x.bubble_simulated),
+                bubble_measured: med(&|x| x.bubble_measured),
+                makespan_ms: med(&|x| x.makespan_ms),
+                tokens_per_s: med(&|x| x.tokens_per_s),
+                speedup: base / wall,
                 speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
                 baseline_ms: base,
-                transfers: meas.transfers,
-                bytes_moved: meas.bytes_moved,
-                clock: meas.clock,
+                forward_ms: (0..stages).map(|i| med(&|x| x.forward_ms[i])).collect(),
+                transfer_ms: med(&|x| x.transfer_ms),
+                transfers: ms[0].transfers,
+                bytes_moved: ms[0].bytes_moved,
+                clock: ms[0].clock.clone(),
             };
             progress(&row);
             rows.push(row);

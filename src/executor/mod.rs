@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::model::Gpt2Weights;
 use crate::schedule::{validate::validate, Action, Schedule};
-use crate::trace::Timeline;
+use crate::trace::{Timeline, Track};
 
 use transfer::Mailbox;
 
@@ -221,6 +221,21 @@ pub fn run_pipeline(
         }
         wall_s = wall_s.max(o.finished_s);
         events.extend(o.events);
+    }
+    // A transfer's host clock starts when the consumer asked for the data;
+    // the data exists only from its producer's end (GPU clock) on.
+    let produced: std::collections::HashMap<String, f64> = events
+        .iter()
+        .filter(|e| matches!(e.track, Track::Device(_)))
+        .map(|e| (e.name.clone(), e.end_us))
+        .collect();
+    for e in events.iter_mut().filter(|e| matches!(e.track, Track::Transfer { .. })) {
+        if let Some(a) = e.action.filter(|a| a.stage > 0) {
+            let producer = Action { stage: a.stage - 1, ..a };
+            if let Some(&end) = produced.get(&producer.to_string()) {
+                e.start_us = e.start_us.max(end).min(e.end_us);
+            }
+        }
     }
     events.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
     Ok(PipelineRun {

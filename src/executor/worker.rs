@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
-use super::transfer::{receive, wait_submission, Packet, WaitError};
+use super::transfer::{receive, Packet, WaitError};
 use super::{Fault, FaultKind, Microbatch, Shared};
 use crate::device::timestamps::{ClockMap, TimestampLog};
-use crate::device::Gpu;
+use crate::device::{wait_idle, Gpu};
 use crate::error::Error;
 use crate::kernels as k;
 use crate::model::gpu::{GpuStage, StagePart};
@@ -134,7 +134,6 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
     let mut events = Vec::new();
     let mut stamps = Vec::new(); // (action, begin index, end index)
     let (mut transfers, mut bytes_moved) = (0, 0);
-    let mut last_submission = None;
     for a in &actions {
         *current = a.to_string();
         if shared.aborted() {
@@ -202,43 +201,34 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
             post = Some((s.device_of_stage(a.stage + 1), st.clone()));
         }
         let t_submit = now_us();
-        let idx = gpu.queue.submit([enc.finish()]);
+        gpu.queue.submit([enc.finish()]);
         if let Err(e) = gpu.check() {
             return Err(fail(&current.clone(), e.to_string()));
         }
         if let Some((to, staging)) = post {
             let bytes = stage.activation_bytes();
-            let packet = Packet {
-                from: d,
-                device: gpu.device.clone(),
-                staging,
-                submission: idx.clone(),
-                bytes,
-            };
+            let packet = Packet::new(d, &gpu.device, staging, bytes);
             shared.mailboxes[to].post((a.stage + 1, mb), packet);
         }
         match (begin, end) {
             (Some(b), Some(e)) => stamps.push((*a, b, e)),
             _ => {
                 // Host clock: wait for this action so its end is known.
-                wait_submission(&gpu.device, &idx, &shared.abort).map_err(|msg| fail(&current.clone(), msg))?;
+                wait_idle(&gpu.device, &|| shared.aborted()).map_err(|msg| fail(&current.clone(), msg))?;
                 events.push(compute_event(d, *a, t_submit, now_us()));
             }
         }
-        last_submission = Some(idx);
     }
 
     // --- drain, then read timestamps and logits -------------------------------
     *current = "finish".into();
-    if let Some(idx) = &last_submission {
-        wait_submission(&gpu.device, idx, &shared.abort).map_err(|msg| {
-            if shared.aborted() {
-                Stop::Aborted
-            } else {
-                fail("finish", msg)
-            }
-        })?;
-    }
+    wait_idle(&gpu.device, &|| shared.aborted()).map_err(|msg| {
+        if shared.aborted() {
+            Stop::Aborted
+        } else {
+            fail("finish", msg)
+        }
+    })?;
     let finished_s = (now_us() - start_us) / 1e6;
     gpu.check().map_err(|e| fail("finish", e.to_string()))?;
     if let (Some(ts), Some(clock)) = (&ts, &clock) {

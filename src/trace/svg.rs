@@ -164,7 +164,7 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
             r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#222" text-anchor="end">{}</text>"##,
             LEFT - 8.0,
             y + ROW / 2.0 + 4.0,
-            escape(&t.device_names[d])
+            escape(&row_label(d, &t.device_names[d]))
         );
         let _ = writeln!(
             s,
@@ -283,5 +283,17 @@ mod tests {
         assert_eq!(tick_step(21.0), 5.0);
         assert_eq!(tick_step(105.0), 20.0);
         assert_eq!(tick_step(0.9), 0.1);
+    }
+}
+
+/// A row label that fits the left margin: the name up to its first " (" —
+/// `vulkan:0` rather than `vulkan:0 (llvmpipe (LLVM 15.0.6, 256 bits))` —
+/// and the device index when that is not already the name.
+fn row_label(d: usize, name: &str) -> String {
+    let short = name.split(" (").next().unwrap_or(name);
+    if short.starts_with("dev") {
+        short.to_string()
+    } else {
+        format!("{d}: {short}")
     }
 }
