@@ -274,18 +274,6 @@ fn legend(s: &mut String, t: &Timeline, has_transfers: bool) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::tick_step;
-
-    #[test]
-    fn ticks_are_round() {
-        assert_eq!(tick_step(21.0), 5.0);
-        assert_eq!(tick_step(105.0), 20.0);
-        assert_eq!(tick_step(0.9), 0.1);
-    }
-}
-
 /// A row label that fits the left margin: the name up to its first " (" —
 /// `vulkan:0` rather than `vulkan:0 (llvmpipe (LLVM 15.0.6, 256 bits))` —
 /// and the device index when that is not already the name.
@@ -295,5 +283,17 @@ fn row_label(d: usize, name: &str) -> String {
         short.to_string()
     } else {
         format!("{d}: {short}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_step;
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(tick_step(21.0), 5.0);
+        assert_eq!(tick_step(105.0), 20.0);
+        assert_eq!(tick_step(0.9), 0.1);
     }
 }
