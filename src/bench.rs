@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::executor::measure::{measure, Measurement};
+use crate::executor::measure::{measure, median, Measurement};
 use crate::executor::{run_pipeline, Options};
 use crate::io::random_input_ids;
 use crate::model::{Gpt2Config, Gpt2Weights};
@@ -69,15 +69,6 @@ pub struct Row {
     pub transfers: usize,
     pub bytes_moved: u64,
     pub clock: String,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Run `s` once on `gpus` and measure it.

@@ -47,34 +47,53 @@ fn matmul_data(seed: u64, n: usize, c: usize, oc: usize) -> (Vec<f32>, Vec<f32>,
     (inp, weight, bias)
 }
 
+/// The kernel the host must pick for an aligned shape on `gpu`.
+fn aligned_kernel(gpu: &wgpipe::device::Gpu) -> &'static str {
+    if gpu.subgroup8 {
+        "matmul_forward_subgroup"
+    } else {
+        "matmul_forward_vec4"
+    }
+}
+
 #[test]
 fn matmul_forward_matches_cpu() {
-    let gpu = common::gpu();
-    // (N, C, OC, kernel the host must pick)
-    let shapes = [
-        (1, 1, 1, "matmul_forward"),
-        (3, 5, 7, "matmul_forward"),
-        (7, 20, 50, "matmul_forward"),     // C aligned, OC not
-        (9, 13, 12, "matmul_forward"),     // OC aligned, C not
-        (70, 33, 67, "matmul_forward"),    // several workgroups, ragged edges
-        (1, 4, 4, "matmul_forward_vec4"),
-        (5, 8, 4, "matmul_forward_vec4"),  // N not a multiple of 4
-        (33, 36, 108, "matmul_forward_vec4"),
-        (65, 64, 256, "matmul_forward_vec4"),
-        (130, 256, 36, "matmul_forward_vec4"),
-    ];
-    for (i, &(n, c, oc, kernel)) in shapes.iter().enumerate() {
-        let (inp, weight, bias) = matmul_data(i as u64, n, c, oc);
-        let mut want = vec![0f32; n * oc];
-        cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
+    // On a device with 8-wide subgroups (lavapipe) the aligned shapes run the
+    // subgroup kernel; the second pass turns it off to test the vec4 one.
+    let mut gpu = common::gpu();
+    let passes = if gpu.subgroup8 { 2 } else { 1 };
+    for pass in 0..passes {
+        if pass == 1 {
+            gpu.subgroup8 = false;
+        }
+        // (N, C, OC, aligned: C and OC multiples of 4)
+        let shapes = [
+            (1, 1, 1, false),
+            (3, 5, 7, false),
+            (7, 20, 50, false),  // C aligned, OC not
+            (9, 13, 12, false),  // OC aligned, C not
+            (70, 33, 67, false), // several workgroups, ragged edges
+            (1, 4, 4, true),
+            (5, 8, 4, true), // N not a multiple of 4
+            (33, 36, 108, true),
+            (65, 64, 256, true),
+            (130, 256, 36, true),
+            (97, 516, 260, true), // several column workgroups, ragged rows and columns
+        ];
+        for (i, &(n, c, oc, aligned)) in shapes.iter().enumerate() {
+            let kernel = if aligned { aligned_kernel(&gpu) } else { "matmul_forward" };
+            let (inp, weight, bias) = matmul_data(i as u64, n, c, oc);
+            let mut want = vec![0f32; n * oc];
+            cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
 
-        let out = zeros(&gpu, "out", n * oc);
-        let (inp_b, w_b, b_b) = (upload(&gpu, "inp", &inp), upload(&gpu, "w", &weight), upload(&gpu, "b", &bias));
-        let d = kernels::matmul_forward(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
-        assert_eq!(d.name, kernel, "kernel chosen for N={n} C={c} OC={oc}");
-        run(&gpu, &[&d]);
-        let got = read(&gpu, &out, n * oc);
-        assert_close(&format!("matmul_forward ({kernel}) N={n} C={c} OC={oc}"), &got, &want, 1e-5, 1e-4);
+            let out = zeros(&gpu, "out", n * oc);
+            let (inp_b, w_b, b_b) = (upload(&gpu, "inp", &inp), upload(&gpu, "w", &weight), upload(&gpu, "b", &bias));
+            let d = kernels::matmul_forward(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
+            assert_eq!(d.name, kernel, "kernel chosen for N={n} C={c} OC={oc}");
+            run(&gpu, &[&d]);
+            let got = read(&gpu, &out, n * oc);
+            assert_close(&format!("matmul_forward ({kernel}) N={n} C={c} OC={oc}"), &got, &want, 1e-5, 1e-4);
+        }
     }
 }
 
@@ -84,8 +103,9 @@ fn matmul_forward_matches_cpu() {
 fn matmul_forward_strided_writes_only_its_columns() {
     let gpu = common::gpu();
     // (N, C, [(OC, col_off) per block], ldo, kernel)
-    let cases: [(usize, usize, [(usize, usize); 2], usize, &str); 2] = [
-        (13, 24, [(8, 4), (12, 16)], 32, "matmul_forward_vec4"),
+    type Case = (usize, usize, [(usize, usize); 2], usize, &'static str);
+    let cases: [Case; 2] = [
+        (13, 24, [(8, 4), (12, 16)], 32, aligned_kernel(&gpu)),
         (11, 9, [(5, 3), (7, 10)], 19, "matmul_forward"),
     ];
     for (ci, &(n, c, blocks, ldo, kernel)) in cases.iter().enumerate() {

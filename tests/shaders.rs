@@ -18,7 +18,13 @@ fn every_shader_parses_and_validates() {
                 continue;
             }
         };
-        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default());
+        // Subgroup shaders need the capability wgpu grants with Features::SUBGROUP.
+        let caps = if wgpipe::kernels::SUBGROUP_SHADERS.contains(name) {
+            Capabilities::SUBGROUP
+        } else {
+            Capabilities::default()
+        };
+        let mut validator = Validator::new(ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
             failures.push(format!("{name}: validation error\n{}", e.emit_to_string_with_path(src, &path)));
             continue;

@@ -162,6 +162,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Timestamp queries usable inside command encoders.
     pub timestamps: bool,
+    /// Subgroup operations with subgroups of exactly 8 lanes (lavapipe):
+    /// selects the subgroup matmul.
+    pub subgroup8: bool,
     pub kernels: Kernels,
     pub errors: ErrorSink,
     _instance: wgpu::Instance,
@@ -194,9 +197,13 @@ impl Gpu {
                 have: "(it disappeared since it was listed)".into(),
             })?;
         let label = format!("{} ({})", summary.id(), summary.name);
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let features = adapter.features() & wanted;
-        let timestamps = features.contains(wanted);
+        let ts = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & (ts | wgpu::Features::SUBGROUP);
+        let timestamps = features.contains(ts);
+        let info = adapter.get_info();
+        let subgroup8 = features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == 8
+            && info.subgroup_max_size == 8;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some(&label),
@@ -217,7 +224,7 @@ impl Gpu {
                 sink.set(format!("device lost: {msg}"))
             }
         });
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new(&device, subgroup8);
         Ok(Gpu {
             label,
             summary: summary.clone(),
@@ -225,6 +232,7 @@ impl Gpu {
             queue,
             limits,
             timestamps,
+            subgroup8,
             kernels,
             errors,
             _instance: instance,

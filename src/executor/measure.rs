@@ -39,7 +39,8 @@ pub struct Measurement {
     pub clock: String,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v`; 0 for an empty list (no transfers, say).
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

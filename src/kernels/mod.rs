@@ -23,44 +23,52 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm_forward", include_str!("../../shaders/layernorm_forward.wgsl")),
     ("matmul_forward", include_str!("../../shaders/matmul_forward.wgsl")),
     ("matmul_forward_vec4", include_str!("../../shaders/matmul_forward_vec4.wgsl")),
+    ("matmul_forward_subgroup", include_str!("../../shaders/matmul_forward_subgroup.wgsl")),
     ("attention_forward", include_str!("../../shaders/attention_forward.wgsl")),
     ("gelu_forward", include_str!("../../shaders/gelu_forward.wgsl")),
     ("residual_forward", include_str!("../../shaders/residual_forward.wgsl")),
 ];
 
-/// The compiled compute pipelines of one device, indexed like [`SHADERS`].
+/// Shaders that need subgroup operations with a subgroup size of 8.
+pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
+
+/// The compiled compute pipelines of one device, indexed like [`SHADERS`]
+/// (`None` for a subgroup shader on a device without 8-wide subgroups).
 pub struct Kernels {
-    pipelines: Vec<wgpu::ComputePipeline>,
+    pipelines: Vec<Option<wgpu::ComputePipeline>>,
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
         let pipelines = SHADERS
             .iter()
             .map(|(name, src)| {
+                if !subgroups && SUBGROUP_SHADERS.contains(name) {
+                    return None;
+                }
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(name),
                     source: wgpu::ShaderSource::Wgsl((*src).into()),
                 });
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                Some(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(name),
                     layout: None,
                     module: &module,
                     entry_point: Some("main"),
                     compilation_options: Default::default(),
                     cache: None,
-                })
+                }))
             })
             .collect();
         Kernels { pipelines }
     }
 
     fn get(&self, name: &str) -> &wgpu::ComputePipeline {
-        let i = SHADERS
+        SHADERS
             .iter()
             .position(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("bug: no shader named {name}"));
-        &self.pipelines[i]
+            .and_then(|i| self.pipelines[i].as_ref())
+            .unwrap_or_else(|| panic!("bug: shader {name} not compiled for this device"))
     }
 }
 

@@ -83,8 +83,9 @@ pub fn layernorm_forward(
 }
 
 /// out (N, OC) = inp (N, C) @ weight (C, OC) + bias (OC); `weight` in
-/// Conv1D layout [in, out]. Uses the vec4 kernel when C and OC are multiples
-/// of 4, the general one otherwise.
+/// Conv1D layout [in, out]. When C and OC are multiples of 4: the subgroup
+/// kernel on devices with 8-wide subgroups, else the vec4 one; the general
+/// kernel otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     gpu: &Gpu,
@@ -132,7 +133,10 @@ pub fn matmul_forward_strided(
         col_off: col_off as u32,
     };
     let aligned = c.is_multiple_of(4) && oc.is_multiple_of(4) && ldo.is_multiple_of(4) && col_off.is_multiple_of(4);
-    let (name, groups) = if aligned {
+    let (name, groups) = if aligned && gpu.subgroup8 {
+        // One invocation per 32-row x 4-column block; workgroups of 64x1.
+        ("matmul_forward_subgroup", [oc.div_ceil(4 * 64), n.div_ceil(32)])
+    } else if aligned {
         // One invocation per 8-row x 16-column block; workgroups of 16x4.
         ("matmul_forward_vec4", [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)])
     } else {
