@@ -171,6 +171,10 @@ pub fn run_pipeline(
     };
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let outcomes: Vec<Option<worker::Outcome>> = std::thread::scope(|scope| {
+        for (d, gpu) in gpus.iter().enumerate() {
+            let shared = &shared;
+            scope.spawn(move || transfer::poll_until(&gpu.device, &|| shared.done[d].load(Ordering::SeqCst)));
+        }
         let handles: Vec<_> = gpus
             .iter()
             .enumerate()

@@ -2,12 +2,14 @@
 //!
 //! The producing device copies its stage output into a MAP_READ staging
 //! buffer in the same submission as the compute, and posts a [`Packet`] in the
-//! consumer's [`Mailbox`] without waiting. The consumer's thread, when its
-//! schedule reaches the action that needs it, waits for the map the producer
-//! requested right after its submit (it completes with that submission) and
-//! writes the bytes straight into its own input buffer with `queue.write_buffer`. So the producer never
-//! waits for its own outgoing copy, and the consumer does the copy while its
-//! own GPU may still be busy with the previous action.
+//! consumer's [`Mailbox`] without waiting; the map of that staging buffer is
+//! requested right after the submit, and each device's poller thread
+//! ([`poll_until`]) fires it as soon as the submission completes. The
+//! consumer's thread, when its schedule reaches the action that needs it,
+//! waits for that map and writes the bytes straight into its own input buffer
+//! with `queue.write_buffer`. So the producer never waits for its own outgoing
+//! copy, and the consumer copies while its own GPU may still be busy with the
+//! previous action.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,15 +18,14 @@ use std::time::Duration;
 
 /// How often blocked waits look at the abort flag.
 pub(crate) const TICK: Duration = Duration::from_millis(50);
-/// How often a consumer polls the producer's device while a map is pending:
-/// short enough to add little latency, long enough not to steal the CPU a
+/// How often a poller polls an idle device: short enough to add little
+/// latency, long enough not to steal the CPU a
 /// software adapter computes on.
 const POLL: Duration = Duration::from_micros(100);
 
 /// An activation ready (or about to be ready) on the producer's device.
 pub(crate) struct Packet {
     pub from: usize,
-    pub device: wgpu::Device,
     pub staging: wgpu::Buffer,
     pub bytes: u64,
     /// The map requested by the producer right after its submit.
@@ -36,14 +37,13 @@ impl Packet {
     /// the submission just made. (Requested later, by the consumer, it was
     /// measured completing ~one producer action late on lavapipe: ~12 ms of a
     /// 12 ms stage.)
-    pub fn new(from: usize, device: &wgpu::Device, staging: wgpu::Buffer, bytes: u64) -> Packet {
+    pub fn new(from: usize, staging: wgpu::Buffer, bytes: u64) -> Packet {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         Packet {
             from,
-            device: device.clone(),
             staging,
             bytes,
             mapped: rx,
@@ -100,25 +100,19 @@ impl Mailbox {
 /// Copy a packet's activation into `dst` on the consumer's queue. Returns
 /// once the bytes are handed to the consumer's queue.
 ///
-/// The producer's device is polled with `PollType::Poll`, never a blocking
-/// wait with a timeout, so that an abort is noticed within a poll.
 pub(crate) fn receive(p: &Packet, queue: &wgpu::Queue, dst: &wgpu::Buffer, abort: &AtomicBool) -> Result<(), String> {
     let slice = p.staging.slice(..p.bytes);
-    // The callback may already have fired during an earlier poll (the
-    // producer running ahead): look before polling, since a poll of a busy
-    // lavapipe device blocks until its current submission ends.
+    // The producer device's poller thread fires the callback when the
+    // producing submission completes; this thread only waits for it.
     let mapped = loop {
-        if let Ok(r) = p.mapped.try_recv() {
-            break r;
+        match p.mapped.recv_timeout(TICK) {
+            Ok(r) => break r,
+            Err(_) if abort.load(Ordering::SeqCst) => return Err("aborted".into()),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("device {}'s staging map was dropped", p.from))
+            }
+            Err(_) => {}
         }
-        if abort.load(Ordering::SeqCst) {
-            return Err("aborted".into());
-        }
-        let _ = p.device.poll(wgpu::PollType::Poll);
-        if let Ok(r) = p.mapped.try_recv() {
-            break r;
-        }
-        std::thread::sleep(POLL);
     };
     mapped.map_err(|e| format!("mapping the staging buffer of device {} failed: {e}", p.from))?;
     {
@@ -129,4 +123,17 @@ pub(crate) fn receive(p: &Packet, queue: &wgpu::Queue, dst: &wgpu::Buffer, abort
     }
     p.staging.unmap();
     Ok(())
+}
+
+/// Poll `device` until `stop()`: fires its map callbacks as soon as each
+/// submission completes. One per device, on its own thread, because a poll of
+/// a busy lavapipe device blocks until the running submission ends — from a
+/// consumer's thread that stalled the consumer up to a whole producer action.
+pub(crate) fn poll_until(device: &wgpu::Device, stop: &dyn Fn() -> bool) {
+    while !stop() {
+        match device.poll(wgpu::PollType::Poll) {
+            Ok(status) if !status.is_queue_empty() => {}
+            _ => std::thread::sleep(POLL),
+        }
+    }
 }
