@@ -61,9 +61,23 @@ impl Matmul {
         let weight = rng.vec(c * oc, 1.0 / (c as f32).sqrt());
         let bias = rng.vec(oc, 0.5);
         let out = zeros(gpu, "out", n * oc);
-        let bufs = [upload(gpu, "inp", &inp), upload(gpu, "weight", &weight), upload(gpu, "bias", &bias)];
+        let bufs = [
+            upload(gpu, "inp", &inp),
+            upload(gpu, "weight", &weight),
+            upload(gpu, "bias", &bias),
+        ];
         let dispatch = kernels::matmul_forward(gpu, &out, &bufs[0], &bufs[1], &bufs[2], n, c, oc);
-        Matmul { n, c, oc, out, _bufs: bufs, dispatch, inp, weight, bias }
+        Matmul {
+            n,
+            c,
+            oc,
+            out,
+            _bufs: bufs,
+            dispatch,
+            inp,
+            weight,
+            bias,
+        }
     }
 
     fn flop(&self) -> u64 {
@@ -79,8 +93,19 @@ impl Matmul {
         self.run(gpu, 1);
         let got = download(gpu, &self.out, self.n * self.oc).expect("download failed");
         let mut want = vec![0f32; self.n * self.oc];
-        cpu::matmul_forward(&mut want, &self.inp, &self.weight, Some(&self.bias), self.n, self.c, self.oc);
-        let name = format!("{} N={} C={} OC={}", self.dispatch.name, self.n, self.c, self.oc);
+        cpu::matmul_forward(
+            &mut want,
+            &self.inp,
+            &self.weight,
+            Some(&self.bias),
+            self.n,
+            self.c,
+            self.oc,
+        );
+        let name = format!(
+            "{} N={} C={} OC={}",
+            self.dispatch.name, self.n, self.c, self.oc
+        );
         common::assert_close(&name, &got, &want, 1e-5, 1e-4);
         println!("checked {name} against cpu::matmul_forward: ok");
     }
@@ -105,18 +130,29 @@ fn bench_matmul(c: &mut Criterion, gpu: &Gpu, ms: &[(&str, Matmul)]) {
     for (label, m) in ms {
         group.throughput(Throughput::Elements(m.flop()));
         let id = BenchmarkId::new(*label, format!("{}x{}x{}", m.n, m.c, m.oc));
-        group.bench_with_input(id, m, |b, m| b.iter_custom(|iters| time_batched(gpu, m, iters)));
+        group.bench_with_input(id, m, |b, m| {
+            b.iter_custom(|iters| time_batched(gpu, m, iters))
+        });
     }
     group.finish();
 }
 
 /// GFLOP/s from our own loop: best of 3 submits of `BATCH` dispatches.
 fn print_table(gpu: &Gpu, ms: &[(&str, Matmul)]) {
-    println!("\nmatmul_forward on {}: {BATCH} dispatches per submit, best of 3", gpu.label);
-    println!("{:<16} {:>16} {:<20} {:>10} {:>9}", "shape", "N x C x OC", "kernel", "ms/matmul", "GFLOP/s");
+    println!(
+        "\nmatmul_forward on {}: {BATCH} dispatches per submit, best of 3",
+        gpu.label
+    );
+    println!(
+        "{:<16} {:>16} {:<20} {:>10} {:>9}",
+        "shape", "N x C x OC", "kernel", "ms/matmul", "GFLOP/s"
+    );
     for (label, m) in ms {
         m.run(gpu, 1); // warm-up
-        let best = (0..3).map(|_| time_batched(gpu, m, BATCH as u64)).min().expect("3 runs");
+        let best = (0..3)
+            .map(|_| time_batched(gpu, m, BATCH as u64))
+            .min()
+            .expect("3 runs");
         let per = best.as_secs_f64() / BATCH as f64;
         println!(
             "{:<16} {:>16} {:<20} {:>10.2} {:>9.1}",
@@ -139,7 +175,10 @@ fn main() {
     }
 
     // 2. Criterion.
-    let ms: Vec<(&str, Matmul)> = SHAPES.iter().map(|&(l, n, c, oc)| (l, Matmul::new(&gpu, n, c, oc))).collect();
+    let ms: Vec<(&str, Matmul)> = SHAPES
+        .iter()
+        .map(|&(l, n, c, oc)| (l, Matmul::new(&gpu, n, c, oc)))
+        .collect();
     ms[1].1.check(&gpu); // 512^3, the target shape
     let mut crit = Criterion::default().configure_from_args();
     bench_matmul(&mut crit, &gpu, &ms);
@@ -159,13 +198,20 @@ fn print_forward(gpu: &Gpu) {
     use wgpipe::model::{gpu::forward, Gpt2Config, Gpt2Weights};
     let cfg = Gpt2Config::named("gpt2").expect("built-in gpt2");
     let w = Gpt2Weights::init(&cfg, 0).expect("init");
-    println!("\nGPT-2 small forward on {} (best of 2 after a warm-up)", gpu.label);
+    println!(
+        "\nGPT-2 small forward on {} (best of 2 after a warm-up)",
+        gpu.label
+    );
     println!("{:>5} {:>5} {:>10} {:>10}", "B", "T", "ms", "tokens/s");
     for (b, t) in [(1, 128), (4, 128)] {
         let tokens = random_input_ids(b, t, cfg.vocab_size, 1);
         let run = || forward(gpu, &w, &tokens, b).expect("forward").seconds;
         run();
         let best = run().min(run());
-        println!("{b:>5} {t:>5} {:>10.1} {:>10.1}", best * 1e3, (b * t) as f64 / best);
+        println!(
+            "{b:>5} {t:>5} {:>10.1} {:>10.1}",
+            best * 1e3,
+            (b * t) as f64 / best
+        );
     }
 }

@@ -17,7 +17,10 @@ fn main() -> wgpipe::Result<()> {
     }
     // 2. Two pipeline devices, each on its own wgpu Instance, plus one for the baseline.
     let placement = place_devices("2")?;
-    let gpus = placement.iter().map(Gpu::open_summary).collect::<wgpipe::Result<Vec<_>>>()?;
+    let gpus = placement
+        .iter()
+        .map(Gpu::open_summary)
+        .collect::<wgpipe::Result<Vec<_>>>()?;
     let single = Gpu::open_summary(&placement[0])?;
     // 3. A uniform model: one identical layer per device, tiny vocabulary.
     let w = Gpt2Weights::init(&bench_config(2, 32), 0)?;
@@ -30,7 +33,9 @@ fn main() -> wgpipe::Result<()> {
         repeat: 3,
         seed: 0,
     };
-    let rows = run_sweep(&gpus, &single, &w, &sweep, |r| eprintln!("  done M={}", r.microbatches))?;
+    let rows = run_sweep(&gpus, &single, &w, &sweep, |r| {
+        eprintln!("  done M={}", r.microbatches)
+    })?;
     // 5. Analytic beside simulated beside measured.
     print!("{}", table(&rows));
     Ok(())

@@ -72,7 +72,12 @@ pub struct Row {
 }
 
 /// Run `s` once on `gpus` and measure it.
-fn once(gpus: &[Gpu], w: &Gpt2Weights, tokens: &crate::io::TokenBatch, s: &Schedule) -> Result<Measurement> {
+fn once(
+    gpus: &[Gpu],
+    w: &Gpt2Weights,
+    tokens: &crate::io::TokenBatch,
+    s: &Schedule,
+) -> Result<Measurement> {
     let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
     measure(s, &run, tokens.batch * tokens.seq)
 }
@@ -94,7 +99,12 @@ pub fn run_sweep(
     let one = std::slice::from_ref(single);
     let mut rows = Vec::new();
     for &m in &sweep.microbatches {
-        let tokens = random_input_ids(m * sweep.sequences, sweep.seq, w.config.vocab_size, sweep.seed);
+        let tokens = random_input_ids(
+            m * sweep.sequences,
+            sweep.seq,
+            w.config.vocab_size,
+            sweep.seed,
+        );
         let base_s = Schedule::for_inference("gpipe", 1, m, 1)?;
         let schedules = sweep
             .schedules
@@ -148,7 +158,9 @@ pub fn run_sweep(
 /// Check a sweep's shape before any device work.
 pub fn check_sweep(sweep: &Sweep, devices: usize, layers_per_stage: usize) -> Result<()> {
     if sweep.microbatches.is_empty() || sweep.microbatches.contains(&0) {
-        return Err(Error::Input("--microbatches needs a list of counts >= 1, e.g. 1,2,4,8".into()));
+        return Err(Error::Input(
+            "--microbatches needs a list of counts >= 1, e.g. 1,2,4,8".into(),
+        ));
     }
     for (name, v) in &sweep.schedules {
         if !layers_per_stage.is_multiple_of(*v) {

@@ -59,7 +59,9 @@ pub enum Error {
     )]
     NoAdapter { detail: String },
 
-    #[error("adapter `{selector}` not found; this machine has: {have} (`wgpipe adapters` lists them)")]
+    #[error(
+        "adapter `{selector}` not found; this machine has: {have} (`wgpipe adapters` lists them)"
+    )]
     AdapterNotFound { selector: String, have: String },
 
     #[error("{adapter}: tensor `{tensor}` needs {bytes} bytes in one binding, above this adapter's max_storage_buffer_binding_size of {limit} bytes")]

@@ -32,13 +32,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run(_) | Command::Bench(_)) && std::env::var_os("LP_NUM_THREADS").is_none() {
+    if matches!(cli.command, Command::Run(_) | Command::Bench(_))
+        && std::env::var_os("LP_NUM_THREADS").is_none()
+    {
         // Mesa's software adapters read this once, when they load: one thread
         // per device lets pipeline devices run in parallel instead of sharing
         // one pool (../shared/wgpu-notes.md). No effect on real GPUs.
         std::env::set_var("LP_NUM_THREADS", "1");
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,wgpu_hal=off"),
+    )
+    .init();
     let result = match cli.command {
         Command::Adapters(a) => cli::adapters::run(&a),
         Command::Forward(a) => cli::forward::run(&a),

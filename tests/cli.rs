@@ -17,8 +17,15 @@ fn wgpipe(args: &[&str]) -> Output {
 /// Asserts a clean failure whose message contains every one of `needles`.
 fn fails_with(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(out.status.code(), Some(1), "expected exit 1 (not a panic's 101); stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1 (not a panic's 101); stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panicked: {err}");
     for n in needles {
         assert!(err.contains(n), "error message lacks {n:?}: {err}");
@@ -57,7 +64,11 @@ fn forward_on_a_transformers_checkpoint_writes_logits() {
         "--logits-out",
         out_file.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("tokens/s"));
     let bytes = std::fs::read(&out_file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -66,21 +77,30 @@ fn forward_on_a_transformers_checkpoint_writes_logits() {
 
 #[test]
 fn missing_checkpoint_directory() {
-    fails_with(&wgpipe(&["forward", "--checkpoint", "/nonexistent/ckpt"]), &["/nonexistent/ckpt"]);
+    fails_with(
+        &wgpipe(&["forward", "--checkpoint", "/nonexistent/ckpt"]),
+        &["/nonexistent/ckpt"],
+    );
 }
 
 #[test]
 fn malformed_config_json() {
     let d = tiny_checkpoint("badcfg");
     std::fs::write(d.join("config.json"), "{ not json").unwrap();
-    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["config.json"]);
+    fails_with(
+        &wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]),
+        &["config.json"],
+    );
 }
 
 #[test]
 fn malformed_safetensors() {
     let d = tiny_checkpoint("badst");
     std::fs::write(d.join("model.safetensors"), b"\x10\0\0\0\0\0\0\0garbage!").unwrap();
-    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["model.safetensors"]);
+    fails_with(
+        &wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]),
+        &["model.safetensors"],
+    );
 }
 
 #[test]
@@ -100,13 +120,19 @@ fn missing_and_misshaped_tensors_are_named() {
             } else {
                 t.shape().to_vec()
             };
-            views.push((name, safetensors::tensor::TensorView::new(t.dtype(), shape, t.data()).unwrap()));
+            views.push((
+                name,
+                safetensors::tensor::TensorView::new(t.dtype(), shape, t.data()).unwrap(),
+            ));
         }
         safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
     };
     let d = tmpdir("missing");
     write(&d, "transformer.h.1.mlp.c_fc.weight", None);
-    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["h.1.mlp.c_fc.weight"]);
+    fails_with(
+        &wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]),
+        &["h.1.mlp.c_fc.weight"],
+    );
     let d = tmpdir("shape");
     write(&d, "", Some("transformer.h.0.attn.c_attn.weight"));
     fails_with(
@@ -120,9 +146,15 @@ fn n_embd_not_divisible_by_n_head() {
     let d = tiny_checkpoint("heads");
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
     let cfg = cfg.replace("\"n_head\": 3", "\"n_head\": 5");
-    assert!(cfg.contains("\"n_head\": 5"), "config.json layout changed: {cfg}");
+    assert!(
+        cfg.contains("\"n_head\": 5"),
+        "config.json layout changed: {cfg}"
+    );
     std::fs::write(d.join("config.json"), cfg).unwrap();
-    fails_with(&wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]), &["36", "5"]);
+    fails_with(
+        &wgpipe(&["forward", "--checkpoint", d.to_str().unwrap()]),
+        &["36", "5"],
+    );
 }
 
 #[test]
@@ -130,22 +162,41 @@ fn token_id_past_the_vocabulary() {
     let d = tmpdir("ids");
     let ids: Vec<i64> = vec![1, 2, 3, 97];
     let bytes: Vec<u8> = bytemuck::cast_slice(&ids).to_vec();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 4], &bytes).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 4], &bytes).unwrap();
     let f = d.join("ids.safetensors");
     safetensors::serialize_to_file(vec![("input_ids", view)], None, &f).unwrap();
-    let out = wgpipe(&["forward", "--checkpoint", fixture().to_str().unwrap(), "--input-ids", f.to_str().unwrap()]);
+    let out = wgpipe(&[
+        "forward",
+        "--checkpoint",
+        fixture().to_str().unwrap(),
+        "--input-ids",
+        f.to_str().unwrap(),
+    ]);
     fails_with(&out, &["97"]);
 }
 
 #[test]
 fn sequence_longer_than_n_positions() {
-    fails_with(&wgpipe(&["forward", "--model", "tiny", "--seq", "65"]), &["65", "64"]);
+    fails_with(
+        &wgpipe(&["forward", "--model", "tiny", "--seq", "65"]),
+        &["65", "64"],
+    );
 }
 
 #[test]
 fn logits_out_to_a_directory_is_refused_before_work() {
     let d = tmpdir("outdir");
-    fails_with(&wgpipe(&["forward", "--model", "tiny", "--logits-out", d.to_str().unwrap()]), &["directory"]);
+    fails_with(
+        &wgpipe(&[
+            "forward",
+            "--model",
+            "tiny",
+            "--logits-out",
+            d.to_str().unwrap(),
+        ]),
+        &["directory"],
+    );
     assert!(d.is_dir(), "the directory the user had is untouched");
 }
 
@@ -163,7 +214,10 @@ fn no_adapter_says_how_to_install_one() {
 
 #[test]
 fn unknown_adapter_lists_what_there_is() {
-    fails_with(&wgpipe(&["forward", "--model", "tiny", "--adapter", "quantum"]), &["quantum", "vulkan:0"]);
+    fails_with(
+        &wgpipe(&["forward", "--model", "tiny", "--adapter", "quantum"]),
+        &["quantum", "vulkan:0"],
+    );
 }
 
 #[test]
@@ -171,7 +225,12 @@ fn adapters_lists_vulkan_and_gl_software_adapters() {
     let out = wgpipe(&["adapters", "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let backends: Vec<&str> = v.as_array().unwrap().iter().map(|a| a["backend"].as_str().unwrap()).collect();
+    let backends: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["backend"].as_str().unwrap())
+        .collect();
     assert!(backends.contains(&"vulkan"), "{backends:?}");
     assert!(backends.contains(&"gl"), "{backends:?}");
     for a in v.as_array().unwrap() {
@@ -183,16 +242,42 @@ fn adapters_lists_vulkan_and_gl_software_adapters() {
 #[test]
 fn run_json_reports_the_three_bubbles() {
     let out = wgpipe(&[
-        "run", "--model", "tiny", "--devices", "2", "--microbatches", "3", "--seq", "8", "--json",
+        "run",
+        "--model",
+        "tiny",
+        "--devices",
+        "2",
+        "--microbatches",
+        "3",
+        "--seq",
+        "8",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for k in ["devices", "microbatches", "schedule", "makespan_ms", "bubble_measured", "bubble_simulated", "bubble_analytic", "tokens_per_s", "clock"] {
+    for k in [
+        "devices",
+        "microbatches",
+        "schedule",
+        "makespan_ms",
+        "bubble_measured",
+        "bubble_simulated",
+        "bubble_analytic",
+        "tokens_per_s",
+        "clock",
+    ] {
         assert!(!v[k].is_null(), "missing {k}: {v}");
     }
     assert_eq!(v["devices"], 2);
     assert_eq!(v["microbatches"], 3);
-    assert!((v["bubble_analytic"].as_f64().unwrap() - 0.25).abs() < 1e-12, "(P-1)/(M+P-1) = 1/4");
+    assert!(
+        (v["bubble_analytic"].as_f64().unwrap() - 0.25).abs() < 1e-12,
+        "(P-1)/(M+P-1) = 1/4"
+    );
     let measured = v["bubble_measured"].as_f64().unwrap();
     assert!(measured > 0.0 && measured < 1.0, "{measured}");
     assert_eq!(v["clock"], "gpu-timestamps");
@@ -200,9 +285,22 @@ fn run_json_reports_the_three_bubbles() {
 
 #[test]
 fn run_refuses_bad_splits_and_interleaving_without_layers() {
-    fails_with(&wgpipe(&["run", "--model", "tiny", "--devices", "2", "--split", "1,2"]), &["adds up to 3", "2"]);
     fails_with(
-        &wgpipe(&["run", "--model", "tiny", "--devices", "2", "--schedule", "interleaved", "--virtual", "2"]),
+        &wgpipe(&["run", "--model", "tiny", "--devices", "2", "--split", "1,2"]),
+        &["adds up to 3", "2"],
+    );
+    fails_with(
+        &wgpipe(&[
+            "run",
+            "--model",
+            "tiny",
+            "--devices",
+            "2",
+            "--schedule",
+            "interleaved",
+            "--virtual",
+            "2",
+        ]),
         &["too few"],
     );
 }
@@ -212,10 +310,27 @@ fn bench_bubble_json_has_a_row_per_point() {
     let d = tmpdir("bench");
     let (csv, svg) = (d.join("b.csv"), d.join("b.svg"));
     let out = wgpipe(&[
-        "bench", "bubble", "--devices", "2", "--microbatches", "1,2", "--seq", "8", "--repeat", "1", "--json",
-        "--csv", csv.to_str().unwrap(), "--svg", svg.to_str().unwrap(),
+        "bench",
+        "bubble",
+        "--devices",
+        "2",
+        "--microbatches",
+        "1,2",
+        "--seq",
+        "8",
+        "--repeat",
+        "1",
+        "--json",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -223,10 +338,60 @@ fn bench_bubble_json_has_a_row_per_point() {
         assert_eq!(r["microbatches"], m);
         let analytic = r["bubble_analytic"].as_f64().unwrap();
         assert!((analytic - 1.0 / (m as f64 + 1.0)).abs() < 1e-12);
-        for k in ["bubble_simulated", "bubble_measured", "makespan_ms", "tokens_per_s", "speedup"] {
+        for k in [
+            "bubble_simulated",
+            "bubble_measured",
+            "makespan_ms",
+            "tokens_per_s",
+            "speedup",
+        ] {
             assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
         }
     }
     assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}
+
+#[test]
+fn run_on_a_transformers_checkpoint_matches_its_logits() {
+    // Two devices, one microbatch per sequence of the file (no --microbatches).
+    let d = tmpdir("runlogits");
+    let out_file = d.join("logits.safetensors");
+    let ids = fixture().join("input_ids.safetensors");
+    let out = wgpipe(&[
+        "run",
+        "--checkpoint",
+        fixture().to_str().unwrap(),
+        "--input-ids",
+        ids.to_str().unwrap(),
+        "--devices",
+        "2",
+        "--logits-out",
+        out_file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["microbatches"], 2);
+    let read = |p: &Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("logits").unwrap();
+        bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
+    };
+    let (got, want) = (read(&out_file), read(&fixture().join("logits.safetensors")));
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    assert!(
+        err < 1e-5,
+        "pipelined logits off transformers' by {err:.2e}"
+    );
 }

@@ -21,15 +21,26 @@ fn two_devices_compute_at_the_same_time() {
     let run = run_pipeline(&gpus, &w, &tokens, &s, &Options::default()).unwrap();
     // Time during which both devices were computing, from the recorded trace.
     let ev = |d| -> Vec<(f64, f64)> {
-        run.timeline.events.iter().filter(|e| e.track == Track::Device(d)).map(|e| (e.start_us, e.end_us)).collect()
+        run.timeline
+            .events
+            .iter()
+            .filter(|e| e.track == Track::Device(d))
+            .map(|e| (e.start_us, e.end_us))
+            .collect()
     };
     let (a, b) = (ev(0), ev(1));
     let overlap: f64 = a
         .iter()
-        .flat_map(|x| b.iter().map(move |y| (x.1.min(y.1) - x.0.max(y.0)).max(0.0)))
+        .flat_map(|x| {
+            b.iter()
+                .map(move |y| (x.1.min(y.1) - x.0.max(y.0)).max(0.0))
+        })
         .sum();
     let busy1: f64 = b.iter().map(|y| y.1 - y.0).sum();
     println!("overlap {overlap:.0} us of device 1's {busy1:.0} us busy");
     // GPipe P=2 M=8: device 1 runs 7 of its 8 forwards while device 0 runs.
-    assert!(overlap > 0.5 * busy1, "devices barely overlapped: {overlap:.0} of {busy1:.0} us");
+    assert!(
+        overlap > 0.5 * busy1,
+        "devices barely overlapped: {overlap:.0} of {busy1:.0} us"
+    );
 }

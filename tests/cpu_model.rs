@@ -27,7 +27,9 @@ fn scratch(name: &str) -> PathBuf {
 /// Hugging Face fixtures made with real transformers (see tests/data).
 /// TODO(integration): use Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn f32_bytes(x: &[f32]) -> Vec<u8> {

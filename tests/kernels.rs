@@ -81,18 +81,32 @@ fn matmul_forward_matches_cpu() {
             (97, 516, 260, true), // several column workgroups, ragged rows and columns
         ];
         for (i, &(n, c, oc, aligned)) in shapes.iter().enumerate() {
-            let kernel = if aligned { aligned_kernel(&gpu) } else { "matmul_forward" };
+            let kernel = if aligned {
+                aligned_kernel(&gpu)
+            } else {
+                "matmul_forward"
+            };
             let (inp, weight, bias) = matmul_data(i as u64, n, c, oc);
             let mut want = vec![0f32; n * oc];
             cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
 
             let out = zeros(&gpu, "out", n * oc);
-            let (inp_b, w_b, b_b) = (upload(&gpu, "inp", &inp), upload(&gpu, "w", &weight), upload(&gpu, "b", &bias));
+            let (inp_b, w_b, b_b) = (
+                upload(&gpu, "inp", &inp),
+                upload(&gpu, "w", &weight),
+                upload(&gpu, "b", &bias),
+            );
             let d = kernels::matmul_forward(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
             assert_eq!(d.name, kernel, "kernel chosen for N={n} C={c} OC={oc}");
             run(&gpu, &[&d]);
             let got = read(&gpu, &out, n * oc);
-            assert_close(&format!("matmul_forward ({kernel}) N={n} C={c} OC={oc}"), &got, &want, 1e-5, 1e-4);
+            assert_close(
+                &format!("matmul_forward ({kernel}) N={n} C={c} OC={oc}"),
+                &got,
+                &want,
+                1e-5,
+                1e-4,
+            );
         }
     }
 }
@@ -123,18 +137,33 @@ fn matmul_forward_strided_writes_only_its_columns() {
                 want[r * ldo + col_off..][..oc].copy_from_slice(&block[r * oc..][..oc]);
             }
             let (w_b, b_b) = (upload(&gpu, "w", &weight), upload(&gpu, "b", &bias));
-            let d = kernels::matmul_forward_strided(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc, ldo, col_off);
+            let d = kernels::matmul_forward_strided(
+                &gpu, &out, &inp_b, &w_b, &b_b, n, c, oc, ldo, col_off,
+            );
             assert_eq!(d.name, kernel, "kernel chosen for case {ci}");
             ds.push(d);
             keep.push((w_b, b_b));
         }
         run(&gpu, &ds.iter().collect::<Vec<_>>());
         let got = read(&gpu, &out, n * ldo);
-        assert_close(&format!("matmul_forward_strided ({kernel}) case {ci}"), &got, &want, 1e-5, 1e-4);
+        assert_close(
+            &format!("matmul_forward_strided ({kernel}) case {ci}"),
+            &got,
+            &want,
+            1e-5,
+            1e-4,
+        );
         for r in 0..n {
             for col in 0..ldo {
-                if !blocks.iter().any(|&(oc, off)| (off..off + oc).contains(&col)) {
-                    assert_eq!(got[r * ldo + col], 0.0, "{kernel} case {ci}: wrote untouched column {col} of row {r}");
+                if !blocks
+                    .iter()
+                    .any(|&(oc, off)| (off..off + oc).contains(&col))
+                {
+                    assert_eq!(
+                        got[r * ldo + col],
+                        0.0,
+                        "{kernel} case {ci}: wrote untouched column {col} of row {r}"
+                    );
                 }
             }
         }
@@ -148,7 +177,10 @@ fn matmul_forward_strided_writes_only_its_columns() {
 fn layernorm_forward_matches_cpu() {
     let gpu = common::gpu();
     let eps = 1e-5;
-    for (i, &(n, c)) in [(1, 1), (1, 768), (37, 36), (5, 769), (130, 3)].iter().enumerate() {
+    for (i, &(n, c)) in [(1, 1), (1, 768), (37, 36), (5, 769), (130, 3)]
+        .iter()
+        .enumerate()
+    {
         let mut rng = Rng::new(300 + i as u64);
         // An offset mean and a spread like a residual stream's.
         let inp: Vec<f32> = rng.vec(n * c, 2.0).iter().map(|x| x + 0.7).collect();
@@ -158,11 +190,21 @@ fn layernorm_forward_matches_cpu() {
         cpu::layernorm_forward(&mut want, &inp, &gamma, &beta, n, c, eps);
 
         let out = zeros(&gpu, "out", n * c);
-        let bufs = [upload(&gpu, "inp", &inp), upload(&gpu, "g", &gamma), upload(&gpu, "b", &beta)];
+        let bufs = [
+            upload(&gpu, "inp", &inp),
+            upload(&gpu, "g", &gamma),
+            upload(&gpu, "b", &beta),
+        ];
         let d = kernels::layernorm_forward(&gpu, &out, &bufs[0], &bufs[1], &bufs[2], n, c, eps);
         run(&gpu, &[&d]);
         let got = read(&gpu, &out, n * c);
-        assert_close(&format!("layernorm_forward N={n} C={c}"), &got, &want, 1e-5, 1e-4);
+        assert_close(
+            &format!("layernorm_forward N={n} C={c}"),
+            &got,
+            &want,
+            1e-5,
+            1e-4,
+        );
     }
 }
 
@@ -174,7 +216,14 @@ fn attention_forward_matches_cpu() {
     let gpu = common::gpu();
     // (B, T, C, NH): head dims 4, 12, 5, 65 (two chunks of the kernel's
     // 64-wide accumulator, the second 1 wide), 96 (64 + 32), 64 (exactly one).
-    let shapes = [(1, 1, 4, 1), (2, 11, 36, 3), (3, 17, 20, 4), (1, 40, 130, 2), (2, 64, 96, 1), (1, 33, 128, 2)];
+    let shapes = [
+        (1, 1, 4, 1),
+        (2, 11, 36, 3),
+        (3, 17, 20, 4),
+        (1, 40, 130, 2),
+        (2, 64, 96, 1),
+        (1, 33, 128, 2),
+    ];
     for (i, &(b, t, c, nh)) in shapes.iter().enumerate() {
         // Scale 2: scores up to ~|4 hd / sqrt(hd)|, so the softmax is peaked
         // in places and the running max really moves.
@@ -187,7 +236,13 @@ fn attention_forward_matches_cpu() {
         let d = kernels::attention_forward(&gpu, &out, &qkv_b, b, t, c, nh);
         run(&gpu, &[&d]);
         let got = read(&gpu, &out, b * t * c);
-        assert_close(&format!("attention_forward B={b} T={t} C={c} NH={nh}"), &got, &want, 2e-5, 1e-4);
+        assert_close(
+            &format!("attention_forward B={b} T={t} C={c} NH={nh}"),
+            &got,
+            &want,
+            2e-5,
+            1e-4,
+        );
     }
 }
 
@@ -202,8 +257,8 @@ const TWO_ROW_GRID: usize = 64 * 65535 + 100;
 fn gelu_forward_matches_cpu() {
     let gpu = common::gpu();
     let special = [
-        0.0, -0.0, 1e-3, -1e-3, 1.0, -1.0, 3.0, -3.0, 5.0, -5.0, 10.0, -10.0, 20.0, -20.0, 100.0, -100.0, 1e4,
-        -1e4, 1e20, -1e20,
+        0.0, -0.0, 1e-3, -1e-3, 1.0, -1.0, 3.0, -3.0, 5.0, -5.0, 10.0, -10.0, 20.0, -20.0, 100.0,
+        -100.0, 1e4, -1e4, 1e20, -1e20,
     ];
     for (i, &len) in [1usize, 63, 1001, TWO_ROW_GRID].iter().enumerate() {
         let mut inp = Rng::new(500 + i as u64).vec(len, 6.0);
@@ -218,7 +273,10 @@ fn gelu_forward_matches_cpu() {
         run(&gpu, &[&d]);
         let got = read(&gpu, &out, len);
         if let Some(j) = got.iter().position(|g| !g.is_finite()) {
-            panic!("gelu_forward len={len}: gelu({:e}) = {:e} on the GPU", inp[j], got[j]);
+            panic!(
+                "gelu_forward len={len}: gelu({:e}) = {:e} on the GPU",
+                inp[j], got[j]
+            );
         }
         assert_close(&format!("gelu_forward len={len}"), &got, &want, 1e-5, 1e-4);
     }
@@ -239,7 +297,13 @@ fn residual_forward_matches_cpu() {
         run(&gpu, &[&d]);
         let got = read(&gpu, &out, len);
         // One correctly rounded add on both sides: exact.
-        assert_close(&format!("residual_forward len={len}"), &got, &want, 0.0, 0.0);
+        assert_close(
+            &format!("residual_forward len={len}"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -261,9 +325,13 @@ fn transpose_chunk(wte: &[f32], c: usize, v0: usize, vlen: usize) -> Vec<f32> {
 fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
     let gpu = common::gpu();
     // (B, T, C, V, maxT, split): chunks [0, split) and [split, V).
-    for (i, &(b, t, c, v, max_t, split)) in [(2, 5, 13, 37, 7, 20), (1, 1, 1, 2, 1, 1), (3, 9, 48, 101, 9, 64)]
-        .iter()
-        .enumerate()
+    for (i, &(b, t, c, v, max_t, split)) in [
+        (2, 5, 13, 37, 7, 20),
+        (1, 1, 1, 2, 1, 1),
+        (3, 9, 48, 101, 9, 64),
+    ]
+    .iter()
+    .enumerate()
     {
         let mut rng = Rng::new(700 + i as u64);
         let wte = rng.vec(v * c, 1.0); // (V, C)
@@ -282,12 +350,34 @@ fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
         let ids_b = upload_u32(&gpu, "ids", &ids);
         let wpe_b = upload(&gpu, "wpe", &wpe);
         let chunk0 = upload(&gpu, "wte_t[0]", &transpose_chunk(&wte, c, 0, split));
-        let chunk1 = upload(&gpu, "wte_t[1]", &transpose_chunk(&wte, c, split, v - split));
-        let d0 = kernels::embedding_forward(&gpu, &out, &ids_b, &chunk0, &wpe_b, b * t, t, c, 0, split);
-        let d1 = kernels::embedding_forward(&gpu, &out, &ids_b, &chunk1, &wpe_b, b * t, t, c, split, v - split);
+        let chunk1 = upload(
+            &gpu,
+            "wte_t[1]",
+            &transpose_chunk(&wte, c, split, v - split),
+        );
+        let d0 =
+            kernels::embedding_forward(&gpu, &out, &ids_b, &chunk0, &wpe_b, b * t, t, c, 0, split);
+        let d1 = kernels::embedding_forward(
+            &gpu,
+            &out,
+            &ids_b,
+            &chunk1,
+            &wpe_b,
+            b * t,
+            t,
+            c,
+            split,
+            v - split,
+        );
         run(&gpu, &[&d0, &d1]);
         let got = read(&gpu, &out, b * t * c);
         // One add of the same two floats on both sides: exact.
-        assert_close(&format!("embedding_forward B={b} T={t} C={c} V={v} split={split}"), &got, &want, 0.0, 0.0);
+        assert_close(
+            &format!("embedding_forward B={b} T={t} C={c} V={v} split={split}"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
     }
 }

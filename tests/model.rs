@@ -10,7 +10,9 @@ use wgpipe::io::{random_input_ids, read_input_ids};
 use wgpipe::model::{checkpoint, gpu, Gpt2Config, Gpt2Weights};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn read_f32(path: &Path, name: &str) -> Vec<f32> {
@@ -44,8 +46,14 @@ fn check_hf_fixture(name: &str) {
     let hf = read_f32(&dir.join("logits.safetensors"), "logits");
     let (e_exact, e_hf) = (rel_err(&out.logits, &exact), rel_err(&out.logits, &hf));
     println!("{name}: rel. error vs f64 {e_exact:.2e}, vs transformers f32 {e_hf:.2e}");
-    assert!(e_exact < 1e-5, "{name}: logits off transformers' (f64) by {e_exact:.2e}");
-    assert!(e_hf < 1e-5, "{name}: logits off transformers' (f32) by {e_hf:.2e}");
+    assert!(
+        e_exact < 1e-5,
+        "{name}: logits off transformers' (f64) by {e_exact:.2e}"
+    );
+    assert!(
+        e_hf < 1e-5,
+        "{name}: logits off transformers' (f32) by {e_hf:.2e}"
+    );
 }
 
 #[test]
@@ -117,7 +125,9 @@ fn a_tensor_past_the_binding_limit_is_refused_by_name() {
     };
     let w = Gpt2Weights::init(&cfg, 0).unwrap();
     let part = gpu::StagePart::whole(&cfg);
-    let err = gpu::GpuStage::new(&g, &w, part, 1, 1).err().expect("must be refused");
+    let err = gpu::GpuStage::new(&g, &w, part, 1, 1)
+        .err()
+        .expect("must be refused");
     let msg = err.to_string();
     assert!(msg.contains("h.0.mlp.c_fc.weight"), "{msg}");
     assert!(msg.contains("max_storage_buffer_binding_size"), "{msg}");

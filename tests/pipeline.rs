@@ -25,10 +25,20 @@ fn gpus(p: usize) -> Vec<Gpu> {
 }
 
 fn single(w: &Gpt2Weights, tokens: &TokenBatch) -> Vec<f32> {
-    gpu::forward(&common::gpu(), w, tokens, tokens.batch).unwrap().logits
+    gpu::forward(&common::gpu(), w, tokens, tokens.batch)
+        .unwrap()
+        .logits
 }
 
-fn check(w: &Gpt2Weights, gpus: &[Gpu], tokens: &TokenBatch, reference: &[f32], name: &str, m: usize, v: usize) {
+fn check(
+    w: &Gpt2Weights,
+    gpus: &[Gpu],
+    tokens: &TokenBatch,
+    reference: &[f32],
+    name: &str,
+    m: usize,
+    v: usize,
+) {
     let s = Schedule::for_inference(name, gpus.len(), m, v).unwrap();
     let run = run_pipeline(gpus, w, tokens, &s, &Options::default()).unwrap();
     // Same kernels, same per-row arithmetic: bitwise equal.
@@ -37,7 +47,12 @@ fn check(w: &Gpt2Weights, gpus: &[Gpu], tokens: &TokenBatch, reference: &[f32], 
         "{name} P={} M={m} v={v}: pipelined logits differ from the single-device forward",
         gpus.len()
     );
-    let computes = run.timeline.events.iter().filter(|e| e.action.is_some_and(|a| e.name == a.to_string())).count();
+    let computes = run
+        .timeline
+        .events
+        .iter()
+        .filter(|e| e.action.is_some_and(|a| e.name == a.to_string()))
+        .count();
     assert_eq!(computes, s.stages() * m, "one compute event per action");
 }
 
@@ -77,7 +92,10 @@ fn uneven_microbatches_and_explicit_split() {
         fault: None,
     };
     let run = run_pipeline(&gpus(3), &w, &tokens, &s, &opts).unwrap();
-    assert!(run.logits == reference, "5 sequences in microbatches of 2, 2, 1");
+    assert!(
+        run.logits == reference,
+        "5 sequences in microbatches of 2, 2, 1"
+    );
     assert_eq!(run.microbatch_sequences, 2);
 }
 
@@ -87,14 +105,20 @@ fn bad_splits_and_microbatch_counts_are_refused() {
     let tokens = random_input_ids(2, 4, w.config.vocab_size, 8);
     let g = gpus(2);
     let s = Schedule::for_inference("gpipe", 2, 3, 1).unwrap();
-    let err = run_pipeline(&g, &w, &tokens, &s, &Options::default()).err().unwrap().to_string();
+    let err = run_pipeline(&g, &w, &tokens, &s, &Options::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("3 microbatches for a batch of 2"), "{err}");
     let s = Schedule::for_inference("gpipe", 2, 2, 1).unwrap();
     let opts = Options {
         split: Some(vec![8, 0]),
         fault: None,
     };
-    let err = run_pipeline(&g, &w, &tokens, &s, &opts).err().unwrap().to_string();
+    let err = run_pipeline(&g, &w, &tokens, &s, &opts)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("stage 1 empty"), "{err}");
 }
 
@@ -130,21 +154,29 @@ fn injected(kind: FaultKind) -> (String, Duration) {
     };
     let g = gpus(3);
     let t = Instant::now();
-    let err = run_pipeline(&g, &w, &tokens, &s, &opts).err().expect("the run must fail");
+    let err = run_pipeline(&g, &w, &tokens, &s, &opts)
+        .err()
+        .expect("the run must fail");
     (err.to_string(), t.elapsed())
 }
 
 #[test]
 fn a_wgpu_error_on_one_device_stops_the_run() {
     let (msg, took) = injected(FaultKind::Validation);
-    assert!(msg.contains("device 1") && msg.contains("stage 1") && msg.contains("1F2"), "{msg}");
+    assert!(
+        msg.contains("device 1") && msg.contains("stage 1") && msg.contains("1F2"),
+        "{msg}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
 fn a_panicking_device_thread_stops_the_run() {
     let (msg, took) = injected(FaultKind::Panic);
-    assert!(msg.contains("device 1") && msg.contains("1F2") && msg.contains("panicked"), "{msg}");
+    assert!(
+        msg.contains("device 1") && msg.contains("1F2") && msg.contains("panicked"),
+        "{msg}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -154,20 +186,37 @@ fn the_trace_names_events_like_the_schedule() {
     let tokens = random_input_ids(4, 6, w.config.vocab_size, 12);
     let s = Schedule::for_inference("gpipe", 2, 4, 1).unwrap();
     let run = run_pipeline(&gpus(2), &w, &tokens, &s, &Options::default()).unwrap();
-    assert_eq!(run.timeline.clock, "gpu-timestamps", "lavapipe has timestamp queries");
+    assert_eq!(
+        run.timeline.clock, "gpu-timestamps",
+        "lavapipe has timestamp queries"
+    );
     assert_eq!(run.transfers, 4);
     let json = wgpipe::trace::chrome::to_chrome_json(&run.timeline);
     let events = json["traceEvents"].as_array().expect("traceEvents list");
     let complete: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
     for a in ["0F0", "0F3", "1F0", "1F3"] {
-        let e = complete.iter().find(|e| e["name"] == a).unwrap_or_else(|| panic!("no event {a}"));
+        let e = complete
+            .iter()
+            .find(|e| e["name"] == a)
+            .unwrap_or_else(|| panic!("no event {a}"));
         assert!(e["dur"].as_f64().unwrap() > 0.0);
         assert!(e["args"]["microbatch"].is_number() && e["args"]["stage"].is_number());
     }
     // Each microbatch's stage 1 starts after its stage 0 ended (one clock).
     for m in 0..4 {
-        let f = |n: String| run.timeline.events.iter().find(|e| e.name == n).unwrap().clone();
+        let f = |n: String| {
+            run.timeline
+                .events
+                .iter()
+                .find(|e| e.name == n)
+                .unwrap()
+                .clone()
+        };
         let (a, b) = (f(format!("0F{m}")), f(format!("1F{m}")));
-        assert!(b.start_us >= a.end_us - 100.0, "1F{m} starts {} before 0F{m} ends", a.end_us - b.start_us);
+        assert!(
+            b.start_us >= a.end_us - 100.0,
+            "1F{m} starts {} before 0F{m} ends",
+            a.end_us - b.start_us
+        );
     }
 }

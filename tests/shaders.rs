@@ -14,7 +14,10 @@ fn every_shader_parses_and_validates() {
         let module = match naga::front::wgsl::parse_str(src) {
             Ok(m) => m,
             Err(e) => {
-                failures.push(format!("{name}: parse error\n{}", e.emit_to_string_with_path(src, &path)));
+                failures.push(format!(
+                    "{name}: parse error\n{}",
+                    e.emit_to_string_with_path(src, &path)
+                ));
                 continue;
             }
         };
@@ -26,16 +29,27 @@ fn every_shader_parses_and_validates() {
         };
         let mut validator = Validator::new(ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
-            failures.push(format!("{name}: validation error\n{}", e.emit_to_string_with_path(src, &path)));
+            failures.push(format!(
+                "{name}: validation error\n{}",
+                e.emit_to_string_with_path(src, &path)
+            ));
             continue;
         }
         // Kernels::new compiles every shader with entry point `main`.
         assert!(
-            module.entry_points.iter().any(|ep| ep.name == "main" && ep.stage == naga::ShaderStage::Compute),
+            module
+                .entry_points
+                .iter()
+                .any(|ep| ep.name == "main" && ep.stage == naga::ShaderStage::Compute),
             "{name}: no `@compute fn main` entry point"
         );
     }
-    assert!(failures.is_empty(), "{} shader(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} shader(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -45,7 +59,12 @@ fn shader_table_matches_shader_files() {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("read_dir entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
-        .map(|p| p.file_stem().expect("file stem").to_string_lossy().into_owned())
+        .map(|p| {
+            p.file_stem()
+                .expect("file stem")
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let table: BTreeSet<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(table.len(), SHADERS.len(), "SHADERS lists a name twice");
@@ -58,7 +77,11 @@ fn shader_table_matches_shader_files() {
     );
     // Each entry embeds the file of its own name.
     for (name, src) in SHADERS {
-        let on_disk = std::fs::read_to_string(dir.join(format!("{name}.wgsl"))).expect("read shader");
-        assert_eq!(*src, on_disk, "SHADERS entry `{name}` does not embed shaders/{name}.wgsl");
+        let on_disk =
+            std::fs::read_to_string(dir.join(format!("{name}.wgsl"))).expect("read shader");
+        assert_eq!(
+            *src, on_disk,
+            "SHADERS entry `{name}` does not embed shaders/{name}.wgsl"
+        );
     }
 }

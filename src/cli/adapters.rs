@@ -14,7 +14,10 @@ pub struct AdaptersArgs {
 pub fn run(args: &AdaptersArgs) -> Result<()> {
     let adapters = list_adapters();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&adapters).expect("adapter summaries serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&adapters).expect("adapter summaries serialize")
+        );
     } else {
         for a in &adapters {
             let mib = |b: u64| b as f64 / (1 << 20) as f64;

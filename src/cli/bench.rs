@@ -76,7 +76,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let series: Vec<(String, usize)> = a
         .schedule
         .iter()
-        .map(|s| (s.clone(), if s == "interleaved" { a.virtual_stages } else { 1 }))
+        .map(|s| {
+            (
+                s.clone(),
+                if s == "interleaved" {
+                    a.virtual_stages
+                } else {
+                    1
+                },
+            )
+        })
         .collect();
     let sweep = Sweep {
         schedules: series.clone(),
@@ -90,20 +99,40 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(name) => Gpt2Config::named(name)?,
         None => bench_config(a.layers_per_stage * p, a.seq),
     };
-    check_sweep(&sweep, p, if a.model.is_some() { cfg.n_layer / p } else { a.layers_per_stage })?;
+    check_sweep(
+        &sweep,
+        p,
+        if a.model.is_some() {
+            cfg.n_layer / p
+        } else {
+            a.layers_per_stage
+        },
+    )?;
     if a.seq > cfg.n_positions {
-        return Err(Error::Input(format!("--seq {} exceeds the model's n_positions {}", a.seq, cfg.n_positions)));
+        return Err(Error::Input(format!(
+            "--seq {} exceeds the model's n_positions {}",
+            a.seq, cfg.n_positions
+        )));
     }
     let w = Gpt2Weights::init(&cfg, a.seed)?;
-    let gpus = placement.iter().map(Gpu::open_summary).collect::<Result<Vec<_>>>()?;
+    let gpus = placement
+        .iter()
+        .map(Gpu::open_summary)
+        .collect::<Result<Vec<_>>>()?;
     let single = Gpu::open_summary(&placement[0])?;
 
     let bar = ProgressBar::new((sweep.microbatches.len() * series.len()) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").expect("valid template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .expect("valid template"),
     );
     let rows = run_sweep(&gpus, &single, &w, &sweep, |r| {
-        bar.set_message(format!("{} M={}: measured {:.1}%", r.schedule, r.microbatches, 100.0 * r.bubble_measured));
+        bar.set_message(format!(
+            "{} M={}: measured {:.1}%",
+            r.schedule,
+            r.microbatches,
+            100.0 * r.bubble_measured
+        ));
         bar.inc(1);
     })?;
     bar.finish_and_clear();
@@ -132,7 +161,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if let Some(path) = &a.svg {
         let title = format!("Pipeline bubble, P={p}: analytic, simulated, measured");
-        std::fs::write(path, bubble_chart(&chart_series(&rows, p), &title)).map_err(|e| Error::io(path, e))?;
+        std::fs::write(path, bubble_chart(&chart_series(&rows, p), &title))
+            .map_err(|e| Error::io(path, e))?;
     }
     Ok(())
 }
@@ -151,7 +181,14 @@ pub fn chart_series(rows: &[Row], p: usize) -> Vec<Series> {
             let points = rows
                 .iter()
                 .filter(|r| r.schedule == name && r.virtual_stages == v)
-                .map(|r| (r.microbatches, r.bubble_analytic, r.bubble_simulated, r.bubble_measured))
+                .map(|r| {
+                    (
+                        r.microbatches,
+                        r.bubble_analytic,
+                        r.bubble_simulated,
+                        r.bubble_measured,
+                    )
+                })
                 .collect();
             let n = name.clone();
             Series {

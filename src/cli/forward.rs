@@ -23,7 +23,8 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     let gpu = Gpu::open(&args.adapter)?;
     let per_pass = gpu::sequences_per_pass(&gpu, &w.config, tokens.batch, tokens.seq);
     let out = gpu::forward(&gpu, &w, &tokens, per_pass)?;
-    args.input.write_logits(&out.logits, &tokens, w.config.vocab_size)?;
+    args.input
+        .write_logits(&out.logits, &tokens, w.config.vocab_size)?;
     let n = tokens.batch * tokens.seq;
     println!(
         "forward: {} x {} tokens on {} in {:.1} ms: {:.1} tokens/s",
@@ -34,7 +35,13 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
         n as f64 / out.seconds
     );
     if let Some(p) = &args.input.logits_out {
-        println!("logits [{}, {}, {}] written to {}", tokens.batch, tokens.seq, w.config.vocab_size, p.display());
+        println!(
+            "logits [{}, {}, {}] written to {}",
+            tokens.batch,
+            tokens.seq,
+            w.config.vocab_size,
+            p.display()
+        );
     }
     Ok(())
 }

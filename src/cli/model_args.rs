@@ -78,12 +78,19 @@ impl InputArgs {
 pub fn check_output_path(path: Option<&std::path::Path>) -> Result<()> {
     let Some(p) = path else { return Ok(()) };
     if p.is_dir() {
-        return Err(Error::Input(format!("{} is a directory; give a file name to write", p.display())));
+        return Err(Error::Input(format!(
+            "{} is a directory; give a file name to write",
+            p.display()
+        )));
     }
     let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(d) = parent {
         if !d.is_dir() {
-            return Err(Error::Input(format!("cannot write {}: directory {} does not exist", p.display(), d.display())));
+            return Err(Error::Input(format!(
+                "cannot write {}: directory {} does not exist",
+                p.display(),
+                d.display()
+            )));
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ pub struct RunArgs {
     /// Pipeline devices: a count (one per physical adapter, cycling) or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "2")]
     pub devices: String,
-    /// Microbatches M the batch is split into (default: one per sequence).
+    /// Microbatches M the batch is split into (default: one per sequence; 4 random sequences without --batch or --input-ids).
     #[arg(long)]
     pub microbatches: Option<usize>,
     /// Schedule. Inference runs forwards only: gpipe and interleaved run their
@@ -50,15 +50,21 @@ pub fn run(args: &RunArgs) -> Result<()> {
     check_output_path(args.trace.as_deref())?;
     check_output_path(args.svg.as_deref())?;
     let w = args.model.load()?;
+    // Without --microbatches: one microbatch per sequence (of the file, or of
+    // --batch, default 4).
     let mut input = args.input.clone();
-    let m = args.microbatches.unwrap_or_else(|| input.batch.unwrap_or(4));
     if input.input_ids.is_none() && input.batch.is_none() {
-        input.batch = Some(m);
+        input.batch = Some(args.microbatches.unwrap_or(4));
     }
     let tokens = input.tokens(&w.config, args.model.seed)?;
+    let m = args.microbatches.unwrap_or(tokens.batch);
     let placement = place_devices(&args.devices)?;
-    let schedule = Schedule::for_inference(&args.schedule, placement.len(), m, args.virtual_stages)?;
-    let gpus = placement.iter().map(Gpu::open_summary).collect::<Result<Vec<_>>>()?;
+    let schedule =
+        Schedule::for_inference(&args.schedule, placement.len(), m, args.virtual_stages)?;
+    let gpus = placement
+        .iter()
+        .map(Gpu::open_summary)
+        .collect::<Result<Vec<_>>>()?;
     let opts = Options {
         split: args.split.clone(),
         fault: None,
@@ -73,7 +79,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         std::fs::write(p, json).map_err(|e| Error::io(p, e))?;
     }
     if let Some(p) = &args.svg {
-        let title = format!("{} — measured, P={} M={} v={}", schedule.name, schedule.devices, m, args.virtual_stages);
+        let title = format!(
+            "{} — measured, P={} M={} v={}",
+            schedule.name, schedule.devices, m, args.virtual_stages
+        );
         std::fs::write(p, gantt_svg(&run.timeline, &title)).map_err(|e| Error::io(p, e))?;
     }
     if args.json {
@@ -93,7 +102,14 @@ fn print_report(m: &Measurement, names: &[String], schedule: &Schedule) {
     println!("{}", crate::schedule::grid::render(schedule, &[]));
     println!(
         "{} P={} M={} v={}: makespan {:.2} ms (wall {:.2} ms), {:.0} tokens/s, clock: {}",
-        m.schedule, m.devices, m.microbatches, m.virtual_stages, m.makespan_ms, m.wall_ms, m.tokens_per_s, m.clock
+        m.schedule,
+        m.devices,
+        m.microbatches,
+        m.virtual_stages,
+        m.makespan_ms,
+        m.wall_ms,
+        m.tokens_per_s,
+        m.clock
     );
     println!(
         "bubble: measured {:.1}%   simulated {:.1}%   analytic {:.1}%",
@@ -108,6 +124,9 @@ fn print_report(m: &Measurement, names: &[String], schedule: &Schedule) {
         m.transfer_ms
     );
     for (d, name) in names.iter().enumerate() {
-        println!("  device {d} {name}: busy {:.2} ms, idle {:.2} ms", m.busy_ms[d], m.idle_ms[d]);
+        println!(
+            "  device {d} {name}: busy {:.2} ms, idle {:.2} ms",
+            m.busy_ms[d], m.idle_ms[d]
+        );
     }
 }

@@ -58,7 +58,12 @@ fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn summarize(index: usize, backend: &str, backend_index: usize, a: &wgpu::Adapter) -> AdapterSummary {
+fn summarize(
+    index: usize,
+    backend: &str,
+    backend_index: usize,
+    a: &wgpu::Adapter,
+) -> AdapterSummary {
     let info = a.get_info();
     let limits = a.limits();
     let features = a.features();
@@ -113,15 +118,25 @@ pub fn select(adapters: &[AdapterSummary], selector: &str) -> Result<AdapterSumm
         adapters.first()
     } else if let Ok(i) = sel.parse::<usize>() {
         adapters.get(i)
-    } else if let Some((b, i)) = sel.split_once(':').and_then(|(b, i)| Some((b, i.parse::<usize>().ok()?))) {
-        adapters.iter().find(|a| a.backend == b && a.backend_index == i)
+    } else if let Some((b, i)) = sel
+        .split_once(':')
+        .and_then(|(b, i)| Some((b, i.parse::<usize>().ok()?)))
+    {
+        adapters
+            .iter()
+            .find(|a| a.backend == b && a.backend_index == i)
     } else if BACKENDS.iter().any(|(_, n)| *n == sel) {
         adapters.iter().find(|a| a.backend == sel)
     } else {
-        adapters.iter().find(|a| a.name.to_lowercase().contains(&sel))
+        adapters
+            .iter()
+            .find(|a| a.name.to_lowercase().contains(&sel))
     };
     found.cloned().ok_or_else(|| {
-        let have: Vec<String> = adapters.iter().map(|a| format!("{} ({})", a.id(), a.name)).collect();
+        let have: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{} ({})", a.id(), a.name))
+            .collect();
         Error::AdapterNotFound {
             selector: selector.to_string(),
             have: have.join(", "),
@@ -298,15 +313,22 @@ pub fn place_devices(spec: &str) -> Result<Vec<AdapterSummary>> {
     }
     if let Ok(n) = spec.trim().parse::<usize>() {
         if n == 0 {
-            return Err(Error::Input("--devices 0: a pipeline needs at least one device".into()));
+            return Err(Error::Input(
+                "--devices 0: a pipeline needs at least one device".into(),
+            ));
         }
         let mut physical: Vec<&AdapterSummary> = Vec::new();
         for a in &adapters {
-            if !physical.iter().any(|p| p.name == a.name && p.device_type == a.device_type) {
+            if !physical
+                .iter()
+                .any(|p| p.name == a.name && p.device_type == a.device_type)
+            {
                 physical.push(a);
             }
         }
-        return Ok((0..n).map(|i| physical[i % physical.len()].clone()).collect());
+        return Ok((0..n)
+            .map(|i| physical[i % physical.len()].clone())
+            .collect());
     }
     spec.split(',').map(|s| select(&adapters, s)).collect()
 }

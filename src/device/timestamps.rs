@@ -49,7 +49,10 @@ impl TimestampLog {
 
     /// Record a timestamp at this point of `enc`; returns its index.
     pub fn write(&mut self, enc: &mut wgpu::CommandEncoder) -> u32 {
-        assert!(self.next < self.capacity, "bug: timestamp log sized too small");
+        assert!(
+            self.next < self.capacity,
+            "bug: timestamp log sized too small"
+        );
         let i = self.next;
         enc.write_timestamp(&self.sets[(i / SET_SIZE) as usize], i % SET_SIZE);
         self.next += 1;
@@ -61,7 +64,9 @@ impl TimestampLog {
         let n = self.next as u64;
         let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("timestamp resolve"),
-            size: (n * 8).next_multiple_of(wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT).max(256),
+            size: (n * 8)
+                .next_multiple_of(wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT)
+                .max(256),
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
@@ -100,7 +105,8 @@ impl ClockMap {
         let us_per_tick = gpu.queue.get_timestamp_period() as f64 / 1000.0;
         let mut best: Option<(f64, f64)> = None; // (bracket, offset)
         for _ in 0..5 {
-            let mut log = TimestampLog::new(gpu, 1).ok_or_else(|| gpu.err("no timestamp queries"))?;
+            let mut log =
+                TimestampLog::new(gpu, 1).ok_or_else(|| gpu.err("no timestamp queries"))?;
             let mut enc = gpu.device.create_command_encoder(&Default::default());
             log.write(&mut enc);
             gpu.wait()?;

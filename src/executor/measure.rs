@@ -70,7 +70,9 @@ pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<
     let mut transfer = Vec::new();
     for e in &run.timeline.events {
         match (e.track, e.action) {
-            (Track::Device(_), Some(a)) if a.kind == Kind::F => per_stage[a.stage].push(e.duration_us()),
+            (Track::Device(_), Some(a)) if a.kind == Kind::F => {
+                per_stage[a.stage].push(e.duration_us())
+            }
             (Track::Transfer { .. }, _) => transfer.push(e.duration_us()),
             _ => {}
         }
@@ -85,7 +87,11 @@ pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<
         transfer,
     };
     let sim = simulate(schedule, &costs)?;
-    let (p, m, v) = (schedule.devices, schedule.microbatches, schedule.virtual_stages);
+    let (p, m, v) = (
+        schedule.devices,
+        schedule.microbatches,
+        schedule.virtual_stages,
+    );
     Ok(Measurement {
         schedule: schedule.name.clone(),
         devices: p,

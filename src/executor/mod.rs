@@ -173,7 +173,9 @@ pub fn run_pipeline(
     let outcomes: Vec<Option<worker::Outcome>> = std::thread::scope(|scope| {
         for (d, gpu) in gpus.iter().enumerate() {
             let shared = &shared;
-            scope.spawn(move || transfer::poll_until(&gpu.device, &|| shared.done[d].load(Ordering::SeqCst)));
+            scope.spawn(move || {
+                transfer::poll_until(&gpu.device, &|| shared.done[d].load(Ordering::SeqCst))
+            });
         }
         let handles: Vec<_> = gpus
             .iter()
@@ -195,9 +197,17 @@ pub fn run_pipeline(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(None)).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(None))
+            .collect()
     });
-    if let Some(e) = errors.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().next() {
+    if let Some(e) = errors
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .next()
+    {
         return Err(e);
     }
     let outcomes: Vec<worker::Outcome> = outcomes
@@ -216,7 +226,8 @@ pub fn run_pipeline(
     for o in outcomes {
         for (m, l) in o.logits {
             let mb = &mbs[m];
-            logits[mb.first * row..(mb.first + mb.count) * row].copy_from_slice(&l[..mb.count * row]);
+            logits[mb.first * row..(mb.first + mb.count) * row]
+                .copy_from_slice(&l[..mb.count * row]);
         }
         transfers += o.transfers;
         bytes_moved += o.bytes_moved;
@@ -233,9 +244,15 @@ pub fn run_pipeline(
         .filter(|e| matches!(e.track, Track::Device(_)))
         .map(|e| (e.name.clone(), e.end_us))
         .collect();
-    for e in events.iter_mut().filter(|e| matches!(e.track, Track::Transfer { .. })) {
+    for e in events
+        .iter_mut()
+        .filter(|e| matches!(e.track, Track::Transfer { .. }))
+    {
         if let Some(a) = e.action.filter(|a| a.stage > 0) {
-            let producer = Action { stage: a.stage - 1, ..a };
+            let producer = Action {
+                stage: a.stage - 1,
+                ..a
+            };
             if let Some(&end) = produced.get(&producer.to_string()) {
                 e.start_us = e.start_us.max(end).min(e.end_us);
             }

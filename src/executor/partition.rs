@@ -42,7 +42,9 @@ pub fn partition(n_layer: usize, stages: usize, split: Option<&[usize]>) -> Resu
                     "the model has {n_layer} layers, too few for {stages} stages (devices x virtual): every stage needs at least one layer; use fewer devices or chunks"
                 )));
             }
-            (0..stages).map(|i| n_layer / stages + usize::from(i < n_layer % stages)).collect()
+            (0..stages)
+                .map(|i| n_layer / stages + usize::from(i < n_layer % stages))
+                .collect()
         }
     };
     let mut start = 0;
@@ -62,7 +64,10 @@ pub fn partition(n_layer: usize, stages: usize, split: Option<&[usize]>) -> Resu
 }
 
 fn join(s: &[usize]) -> String {
-    s.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    s.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -80,10 +85,22 @@ mod tests {
     #[test]
     fn explicit_split_is_checked() {
         assert_eq!(partition(12, 3, Some(&[3, 5, 4])).unwrap()[1].layers, 3..8);
-        assert!(partition(12, 3, Some(&[3, 5, 5])).unwrap_err().to_string().contains("adds up to 13"));
-        assert!(partition(12, 3, Some(&[12, 0, 0])).unwrap_err().to_string().contains("stage 1 empty"));
-        assert!(partition(12, 3, Some(&[6, 6])).unwrap_err().to_string().contains("3 stages"));
-        assert!(partition(2, 3, None).unwrap_err().to_string().contains("too few"));
+        assert!(partition(12, 3, Some(&[3, 5, 5]))
+            .unwrap_err()
+            .to_string()
+            .contains("adds up to 13"));
+        assert!(partition(12, 3, Some(&[12, 0, 0]))
+            .unwrap_err()
+            .to_string()
+            .contains("stage 1 empty"));
+        assert!(partition(12, 3, Some(&[6, 6]))
+            .unwrap_err()
+            .to_string()
+            .contains("3 stages"));
+        assert!(partition(2, 3, None)
+            .unwrap_err()
+            .to_string()
+            .contains("too few"));
     }
 
     #[test]

@@ -39,9 +39,11 @@ impl Packet {
     /// 12 ms stage.)
     pub fn new(from: usize, staging: wgpu::Buffer, bytes: u64) -> Packet {
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        staging
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
         Packet {
             from,
             staging,
@@ -69,7 +71,10 @@ pub(crate) enum WaitError {
 
 impl Mailbox {
     pub fn post(&self, key: (usize, usize), p: Packet) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p);
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, p);
         self.cv.notify_all();
     }
 
@@ -80,7 +85,13 @@ impl Mailbox {
 
     /// Wait for the packet `key` from device `from`; give up when the run
     /// aborts or `from` has finished without posting it.
-    pub fn take(&self, key: (usize, usize), from: usize, abort: &AtomicBool, done: &[AtomicBool]) -> Result<Packet, WaitError> {
+    pub fn take(
+        &self,
+        key: (usize, usize),
+        from: usize,
+        abort: &AtomicBool,
+        done: &[AtomicBool],
+    ) -> Result<Packet, WaitError> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(p) = slots.remove(&key) {
@@ -92,7 +103,11 @@ impl Mailbox {
             if done[from].load(Ordering::SeqCst) {
                 return Err(WaitError::ProducerGone(from));
             }
-            slots = self.cv.wait_timeout(slots, TICK).unwrap_or_else(|e| e.into_inner()).0;
+            slots = self
+                .cv
+                .wait_timeout(slots, TICK)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -100,7 +115,12 @@ impl Mailbox {
 /// Copy a packet's activation into `dst` on the consumer's queue. Returns
 /// once the bytes are handed to the consumer's queue.
 ///
-pub(crate) fn receive(p: &Packet, queue: &wgpu::Queue, dst: &wgpu::Buffer, abort: &AtomicBool) -> Result<(), String> {
+pub(crate) fn receive(
+    p: &Packet,
+    queue: &wgpu::Queue,
+    dst: &wgpu::Buffer,
+    abort: &AtomicBool,
+) -> Result<(), String> {
     let slice = p.staging.slice(..p.bytes);
     // The producer device's poller thread fires the callback when the
     // producing submission completes; this thread only waits for it.
@@ -114,7 +134,12 @@ pub(crate) fn receive(p: &Packet, queue: &wgpu::Queue, dst: &wgpu::Buffer, abort
             Err(_) => {}
         }
     };
-    mapped.map_err(|e| format!("mapping the staging buffer of device {} failed: {e}", p.from))?;
+    mapped.map_err(|e| {
+        format!(
+            "mapping the staging buffer of device {} failed: {e}",
+            p.from
+        )
+    })?;
     {
         let view = slice
             .get_mapped_range()

@@ -51,7 +51,9 @@ pub(super) enum Stop {
 /// the device and the action it was on.
 pub(super) fn run_device(d: usize, gpu: &Gpu, job: &Job, shared: &Shared) -> Result<Outcome, Stop> {
     let mut current = String::from("setup");
-    let r = catch_unwind(AssertUnwindSafe(|| device_body(d, gpu, job, shared, &mut current)));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        device_body(d, gpu, job, shared, &mut current)
+    }));
     match r {
         Ok(r) => r,
         Err(panic) => {
@@ -77,7 +79,13 @@ fn stage_of(action: &str) -> String {
         .unwrap_or_else(|_| "-".into())
 }
 
-fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut String) -> Result<Outcome, Stop> {
+fn device_body(
+    d: usize,
+    gpu: &Gpu,
+    job: &Job,
+    shared: &Shared,
+    current: &mut String,
+) -> Result<Outcome, Stop> {
     let s = job.schedule;
     let last = s.stages() - 1;
     let fail = |action: &str, msg: String| {
@@ -93,7 +101,8 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
     // --- setup: stages, staging and hand-over buffers, timestamps --------
     let mut stages = HashMap::new();
     for st in (d..s.stages()).step_by(s.devices) {
-        let stage = GpuStage::new(gpu, job.w, job.parts[st].clone(), job.per, job.seq).map_err(setup_err)?;
+        let stage = GpuStage::new(gpu, job.w, job.parts[st].clone(), job.per, job.seq)
+            .map_err(setup_err)?;
         stages.insert(st, stage);
     }
     let m = s.microbatches;
@@ -105,9 +114,15 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
             if st == last {
                 logits_staging.insert(mb, k::staging(gpu, "logits out", stage.logits_bytes()));
             } else if s.device_of_stage(st + 1) == d {
-                hold.insert((st, mb), k::zeros(gpu, "hold (N,C)", stage.rows() * job.w.config.n_embd));
+                hold.insert(
+                    (st, mb),
+                    k::zeros(gpu, "hold (N,C)", stage.rows() * job.w.config.n_embd),
+                );
             } else {
-                out_staging.insert((st, mb), k::staging(gpu, "activation out", stage.activation_bytes()));
+                out_staging.insert(
+                    (st, mb),
+                    k::staging(gpu, "activation out", stage.activation_bytes()),
+                );
             }
         }
     }
@@ -143,7 +158,9 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
         let mb = a.microbatch;
         if let Some(f) = job.fault.filter(|f| f.device == d && f.action == *a) {
             match f.kind {
-                FaultKind::Validation => gpu.queue.write_buffer(&stage.x, stage.x.size(), &[0u8; 4]),
+                FaultKind::Validation => {
+                    gpu.queue.write_buffer(&stage.x, stage.x.size(), &[0u8; 4])
+                }
                 FaultKind::Panic => panic!("injected fault"),
             }
         }
@@ -161,9 +178,10 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
                     .take((a.stage, mb), from, &shared.abort, &shared.done)
                     .map_err(|e| match e {
                         WaitError::Aborted => Stop::Aborted,
-                        WaitError::ProducerGone(f) => {
-                            fail(&current.clone(), format!("device {f} finished without sending its output"))
-                        }
+                        WaitError::ProducerGone(f) => fail(
+                            &current.clone(),
+                            format!("device {f} finished without sending its output"),
+                        ),
                     })?;
                 let t0 = now_us();
                 receive(&p, &gpu.queue, &stage.x, &shared.abort).map_err(|msg| {
@@ -192,7 +210,13 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
         // Output.
         let mut post = None;
         if a.stage == last {
-            enc.copy_buffer_to_buffer(stage.logits.as_ref().expect("last stage has the head"), 0, &logits_staging[&mb], 0, stage.logits_bytes());
+            enc.copy_buffer_to_buffer(
+                stage.logits.as_ref().expect("last stage has the head"),
+                0,
+                &logits_staging[&mb],
+                0,
+                stage.logits_bytes(),
+            );
         } else if let Some(h) = hold.get(&(a.stage, mb)) {
             enc.copy_buffer_to_buffer(&stage.x, 0, h, 0, stage.activation_bytes());
         } else {
@@ -220,7 +244,8 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
             (Some(b), Some(e)) => stamps.push((*a, b, e)),
             _ => {
                 // Host clock: wait for this action so its end is known.
-                wait_idle(&gpu.device, &|| shared.aborted()).map_err(|msg| fail(&current.clone(), msg))?;
+                wait_idle(&gpu.device, &|| shared.aborted())
+                    .map_err(|msg| fail(&current.clone(), msg))?;
                 events.push(compute_event(d, *a, t_submit, now_us()));
             }
         }
@@ -240,7 +265,10 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
     if let (Some(ts), Some(clock)) = (&ts, &clock) {
         let ticks = ts.read(gpu).map_err(|e| fail("finish", e.to_string()))?;
         for (a, b, e) in stamps {
-            let (b, e) = (clock.to_host_us(ticks[b as usize]), clock.to_host_us(ticks[e as usize]));
+            let (b, e) = (
+                clock.to_host_us(ticks[b as usize]),
+                clock.to_host_us(ticks[e as usize]),
+            );
             events.push(compute_event(d, a, b, e.max(b)));
         }
     }
@@ -248,7 +276,8 @@ fn device_body(d: usize, gpu: &Gpu, job: &Job, shared: &Shared, current: &mut St
     if let Some(stage) = stages.get(&last) {
         let vp = job.w.config.vocab_size.next_multiple_of(4);
         for (mb, st) in &logits_staging {
-            let padded: Vec<f32> = k::read_mapped(gpu, st, stage.rows() * vp).map_err(|e| fail("finish", e.to_string()))?;
+            let padded: Vec<f32> = k::read_mapped(gpu, st, stage.rows() * vp)
+                .map_err(|e| fail("finish", e.to_string()))?;
             logits.push((*mb, stage.strip_logits(&padded)));
         }
     }

@@ -19,14 +19,38 @@ use crate::error::Result;
 
 /// Every shader: (name, WGSL source). One file per kernel and direction.
 pub const SHADERS: &[(&str, &str)] = &[
-    ("embedding_forward", include_str!("../../shaders/embedding_forward.wgsl")),
-    ("layernorm_forward", include_str!("../../shaders/layernorm_forward.wgsl")),
-    ("matmul_forward", include_str!("../../shaders/matmul_forward.wgsl")),
-    ("matmul_forward_vec4", include_str!("../../shaders/matmul_forward_vec4.wgsl")),
-    ("matmul_forward_subgroup", include_str!("../../shaders/matmul_forward_subgroup.wgsl")),
-    ("attention_forward", include_str!("../../shaders/attention_forward.wgsl")),
-    ("gelu_forward", include_str!("../../shaders/gelu_forward.wgsl")),
-    ("residual_forward", include_str!("../../shaders/residual_forward.wgsl")),
+    (
+        "embedding_forward",
+        include_str!("../../shaders/embedding_forward.wgsl"),
+    ),
+    (
+        "layernorm_forward",
+        include_str!("../../shaders/layernorm_forward.wgsl"),
+    ),
+    (
+        "matmul_forward",
+        include_str!("../../shaders/matmul_forward.wgsl"),
+    ),
+    (
+        "matmul_forward_vec4",
+        include_str!("../../shaders/matmul_forward_vec4.wgsl"),
+    ),
+    (
+        "matmul_forward_subgroup",
+        include_str!("../../shaders/matmul_forward_subgroup.wgsl"),
+    ),
+    (
+        "attention_forward",
+        include_str!("../../shaders/attention_forward.wgsl"),
+    ),
+    (
+        "gelu_forward",
+        include_str!("../../shaders/gelu_forward.wgsl"),
+    ),
+    (
+        "residual_forward",
+        include_str!("../../shaders/residual_forward.wgsl"),
+    ),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
@@ -50,14 +74,16 @@ impl Kernels {
                     label: Some(name),
                     source: wgpu::ShaderSource::Wgsl((*src).into()),
                 });
-                Some(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(name),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: None,
-                }))
+                Some(
+                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(name),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    }),
+                )
             })
             .collect();
         Kernels { pipelines }
@@ -100,11 +126,13 @@ fn dispatch<P: bytemuck::Pod>(
     // Uniform buffers are padded to 16 bytes, the strictest backends' rule.
     let mut contents = bytemuck::bytes_of(params).to_vec();
     contents.resize(contents.len().next_multiple_of(16), 0);
-    let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(name),
-        contents: &contents,
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
+    let uniform = gpu
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: &contents,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
     let mut entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()
         .enumerate()
@@ -152,22 +180,28 @@ fn grid_1d(threads: usize) -> ([u32; 3], u32) {
 pub fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
     let one = [0f32];
     let data = if data.is_empty() { &one[..] } else { data };
-    gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-    })
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+        })
 }
 
 /// A storage buffer of token ids.
 pub fn upload_u32(gpu: &Gpu, label: &str, data: &[u32]) -> wgpu::Buffer {
     let one = [0u32];
     let data = if data.is_empty() { &one[..] } else { data };
-    gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-    })
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+        })
 }
 
 /// A zero-filled storage buffer of `len` f32 (at least one).
@@ -175,7 +209,9 @@ pub fn zeros(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
     gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (len.max(1) * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     })
 }
@@ -191,7 +227,11 @@ pub fn staging(gpu: &Gpu, label: &str, bytes: u64) -> wgpu::Buffer {
 }
 
 /// Map `staging` (already filled and submitted) and copy out `len` values.
-pub fn read_mapped<T: bytemuck::Pod>(gpu: &Gpu, staging: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+pub fn read_mapped<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<T>> {
     let bytes = (len * std::mem::size_of::<T>()) as u64;
     let slice = staging.slice(..bytes.max(4));
     let (tx, rx) = std::sync::mpsc::channel();

@@ -49,7 +49,13 @@ pub fn embedding_forward(
         vlen: vlen as u32,
         stride,
     };
-    dispatch(gpu, "embedding_forward", &[out, ids, wte_t, wpe], &p, groups)
+    dispatch(
+        gpu,
+        "embedding_forward",
+        &[out, ids, wte_t, wpe],
+        &p,
+        groups,
+    )
 }
 
 /// out (N, C) = layernorm(inp (N, C)) * gamma (C) + beta (C).
@@ -79,7 +85,13 @@ pub fn layernorm_forward(
         eps,
         stride,
     };
-    dispatch(gpu, "layernorm_forward", &[out, inp, gamma, beta], &p, groups)
+    dispatch(
+        gpu,
+        "layernorm_forward",
+        &[out, inp, gamma, beta],
+        &p,
+        groups,
+    )
 }
 
 /// out (N, OC) = inp (N, C) @ weight (C, OC) + bias (OC); `weight` in
@@ -132,13 +144,22 @@ pub fn matmul_forward_strided(
         ldo: ldo as u32,
         col_off: col_off as u32,
     };
-    let aligned = c.is_multiple_of(4) && oc.is_multiple_of(4) && ldo.is_multiple_of(4) && col_off.is_multiple_of(4);
+    let aligned = c.is_multiple_of(4)
+        && oc.is_multiple_of(4)
+        && ldo.is_multiple_of(4)
+        && col_off.is_multiple_of(4);
     let (name, groups) = if aligned && gpu.subgroup8 {
         // One invocation per 32-row x 4-column block; workgroups of 64x1.
-        ("matmul_forward_subgroup", [oc.div_ceil(4 * 64), n.div_ceil(32)])
+        (
+            "matmul_forward_subgroup",
+            [oc.div_ceil(4 * 64), n.div_ceil(32)],
+        )
     } else if aligned {
         // One invocation per 8-row x 16-column block; workgroups of 16x4.
-        ("matmul_forward_vec4", [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)])
+        (
+            "matmul_forward_vec4",
+            [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)],
+        )
     } else {
         // One invocation per 4x4 block; workgroups of 8x8.
         ("matmul_forward", [oc.div_ceil(4 * 8), n.div_ceil(4 * 8)])

@@ -78,7 +78,13 @@ pub struct GpuStage {
 
 impl GpuStage {
     /// Upload the weights of `part` to `gpu` and build its dispatches.
-    pub fn new(gpu: &Gpu, w: &Gpt2Weights, part: StagePart, b: usize, t: usize) -> Result<GpuStage> {
+    pub fn new(
+        gpu: &Gpu,
+        w: &Gpt2Weights,
+        part: StagePart,
+        b: usize,
+        t: usize,
+    ) -> Result<GpuStage> {
         let cfg = w.config.clone();
         let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
         let n = b * t;
@@ -125,7 +131,9 @@ impl GpuStage {
             let idb = k::upload_u32(gpu, "ids (N)", &vec![0u32; n]);
             let wpe = k::upload(gpu, "wpe", &w.wpe);
             for (&(v0, len), tb) in chunks.iter().zip(&wte_t) {
-                ds.push(k::embedding_forward(gpu, &x, &idb, tb, &wpe, n, t, c, v0, len));
+                ds.push(k::embedding_forward(
+                    gpu, &x, &idb, tb, &wpe, n, t, c, v0, len,
+                ));
             }
             keep.push(wpe);
             ids = Some(idb);
@@ -147,11 +155,23 @@ impl GpuStage {
                 }
                 let up = |name: &str, d: &[f32]| k::upload(gpu, &format!("h.{l}.{name}"), d);
                 let (ln1g, ln1b) = (up("ln_1.weight", &lw.ln_1_g), up("ln_1.bias", &lw.ln_1_b));
-                let (qkvw, qkvb) = (up("attn.c_attn.weight", &lw.c_attn_w), up("attn.c_attn.bias", &lw.c_attn_b));
-                let (apw, apb) = (up("attn.c_proj.weight", &lw.attn_proj_w), up("attn.c_proj.bias", &lw.attn_proj_b));
+                let (qkvw, qkvb) = (
+                    up("attn.c_attn.weight", &lw.c_attn_w),
+                    up("attn.c_attn.bias", &lw.c_attn_b),
+                );
+                let (apw, apb) = (
+                    up("attn.c_proj.weight", &lw.attn_proj_w),
+                    up("attn.c_proj.bias", &lw.attn_proj_b),
+                );
                 let (ln2g, ln2b) = (up("ln_2.weight", &lw.ln_2_g), up("ln_2.bias", &lw.ln_2_b));
-                let (fcw, fcb) = (up("mlp.c_fc.weight", &lw.c_fc_w), up("mlp.c_fc.bias", &lw.c_fc_b));
-                let (mpw, mpb) = (up("mlp.c_proj.weight", &lw.mlp_proj_w), up("mlp.c_proj.bias", &lw.mlp_proj_b));
+                let (fcw, fcb) = (
+                    up("mlp.c_fc.weight", &lw.c_fc_w),
+                    up("mlp.c_fc.bias", &lw.c_fc_b),
+                );
+                let (mpw, mpb) = (
+                    up("mlp.c_proj.weight", &lw.mlp_proj_w),
+                    up("mlp.c_proj.bias", &lw.mlp_proj_b),
+                );
                 // x2 = x + attn(ln_1(x)); x = x2 + mlp(ln_2(x2))
                 ds.push(k::layernorm_forward(gpu, &ln, &x, &ln1g, &ln1b, n, c, eps));
                 ds.push(k::matmul_forward(gpu, &qkv, &ln, &qkvw, &qkvb, n, c, 3 * c));
@@ -163,7 +183,9 @@ impl GpuStage {
                 ds.push(k::gelu_forward(gpu, &fcg, &fch, n * f));
                 ds.push(k::matmul_forward(gpu, &proj, &fcg, &mpw, &mpb, n, f, c));
                 ds.push(k::residual_forward(gpu, &x, &x2, &proj, n * c));
-                keep.extend([ln1g, ln1b, qkvw, qkvb, apw, apb, ln2g, ln2b, fcw, fcb, mpw, mpb]);
+                keep.extend([
+                    ln1g, ln1b, qkvw, qkvb, apw, apb, ln2g, ln2b, fcw, fcb, mpw, mpb,
+                ]);
             }
             keep.extend([ln, qkv, att, proj, x2, fch, fcg]);
         }
@@ -180,7 +202,9 @@ impl GpuStage {
             let no_bias = k::zeros(gpu, "lm_head bias (0)", max_len);
             ds.push(k::layernorm_forward(gpu, &lnf, &x, &g, &bb, n, c, eps));
             for (&(v0, len), tb) in chunks.iter().zip(&wte_t) {
-                ds.push(k::matmul_forward_strided(gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0));
+                ds.push(k::matmul_forward_strided(
+                    gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
+                ));
             }
             keep.extend([lnf, g, bb, no_bias]);
             logits = Some(out);
@@ -235,14 +259,22 @@ impl GpuStage {
     /// Drop the padding columns of (N, Vp) logits read back from the device.
     pub fn strip_logits(&self, padded: &[f32]) -> Vec<f32> {
         let (v, vp) = (self.cfg.vocab_size, self.cfg.vocab_size.next_multiple_of(4));
-        padded.chunks(vp).flat_map(|row| &row[..v]).copied().collect()
+        padded
+            .chunks(vp)
+            .flat_map(|row| &row[..v])
+            .copied()
+            .collect()
     }
 }
 
 /// Sequences per pass so the widest per-row buffer (logits, MLP hidden or
 /// QKV) fits one binding (at most `batch`).
 pub fn sequences_per_pass(gpu: &Gpu, cfg: &Gpt2Config, batch: usize, seq: usize) -> usize {
-    let widest = cfg.vocab_size.next_multiple_of(4).max(cfg.n_inner).max(3 * cfg.n_embd);
+    let widest = cfg
+        .vocab_size
+        .next_multiple_of(4)
+        .max(cfg.n_inner)
+        .max(3 * cfg.n_embd);
     let row_bytes = (widest * 4) as u64;
     let rows = (gpu.max_binding().min(gpu.limits.max_buffer_size) / row_bytes) as usize;
     (rows / seq.max(1)).clamp(1, batch.max(1))
@@ -258,7 +290,12 @@ pub struct Forward {
 
 /// GPT-2 forward of `tokens` on one device, `per_pass` sequences at a time
 /// (the same stage buffers reused for every pass).
-pub fn forward(gpu: &Gpu, w: &Gpt2Weights, tokens: &TokenBatch, per_pass: usize) -> Result<Forward> {
+pub fn forward(
+    gpu: &Gpu,
+    w: &Gpt2Weights,
+    tokens: &TokenBatch,
+    per_pass: usize,
+) -> Result<Forward> {
     crate::io::check_input(&w.config, tokens)?;
     let (bsz, t) = (tokens.batch, tokens.seq);
     let per_pass = per_pass.clamp(1, bsz);

@@ -142,7 +142,12 @@ impl Schedule {
     /// The schedule inference runs: the forward-only form of `gpipe` and
     /// `interleaved`; for the training schedules (`1f1b`, `zb-h1`) their
     /// forward part, each device's forwards in the schedule's own order.
-    pub fn for_inference(name: &str, p: usize, m: usize, v: usize) -> Result<Schedule, ScheduleError> {
+    pub fn for_inference(
+        name: &str,
+        p: usize,
+        m: usize,
+        v: usize,
+    ) -> Result<Schedule, ScheduleError> {
         match name {
             "gpipe" | "interleaved" => Schedule::from_name(name, p, m, v, true),
             _ => Ok(Schedule::from_name(name, p, m, v, false)?.forward_part()),

@@ -14,7 +14,9 @@ pub struct Series {
     pub points: Vec<(usize, f64, f64, f64)>,
 }
 
-const PALETTE: [&str; 6] = ["#3b7dd8", "#e0663a", "#3fa463", "#8e5bc8", "#c9a227", "#444444"];
+const PALETTE: [&str; 6] = [
+    "#3b7dd8", "#e0663a", "#3fa463", "#8e5bc8", "#c9a227", "#444444",
+];
 const W: f64 = 760.0;
 const H: f64 = 440.0;
 const L: f64 = 70.0;
@@ -23,12 +25,18 @@ const T: f64 = 50.0;
 const B: f64 = 56.0;
 
 pub fn bubble_chart(series: &[Series], title: &str) -> String {
-    let ms: Vec<usize> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let ms: Vec<usize> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
     let (lo, hi) = (
         ms.iter().copied().min().unwrap_or(1).max(1),
         ms.iter().copied().max().unwrap_or(1).max(2),
     );
-    let (lx, hx) = ((lo as f64).log2(), (hi as f64).log2().max((lo as f64).log2() + 1.0));
+    let (lx, hx) = (
+        (lo as f64).log2(),
+        (hi as f64).log2().max((lo as f64).log2() + 1.0),
+    );
     let ymax = series
         .iter()
         .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2, p.3]))
@@ -45,7 +53,11 @@ pub fn bubble_chart(series: &[Series], title: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#, escape(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
     // Axes and grid.
     for i in 0..=5 {
         let b = ymax * i as f64 / 5.0;
@@ -88,11 +100,23 @@ pub fn bubble_chart(series: &[Series], title: &str) -> String {
             .filter(|(b, _)| b.is_finite())
             .map(|(b, m)| format!("{:.1},{:.1}", x(m as f64), y(b)))
             .collect();
-        let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2" opacity="0.7"/>"#, path.join(" "));
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2" opacity="0.7"/>"#,
+            path.join(" ")
+        );
         for &(m, _, sim, meas) in &se.points {
             let xx = x(m as f64);
-            let _ = writeln!(s, r#"<circle cx="{xx:.1}" cy="{:.1}" r="6" fill="none" stroke="{c}" stroke-width="1.5"/>"#, y(sim));
-            let _ = writeln!(s, r#"<circle cx="{xx:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#, y(meas));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{xx:.1}" cy="{:.1}" r="6" fill="none" stroke="{c}" stroke-width="1.5"/>"#,
+                y(sim)
+            );
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{xx:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#,
+                y(meas)
+            );
         }
         let ly = T + 10.0 + 20.0 * i as f64;
         let _ = writeln!(
@@ -120,4 +144,3 @@ pub fn bubble_chart(series: &[Series], title: &str) -> String {
     s += "</svg>\n";
     s
 }
-

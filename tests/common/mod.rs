@@ -12,7 +12,10 @@ pub fn gpu() -> Gpu {
     match Gpu::open(&selector) {
         Ok(g) => g,
         Err(e) => {
-            let have: Vec<String> = list_adapters().iter().map(|a| format!("{} ({})", a.id(), a.name)).collect();
+            let have: Vec<String> = list_adapters()
+                .iter()
+                .map(|a| format!("{} ({})", a.id(), a.name))
+                .collect();
             panic!(
                 "\n\n=== NO USABLE wgpu ADAPTER: GPU kernel tests cannot run ===\n\
                  WGPIPE_TEST_ADAPTER={selector:?}: {e}\n\
@@ -29,7 +32,13 @@ pub fn gpu() -> Gpu {
 /// Assert `|g - r| <= atol + rtol * |r|` elementwise (NaN never passes). On
 /// failure, print the first mismatches and the largest differences.
 pub fn assert_close(name: &str, gpu: &[f32], reference: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(gpu.len(), reference.len(), "{name}: gpu has {} values, reference {}", gpu.len(), reference.len());
+    assert_eq!(
+        gpu.len(),
+        reference.len(),
+        "{name}: gpu has {} values, reference {}",
+        gpu.len(),
+        reference.len()
+    );
     let mut bad = Vec::new();
     let mut nbad = 0usize;
     let (mut max_abs, mut max_abs_i) = (0f32, 0usize);
