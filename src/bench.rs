@@ -58,7 +58,8 @@ pub struct Row {
     pub bubble_measured: f64,
     pub makespan_ms: f64,
     pub tokens_per_s: f64,
-    /// One-device time over pipeline time, both by wall clock.
+    /// One-device time over pipeline time, both by wall clock: the median
+    /// over rounds of each round's ratio.
     pub speedup: f64,
     /// P·M/(M+P−1).
     pub speedup_ideal: f64,
@@ -124,11 +125,11 @@ pub fn run_sweep(
                 meas[i].push(once(gpus, w, &tokens, s)?);
             }
         }
-        let base = median(base);
         for ((name, v), ms) in sweep.schedules.iter().zip(meas) {
             let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(f).collect());
             let stages = ms[0].forward_ms.len();
-            let wall = med(&|x| x.wall_ms);
+            // Each round's pipeline against the baseline run just before it.
+            let speedup = median(base.iter().zip(&ms).map(|(b, x)| b / x.wall_ms).collect());
             let row = Row {
                 schedule: name.clone(),
                 virtual_stages: *v,
@@ -139,9 +140,9 @@ pub fn run_sweep(
                 bubble_measured: med(&|x| x.bubble_measured),
                 makespan_ms: med(&|x| x.makespan_ms),
                 tokens_per_s: med(&|x| x.tokens_per_s),
-                speedup: base / wall,
+                speedup,
                 speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
-                baseline_ms: base,
+                baseline_ms: median(base.clone()),
                 forward_ms: (0..stages).map(|i| med(&|x| x.forward_ms[i])).collect(),
                 transfer_ms: med(&|x| x.transfer_ms),
                 transfers: ms[0].transfers,

@@ -71,6 +71,9 @@ fn number(x: f64, step: f64) -> String {
 
 /// An SVG Gantt chart of `t`, titled `title`.
 pub fn gantt_svg(t: &Timeline, title: &str) -> String {
+    // The planner's default costs are abstract units (F = 1, B = 2); measured
+    // timelines are in microseconds.
+    let unit = if t.clock == "simulated" { "units" } else { "µs" };
     let p = t.device_names.len();
     let stats = t.stats();
     let (t0, t1) = t.compute_span();
@@ -109,7 +112,7 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="44" font-size="12" fill="#555">{} devices · makespan {} µs ({}) · bubble {:.1} %</text>"##,
+        r##"<text x="{LEFT}" y="44" font-size="12" fill="#555">{} devices · makespan {} {unit} ({}) · bubble {:.1} %</text>"##,
         p,
         number(stats.makespan_us, tick_step(stats.makespan_us)),
         escape(&t.clock),
@@ -149,7 +152,7 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555" text-anchor="middle">time (µs, {})</text>"##,
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555" text-anchor="middle">time ({unit}, {})</text>"##,
         LEFT + plot_w / 2.0,
         axis_y + 34.0,
         escape(&t.clock)
@@ -177,7 +180,7 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
             let opacity = if light { 0.62 } else { 1.0 };
             let _ = writeln!(
                 s,
-                r##"<rect x="{bx:.2}" y="{y:.1}" width="{bw:.2}" height="{ROW}" fill="{}" fill-opacity="{opacity}" stroke="white" stroke-width="0.6"><title>{} · {:.3}–{:.3} µs</title></rect>"##,
+                r##"<rect x="{bx:.2}" y="{y:.1}" width="{bw:.2}" height="{ROW}" fill="{}" fill-opacity="{opacity}" stroke="white" stroke-width="0.6"><title>{} · {:.3}–{:.3} {unit}</title></rect>"##,
                 colour(kind),
                 escape(&e.name),
                 e.start_us - t0,
