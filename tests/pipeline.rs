@@ -213,8 +213,10 @@ fn the_trace_names_events_like_the_schedule() {
                 .clone()
         };
         let (a, b) = (f(format!("0F{m}")), f(format!("1F{m}")));
+        // Two devices, two clock mappings, each good to about half a submit
+        // round trip (tens of µs): allow 300 µs.
         assert!(
-            b.start_us >= a.end_us - 100.0,
+            b.start_us >= a.end_us - 300.0,
             "1F{m} starts {} before 0F{m} ends",
             a.end_us - b.start_us
         );

@@ -73,7 +73,11 @@ fn number(x: f64, step: f64) -> String {
 pub fn gantt_svg(t: &Timeline, title: &str) -> String {
     // The planner's default costs are abstract units (F = 1, B = 2); measured
     // timelines are in microseconds.
-    let unit = if t.clock == "simulated" { "units" } else { "µs" };
+    let unit = if t.clock == "simulated" {
+        "units"
+    } else {
+        "µs"
+    };
     let p = t.device_names.len();
     let stats = t.stats();
     let (t0, t1) = t.compute_span();
