@@ -50,6 +50,32 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-gpt2")
 }
 
+/// The `logits` tensor of a safetensors file: (shape, values).
+fn read_logits(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    (
+        t.shape().to_vec(),
+        bytemuck::pod_collect_to_vec::<u8, f32>(t.data()),
+    )
+}
+
+/// Asserts `path`'s logits reproduce transformers' (the fixture's) to 1e-5
+/// relative to the largest logit.
+fn matches_transformers(path: &Path) {
+    let (shape, got) = read_logits(path);
+    let (want_shape, want) = read_logits(&fixture().join("logits.safetensors"));
+    assert_eq!(shape, want_shape);
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    assert!(err < 1e-5, "logits off transformers' by {err:.2e}");
+}
+
 #[test]
 fn forward_on_a_transformers_checkpoint_writes_logits() {
     let d = tmpdir("ok");
@@ -70,9 +96,8 @@ fn forward_on_a_transformers_checkpoint_writes_logits() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("tokens/s"));
-    let bytes = std::fs::read(&out_file).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(st.tensor("logits").unwrap().shape(), &[2, 11, 97]);
+    assert_eq!(read_logits(&out_file).0, vec![2, 11, 97]);
+    matches_transformers(&out_file);
 }
 
 #[test]
@@ -377,21 +402,5 @@ fn run_on_a_transformers_checkpoint_matches_its_logits() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["microbatches"], 2);
-    let read = |p: &Path| {
-        let bytes = std::fs::read(p).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let t = st.tensor("logits").unwrap();
-        bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
-    };
-    let (got, want) = (read(&out_file), read(&fixture().join("logits.safetensors")));
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-        / scale;
-    assert!(
-        err < 1e-5,
-        "pipelined logits off transformers' by {err:.2e}"
-    );
+    matches_transformers(&out_file);
 }

@@ -178,21 +178,16 @@ fn grid_1d(threads: usize) -> ([u32; 3], u32) {
 
 /// A storage buffer holding `data` (an empty slice gets one zero so it can be bound).
 pub fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
-    let one = [0f32];
-    let data = if data.is_empty() { &one[..] } else { data };
-    gpu.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-        })
+    upload_pod(gpu, label, data)
 }
 
 /// A storage buffer of token ids.
 pub fn upload_u32(gpu: &Gpu, label: &str, data: &[u32]) -> wgpu::Buffer {
-    let one = [0u32];
+    upload_pod(gpu, label, data)
+}
+
+fn upload_pod<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> wgpu::Buffer {
+    let one = [T::zeroed()];
     let data = if data.is_empty() { &one[..] } else { data };
     gpu.device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
