@@ -10,6 +10,7 @@
 //! - [`executor`]: runs schedule data across devices.
 //! - [`trace`]: timelines, bubble statistics, Chrome trace, SVG.
 
+pub mod action;
 pub mod bench;
 pub mod cli;
 pub mod cpu;

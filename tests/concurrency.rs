@@ -8,7 +8,6 @@ use wgpipe::executor::{run_pipeline, Options};
 use wgpipe::io::random_input_ids;
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
 use wgpipe::schedule::Schedule;
-use wgpipe::trace::Track;
 
 #[test]
 fn two_devices_compute_at_the_same_time() {
@@ -24,7 +23,7 @@ fn two_devices_compute_at_the_same_time() {
         run.timeline
             .events
             .iter()
-            .filter(|e| e.track == Track::Device(d))
+            .filter(|e| e.track.compute_device() == Some(d))
             .map(|e| (e.start_us, e.end_us))
             .collect()
     };

@@ -70,7 +70,7 @@ pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<
     let mut transfer = Vec::new();
     for e in &run.timeline.events {
         match (e.track, e.action) {
-            (Track::Device(_), Some(a)) if a.kind == Kind::F => {
+            (Track::Compute { .. }, Some(a)) if a.kind == Kind::F => {
                 per_stage[a.stage].push(e.duration_us())
             }
             (Track::Transfer { .. }, _) => transfer.push(e.duration_us()),

@@ -241,7 +241,7 @@ pub fn run_pipeline(
     // the data exists only from its producer's end (GPU clock) on.
     let produced: std::collections::HashMap<String, f64> = events
         .iter()
-        .filter(|e| matches!(e.track, Track::Device(_)))
+        .filter(|e| matches!(e.track, Track::Compute { .. }))
         .map(|e| (e.name.clone(), e.end_us))
         .collect();
     for e in events

@@ -293,7 +293,7 @@ fn device_body(
 
 fn compute_event(d: usize, a: Action, start_us: f64, end_us: f64) -> Event {
     Event {
-        track: Track::Device(d),
+        track: Track::compute(d),
         name: a.to_string(),
         action: Some(a),
         start_us,

@@ -48,7 +48,7 @@ pub fn from_csv(text: &str, origin: &str) -> Result<Schedule, ScheduleError> {
                         path: origin.to_string(),
                         line: i + 1,
                         cell: j + 1,
-                        source: Box::new(e),
+                        source: Box::new(e.into()),
                     })?;
                     row.push(Some(a));
                 }

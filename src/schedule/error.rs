@@ -39,8 +39,8 @@ pub enum ScheduleError {
     )]
     NoForwardOnly { schedule: String },
 
-    #[error("\"{text}\" is not an action: {reason} (expected stage, kind, microbatch, like 1F0)")]
-    BadAction { text: String, reason: String },
+    #[error(transparent)]
+    BadAction(#[from] crate::action::ParseActionError),
 
     #[error("{path}: line {line}, cell {cell}: {source}")]
     CsvCell {

@@ -9,7 +9,6 @@
 //! Legend: P = devices, M = microbatches, v = chunks (virtual stages) per
 //! device, S = P·v stages. Device d holds stages d, d+P, d+2P, …
 
-mod action;
 pub mod analytic;
 pub mod csv;
 mod error;
@@ -18,7 +17,7 @@ pub mod grid;
 pub mod simulate;
 pub mod validate;
 
-pub use action::{Action, Kind, Phase, Product};
+pub use crate::action::{Action, Kind, Product, ProductKind};
 pub use error::ScheduleError;
 pub use simulate::{simulate, Costs, Simulation};
 
@@ -104,7 +103,7 @@ impl Schedule {
         let sim = simulate(self, &unit)?;
         let mut rows: Vec<Vec<Option<Action>>> = vec![Vec::new(); self.devices];
         for e in &sim.timeline.events {
-            if let (crate::trace::Track::Device(d), Some(a)) = (e.track, e.action) {
+            if let (crate::trace::Track::Compute { device: d, .. }, Some(a)) = (e.track, e.action) {
                 let step = e.start_us.round() as usize;
                 let row = &mut rows[d];
                 if row.len() < step {

@@ -126,7 +126,7 @@ pub fn simulate(s: &Schedule, c: &Costs) -> Result<Simulation, ScheduleError> {
                 }
                 let end = start + c.of(&a);
                 events.push(Event {
-                    track: Track::Device(d),
+                    track: Track::compute(d),
                     name: a.to_string(),
                     action: Some(a),
                     start_us: start,
@@ -203,7 +203,7 @@ fn peak_activations(t: &Timeline, p: usize, forward_only: bool) -> Vec<usize> {
     // (stage, microbatch) -> (device, held from, held until)
     let mut held: HashMap<(usize, usize), (usize, f64, f64)> = HashMap::new();
     for e in &t.events {
-        let (Track::Device(d), Some(a)) = (e.track, e.action) else {
+        let (Track::Compute { device: d, .. }, Some(a)) = (e.track, e.action) else {
             continue;
         };
         let key = (a.stage, a.microbatch);

@@ -42,7 +42,7 @@ pub fn to_chrome_json(t: &Timeline) -> Value {
     let (origin, _) = t.compute_span();
     for e in &t.events {
         let (tid, cat, args) = match e.track {
-            Track::Device(d) => {
+            Track::Compute { device: d, .. } => {
                 let args = match e.action {
                     Some(a) => {
                         json!({"stage": a.stage, "microbatch": a.microbatch, "kind": a.kind.to_string()})

@@ -12,15 +12,32 @@ pub mod svg;
 
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::Action;
+use crate::action::Action;
 
 /// Where an event happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Track {
-    /// Compute on one device.
-    Device(usize),
+    /// Compute on one schedule device (a row of the schedule): on member
+    /// `gpu` of that device's group of [`crate::device::Gpu`]s (always 0
+    /// while a group is one Gpu).
+    Compute { device: usize, gpu: usize },
     /// A copy between two devices (it occupies neither device's compute).
     Transfer { from: usize, to: usize },
+}
+
+impl Track {
+    /// Compute on schedule device `device`'s first (or only) Gpu.
+    pub fn compute(device: usize) -> Track {
+        Track::Compute { device, gpu: 0 }
+    }
+
+    /// The schedule device of a compute track; `None` for a transfer.
+    pub fn compute_device(&self) -> Option<usize> {
+        match *self {
+            Track::Compute { device, .. } => Some(device),
+            Track::Transfer { .. } => None,
+        }
+    }
 }
 
 /// One interval on one track.
@@ -69,7 +86,7 @@ impl Timeline {
         let mut v: Vec<&Event> = self
             .events
             .iter()
-            .filter(|e| e.track == Track::Device(device))
+            .filter(|e| e.track.compute_device() == Some(device))
             .collect();
         v.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
         v
@@ -80,7 +97,7 @@ impl Timeline {
         let compute = self
             .events
             .iter()
-            .filter(|e| matches!(e.track, Track::Device(_)));
+            .filter(|e| matches!(e.track, Track::Compute { .. }));
         let (lo, hi) = compute.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| {
             (lo.min(e.start_us), hi.max(e.end_us))
         });
@@ -98,7 +115,7 @@ impl Timeline {
         let mut busy_us = vec![0.0; p];
         for e in &self.events {
             match e.track {
-                Track::Device(d) if d < p => busy_us[d] += e.duration_us(),
+                Track::Compute { device: d, .. } if d < p => busy_us[d] += e.duration_us(),
                 _ => {}
             }
         }

@@ -1,15 +1,19 @@
-//! One cell of a schedule: `1F0` = stage 1, forward, microbatch 0.
+//! What a pipeline does, one action at a time: `1F0` = stage 1, forward,
+//! microbatch 0; and what an action makes and needs ([`Product`]).
+//!
+//! A leaf module: schedules (generate, validate, simulate), the executor and
+//! the trace all speak in these types, and it depends on none of them.
 //!
 //! The text form is PyTorch pipelining's compact one: stage digits, one kind
 //! letter, microbatch digits. Dependencies between actions are stated here,
-//! once, and every pass (validation, simulation, step alignment) reads them.
+//! once, and every pass (validation, simulation, step alignment, the
+//! executor's transfers) reads them.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::ScheduleError;
 
 /// What an action computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,9 +75,9 @@ impl Action {
     /// The result this action makes available to others.
     pub fn produces(&self) -> Product {
         let what = match self.kind {
-            Kind::F => Phase::Forward,
-            Kind::B | Kind::I => Phase::Gradient,
-            Kind::W => Phase::Weight,
+            Kind::F => ProductKind::Activation,
+            Kind::B | Kind::I => ProductKind::InputGradient,
+            Kind::W => ProductKind::WeightGradient,
         };
         Product {
             stage: self.stage,
@@ -94,42 +98,49 @@ impl Action {
         };
         match self.kind {
             Kind::F if s == 0 => vec![],
-            Kind::F => vec![at(s - 1, Phase::Forward)],
-            Kind::B | Kind::I if s + 1 >= stages => vec![at(s, Phase::Forward)],
-            Kind::B | Kind::I => vec![at(s, Phase::Forward), at(s + 1, Phase::Gradient)],
-            Kind::W => vec![at(s, Phase::Gradient)],
+            Kind::F => vec![at(s - 1, ProductKind::Activation)],
+            Kind::B | Kind::I if s + 1 >= stages => vec![at(s, ProductKind::Activation)],
+            Kind::B | Kind::I => vec![
+                at(s, ProductKind::Activation),
+                at(s + 1, ProductKind::InputGradient),
+            ],
+            Kind::W => vec![at(s, ProductKind::InputGradient)],
         }
     }
 }
 
-/// Which result of a (stage, microbatch) pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Activations out of the forward (made by F).
-    Forward,
-    /// Gradient w.r.t. the stage's input (made by B or I).
-    Gradient,
-    /// Weight gradient accumulated (made by W; B makes it implicitly).
-    Weight,
+/// What a [`Product`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProductKind {
+    /// The stage's output activation (made by F): the next stage's input.
+    Activation,
+    /// The gradient of the loss w.r.t. the stage's input (made by B or I):
+    /// what the previous stage's backward starts from.
+    InputGradient,
+    /// The stage's weight gradient for the microbatch, accumulated (made by
+    /// W; B makes it as part of the full backward). Stays on its device.
+    WeightGradient,
 }
 
-/// A result of one stage on one microbatch, as named in dependency messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A result of one stage on one microbatch. What moves between devices is
+/// named by its product: an activation from stage s to s+1 and an input
+/// gradient from stage s+1 to s alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Product {
     pub stage: usize,
     pub microbatch: usize,
-    pub what: Phase,
+    pub what: ProductKind,
 }
 
 impl Product {
     /// Index into a dense table of 3 × stages × microbatches.
-    pub(crate) fn index(&self, microbatches: usize) -> usize {
-        let phase = match self.what {
-            Phase::Forward => 0,
-            Phase::Gradient => 1,
-            Phase::Weight => 2,
+    pub fn index(&self, microbatches: usize) -> usize {
+        let what = match self.what {
+            ProductKind::Activation => 0,
+            ProductKind::InputGradient => 1,
+            ProductKind::WeightGradient => 2,
         };
-        (self.stage * microbatches + self.microbatch) * 3 + phase
+        (self.stage * microbatches + self.microbatch) * 3 + what
     }
 }
 
@@ -137,9 +148,11 @@ impl fmt::Display for Product {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (s, m) = (self.stage, self.microbatch);
         match self.what {
-            Phase::Forward => write!(f, "{s}F{m}"),
-            Phase::Gradient => write!(f, "the input gradient of stage {s} ({s}B{m} or {s}I{m})"),
-            Phase::Weight => write!(f, "{s}W{m}"),
+            ProductKind::Activation => write!(f, "{s}F{m}"),
+            ProductKind::InputGradient => {
+                write!(f, "the input gradient of stage {s} ({s}B{m} or {s}I{m})")
+            }
+            ProductKind::WeightGradient => write!(f, "{s}W{m}"),
         }
     }
 }
@@ -150,13 +163,21 @@ impl fmt::Display for Action {
     }
 }
 
+/// Text that is not an action.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("\"{text}\" is not an action: {reason} (expected stage, kind, microbatch, like 1F0)")]
+pub struct ParseActionError {
+    pub text: String,
+    pub reason: String,
+}
+
 impl FromStr for Action {
-    type Err = ScheduleError;
+    type Err = ParseActionError;
 
     /// Parses `1F0`; surrounding whitespace is ignored.
-    fn from_str(text: &str) -> Result<Action, ScheduleError> {
+    fn from_str(text: &str) -> Result<Action, ParseActionError> {
         let t = text.trim();
-        let bad = |reason: &str| ScheduleError::BadAction {
+        let bad = |reason: &str| ParseActionError {
             text: text.to_string(),
             reason: reason.to_string(),
         };
