@@ -19,6 +19,7 @@ pub mod error;
 pub mod executor;
 pub mod io;
 pub mod kernels;
+pub mod microbatch;
 pub mod model;
 pub mod schedule;
 pub mod trace;

@@ -1,17 +1,15 @@
 //! The executor on real devices (lavapipe in CI): pipelined logits equal the
 //! single-device forward, every forward-capable schedule, P = 2 and 4,
-//! M = 1, 3, 8, contiguous and interleaved; a Vulkan + GL pipeline; failures
-//! stop the whole run; the trace is well formed.
+//! M = 1, 3, 8, contiguous and interleaved; a Vulkan + GL pipeline; the
+//! trace is well formed. (Failures stopping the run: src/executor/tests.rs.)
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use wgpipe::device::Gpu;
-use wgpipe::executor::{run_pipeline, Fault, FaultKind, Options};
+use wgpipe::executor::{run_pipeline, Options};
 use wgpipe::io::{random_input_ids, TokenBatch};
 use wgpipe::model::{gpu, Gpt2Config, Gpt2Weights};
-use wgpipe::schedule::{Action, Kind, Schedule};
+use wgpipe::schedule::Schedule;
 
 /// tiny's odd shapes, with 8 layers so that P=4 and P=2 x v=2 have work.
 fn model() -> Gpt2Weights {
@@ -89,7 +87,6 @@ fn uneven_microbatches_and_explicit_split() {
     let s = Schedule::for_inference("gpipe", 3, 3, 1).unwrap();
     let opts = Options {
         split: Some(vec![1, 5, 2]),
-        fault: None,
     };
     let run = run_pipeline(&gpus(3), &w, &tokens, &s, &opts).unwrap();
     assert!(
@@ -113,7 +110,6 @@ fn bad_splits_and_microbatch_counts_are_refused() {
     let s = Schedule::for_inference("gpipe", 2, 2, 1).unwrap();
     let opts = Options {
         split: Some(vec![8, 0]),
-        fault: None,
     };
     let err = run_pipeline(&g, &w, &tokens, &s, &opts)
         .err()
@@ -135,51 +131,6 @@ fn a_pipeline_mixing_vulkan_and_gl() {
     assert!(run.timeline.device_names[1].starts_with("gl:0"));
 }
 
-fn injected(kind: FaultKind) -> (String, Duration) {
-    let w = model();
-    let tokens = random_input_ids(8, 6, w.config.vocab_size, 10);
-    let s = Schedule::for_inference("gpipe", 3, 8, 1).unwrap();
-    let fault = Fault {
-        device: 1,
-        action: Action {
-            stage: 1,
-            kind: Kind::F,
-            microbatch: 2,
-        },
-        kind,
-    };
-    let opts = Options {
-        split: None,
-        fault: Some(fault),
-    };
-    let g = gpus(3);
-    let t = Instant::now();
-    let err = run_pipeline(&g, &w, &tokens, &s, &opts)
-        .err()
-        .expect("the run must fail");
-    (err.to_string(), t.elapsed())
-}
-
-#[test]
-fn a_wgpu_error_on_one_device_stops_the_run() {
-    let (msg, took) = injected(FaultKind::Validation);
-    assert!(
-        msg.contains("device 1") && msg.contains("stage 1") && msg.contains("1F2"),
-        "{msg}"
-    );
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-}
-
-#[test]
-fn a_panicking_device_thread_stops_the_run() {
-    let (msg, took) = injected(FaultKind::Panic);
-    assert!(
-        msg.contains("device 1") && msg.contains("1F2") && msg.contains("panicked"),
-        "{msg}"
-    );
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-}
-
 #[test]
 fn the_trace_names_events_like_the_schedule() {
     let w = model();
@@ -190,7 +141,7 @@ fn the_trace_names_events_like_the_schedule() {
         run.timeline.clock, "gpu-timestamps",
         "lavapipe has timestamp queries"
     );
-    assert_eq!(run.transfers, 4);
+    assert_eq!(run.transfers.len(), 4);
     let json = wgpipe::trace::chrome::to_chrome_json(&run.timeline);
     let events = json["traceEvents"].as_array().expect("traceEvents list");
     let complete: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();

@@ -67,7 +67,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let opts = Options {
         split: args.split.clone(),
-        fault: None,
     };
     let run = run_pipeline(&gpus, &w, &tokens, &schedule, &opts)?;
     let n_tokens = tokens.batch * tokens.seq;

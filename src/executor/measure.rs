@@ -107,8 +107,8 @@ pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<
         idle_ms: stats.idle_us.iter().map(|x| x / 1e3).collect(),
         forward_ms: forward.iter().map(|x| x / 1e3).collect(),
         transfer_ms: transfer / 1e3,
-        transfers: run.transfers,
-        bytes_moved: run.bytes_moved,
+        transfers: run.transfers.len(),
+        bytes_moved: run.bytes_moved(),
         clock: run.timeline.clock.clone(),
     })
 }

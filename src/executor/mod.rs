@@ -1,55 +1,88 @@
 //! The executor: runs a schedule's action lists across devices, one thread
-//! per device, and records what ran when.
+//! per schedule device, and records what ran when.
 //!
 //! It reads [`Schedule`] data — the same lists `wgpipe plan` prints — and
-//! never derives an order of its own. Each device thread walks its row: for
-//! an `F` action it makes sure the stage's input is in place (token ids for
-//! stage 0, a packet from the previous stage's device, or a local copy when
-//! that stage is on the same device), submits the stage's forward with a
-//! timestamp on each side, and posts its output to the next stage's device
-//! without waiting for it. All buffers — weights, activations, staging — are
-//! allocated once per run, before the clock starts.
+//! never derives an order of its own. The pieces, each in one place:
+//! - [`plan`]: which messages each action receives and sends, from the
+//!   schedule's own dependencies (activations forward, gradients backward);
+//! - [`program`]: what a device computes per action ([`StageProgram`];
+//!   [`Gpt2Forward`] for inference);
+//! - [`transport`]: how bytes move between devices and how the run is
+//!   coordinated ([`Transport`], [`Control`]; [`InProcess`] today);
+//! - `worker`: one device's thread, driving its program through its steps.
+//!
+//! All buffers — weights, activations, staging — are allocated once per run,
+//! before the clock starts.
 
 pub mod measure;
 pub mod partition;
-mod transfer;
+pub mod plan;
+pub mod program;
+pub mod transport;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(test)]
+mod tests;
+
 use std::sync::Mutex;
-use std::time::Instant;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
+use crate::microbatch::Microbatches;
 use crate::model::Gpt2Weights;
-use crate::schedule::{validate::validate, Action, Schedule};
-use crate::trace::{Timeline, Track};
+use crate::schedule::{validate::validate, Schedule};
+use crate::trace::{Event, Timeline, Track};
 
-use transfer::Mailbox;
+pub use plan::Plan;
+pub use program::{Gpt2Forward, StageProgram};
+pub use transport::{Control, InProcess, Transport};
+pub use worker::TransferRecord;
 
-/// A deliberate failure, for testing that one failing device stops the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    /// A real wgpu validation error (an out-of-bounds buffer write).
-    Validation,
-    /// The device's thread panics.
-    Panic,
+/// The Gpus of one schedule device (one row of the schedule). One Gpu
+/// today; under tensor parallelism a stage spans several, and its program
+/// inserts the collectives between its segments.
+#[derive(Clone, Copy)]
+pub struct DeviceGroup<'a> {
+    gpus: &'a [Gpu],
 }
 
-/// Inject `kind` on `device` just before it runs `action`.
-#[derive(Clone, Copy, Debug)]
-pub struct Fault {
-    pub device: usize,
-    pub action: Action,
-    pub kind: FaultKind,
+impl<'a> DeviceGroup<'a> {
+    /// A schedule device that is one Gpu.
+    pub fn single(gpu: &'a Gpu) -> DeviceGroup<'a> {
+        DeviceGroup {
+            gpus: std::slice::from_ref(gpu),
+        }
+    }
+
+    /// A schedule device spanning `gpus` (at least one).
+    pub fn new(gpus: &'a [Gpu]) -> Result<DeviceGroup<'a>> {
+        if gpus.is_empty() {
+            return Err(Error::Input("a device group needs at least one Gpu".into()));
+        }
+        Ok(DeviceGroup { gpus })
+    }
+
+    pub fn gpus(&self) -> &'a [Gpu] {
+        self.gpus
+    }
+
+    /// The Gpu that owns the group's message buffers and timestamps.
+    pub fn lead(&self) -> &'a Gpu {
+        &self.gpus[0]
+    }
+
+    /// `vulkan:0 (llvmpipe …)`, joined with `+` for a group.
+    pub fn label(&self) -> String {
+        let labels: Vec<&str> = self.gpus.iter().map(|g| g.label.as_str()).collect();
+        labels.join(" + ")
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Layers per stage (one count per stage); even split when `None`.
     pub split: Option<Vec<usize>>,
-    pub fault: Option<Fault>,
 }
 
 /// What a pipelined run produced and how long it took.
@@ -62,67 +95,15 @@ pub struct PipelineRun {
     pub wall_s: f64,
     /// Sequences per microbatch (the largest; smaller ones are padded).
     pub microbatch_sequences: usize,
-    /// Cross-device hops made, and the bytes they moved.
-    pub transfers: usize,
-    pub bytes_moved: u64,
+    /// Every message moved between two devices.
+    pub transfers: Vec<TransferRecord>,
 }
 
-/// State the device threads share.
-struct Shared {
-    abort: AtomicBool,
-    /// Set when a device's thread ends, so waiters on it give up.
-    done: Vec<AtomicBool>,
-    /// Devices that finished setup; all start the clock together.
-    ready: std::sync::atomic::AtomicUsize,
-    mailboxes: Vec<Mailbox>,
-    epoch: Instant,
-}
-
-impl Shared {
-    fn aborted(&self) -> bool {
-        self.abort.load(Ordering::SeqCst)
+impl PipelineRun {
+    /// Bytes moved between devices.
+    pub fn bytes_moved(&self) -> u64 {
+        self.transfers.iter().map(|t| t.bytes).sum()
     }
-    fn fail(&self) {
-        self.abort.store(true, Ordering::SeqCst);
-        for m in &self.mailboxes {
-            m.wake();
-        }
-    }
-}
-
-/// One microbatch: which input sequences it carries, and its (padded) ids.
-struct Microbatch {
-    first: usize,
-    count: usize,
-    /// (b_mb, T) ids; sequences past `count` repeat the last real one.
-    ids: Vec<u32>,
-}
-
-/// Split B sequences into M microbatches as evenly as possible (sizes differ
-/// by at most one; the smaller ones are padded to the largest shape and their
-/// padding rows dropped from the logits).
-fn microbatches(tokens: &TokenBatch, m: usize) -> Result<(usize, Vec<Microbatch>)> {
-    let (b, t) = (tokens.batch, tokens.seq);
-    if m == 0 || m > b {
-        return Err(Error::Input(format!(
-            "{m} microbatches for a batch of {b} sequences: each microbatch needs at least one sequence; use --microbatches 1..={b} or a larger --batch"
-        )));
-    }
-    let per = b.div_ceil(m);
-    let mut first = 0;
-    let mbs = (0..m)
-        .map(|i| {
-            let count = b / m + usize::from(i < b % m);
-            let mut ids = tokens.ids[first * t..(first + count) * t].to_vec();
-            while ids.len() < per * t {
-                ids.extend_from_within(ids.len() - t..);
-            }
-            let mb = Microbatch { first, count, ids };
-            first += count;
-            mb
-        })
-        .collect();
-    Ok((per, mbs))
 }
 
 /// Run `schedule` (forward actions only) over `gpus` (one per schedule
@@ -134,62 +115,105 @@ pub fn run_pipeline(
     schedule: &Schedule,
     opts: &Options,
 ) -> Result<PipelineRun> {
-    if gpus.len() != schedule.devices {
-        return Err(Error::Input(format!(
-            "the schedule has {} devices but {} were given",
-            schedule.devices,
-            gpus.len()
-        )));
-    }
+    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
+    run_inference(&groups, w, tokens, schedule, opts)
+}
+
+/// GPT-2 inference: `schedule`'s forward actions over `groups` (one per
+/// schedule device) on `tokens`.
+pub fn run_inference(
+    groups: &[DeviceGroup],
+    w: &Gpt2Weights,
+    tokens: &TokenBatch,
+    schedule: &Schedule,
+    opts: &Options,
+) -> Result<PipelineRun> {
     if !schedule.is_forward_only() {
         return Err(Error::Input(format!(
             "schedule `{}` has backward actions; the executor runs inference: pass its forward part",
             schedule.name
         )));
     }
-    validate(schedule)?;
     crate::io::check_input(&w.config, tokens)?;
     let parts = partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
-    let (per, mbs) = microbatches(tokens, schedule.microbatches)?;
+    let mbs = Microbatches::split(tokens, schedule.microbatches)?;
+    let (outputs, timeline, wall_s, transfers) =
+        run_programs(groups, schedule, &InProcess::new(groups.len()), |d, gpu| {
+            let stages = (d..schedule.stages()).step_by(schedule.devices);
+            Gpt2Forward::new(gpu, w, &parts, stages, &mbs)
+        })?;
+    let row = tokens.seq * w.config.vocab_size;
+    let results: Vec<(usize, Vec<f32>)> = outputs.into_iter().flatten().collect();
+    Ok(PipelineRun {
+        logits: mbs.gather(&results, row),
+        timeline,
+        wall_s,
+        microbatch_sequences: mbs.per,
+        transfers,
+    })
+}
 
-    let p = gpus.len();
-    let shared = Shared {
-        abort: AtomicBool::new(false),
-        done: (0..p).map(|_| AtomicBool::new(false)).collect(),
-        ready: Default::default(),
-        mailboxes: (0..p).map(|_| Mailbox::default()).collect(),
-        epoch: Instant::now(),
-    };
-    let job = worker::Job {
-        w,
-        parts: &parts,
-        schedule,
-        mbs: &mbs,
-        per,
-        seq: tokens.seq,
-        fault: opts.fault,
-    };
+/// What [`run_programs`] hands back: each device's program output, the
+/// timeline, the wall seconds and the transfers.
+pub type Ran<O> = (Vec<O>, Timeline, f64, Vec<TransferRecord>);
+
+/// Run `schedule` over `groups`, device `d` computing with the program
+/// `make(d, gpu)` builds on its own thread (so each thread holds only its
+/// own stages), moving messages through `net`. Any device failing stops
+/// them all; the first failure is returned.
+pub fn run_programs<N, P, F>(
+    groups: &[DeviceGroup],
+    schedule: &Schedule,
+    net: &N,
+    make: F,
+) -> Result<Ran<P::Output>>
+where
+    N: Transport + Control,
+    P: StageProgram,
+    F: Fn(usize, &Gpu) -> Result<P> + Sync,
+{
+    if groups.len() != schedule.devices {
+        return Err(Error::Input(format!(
+            "the schedule has {} devices but {} were given",
+            schedule.devices,
+            groups.len()
+        )));
+    }
+    if let Some(g) = groups.iter().find(|g| g.gpus().len() > 1) {
+        return Err(Error::Input(format!(
+            "device group {} spans {} Gpus: tensor parallelism within a stage is not implemented yet; give one Gpu per schedule device",
+            g.label(),
+            g.gpus().len()
+        )));
+    }
+    validate(schedule)?;
+    let plan = Plan::new(schedule);
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
-    let outcomes: Vec<Option<worker::Outcome>> = std::thread::scope(|scope| {
-        for (d, gpu) in gpus.iter().enumerate() {
-            let shared = &shared;
-            scope.spawn(move || {
-                transfer::poll_until(&gpu.device, &|| shared.done[d].load(Ordering::SeqCst))
-            });
+    let outcomes = std::thread::scope(|scope| {
+        for (d, g) in groups.iter().enumerate() {
+            let gpu = g.lead();
+            scope.spawn(move || transport::poll_until(&gpu.device, &|| net.finished(d)));
         }
-        let handles: Vec<_> = gpus
+        let handles: Vec<_> = groups
             .iter()
             .enumerate()
-            .map(|(d, gpu)| {
-                let (job, shared, errors) = (&job, &shared, &errors);
+            .map(|(d, g)| {
+                let (plan, errors, make) = (&plan, &errors, &make);
                 scope.spawn(move || {
-                    let r = worker::run_device(d, gpu, job, shared);
-                    shared.done[d].store(true, Ordering::SeqCst);
+                    let dev = worker::Device {
+                        index: d,
+                        gpu: g.lead(),
+                        steps: &plan.devices[d],
+                        control: net,
+                        transport: net,
+                    };
+                    let r = worker::run_device(&dev, |gpu| make(d, gpu));
+                    net.finish(d);
                     match r {
                         Ok(o) => Some(o),
                         Err(worker::Stop::Aborted) => None,
                         Err(worker::Stop::Failed(e)) => {
-                            shared.fail();
+                            net.abort();
                             errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
                             None
                         }
@@ -200,7 +224,7 @@ pub fn run_pipeline(
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or(None))
-            .collect()
+            .collect::<Vec<_>>()
     });
     if let Some(e) = errors
         .into_inner()
@@ -210,65 +234,56 @@ pub fn run_pipeline(
     {
         return Err(e);
     }
-    let outcomes: Vec<worker::Outcome> = outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.ok_or_else(|| Error::Other("a device stopped without saying why".into())))
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
+    Ok(assemble(groups, outcomes))
+}
 
-    // Assemble the logits in input order and the timeline on the common clock.
-    let v = w.config.vocab_size;
-    let row = tokens.seq * v;
-    let mut logits = vec![0f32; tokens.batch * row];
-    let mut events = Vec::new();
-    let (mut transfers, mut bytes_moved) = (0, 0);
+/// The devices' outcomes on one timeline.
+fn assemble<O>(groups: &[DeviceGroup], outcomes: Vec<worker::Outcome<O>>) -> Ran<O> {
+    let mut events: Vec<Event> = Vec::new();
+    let mut transfers = Vec::new();
+    let mut outputs = Vec::new();
     let mut clock = "gpu-timestamps";
     let mut wall_s: f64 = 0.0;
     for o in outcomes {
-        for (m, l) in o.logits {
-            let mb = &mbs[m];
-            logits[mb.first * row..(mb.first + mb.count) * row]
-                .copy_from_slice(&l[..mb.count * row]);
-        }
-        transfers += o.transfers;
-        bytes_moved += o.bytes_moved;
         if !o.gpu_clock {
             clock = "host";
         }
         wall_s = wall_s.max(o.finished_s);
         events.extend(o.events);
+        transfers.extend(o.received);
+        outputs.push(o.output);
     }
     // A transfer's host clock starts when the consumer asked for the data;
     // the data exists only from its producer's end (GPU clock) on.
-    let produced: std::collections::HashMap<String, f64> = events
+    let produced: std::collections::HashMap<_, f64> = events
         .iter()
-        .filter(|e| matches!(e.track, Track::Compute { .. }))
-        .map(|e| (e.name.clone(), e.end_us))
+        .filter_map(|e| Some((e.action?, e.end_us)))
         .collect();
-    for e in events
-        .iter_mut()
-        .filter(|e| matches!(e.track, Track::Transfer { .. }))
-    {
-        if let Some(a) = e.action.filter(|a| a.stage > 0) {
-            let producer = Action {
-                stage: a.stage - 1,
-                ..a
-            };
-            if let Some(&end) = produced.get(&producer.to_string()) {
-                e.start_us = e.start_us.max(end).min(e.end_us);
-            }
+    for t in &mut transfers {
+        if let Some(&end) = produced.get(&t.producer) {
+            t.start_us = t.start_us.max(end).min(t.end_us);
         }
     }
-    events.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
-    Ok(PipelineRun {
-        logits,
-        timeline: Timeline {
-            device_names: gpus.iter().map(|g| g.label.clone()).collect(),
-            events,
-            clock: clock.into(),
+    events.extend(transfers.iter().map(|t| Event {
+        track: Track::Transfer {
+            from: t.from,
+            to: t.to,
         },
-        wall_s,
-        microbatch_sequences: per,
-        transfers,
-        bytes_moved,
-    })
+        name: format!("{} {}->{}", t.consumer, t.from, t.to),
+        action: Some(t.consumer),
+        start_us: t.start_us,
+        end_us: t.end_us,
+        bytes: t.bytes,
+    }));
+    events.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
+    let timeline = Timeline {
+        device_names: groups.iter().map(DeviceGroup::label).collect(),
+        events,
+        clock: clock.into(),
+    };
+    (outputs, timeline, wall_s, transfers)
 }

@@ -1,0 +1,143 @@
+//! What a schedule device computes, action by action: the [`StageProgram`]
+//! the worker drives. The program knows the model and its buffers; the
+//! worker knows the order (the schedule's row) and the messages (the
+//! [`super::plan::Plan`]). Neither does the other's job.
+//!
+//! [`Gpt2Forward`] is GPT-2 inference: `F` actions on the stages a device
+//! holds. Training programs add `B`, `I`, `W` behind the same trait.
+
+use std::collections::BTreeMap;
+
+use crate::action::{Action, Kind, Product};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::kernels as device; // buffers move to crate::device (issue 8)
+use crate::microbatch::Microbatches;
+use crate::model::gpu::{GpuStage, StagePart};
+use crate::model::Gpt2Weights;
+
+/// One schedule device's share of the model. Called from the device's
+/// thread; the worker encodes, submits and moves messages around it.
+pub trait StageProgram {
+    /// What [`StageProgram::finish`] hands back (logits, gradients, …).
+    type Output: Send;
+
+    /// Bytes of message `p` (the same on both ends of a transfer).
+    fn message_bytes(&self, p: Product) -> u64;
+
+    /// Where message `p` must be placed before `consumer` runs: the worker
+    /// writes received bytes or copies a local hand-over there.
+    fn input(&self, consumer: Action, p: Product) -> &wgpu::Buffer;
+
+    /// Where `producer`'s message lies once its encoded work has run: the
+    /// worker copies it out in the same submission.
+    fn output(&self, producer: Action) -> &wgpu::Buffer;
+
+    /// Record action `a`'s compute into `enc`, queueing any host input it
+    /// takes (token ids) on the device's queue. Timed.
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()>;
+
+    /// Record what `a` hands to the host (logits), after its timed span.
+    fn encode_results(&mut self, _gpu: &Gpu, _a: Action, _enc: &mut wgpu::CommandEncoder) {}
+
+    /// After the last action has completed: read the results back.
+    fn finish(self, gpu: &Gpu) -> Result<Self::Output>;
+}
+
+/// GPT-2 inference on the stages one device holds: each `F` runs a stage's
+/// layers on one microbatch in its residual buffer `x`, which is both the
+/// stage's input and its output message.
+pub struct Gpt2Forward<'a> {
+    stages: BTreeMap<usize, GpuStage>,
+    mbs: &'a Microbatches,
+    /// Staging for the logits of each microbatch, on the device with the head.
+    logits: BTreeMap<usize, wgpu::Buffer>,
+}
+
+impl<'a> Gpt2Forward<'a> {
+    /// Upload `parts[s]` for each stage `s` in `stages` to `gpu`.
+    pub fn new(
+        gpu: &Gpu,
+        w: &Gpt2Weights,
+        parts: &[StagePart],
+        stages: impl IntoIterator<Item = usize>,
+        mbs: &'a Microbatches,
+    ) -> Result<Gpt2Forward<'a>> {
+        let mut map = BTreeMap::new();
+        let mut logits = BTreeMap::new();
+        for s in stages {
+            let stage = GpuStage::new(gpu, w, parts[s].clone(), mbs.per, mbs.seq)?;
+            if stage.part.head {
+                for m in 0..mbs.list.len() {
+                    logits.insert(m, device::staging(gpu, "logits out", stage.logits_bytes()));
+                }
+            }
+            map.insert(s, stage);
+        }
+        Ok(Gpt2Forward {
+            stages: map,
+            mbs,
+            logits,
+        })
+    }
+
+    fn stage(&self, s: usize) -> &GpuStage {
+        &self.stages[&s]
+    }
+}
+
+impl StageProgram for Gpt2Forward<'_> {
+    /// (microbatch, its padded (per, T, V) logits), from the device with the head.
+    type Output = Vec<(usize, Vec<f32>)>;
+
+    fn message_bytes(&self, p: Product) -> u64 {
+        // Only activations move in inference: (N, C) f32, the same at
+        // every stage boundary.
+        let any = self.stages.values().next().expect("a device holds a stage");
+        let _ = p;
+        any.activation_bytes()
+    }
+
+    fn input(&self, consumer: Action, _p: Product) -> &wgpu::Buffer {
+        &self.stage(consumer.stage).x
+    }
+
+    fn output(&self, producer: Action) -> &wgpu::Buffer {
+        &self.stage(producer.stage).x
+    }
+
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        if a.kind != Kind::F {
+            return Err(Error::Input(format!(
+                "{a}: GPT-2 inference runs forward actions only"
+            )));
+        }
+        let stage = self.stage(a.stage);
+        if stage.part.embedding {
+            stage.write_ids(gpu, &self.mbs.list[a.microbatch].ids);
+        }
+        stage.encode(enc);
+        Ok(())
+    }
+
+    fn encode_results(&mut self, _gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) {
+        let stage = self.stage(a.stage);
+        if let (Some(logits), Some(staging)) = (&stage.logits, self.logits.get(&a.microbatch)) {
+            enc.copy_buffer_to_buffer(logits, 0, staging, 0, stage.logits_bytes());
+        }
+    }
+
+    fn finish(self, gpu: &Gpu) -> Result<Self::Output> {
+        let Some(stage) = self.stages.values().find(|s| s.part.head) else {
+            return Ok(Vec::new());
+        };
+        let vp = stage.cfg.vocab_size.next_multiple_of(4);
+        self.logits
+            .iter()
+            .map(|(&m, st)| {
+                let padded: Vec<f32> = device::read_mapped(gpu, st, stage.rows() * vp)?;
+                Ok((m, stage.strip_logits(&padded)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,430 @@
+//! The executor's structure, tested on real devices with stand-in programs:
+//! backward-kind products travel the same transfer path as activations,
+//! devices run at the same time, and a failing device stops the run.
+//! (Fault injection lives here, not in the library's API.)
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::action::{Action, Kind, Product, ProductKind};
+use crate::kernels as buffers;
+use crate::model::{Gpt2Config, Gpt2Weights};
+
+/// The adapter the GPU tests use (`WGPIPE_TEST_ADAPTER`, as tests/common).
+fn gpu() -> Gpu {
+    let selector = std::env::var("WGPIPE_TEST_ADAPTER").unwrap_or_default();
+    Gpu::open(&selector).unwrap_or_else(|e| {
+        panic!(
+            "no usable wgpu adapter ({e}); install Mesa's software Vulkan driver: apt-get install -y mesa-vulkan-drivers"
+        )
+    })
+}
+
+fn gpus(p: usize) -> Vec<Gpu> {
+    (0..p).map(|_| gpu()).collect()
+}
+
+const WORDS: usize = 64;
+const BYTES: u64 = (WORDS * 4) as u64;
+
+/// A stand-in stage program that moves only marks. F copies its input
+/// activation and stamps word 1+s; B and I copy the incoming gradient (the
+/// stashed activation at the last stage) and stamp word 32+s; W stamps its
+/// stage's weight record. Stage 0's final gradients reach the host, so each
+/// one shows every stage its activation and its gradient went through.
+struct Relay {
+    stages: Vec<usize>,
+    s_total: usize,
+    m: usize,
+    /// Per stage: activation in/out, gradient in/out, weight record.
+    act_in: HashMapBuf,
+    act_out: HashMapBuf,
+    grad_in: HashMapBuf,
+    grad_out: HashMapBuf,
+    wgrad: HashMapBuf,
+    /// Per (stage, microbatch): the activation F kept for B/I.
+    stash: std::collections::HashMap<(usize, usize), wgpu::Buffer>,
+    /// Stage 0's input gradient per microbatch, for the host.
+    last_grads: std::collections::HashMap<usize, wgpu::Buffer>,
+    /// Table of marks: [what][stage][microbatch], `what` = 0 microbatch id, 1 F, 2 B/I, 3 W.
+    marks: wgpu::Buffer,
+}
+
+type HashMapBuf = std::collections::HashMap<usize, wgpu::Buffer>;
+
+fn mark(what: usize, s: usize, m: usize) -> u32 {
+    (1000 * what + 100 * s + m + 1) as u32
+}
+
+/// What a Relay device hands back: stage 0's gradient words per microbatch,
+/// and each held stage's weight record.
+type RelayOut = (Vec<(usize, Vec<u32>)>, Vec<(usize, Vec<u32>)>);
+
+impl Relay {
+    fn new(gpu: &Gpu, stages: Vec<usize>, s_total: usize, m: usize) -> Relay {
+        let buf = |l: &str| buffers::zeros(gpu, l, WORDS);
+        let per_stage = |l: &str| stages.iter().map(|&s| (s, buf(l))).collect::<HashMapBuf>();
+        let mut table = vec![0u32; 4 * s_total * m];
+        for what in 0..4 {
+            for s in 0..s_total {
+                for mb in 0..m {
+                    table[(what * s_total + s) * m + mb] = mark(what, s, mb);
+                }
+            }
+        }
+        Relay {
+            act_in: per_stage("act in"),
+            act_out: per_stage("act out"),
+            grad_in: per_stage("grad in"),
+            grad_out: per_stage("grad out"),
+            wgrad: per_stage("wgrad"),
+            stash: stages
+                .iter()
+                .flat_map(|&s| (0..m).map(move |mb| (s, mb)))
+                .map(|k| (k, buf("stash")))
+                .collect(),
+            last_grads: if stages.contains(&0) {
+                (0..m).map(|mb| (mb, buf("final grad"))).collect()
+            } else {
+                Default::default()
+            },
+            marks: buffers::upload_u32(gpu, "marks", &table),
+            stages,
+            s_total,
+            m,
+        }
+    }
+
+    fn stamp(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        what: usize,
+        a: Action,
+        dst: &wgpu::Buffer,
+        word: usize,
+    ) {
+        let idx = (what * self.s_total + a.stage) * self.m + a.microbatch;
+        enc.copy_buffer_to_buffer(&self.marks, (idx * 4) as u64, dst, (word * 4) as u64, 4);
+    }
+}
+
+impl StageProgram for Relay {
+    type Output = RelayOut;
+
+    fn message_bytes(&self, _p: Product) -> u64 {
+        BYTES
+    }
+
+    fn input(&self, consumer: Action, p: Product) -> &wgpu::Buffer {
+        match p.what {
+            ProductKind::Activation => &self.act_in[&consumer.stage],
+            _ => &self.grad_in[&consumer.stage],
+        }
+    }
+
+    fn output(&self, producer: Action) -> &wgpu::Buffer {
+        match producer.kind {
+            Kind::F => &self.act_out[&producer.stage],
+            _ => &self.grad_out[&producer.stage],
+        }
+    }
+
+    fn encode(
+        &mut self,
+        _gpu: &Gpu,
+        a: Action,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> crate::Result<()> {
+        let s = a.stage;
+        match a.kind {
+            Kind::F => {
+                let out = &self.act_out[&s];
+                if s == 0 {
+                    enc.clear_buffer(out, 0, None);
+                    self.stamp(enc, 0, a, out, 0);
+                } else {
+                    enc.copy_buffer_to_buffer(&self.act_in[&s], 0, out, 0, BYTES);
+                }
+                self.stamp(enc, 1, a, out, 1 + s);
+                enc.copy_buffer_to_buffer(out, 0, &self.stash[&(s, a.microbatch)], 0, BYTES);
+            }
+            Kind::B | Kind::I => {
+                let out = &self.grad_out[&s];
+                let src = if s + 1 == self.s_total {
+                    &self.stash[&(s, a.microbatch)]
+                } else {
+                    &self.grad_in[&s]
+                };
+                enc.copy_buffer_to_buffer(src, 0, out, 0, BYTES);
+                self.stamp(enc, 2, a, out, 32 + s);
+                if s == 0 {
+                    enc.copy_buffer_to_buffer(out, 0, &self.last_grads[&a.microbatch], 0, BYTES);
+                }
+                if a.kind == Kind::B {
+                    self.stamp(enc, 3, a, &self.wgrad[&s], a.microbatch);
+                }
+            }
+            Kind::W => self.stamp(enc, 3, a, &self.wgrad[&s], a.microbatch),
+        }
+        Ok(())
+    }
+
+    fn finish(self, gpu: &Gpu) -> crate::Result<RelayOut> {
+        let words = |b: &wgpu::Buffer| -> crate::Result<Vec<u32>> {
+            let f = buffers::download(gpu, b, WORDS)?;
+            Ok(bytemuck::cast_slice(&f).to_vec())
+        };
+        let mut grads = Vec::new();
+        for (&mb, b) in &self.last_grads {
+            grads.push((mb, words(b)?));
+        }
+        let mut w = Vec::new();
+        for &s in &self.stages {
+            w.push((s, words(&self.wgrad[&s])?));
+        }
+        Ok((grads, w))
+    }
+}
+
+fn run_relay(schedule: &Schedule, gpus: &[Gpu]) -> (Vec<RelayOut>, Vec<TransferRecord>) {
+    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
+    let (s_total, m) = (schedule.stages(), schedule.microbatches);
+    let (out, _, _, transfers) =
+        run_programs(&groups, schedule, &InProcess::new(gpus.len()), |d, gpu| {
+            let stages = (d..s_total).step_by(schedule.devices).collect();
+            Ok(Relay::new(gpu, stages, s_total, m))
+        })
+        .unwrap();
+    (out, transfers)
+}
+
+#[test]
+fn gradients_flow_backward_through_the_transfer_path() {
+    let g = gpus(2);
+    for (name, v, m) in [
+        ("gpipe", 1, 3),
+        ("1f1b", 1, 4),
+        ("interleaved", 2, 4),
+        ("zb-h1", 1, 4),
+    ] {
+        let s = Schedule::from_name(name, 2, m, v, false).unwrap();
+        let st = s.stages();
+        let (out, transfers) = run_relay(&s, &g);
+        // Stage 0's input gradient of every microbatch carries the
+        // microbatch's id, every stage's forward mark and every stage's
+        // backward mark: it went up the pipeline and back down.
+        let grads: Vec<&(usize, Vec<u32>)> = out.iter().flat_map(|(gr, _)| gr).collect();
+        assert_eq!(grads.len(), m, "{name}");
+        for (mb, words) in grads {
+            assert_eq!(words[0], mark(0, 0, *mb), "{name} mb {mb}: microbatch id");
+            for stage in 0..st {
+                assert_eq!(
+                    words[1 + stage],
+                    mark(1, stage, *mb),
+                    "{name} mb {mb}: F of stage {stage}"
+                );
+                assert_eq!(
+                    words[32 + stage],
+                    mark(2, stage, *mb),
+                    "{name} mb {mb}: backward of stage {stage}"
+                );
+            }
+        }
+        // Every stage's weight gradient was made for every microbatch (by W or B).
+        for (stage, words) in out.iter().flat_map(|(_, w)| w) {
+            for mb in 0..m {
+                assert_eq!(
+                    words[mb],
+                    mark(3, *stage, mb),
+                    "{name}: W of {stage} mb {mb}"
+                );
+            }
+        }
+        // Every cross-device message is recorded once, naming its ends.
+        let grads_moved = transfers
+            .iter()
+            .filter(|t| t.product.what == ProductKind::InputGradient)
+            .count();
+        assert_eq!(
+            grads_moved,
+            (st - 1) * m,
+            "{name}: one gradient per stage boundary and microbatch"
+        );
+        assert_eq!(transfers.len(), 2 * (st - 1) * m, "{name}");
+        for t in &transfers {
+            assert_eq!(t.producer.produces(), t.product);
+            assert!(t.consumer.needs(st).contains(&t.product));
+            assert_ne!(t.from, t.to);
+            assert_eq!(t.bytes, BYTES);
+        }
+    }
+}
+
+/// Wraps a program: before `at`, wait until every one of `parties` devices
+/// has reached its own `at` (a rendezvous; `Err` after a long wait).
+struct Rendezvous<'a, P> {
+    inner: P,
+    at: Action,
+    gate: &'a (Mutex<usize>, Condvar),
+    parties: usize,
+}
+
+impl<P: StageProgram> StageProgram for Rendezvous<'_, P> {
+    type Output = P::Output;
+    fn message_bytes(&self, p: Product) -> u64 {
+        self.inner.message_bytes(p)
+    }
+    fn input(&self, c: Action, p: Product) -> &wgpu::Buffer {
+        self.inner.input(c, p)
+    }
+    fn output(&self, a: Action) -> &wgpu::Buffer {
+        self.inner.output(a)
+    }
+    fn encode(
+        &mut self,
+        gpu: &Gpu,
+        a: Action,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> crate::Result<()> {
+        if a == self.at {
+            let (lock, cv) = self.gate;
+            let mut n = lock.lock().unwrap();
+            *n += 1;
+            cv.notify_all();
+            // Not a speed limit: a deadlock detector. Run one after the
+            // other, the devices would never both arrive.
+            let (n, timeout) = cv
+                .wait_timeout_while(n, Duration::from_secs(120), |n| *n < self.parties)
+                .unwrap();
+            if timeout.timed_out() {
+                return Err(crate::Error::Other(format!(
+                    "only {} of {} devices reached their rendezvous: devices do not run at the same time",
+                    *n, self.parties
+                )));
+            }
+        }
+        self.inner.encode(gpu, a, enc)
+    }
+    fn finish(self, gpu: &Gpu) -> crate::Result<P::Output> {
+        self.inner.finish(gpu)
+    }
+}
+
+#[test]
+fn devices_run_their_rows_at_the_same_time() {
+    // GPipe P=2: device 0's 0F1 and device 1's 1F0 may run together; the
+    // run completes only if the executor lets them.
+    let g = gpus(2);
+    let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
+    let s = Schedule::for_inference("gpipe", 2, 4, 1).unwrap();
+    let gate = (Mutex::new(0), Condvar::new());
+    let at = |d: usize| {
+        if d == 0 {
+            Action::new(0, Kind::F, 1)
+        } else {
+            Action::new(1, Kind::F, 0)
+        }
+    };
+    run_programs(&groups, &s, &InProcess::new(2), |d, gpu| {
+        Ok(Rendezvous {
+            inner: Relay::new(gpu, vec![d], 2, 4),
+            at: at(d),
+            gate: &gate,
+            parties: 2,
+        })
+    })
+    .unwrap();
+    assert_eq!(*gate.0.lock().unwrap(), 2);
+}
+
+/// A deliberate failure on one device, just before one action.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// A real wgpu validation error (an out-of-bounds buffer write).
+    Validation,
+    /// The device's thread panics.
+    Panic,
+}
+
+struct Faulty<P> {
+    inner: P,
+    at: Action,
+    fault: Fault,
+}
+
+impl<P: StageProgram> StageProgram for Faulty<P> {
+    type Output = P::Output;
+    fn message_bytes(&self, p: Product) -> u64 {
+        self.inner.message_bytes(p)
+    }
+    fn input(&self, c: Action, p: Product) -> &wgpu::Buffer {
+        self.inner.input(c, p)
+    }
+    fn output(&self, a: Action) -> &wgpu::Buffer {
+        self.inner.output(a)
+    }
+    fn encode(
+        &mut self,
+        gpu: &Gpu,
+        a: Action,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> crate::Result<()> {
+        if a == self.at {
+            match self.fault {
+                Fault::Validation => {
+                    let x = self.inner.output(a);
+                    gpu.queue.write_buffer(x, x.size(), &[0u8; 4]);
+                }
+                Fault::Panic => panic!("injected fault"),
+            }
+        }
+        self.inner.encode(gpu, a, enc)
+    }
+    fn finish(self, gpu: &Gpu) -> crate::Result<P::Output> {
+        self.inner.finish(gpu)
+    }
+}
+
+fn injected(fault: Fault) -> String {
+    let mut cfg = Gpt2Config::named("tiny").unwrap();
+    cfg.n_layer = 3;
+    let w = Gpt2Weights::init(&cfg, 7).unwrap();
+    let tokens = crate::io::random_input_ids(8, 6, cfg.vocab_size, 10);
+    let s = Schedule::for_inference("gpipe", 3, 8, 1).unwrap();
+    let parts = partition::partition(cfg.n_layer, 3, None).unwrap();
+    let mbs = Microbatches::split(&tokens, 8).unwrap();
+    let g = gpus(3);
+    let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
+    let at = Action::new(1, Kind::F, 2);
+    let r = run_programs(&groups, &s, &InProcess::new(3), |d, gpu| {
+        Ok(Faulty {
+            inner: Gpt2Forward::new(gpu, &w, &parts, [d], &mbs)?,
+            at: if d == 1 {
+                at
+            } else {
+                Action::new(99, Kind::F, 0)
+            },
+            fault,
+        })
+    });
+    r.err().expect("the run must fail").to_string()
+}
+
+#[test]
+fn a_wgpu_error_on_one_device_stops_the_run() {
+    let msg = injected(Fault::Validation);
+    assert!(
+        msg.contains("device 1") && msg.contains("stage 1") && msg.contains("1F2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_panicking_device_thread_stops_the_run() {
+    let msg = injected(Fault::Panic);
+    assert!(
+        msg.contains("device 1") && msg.contains("1F2") && msg.contains("panicked"),
+        "{msg}"
+    );
+}
