@@ -39,12 +39,13 @@ fn two_devices_compute_at_the_same_time() {
     let (busy0, busy1) = (busy(&a), busy(&b));
     println!("overlap {overlap:.0} us; busy {busy0:.0} and {busy1:.0} us");
     // GPipe P=2 M=8: 7 of device 1's 8 forwards can run while device 0
-    // runs. Run one after the other, the overlap would be ~0; with the two
-    // devices at unequal speeds (this machine's vCPUs differ up to 2x) it is
-    // still well above a quarter of the smaller busy time.
-    let floor = 0.25 * busy0.min(busy1);
+    // runs. Devices that shared one thread pool (one Instance) or a lock in
+    // the executor would never overlap at all. How much they overlap is the
+    // machine's business (free cores, their speeds), so only its presence
+    // is asserted. (That the executor lets devices run at once is proven
+    // without timing in src/executor/tests.rs.)
     assert!(
-        overlap > floor,
-        "devices barely overlapped: {overlap:.0} us, expected > {floor:.0} us"
+        overlap > 0.0,
+        "the two devices never computed at the same time (busy {busy0:.0} and {busy1:.0} us)"
     );
 }
