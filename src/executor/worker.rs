@@ -8,9 +8,8 @@ use std::sync::atomic::Ordering;
 use super::transfer::{receive, Packet, WaitError};
 use super::{Fault, FaultKind, Microbatch, Shared};
 use crate::device::timestamps::{ClockMap, TimestampLog};
-use crate::device::{wait_idle, Gpu};
+use crate::device::{read_mapped, staging, wait_idle, zeros, Gpu};
 use crate::error::Error;
-use crate::kernels as k;
 use crate::model::gpu::{GpuStage, StagePart};
 use crate::model::Gpt2Weights;
 use crate::schedule::{Action, Schedule};
@@ -112,16 +111,16 @@ fn device_body(
     for (&st, stage) in &stages {
         for mb in 0..m {
             if st == last {
-                logits_staging.insert(mb, k::staging(gpu, "logits out", stage.logits_bytes()));
+                logits_staging.insert(mb, staging(gpu, "logits out", stage.logits_bytes()));
             } else if s.device_of_stage(st + 1) == d {
                 hold.insert(
                     (st, mb),
-                    k::zeros(gpu, "hold (N,C)", stage.rows() * job.w.config.n_embd),
+                    zeros(gpu, "hold (N,C)", stage.rows() * job.w.config.n_embd),
                 );
             } else {
                 out_staging.insert(
                     (st, mb),
-                    k::staging(gpu, "activation out", stage.activation_bytes()),
+                    staging(gpu, "activation out", stage.activation_bytes()),
                 );
             }
         }
@@ -276,7 +275,7 @@ fn device_body(
     if let Some(stage) = stages.get(&last) {
         let vp = job.w.config.vocab_size.next_multiple_of(4);
         for (mb, st) in &logits_staging {
-            let padded: Vec<f32> = k::read_mapped(gpu, st, stage.rows() * vp)
+            let padded: Vec<f32> = read_mapped(gpu, st, stage.rows() * vp)
                 .map_err(|e| fail("finish", e.to_string()))?;
             logits.push((*mb, stage.strip_logits(&padded)));
         }
