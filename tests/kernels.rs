@@ -142,10 +142,16 @@ fn every_matmul_variant_the_device_runs_matches_cpu() {
             if v.needs_aligned() && !aligned {
                 continue;
             }
-            check_matmul(&gpu, i as u64, (n, c, oc), v.shader(), |out, [inp, w, b]| {
-                kernels::matmul_forward_with(&gpu, v, out, inp, w, b, n, c, oc)
-                    .unwrap_or_else(|e| panic!("{v} N={n} C={c} OC={oc}: {e}"))
-            });
+            check_matmul(
+                &gpu,
+                i as u64,
+                (n, c, oc),
+                v.shader(),
+                |out, [inp, w, b]| {
+                    kernels::matmul_forward_with(&gpu, v, out, inp, w, b, n, c, oc)
+                        .unwrap_or_else(|e| panic!("{v} N={n} C={c} OC={oc}: {e}"))
+                },
+            );
         }
     }
 }
@@ -170,7 +176,10 @@ fn an_unsupported_matmul_variant_is_an_error_not_a_panic() {
             assert!(r.is_ok(), "{v} on {}: {:?}", gpu.label, r.err());
         } else {
             let msg = r.err().expect("unsupported variant accepted").to_string();
-            assert!(msg.contains(v.shader()) && msg.contains(&gpu.label), "{msg}");
+            assert!(
+                msg.contains(v.shader()) && msg.contains(&gpu.label),
+                "{msg}"
+            );
         }
     }
     // Compiled once per device: the same kernels every time.

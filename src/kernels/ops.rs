@@ -155,7 +155,12 @@ pub fn matmul_forward_with(
             "matmul variant {variant} needs C and OC to be multiples of 4, got C={c} OC={oc}"
         )));
     }
-    Ok(matmul_dispatch(gpu, variant, &[out, inp, weight, bias], shape))
+    Ok(matmul_dispatch(
+        gpu,
+        variant,
+        &[out, inp, weight, bias],
+        shape,
+    ))
 }
 
 /// [`matmul_forward`] writing columns `col_off .. col_off+OC` of an output

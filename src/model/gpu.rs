@@ -251,12 +251,23 @@ impl Builder<'_> {
         );
         let x = self.x;
         self.push(k::layernorm_forward(gpu, &s.ln, x, &ln1g, &ln1b, n, c, eps));
-        self.push(k::matmul_forward(gpu, &s.qkv, &s.ln, &qkvw, &qkvb, n, c, 3 * c));
+        self.push(k::matmul_forward(
+            gpu,
+            &s.qkv,
+            &s.ln,
+            &qkvw,
+            &qkvb,
+            n,
+            c,
+            3 * c,
+        ));
         self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh));
         self.push(k::matmul_forward(gpu, &s.proj, &s.att, &apw, &apb, n, c, c));
         self.cut(Cut::AttnProj { layer: l });
         self.push(k::residual_forward(gpu, &s.x2, x, &s.proj, n * c));
-        self.push(k::layernorm_forward(gpu, &s.ln, &s.x2, &ln2g, &ln2b, n, c, eps));
+        self.push(k::layernorm_forward(
+            gpu, &s.ln, &s.x2, &ln2g, &ln2b, n, c, eps,
+        ));
         self.push(k::matmul_forward(gpu, &s.fch, &s.ln, &fcw, &fcb, n, c, f));
         self.push(k::gelu_forward(gpu, &s.fcg, &s.fch, n * f));
         self.push(k::matmul_forward(gpu, &s.proj, &s.fcg, &mpw, &mpb, n, f, c));
@@ -518,4 +529,54 @@ pub fn forward(
         logits,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs an adapter (lavapipe here), like the GPU integration tests.
+    fn gpu() -> Gpu {
+        Gpu::open("").unwrap_or_else(|e| panic!("GPU stage tests need a wgpu adapter: {e}"))
+    }
+
+    #[test]
+    fn segments_cut_after_each_c_proj_and_position_offset_is_checked() {
+        let cfg = Gpt2Config::named("tiny").unwrap();
+        let w = Gpt2Weights::init(&cfg, 1).unwrap();
+        let g = gpu();
+        let t = 3;
+        let stage = GpuStage::new(&g, &w, StagePart::whole(&cfg), 2, t).unwrap();
+
+        let ends: Vec<Cut> = stage.segments().iter().map(|s| s.end).collect();
+        let mut want = Vec::new();
+        for layer in 0..cfg.n_layer {
+            want.extend([Cut::AttnProj { layer }, Cut::MlpProj { layer }]);
+        }
+        want.push(Cut::End);
+        assert_eq!(ends, want);
+        for s in &stage.segments()[..want.len() - 1] {
+            let last = s.dispatches().last().expect("non-empty segment").name;
+            assert!(
+                last.starts_with("matmul_forward"),
+                "{:?} ends in {last}",
+                s.end
+            );
+        }
+        for s in &stage.segments()[1..] {
+            let first = s.dispatches()[0].name;
+            assert_eq!(first, "residual_forward", "segment after a cut");
+        }
+        assert!(stage.partial_sum().is_some());
+
+        stage.set_position_offset(&g, cfg.n_positions - t).unwrap();
+        stage.set_position_offset(&g, 0).unwrap();
+        for bad in [cfg.n_positions - t + 1, usize::MAX] {
+            let err = stage.set_position_offset(&g, bad).unwrap_err();
+            assert!(
+                matches!(err, Error::Input(_)) && err.to_string().contains("n_positions"),
+                "{err}"
+            );
+        }
+    }
 }
