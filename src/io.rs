@@ -54,13 +54,10 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
     };
     let data = view.data();
     let raw: Vec<i64> = match view.dtype() {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect(),
-        Dtype::I32 => data
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+        Dtype::I64 => from_le_bytes(data, i64::from_le),
+        Dtype::I32 => from_le_bytes(data, i32::from_le)
+            .into_iter()
+            .map(i64::from)
             .collect(),
         other => {
             return Err(Error::TensorDtype {
@@ -84,6 +81,33 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
         ids.push(id);
     }
     Ok(TokenBatch { ids, batch, seq })
+}
+
+/// The values stored little-endian (as safetensors stores them) in `data`.
+/// `data` may start at any address (a tensor's data in a safetensors file is
+/// not necessarily aligned for its type): the bytes are copied into an
+/// aligned vector, and `from_le` (e.g. `u32::from_le`, a no-op on
+/// little-endian machines) fixes the byte order. safetensors checks that a
+/// tensor's byte length is a whole number of elements.
+pub(crate) fn from_le_bytes<T: bytemuck::Pod>(data: &[u8], from_le: fn(T) -> T) -> Vec<T> {
+    debug_assert_eq!(data.len() % std::mem::size_of::<T>(), 0);
+    let values: Vec<T> = bytemuck::pod_collect_to_vec(data);
+    if cfg!(target_endian = "little") {
+        values
+    } else {
+        values.into_iter().map(from_le).collect()
+    }
+}
+
+/// `values` as little-endian bytes (`to_le`, e.g. `u16::to_le`, is a no-op on
+/// little-endian machines).
+pub(crate) fn to_le_bytes<T: bytemuck::Pod>(values: &[T], to_le: fn(T) -> T) -> Vec<u8> {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values).to_vec()
+    } else {
+        let swapped: Vec<T> = values.iter().map(|&x| to_le(x)).collect();
+        bytemuck::cast_slice(&swapped).to_vec()
+    }
 }
 
 /// Uniform random ids in 0..vocab (deterministic per seed). `vocab` 0 is

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::action::{Action, Kind, Product, ProductKind};
-use crate::kernels as buffers;
+use crate::device as buffers;
 use crate::model::{Gpt2Config, Gpt2Weights};
 
 /// The adapter the GPU tests use (`WGPIPE_TEST_ADAPTER`, as tests/common).
@@ -89,7 +89,7 @@ impl Relay {
             } else {
                 Default::default()
             },
-            marks: buffers::upload_u32(gpu, "marks", &table),
+            marks: buffers::upload_pod(gpu, "marks", &table),
             stages,
             s_total,
             m,
