@@ -14,7 +14,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-
 /// What an action computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {

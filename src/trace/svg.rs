@@ -177,7 +177,11 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
             s,
             r##"<rect x="{LEFT}" y="{y:.1}" width="{plot_w:.1}" height="{ROW}" fill="url(#idle)"/>"##
         );
-        for e in t.events.iter().filter(|e| e.track.compute_device() == Some(d)) {
+        for e in t
+            .events
+            .iter()
+            .filter(|e| e.track.compute_device() == Some(d))
+        {
             let (bx, bw) = (x(e.start_us), (x(e.end_us) - x(e.start_us)).max(0.5));
             let kind = e.action.map(|a| a.kind);
             let light = chunked && e.action.is_some_and(|a| (a.stage / p) % 2 == 1);
