@@ -434,3 +434,33 @@ fn the_analytic_inference_bubble_is_that_of_what_inference_runs() {
         }
     }
 }
+
+#[test]
+fn output_files_are_replaced_whole_or_not_at_all() {
+    let dir = std::env::temp_dir().join(format!("wgpipe-atomic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("g.csv");
+    let s = make(OneFOneB, 2, 2, 1, false);
+    csv::save(&s, &path).unwrap();
+    assert_eq!(csv::load(&path).unwrap(), s);
+    // A writer that fails half-way leaves the old file and no temporary one.
+    let e = wgpipe::io::write_atomic_with(
+        &path,
+        |tmp| {
+            std::fs::write(tmp, "partial").unwrap();
+            Err("disk full")
+        },
+        |_| "io",
+    )
+    .unwrap_err();
+    assert_eq!(e, "disk full");
+    assert_eq!(csv::load(&path).unwrap(), s);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["g.csv"]);
+    let e = csv::write_file(&dir, b"x").unwrap_err();
+    assert!(matches!(e, ScheduleError::OutputIsDirectory { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
