@@ -2,7 +2,7 @@
 //!
 //! B = batch, T = sequence length, V = vocab size.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
@@ -205,34 +205,57 @@ pub(crate) fn safetensors_write_error(path: &Path, e: SafeTensorError) -> Error 
     }
 }
 
-/// Run `write` on a temporary path beside `path`, then rename it over `path`.
-/// On any failure the temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// The one way wgpipe writes an output file: `write` fills a temporary file
+/// beside `path` (same directory, so the rename cannot cross file systems),
+/// which then replaces `path` in one rename. On any failure the temporary
+/// file is removed and `path` is untouched; a directory at `path` is refused.
+///
+/// `write` gets the temporary file's path (safetensors writes by path);
+/// `io_error` turns an I/O failure of the temporary file, the rename or the
+/// directory check into the caller's error type.
+pub fn write_atomic_with<E>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+    io_error: impl Fn(std::io::Error) -> E,
+) -> std::result::Result<(), E> {
     if path.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "is a directory; expected a file path",
-            ),
-        ));
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory; expected a file path",
+        )));
     }
     let file_name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        )
+        io_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
     })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp_name.push(format!(".tmp.{}.{k}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result =
-        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // A plain file's mode (0666 less the umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.tempfile_in(dir).map_err(&io_error)?;
+    write(tmp.path())?;
+    tmp.persist(path).map_err(|e| io_error(e.error))?;
+    Ok(())
+}
+
+/// [`write_atomic_with`] for wgpipe's [`Error`]: I/O failures name `path`.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    write_atomic_with(path, write, |e| Error::io(path, e))
+}
+
+/// Writes `bytes` to the file `path` through [`write_atomic`].
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, e))
+    })
 }
