@@ -17,12 +17,15 @@ fn main() -> wgpipe::Result<()> {
         std::env::set_var("LP_NUM_THREADS", "1");
     }
     // 2. Two pipeline devices, each on its own wgpu Instance, plus one for the baseline.
-    let placement = place_devices("2")?;
+    let placement = place_devices("2", 1)?;
+    // One Gpu per schedule device.
     let gpus = placement
+        .groups
         .iter()
+        .flatten()
         .map(Gpu::open_summary)
         .collect::<wgpipe::Result<Vec<_>>>()?;
-    let single = Gpu::open_summary(&placement[0])?;
+    let single = Gpu::open_summary(&placement.groups[0][0])?;
     // 3. A uniform model: one identical layer per device, tiny vocabulary.
     let w = Gpt2Weights::init(&bench_config(2, 32), 0)?;
     // 4. The sweep: warm-up + 3 timed runs per point, median reported.

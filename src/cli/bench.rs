@@ -72,8 +72,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let BenchWhat::Bubble(a) = &args.what;
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
-    let placement = place_devices(&a.devices)?;
-    let p = placement.len();
+    let placement = place_devices(&a.devices, 1)?;
+    let p = placement.devices();
     let series: Vec<(ScheduleKind, usize)> = a
         .schedule
         .iter()
@@ -113,11 +113,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )));
     }
     let w = Gpt2Weights::init(&cfg, a.seed)?;
+    // One Gpu per schedule device.
     let gpus = placement
+        .groups
         .iter()
+        .flatten()
         .map(Gpu::open_summary)
         .collect::<Result<Vec<_>>>()?;
-    let single = Gpu::open_summary(&placement[0])?;
+    let single = Gpu::open_summary(&placement.groups[0][0])?;
 
     let bar = ProgressBar::new((sweep.microbatches.len() * series.len()) as u64);
     bar.set_style(

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
-use crate::device::{place_devices, Gpu};
+use crate::device::place_devices;
 use crate::error::Result;
 use crate::executor::measure::{measure, Measurement};
-use crate::executor::{run_pipeline, Options};
+use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::write_file;
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trace::{chrome::to_chrome_json, svg::gantt_svg};
@@ -59,16 +59,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let tokens = input.tokens(&w.config, args.model.seed)?;
     let m = args.microbatches.unwrap_or(tokens.batch);
-    let placement = place_devices(&args.devices)?;
-    let schedule = Schedule::for_inference(args.schedule, placement.len(), m, args.virtual_stages)?;
-    let gpus = placement
+    let placement = place_devices(&args.devices, 1)?;
+    let schedule =
+        Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
+    let gpus = placement.open()?;
+    let groups = gpus
         .iter()
-        .map(Gpu::open_summary)
+        .map(|g| DeviceGroup::new(g))
         .collect::<Result<Vec<_>>>()?;
     let opts = Options {
         split: args.split.clone(),
     };
-    let run = run_pipeline(&gpus, &w, &tokens, &schedule, &opts)?;
+    let run = run_inference(&groups, &w, &tokens, &schedule, &opts)?;
     let n_tokens = tokens.batch * tokens.seq;
     let meas = measure(&schedule, &run, n_tokens)?;
 

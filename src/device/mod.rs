@@ -328,17 +328,41 @@ pub fn no_adapter_error() -> Error {
     }
 }
 
-/// Adapters for `--devices`: a count N places N pipeline devices one per
-/// physical adapter where there are enough, cycling otherwise (an adapter seen
-/// on several backends — llvmpipe on Vulkan and GL — counts once, on its
-/// first backend); a comma list (`vulkan:0,gl:0`, or any [`select`] form)
-/// picks each explicitly. Every entry is opened later on its own Instance.
-pub fn place_devices(spec: &str) -> Result<Vec<AdapterSummary>> {
+/// Which adapters make up each schedule device (a row of the schedule):
+/// `groups[d]` are the Gpus schedule device `d` spans — one each today; under
+/// tensor parallelism T each, stage-major (`--devices 8` with T = 4 is two
+/// groups of four). Each entry is opened on its own Instance.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub groups: Vec<Vec<AdapterSummary>>,
+}
+
+impl Placement {
+    /// Schedule devices P.
+    pub fn devices(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Open every Gpu, group by group.
+    pub fn open(&self) -> Result<Vec<Vec<Gpu>>> {
+        self.groups
+            .iter()
+            .map(|g| g.iter().map(Gpu::open_summary).collect())
+            .collect()
+    }
+}
+
+/// Place `--devices` into groups of `per_group` Gpus: a count N places N
+/// Gpus one per physical adapter where there are enough, cycling otherwise
+/// (an adapter seen on several backends — llvmpipe on Vulkan and GL —
+/// counts once, on its first backend); a comma list (`vulkan:0,gl:0`, or any
+/// [`select`] form) picks each explicitly. Consecutive Gpus form a group.
+pub fn place_devices(spec: &str, per_group: usize) -> Result<Placement> {
     let adapters = list_adapters();
     if adapters.is_empty() {
         return Err(no_adapter_error());
     }
-    if let Ok(n) = spec.trim().parse::<usize>() {
+    let flat: Vec<AdapterSummary> = if let Ok(n) = spec.trim().parse::<usize>() {
         if n == 0 {
             return Err(Error::Input(
                 "--devices 0: a pipeline needs at least one device".into(),
@@ -353,11 +377,23 @@ pub fn place_devices(spec: &str) -> Result<Vec<AdapterSummary>> {
                 physical.push(a);
             }
         }
-        return Ok((0..n)
+        (0..n)
             .map(|i| physical[i % physical.len()].clone())
-            .collect());
+            .collect()
+    } else {
+        spec.split(',')
+            .map(|s| select(&adapters, s))
+            .collect::<Result<_>>()?
+    };
+    if per_group == 0 || !flat.len().is_multiple_of(per_group) {
+        return Err(Error::Input(format!(
+            "--devices names {} Gpus, which do not make groups of {per_group}",
+            flat.len()
+        )));
     }
-    spec.split(',').map(|s| select(&adapters, s)).collect()
+    Ok(Placement {
+        groups: flat.chunks(per_group).map(<[_]>::to_vec).collect(),
+    })
 }
 
 /// Wait until every submission on `device` has finished, giving up with

@@ -396,7 +396,7 @@ fn injected(fault: Fault) -> String {
     let at = Action::new(1, Kind::F, 2);
     let r = run_programs(&groups, &s, &InProcess::new(3), |d, gpu| {
         Ok(Faulty {
-            inner: Gpt2Forward::new(gpu, &w, &parts, [d], &mbs)?,
+            inner: Gpt2Forward::new(gpu, &[(d, w.stage(&parts[d]))], &mbs)?,
             at: if d == 1 {
                 at
             } else {

@@ -52,31 +52,15 @@ pub fn load_checkpoint(dir: &Path) -> Result<Gpt2Weights> {
     let file = TensorFile::new(&path, &st);
     file.check_layer_count(&config)?;
 
-    let (v, p, c, f) = (
-        config.vocab_size,
-        config.n_positions,
-        config.n_embd,
-        config.n_inner,
-    );
+    let (v, p, c) = (config.vocab_size, config.n_positions, config.n_embd);
     let wte = file.get("wte.weight", &[v, c])?;
     let wpe = file.get("wpe.weight", &[p, c])?;
     let mut layers = Vec::with_capacity(config.n_layer);
     for l in 0..config.n_layer {
         let g = |name: &str, shape: &[usize]| file.get(&format!("h.{l}.{name}"), shape);
-        layers.push(LayerWeights {
-            ln_1_g: g("ln_1.weight", &[c])?,
-            ln_1_b: g("ln_1.bias", &[c])?,
-            c_attn_w: g("attn.c_attn.weight", &[c, 3 * c])?,
-            c_attn_b: g("attn.c_attn.bias", &[3 * c])?,
-            attn_proj_w: g("attn.c_proj.weight", &[c, c])?,
-            attn_proj_b: g("attn.c_proj.bias", &[c])?,
-            ln_2_g: g("ln_2.weight", &[c])?,
-            ln_2_b: g("ln_2.bias", &[c])?,
-            c_fc_w: g("mlp.c_fc.weight", &[c, f])?,
-            c_fc_b: g("mlp.c_fc.bias", &[f])?,
-            mlp_proj_w: g("mlp.c_proj.weight", &[f, c])?,
-            mlp_proj_b: g("mlp.c_proj.bias", &[c])?,
-        });
+        layers.push(LayerWeights::try_from_fn(&config, |name, shape| {
+            g(name, &shape)
+        })?);
     }
     let ln_f_g = file.get("ln_f.weight", &[c])?;
     let ln_f_b = file.get("ln_f.bias", &[c])?;

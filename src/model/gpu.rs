@@ -11,41 +11,21 @@
 //! most 128 MiB); the embedding gathers from it and the tied LM head is then a
 //! plain matmul per chunk into columns of the logits.
 
-use std::ops::Range;
-
 use crate::device::{read_mapped, staging, upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::kernels::{self as k, Dispatch};
+use crate::microbatch::Microbatches;
 use crate::model::weights::LayerWeights;
+use crate::model::weights::StageWeights;
 use crate::model::{Gpt2Config, Gpt2Weights};
 
-/// Which part of the model a stage holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StagePart {
-    /// Transformer blocks, in order.
-    pub layers: Range<usize>,
-    /// Token + position embedding at the start.
-    pub embedding: bool,
-    /// ln_f and the LM head at the end.
-    pub head: bool,
-}
-
-impl StagePart {
-    /// The whole model on one device.
-    pub fn whole(cfg: &Gpt2Config) -> StagePart {
-        StagePart {
-            layers: 0..cfg.n_layer,
-            embedding: true,
-            head: true,
-        }
-    }
-}
+pub use crate::model::weights::StagePart;
 
 /// The vocabulary split into chunks whose transposed table (C, len) fits one
 /// binding: `(v0, padded_len)` pairs; every length is a multiple of 4.
 fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
-    let (v, c) = (cfg.vocab_size, cfg.n_embd);
+    let c = cfg.n_embd;
     let limit = gpu.max_binding().min(gpu.limits.max_buffer_size);
     let per_chunk = ((limit / (4 * c as u64)) as usize) / 4 * 4;
     if per_chunk == 0 {
@@ -53,7 +33,7 @@ fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
             .check_binding("wte (one column of the token table)", 16 * c as u64)
             .map(|_| Vec::new());
     }
-    let vp = v.next_multiple_of(4);
+    let vp = cfg.padded_vocab();
     Ok((0..vp)
         .step_by(per_chunk)
         .map(|v0| (v0, per_chunk.min(vp - v0)))
@@ -185,7 +165,7 @@ impl Builder<'_> {
 
     /// The token table chunks `(v0, len)`, uploaded transposed (C, len) and
     /// zero-padded.
-    fn token_table(&self, w: &Gpt2Weights, chunks: &[(usize, usize)]) -> Vec<wgpu::Buffer> {
+    fn token_table(&self, wte: &[f32], chunks: &[(usize, usize)]) -> Vec<wgpu::Buffer> {
         let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
         chunks
             .iter()
@@ -193,7 +173,7 @@ impl Builder<'_> {
                 let mut t = vec![0f32; c * len];
                 for v in v0..(v0 + len).min(v) {
                     for ch in 0..c {
-                        t[ch * len + (v - v0)] = w.wte[v * c + ch];
+                        t[ch * len + (v - v0)] = wte[v * c + ch];
                     }
                 }
                 upload(self.gpu, &format!("wte_t[{v0}..]"), &t)
@@ -206,13 +186,13 @@ impl Builder<'_> {
     /// the (N) token id buffer.
     fn embedding(
         &mut self,
-        w: &Gpt2Weights,
+        wpe: &[f32],
         chunks: &[(usize, usize)],
         wte_t: &[wgpu::Buffer],
     ) -> wgpu::Buffer {
         let (gpu, n, t, c) = (self.gpu, self.n(), self.t, self.cfg.n_embd);
         let ids = upload_pod(gpu, "ids (N)", &vec![0u32; n]);
-        let wpe = upload(gpu, "wpe", &w.wpe);
+        let wpe = upload(gpu, "wpe", wpe);
         for (&(v0, len), tb) in chunks.iter().zip(wte_t) {
             let d = k::embedding_forward(gpu, self.x, &ids, tb, &wpe, n, t, c, v0, len, 0);
             self.push(d);
@@ -227,55 +207,59 @@ impl Builder<'_> {
         let (gpu, cfg) = (self.gpu, self.cfg);
         let (b, t, n) = (self.b, self.t, self.n());
         let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
-        for (name, t, shape) in lw.named_tensors(cfg) {
+        // Every tensor of the block, uploaded under its checkpoint name.
+        let lb = lw.try_map(cfg, |name, t, shape| {
             gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
-        }
-        let up = |name: &str, d: &[f32]| upload(gpu, &format!("h.{l}.{name}"), d);
-        let (ln1g, ln1b) = (up("ln_1.weight", &lw.ln_1_g), up("ln_1.bias", &lw.ln_1_b));
-        let (qkvw, qkvb) = (
-            up("attn.c_attn.weight", &lw.c_attn_w),
-            up("attn.c_attn.bias", &lw.c_attn_b),
-        );
-        let (apw, apb) = (
-            up("attn.c_proj.weight", &lw.attn_proj_w),
-            up("attn.c_proj.bias", &lw.attn_proj_b),
-        );
-        let (ln2g, ln2b) = (up("ln_2.weight", &lw.ln_2_g), up("ln_2.bias", &lw.ln_2_b));
-        let (fcw, fcb) = (
-            up("mlp.c_fc.weight", &lw.c_fc_w),
-            up("mlp.c_fc.bias", &lw.c_fc_b),
-        );
-        let (mpw, mpb) = (
-            up("mlp.c_proj.weight", &lw.mlp_proj_w),
-            up("mlp.c_proj.bias", &lw.mlp_proj_b),
-        );
+            Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
+        })?;
         let x = self.x;
-        self.push(k::layernorm_forward(gpu, &s.ln, x, &ln1g, &ln1b, n, c, eps));
+        self.push(k::layernorm_forward(
+            gpu, &s.ln, x, &lb.ln_1_g, &lb.ln_1_b, n, c, eps,
+        ));
         self.push(k::matmul_forward(
             gpu,
             &s.qkv,
             &s.ln,
-            &qkvw,
-            &qkvb,
+            &lb.c_attn_w,
+            &lb.c_attn_b,
             n,
             c,
             3 * c,
         ));
         self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh));
-        self.push(k::matmul_forward(gpu, &s.proj, &s.att, &apw, &apb, n, c, c));
+        self.push(k::matmul_forward(
+            gpu,
+            &s.proj,
+            &s.att,
+            &lb.attn_proj_w,
+            &lb.attn_proj_b,
+            n,
+            c,
+            c,
+        ));
         self.cut(Cut::AttnProj { layer: l });
         self.push(k::residual_forward(gpu, &s.x2, x, &s.proj, n * c));
         self.push(k::layernorm_forward(
-            gpu, &s.ln, &s.x2, &ln2g, &ln2b, n, c, eps,
+            gpu, &s.ln, &s.x2, &lb.ln_2_g, &lb.ln_2_b, n, c, eps,
         ));
-        self.push(k::matmul_forward(gpu, &s.fch, &s.ln, &fcw, &fcb, n, c, f));
+        self.push(k::matmul_forward(
+            gpu, &s.fch, &s.ln, &lb.c_fc_w, &lb.c_fc_b, n, c, f,
+        ));
         self.push(k::gelu_forward(gpu, &s.fcg, &s.fch, n * f));
-        self.push(k::matmul_forward(gpu, &s.proj, &s.fcg, &mpw, &mpb, n, f, c));
+        self.push(k::matmul_forward(
+            gpu,
+            &s.proj,
+            &s.fcg,
+            &lb.mlp_proj_w,
+            &lb.mlp_proj_b,
+            n,
+            f,
+            c,
+        ));
         self.cut(Cut::MlpProj { layer: l });
         self.push(k::residual_forward(gpu, x, &s.x2, &s.proj, n * c));
-        self.keep.extend([
-            ln1g, ln1b, qkvw, qkvb, apw, apb, ln2g, ln2b, fcw, fcb, mpw, mpb,
-        ]);
+        self.keep
+            .extend(lb.named_tensors(cfg).into_iter().map(|(_, b, _)| b.clone()));
         Ok(())
     }
 
@@ -283,17 +267,17 @@ impl Builder<'_> {
     /// its columns. Returns the logits buffer.
     fn head(
         &mut self,
-        w: &Gpt2Weights,
+        ln_f: (&[f32], &[f32]),
         chunks: &[(usize, usize)],
         wte_t: &[wgpu::Buffer],
     ) -> Result<wgpu::Buffer> {
         let (gpu, n, c) = (self.gpu, self.n(), self.cfg.n_embd);
         let eps = self.cfg.layer_norm_epsilon;
-        let vp = self.cfg.vocab_size.next_multiple_of(4);
+        let vp = self.cfg.padded_vocab();
         gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
         let lnf = zeros(gpu, "ln_f (N,C)", n * c);
-        let g = upload(gpu, "ln_f.weight", &w.ln_f_g);
-        let bb = upload(gpu, "ln_f.bias", &w.ln_f_b);
+        let g = upload(gpu, "ln_f.weight", ln_f.0);
+        let bb = upload(gpu, "ln_f.bias", ln_f.1);
         let out = zeros(gpu, "logits (N,Vp)", n * vp);
         let max_len = chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
         let no_bias = zeros(gpu, "lm_head bias (0)", max_len);
@@ -309,16 +293,10 @@ impl Builder<'_> {
 }
 
 impl GpuStage {
-    /// Upload the weights of `part` to `gpu` and build its dispatches:
-    /// embedding, blocks, head (each where `part` has it).
-    pub fn new(
-        gpu: &Gpu,
-        w: &Gpt2Weights,
-        part: StagePart,
-        b: usize,
-        t: usize,
-    ) -> Result<GpuStage> {
-        let cfg = w.config.clone();
+    /// Upload a stage's weights (`w.part` says which: embedding, blocks,
+    /// head) to `gpu` and build its dispatches.
+    pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<GpuStage> {
+        let (cfg, part) = (w.config.clone(), w.part.clone());
         let (c, f) = (cfg.n_embd, cfg.n_inner);
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
@@ -346,26 +324,39 @@ impl GpuStage {
             current: Vec::new(),
             keep: Vec::new(),
         };
+        let missing = |what: &str| {
+            Error::Input(format!(
+                "stage {part:?} was given no {what}: build its weights with Gpt2Weights::stage"
+            ))
+        };
         let mut chunks = Vec::new();
+        let mut wte_t = Vec::new();
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg)?;
-            gpu.check_binding("wpe", bytes(w.wpe.len()))?;
+            wte_t = bld.token_table(w.wte.ok_or_else(|| missing("wte"))?, &chunks);
         }
-        let wte_t = bld.token_table(w, &chunks);
-
-        let ids = part.embedding.then(|| bld.embedding(w, &chunks, &wte_t));
+        let ids = if part.embedding {
+            let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;
+            gpu.check_binding("wpe", bytes(wpe.len()))?;
+            Some(bld.embedding(wpe, &chunks, &wte_t))
+        } else {
+            None
+        };
         let embedding_dispatches = bld.current.len();
         let mut proj = None;
         if !part.layers.is_empty() {
             let scratch = Scratch::new(gpu, n, c, f);
-            for l in part.layers.clone() {
-                bld.block(l, &w.layers[l], &scratch)?;
+            if w.layers.len() != part.layers.len() {
+                return Err(missing("blocks"));
+            }
+            for (l, lw) in part.layers.clone().zip(w.layers) {
+                bld.block(l, lw, &scratch)?;
             }
             proj = Some(scratch.proj.clone());
             bld.keep.extend(scratch.into_buffers());
         }
         let logits = if part.head {
-            Some(bld.head(w, &chunks, &wte_t)?)
+            Some(bld.head(w.ln_f.ok_or_else(|| missing("ln_f"))?, &chunks, &wte_t)?)
         } else {
             None
         };
@@ -439,7 +430,7 @@ impl GpuStage {
 
     /// Bytes of this stage's logits buffer: (N, Vp) f32.
     pub fn logits_bytes(&self) -> u64 {
-        (self.rows() * self.cfg.vocab_size.next_multiple_of(4) * 4) as u64
+        (self.rows() * self.cfg.padded_vocab() * 4) as u64
     }
 
     /// Queue the token ids of one microbatch (N of them) for the next pass.
@@ -463,7 +454,7 @@ impl GpuStage {
 
     /// Drop the padding columns of (N, Vp) logits read back from the device.
     pub fn strip_logits(&self, padded: &[f32]) -> Vec<f32> {
-        let (v, vp) = (self.cfg.vocab_size, self.cfg.vocab_size.next_multiple_of(4));
+        let (v, vp) = (self.cfg.vocab_size, self.cfg.padded_vocab());
         padded
             .chunks(vp)
             .flat_map(|row| &row[..v])
@@ -475,11 +466,7 @@ impl GpuStage {
 /// Sequences per pass so the widest per-row buffer (logits, MLP hidden or
 /// QKV) fits one binding (at most `batch`).
 pub fn sequences_per_pass(gpu: &Gpu, cfg: &Gpt2Config, batch: usize, seq: usize) -> usize {
-    let widest = cfg
-        .vocab_size
-        .next_multiple_of(4)
-        .max(cfg.n_inner)
-        .max(3 * cfg.n_embd);
+    let widest = cfg.padded_vocab().max(cfg.n_inner).max(3 * cfg.n_embd);
     let row_bytes = (widest * 4) as u64;
     let rows = (gpu.max_binding().min(gpu.limits.max_buffer_size) / row_bytes) as usize;
     (rows / seq.max(1)).clamp(1, batch.max(1))
@@ -502,29 +489,23 @@ pub fn forward(
     per_pass: usize,
 ) -> Result<Forward> {
     crate::io::check_input(&w.config, tokens)?;
-    let (bsz, t) = (tokens.batch, tokens.seq);
-    let per_pass = per_pass.clamp(1, bsz);
-    let stage = GpuStage::new(gpu, w, StagePart::whole(&w.config), per_pass, t)?;
+    let passes = Microbatches::passes(tokens, per_pass);
+    let whole = StagePart::whole(&w.config);
+    let stage = GpuStage::new(gpu, &w.stage(&whole), passes.per, tokens.seq)?;
     let staging = staging(gpu, "logits readback", stage.logits_bytes());
     let logits_buf = stage.logits.as_ref().expect("whole-model stage has a head");
-    let mut logits = Vec::with_capacity(bsz * t * w.config.vocab_size);
+    let mut results = Vec::with_capacity(passes.list.len());
     let start = std::time::Instant::now();
-    for s0 in (0..bsz).step_by(per_pass) {
-        let nseq = per_pass.min(bsz - s0);
-        // A short last pass repeats the last sequence; its rows are dropped.
-        let mut ids: Vec<u32> = tokens.ids[s0 * t..(s0 + nseq) * t].to_vec();
-        while ids.len() < per_pass * t {
-            ids.extend_from_within(ids.len() - t..);
-        }
-        stage.write_ids(gpu, &ids);
+    for (i, pass) in passes.list.iter().enumerate() {
+        stage.write_ids(gpu, &pass.ids);
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         stage.encode(&mut enc);
         enc.copy_buffer_to_buffer(logits_buf, 0, &staging, 0, stage.logits_bytes());
         gpu.queue.submit([enc.finish()]);
-        let vp = w.config.vocab_size.next_multiple_of(4);
-        let padded: Vec<f32> = read_mapped(gpu, &staging, stage.rows() * vp)?;
-        logits.extend(stage.strip_logits(&padded[..nseq * t * vp]));
+        let padded: Vec<f32> = read_mapped(gpu, &staging, stage.rows() * w.config.padded_vocab())?;
+        results.push((i, stage.strip_logits(&padded)));
     }
+    let logits = passes.gather(&results, tokens.seq * w.config.vocab_size);
     Ok(Forward {
         logits,
         seconds: start.elapsed().as_secs_f64(),
@@ -546,7 +527,8 @@ mod tests {
         let w = Gpt2Weights::init(&cfg, 1).unwrap();
         let g = gpu();
         let t = 3;
-        let stage = GpuStage::new(&g, &w, StagePart::whole(&cfg), 2, t).unwrap();
+        let whole = StagePart::whole(&cfg);
+        let stage = GpuStage::new(&g, &w.stage(&whole), 2, t).unwrap();
 
         let ends: Vec<Cut> = stage.segments().iter().map(|s| s.end).collect();
         let mut want = Vec::new();
