@@ -6,33 +6,71 @@
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use wgpipe::device::{list_adapters, Gpu};
+use wgpipe::device::{list_adapters, no_adapter_error, select, AdapterSummary, Gpu};
 use wgpipe::error::Error;
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
 
-/// Open the adapter `WGPIPE_TEST_ADAPTER` selects (same syntax as `--adapter`:
-/// "" = first, `vulkan`, `gl:0`, `2`, or part of the name). Panics, loudly,
-/// when there is none: GPU tests must fail, never skip, on a machine without one.
+/// The adapter selector tests honour: `WGPIPE_TEST_ADAPTER` (same syntax as
+/// `--adapter`: "" = first, `vulkan`, `gl:0`, `2`, or part of the name).
+fn selector() -> Option<String> {
+    std::env::var("WGPIPE_TEST_ADAPTER").ok()
+}
+
+/// The loud failure for a machine without a usable adapter: GPU tests must
+/// fail, never skip.
+fn no_adapter(selector: &str, e: &dyn std::fmt::Display) -> ! {
+    let have: Vec<String> = list_adapters()
+        .iter()
+        .map(|a| format!("{} ({})", a.id(), a.name))
+        .collect();
+    panic!(
+        "\n\n=== NO USABLE wgpu ADAPTER: GPU kernel tests cannot run ===\n\
+         WGPIPE_TEST_ADAPTER={selector:?}: {e}\n\
+         adapters present: [{}]\n\
+         Install Mesa's software Vulkan driver (lavapipe) and rerun:\n\
+         \x20   apt-get install -y mesa-vulkan-drivers\n\
+         or set WGPIPE_TEST_ADAPTER to one of the adapters above.\n",
+        have.join(", ")
+    )
+}
+
+/// Open the adapter `WGPIPE_TEST_ADAPTER` selects (the first one when unset).
+/// Panics, loudly, when there is none.
 pub fn gpu() -> Gpu {
-    let selector = std::env::var("WGPIPE_TEST_ADAPTER").unwrap_or_default();
-    match Gpu::open(&selector) {
-        Ok(g) => g,
-        Err(e) => {
-            let have: Vec<String> = list_adapters()
-                .iter()
-                .map(|a| format!("{} ({})", a.id(), a.name))
-                .collect();
-            panic!(
-                "\n\n=== NO USABLE wgpu ADAPTER: GPU kernel tests cannot run ===\n\
-                 WGPIPE_TEST_ADAPTER={selector:?}: {e}\n\
-                 adapters present: [{}]\n\
-                 Install Mesa's software Vulkan driver (lavapipe) and rerun:\n\
-                 \x20   apt-get install -y mesa-vulkan-drivers\n\
-                 or set WGPIPE_TEST_ADAPTER to one of the adapters above.\n",
-                have.join(", ")
-            )
-        }
+    let selector = selector().unwrap_or_default();
+    Gpu::open(&selector).unwrap_or_else(|e| no_adapter(&selector, &e))
+}
+
+/// Every adapter to test on: all that `list_adapters()` returns (Vulkan
+/// lavapipe and GL llvmpipe are two backends, both tested), or only the one
+/// `WGPIPE_TEST_ADAPTER` selects. Panics, loudly, when there is none.
+pub fn test_adapters() -> Vec<AdapterSummary> {
+    let all = list_adapters();
+    match selector() {
+        Some(sel) => vec![select(&all, &sel).unwrap_or_else(|e| no_adapter(&sel, &e))],
+        None if all.is_empty() => no_adapter("", &no_adapter_error()),
+        None => all,
     }
+}
+
+/// Open every adapter of [`test_adapters`], in listing order.
+pub fn all_gpus() -> Vec<Gpu> {
+    test_adapters().iter().map(open_adapter).collect()
+}
+
+/// Run `body` on every adapter of [`test_adapters`], one at a time, saying
+/// which (the way wgpu's own test harness runs a test on every adapter).
+pub fn for_each_adapter(mut body: impl FnMut(&Gpu)) {
+    for a in test_adapters() {
+        let g = open_adapter(&a);
+        println!("--- on {}", g.label);
+        body(&g);
+    }
+}
+
+/// Open one listed adapter; panics, naming it, when it does not open.
+pub fn open_adapter(a: &AdapterSummary) -> Gpu {
+    Gpu::open_summary(a).unwrap_or_else(|e| panic!("{} is listed but does not open: {e}", a.id()))
 }
 
 /// Assert `|g - r| <= atol + rtol * |r|` elementwise (NaN never passes). On
