@@ -1,32 +1,76 @@
-//! Helpers shared by the GPU tests: the adapter to test on, a tolerance
-//! check that explains its failures, and deterministic test data.
+//! Helpers shared by the tests: the adapters to test on, tolerance checks
+//! that explain their failures, deterministic test data, and scratch
+//! directories, fixtures and safetensors files.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use wgpipe::device::{list_adapters, Gpu};
+use std::path::{Path, PathBuf};
 
-/// Open the adapter `WGPIPE_TEST_ADAPTER` selects (same syntax as `--adapter`:
-/// "" = first, `vulkan`, `gl:0`, `2`, or part of the name). Panics, loudly,
-/// when there is none: GPU tests must fail, never skip, on a machine without one.
+use safetensors::{Dtype, SafeTensors};
+use wgpipe::device::{list_adapters, no_adapter_error, select, AdapterSummary, Gpu};
+use wgpipe::error::Error;
+use wgpipe::model::{Gpt2Config, Gpt2Weights};
+
+/// The adapter selector tests honour: `WGPIPE_TEST_ADAPTER` (same syntax as
+/// `--adapter`: "" = first, `vulkan`, `gl:0`, `2`, or part of the name).
+fn selector() -> Option<String> {
+    std::env::var("WGPIPE_TEST_ADAPTER").ok()
+}
+
+/// The loud failure for a machine without a usable adapter: GPU tests must
+/// fail, never skip.
+fn no_adapter(selector: &str, e: &dyn std::fmt::Display) -> ! {
+    let have: Vec<String> = list_adapters()
+        .iter()
+        .map(|a| format!("{} ({})", a.id(), a.name))
+        .collect();
+    panic!(
+        "\n\n=== NO USABLE wgpu ADAPTER: GPU kernel tests cannot run ===\n\
+         WGPIPE_TEST_ADAPTER={selector:?}: {e}\n\
+         adapters present: [{}]\n\
+         Install Mesa's software Vulkan driver (lavapipe) and rerun:\n\
+         \x20   apt-get install -y mesa-vulkan-drivers\n\
+         or set WGPIPE_TEST_ADAPTER to one of the adapters above.\n",
+        have.join(", ")
+    )
+}
+
+/// Open the adapter `WGPIPE_TEST_ADAPTER` selects (the first one when unset).
+/// Panics, loudly, when there is none.
 pub fn gpu() -> Gpu {
-    let selector = std::env::var("WGPIPE_TEST_ADAPTER").unwrap_or_default();
-    match Gpu::open(&selector) {
-        Ok(g) => g,
-        Err(e) => {
-            let have: Vec<String> = list_adapters()
-                .iter()
-                .map(|a| format!("{} ({})", a.id(), a.name))
-                .collect();
-            panic!(
-                "\n\n=== NO USABLE wgpu ADAPTER: GPU kernel tests cannot run ===\n\
-                 WGPIPE_TEST_ADAPTER={selector:?}: {e}\n\
-                 adapters present: [{}]\n\
-                 Install Mesa's software Vulkan driver (lavapipe) and rerun:\n\
-                 \x20   apt-get install -y mesa-vulkan-drivers\n\
-                 or set WGPIPE_TEST_ADAPTER to one of the adapters above.\n",
-                have.join(", ")
-            )
-        }
+    let selector = selector().unwrap_or_default();
+    Gpu::open(&selector).unwrap_or_else(|e| no_adapter(&selector, &e))
+}
+
+/// Every adapter to test on: all that `list_adapters()` returns (Vulkan
+/// lavapipe and GL llvmpipe are two backends, both tested), or only the one
+/// `WGPIPE_TEST_ADAPTER` selects. Panics, loudly, when there is none.
+pub fn test_adapters() -> Vec<AdapterSummary> {
+    let all = list_adapters();
+    match selector() {
+        Some(sel) => vec![select(&all, &sel).unwrap_or_else(|e| no_adapter(&sel, &e))],
+        None if all.is_empty() => no_adapter("", &no_adapter_error()),
+        None => all,
     }
+}
+
+/// Open every adapter of [`test_adapters`], in listing order.
+pub fn all_gpus() -> Vec<Gpu> {
+    test_adapters().iter().map(open_adapter).collect()
+}
+
+/// Run `body` on every adapter of [`test_adapters`], one at a time, saying
+/// which (the way wgpu's own test harness runs a test on every adapter).
+pub fn for_each_adapter(mut body: impl FnMut(&Gpu)) {
+    for a in test_adapters() {
+        let g = open_adapter(&a);
+        println!("--- on {}", g.label);
+        body(&g);
+    }
+}
+
+/// Open one listed adapter; panics, naming it, when it does not open.
+pub fn open_adapter(a: &AdapterSummary) -> Gpu {
+    Gpu::open_summary(a).unwrap_or_else(|e| panic!("{} is listed but does not open: {e}", a.id()))
 }
 
 /// Assert `|g - r| <= atol + rtol * |r|` elementwise (NaN never passes). On
@@ -106,4 +150,105 @@ impl Rng {
     pub fn below(&mut self, n: u32) -> u32 {
         (self.next_u64() % n as u64) as u32
     }
+}
+
+// ----------------------------------------------------------------------------
+// files and fixtures
+
+/// A fresh, empty directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Hugging Face fixtures made with real transformers (see tests/data).
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+pub fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Write a safetensors file from (name, dtype, shape, bytes).
+pub fn write_st(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// The tensors of `w` as `save_checkpoint` would write them (F32), to edit.
+pub fn tensors_of(w: &Gpt2Weights, prefix: &str) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    w.named_tensors()
+        .into_iter()
+        .map(|(n, t, s)| (format!("{prefix}{n}"), Dtype::F32, s, f32_bytes(t)))
+        .collect()
+}
+
+pub fn tiny() -> Gpt2Config {
+    Gpt2Config::named("tiny").unwrap()
+}
+
+/// Read an F32 or F64 tensor as f64.
+pub fn read_float_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    let data = match v.dtype() {
+        Dtype::F32 => v
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::F64 => v
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        d => panic!("unexpected dtype {d}"),
+    };
+    (v.shape().to_vec(), data)
+}
+
+/// |got - want| <= atol + rtol*|want| everywhere, against an f64 reference;
+/// prints the worst on failure.
+pub fn assert_close_f64(got: &[f32], want: &[f64], atol: f64, rtol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f64);
+    let mut bad = Vec::new();
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g as f64 - w).abs();
+        let excess = d - (atol + rtol * w.abs());
+        if excess > 0.0 && bad.len() < 5 {
+            bad.push(format!("[{i}] got {g} want {w} diff {d:e}"));
+        }
+        if d > worst.1 {
+            worst = (i, d);
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{what}: mismatches {bad:?}; largest diff {:e} at {}",
+        worst.1,
+        worst.0
+    );
+}
+
+pub fn err_string<T: std::fmt::Debug>(r: wgpipe::Result<T>) -> (Error, String) {
+    let e = r.expect_err("expected an error");
+    let s = e.to_string();
+    (e, s)
 }
