@@ -145,24 +145,41 @@ pub fn exhaustive_split(
     best_of(profile, schedule, all_splits(n_layer, schedule.stages()))
 }
 
-/// The best of the bounded-slowest-stage candidates, then improved by
-/// moving one layer at a time between neighbouring stages while that
-/// shortens the makespan (no exhaustive check): exact for one chunk per
-/// device, a heuristic for interleaved placements; public for its test.
+/// The best of the bounded-slowest-stage candidates, and of the even
+/// split, each improved by moving one layer at a time from one stage to
+/// another while that shortens the makespan (no exhaustive check): exact
+/// for one chunk per device, a heuristic for interleaved placements; public
+/// for its test.
 pub fn bounded_split(profile: &Profile, schedule: &Schedule, n_layer: usize) -> Result<SplitChoice> {
     let stages = schedule.stages();
-    partition(n_layer, stages, None)?;
-    let mut cur = best_of(profile, schedule, bounded_candidates(profile, stages, n_layer))?;
-    for _ in 0..n_layer * stages {
+    let even = partition(n_layer, stages, None)?;
+    let even: Vec<usize> = even.iter().map(|p| p.layers.len()).collect();
+    let starts = [
+        best_of(profile, schedule, bounded_candidates(profile, stages, n_layer))?,
+        predict(profile, schedule, &even)?,
+    ];
+    let mut best: Option<SplitChoice> = None;
+    for start in starts {
+        let c = hill_climb(profile, schedule, start)?;
+        if best.as_ref().is_none_or(|b| c.makespan_ms < b.makespan_ms) {
+            best = Some(c);
+        }
+    }
+    Ok(best.expect("two starts"))
+}
+
+/// Move one layer from any stage to any other while the best such move
+/// shortens the makespan.
+fn hill_climb(profile: &Profile, schedule: &Schedule, mut cur: SplitChoice) -> Result<SplitChoice> {
+    let stages = cur.split.len();
+    for _ in 0..cur.split.iter().sum::<usize>() * stages {
         let mut moves = Vec::new();
-        for s in 0..stages.saturating_sub(1) {
-            for (from, to) in [(s, s + 1), (s + 1, s)] {
-                if cur.split[from] > 1 {
-                    let mut v = cur.split.clone();
-                    v[from] -= 1;
-                    v[to] += 1;
-                    moves.push(v);
-                }
+        for from in (0..stages).filter(|&i| cur.split[i] > 1) {
+            for to in (0..stages).filter(|&j| j != from) {
+                let mut v = cur.split.clone();
+                v[from] -= 1;
+                v[to] += 1;
+                moves.push(v);
             }
         }
         if moves.is_empty() {
