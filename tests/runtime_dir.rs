@@ -21,6 +21,9 @@ fn adapters_stderr(xdg: Option<&str>) -> String {
 fn no_runtime_dir_complaint_without_a_desktop_session() {
     for xdg in [None, Some(""), Some("/nonexistent/wgpipe-runtime")] {
         let err = adapters_stderr(xdg);
-        assert!(!err.contains("XDG_RUNTIME_DIR"), "XDG_RUNTIME_DIR={xdg:?}: {err}");
+        assert!(
+            !err.contains("XDG_RUNTIME_DIR"),
+            "XDG_RUNTIME_DIR={xdg:?}: {err}"
+        );
     }
 }

@@ -277,7 +277,10 @@ mod tests {
             ..base.clone()
         })
         .unwrap_err();
-        assert!(e.to_string().contains("1 co-run stage times for 2 stages"), "{e}");
+        assert!(
+            e.to_string().contains("1 co-run stage times for 2 stages"),
+            "{e}"
+        );
         let e = account(&Inputs {
             pipeline_stage_ms: &[1.0, 0.0],
             ..base.clone()

@@ -150,12 +150,20 @@ pub fn exhaustive_split(
 /// another while that shortens the makespan (no exhaustive check): exact
 /// for one chunk per device, a heuristic for interleaved placements; public
 /// for its test.
-pub fn bounded_split(profile: &Profile, schedule: &Schedule, n_layer: usize) -> Result<SplitChoice> {
+pub fn bounded_split(
+    profile: &Profile,
+    schedule: &Schedule,
+    n_layer: usize,
+) -> Result<SplitChoice> {
     let stages = schedule.stages();
     let even = partition(n_layer, stages, None)?;
     let even: Vec<usize> = even.iter().map(|p| p.layers.len()).collect();
     let starts = [
-        best_of(profile, schedule, bounded_candidates(profile, stages, n_layer))?,
+        best_of(
+            profile,
+            schedule,
+            bounded_candidates(profile, stages, n_layer),
+        )?,
         predict(profile, schedule, &even)?,
     ];
     let mut best: Option<SplitChoice> = None;
@@ -405,7 +413,12 @@ pub fn profile_layers(
             std::slice::from_ref(g),
             &plan,
             &InProcess::new(1),
-            |_, gpu| Ok(Fed::new(Gpt2Forward::new(gpu, w, &parts, 0..3, &mbs)?, &full)),
+            |_, gpu| {
+                Ok(Fed::new(
+                    Gpt2Forward::new(gpu, w, &parts, 0..3, &mbs)?,
+                    &full,
+                ))
+            },
         )?;
         let kind_ms = |k: usize| {
             let v = timeline

@@ -184,7 +184,11 @@ where
             |_, gpu| fed(d, gpu),
         )?;
         // The single-device run calls its device 0: put it back at d.
-        solo_events.extend(action_times(&timeline).into_iter().map(|(_, a, t)| (d, a, t)));
+        solo_events.extend(
+            action_times(&timeline)
+                .into_iter()
+                .map(|(_, a, t)| (d, a, t)),
+        );
     }
     let (_, timeline, _, _) = run_plan(groups, &bare, &InProcess::new(groups.len()), fed)?;
     let corun_events = action_times(&timeline);
@@ -244,7 +248,11 @@ fn per_device(events: &[(usize, Action, f64)], devices: usize) -> Vec<f64> {
 fn per_stage(events: &[(usize, Action, f64)], stages: usize) -> Vec<f64> {
     (0..stages)
         .map(|s| {
-            let v = events.iter().filter(|e| e.1.stage == s).map(|e| e.2).collect();
+            let v = events
+                .iter()
+                .filter(|e| e.1.stage == s)
+                .map(|e| e.2)
+                .collect();
             median(v) / 1e3
         })
         .collect()
@@ -263,7 +271,9 @@ mod tests {
             let a: Vec<Action> = full.iter().map(|s| s.action).collect();
             let b: Vec<Action> = bare.iter().map(|s| s.action).collect();
             assert_eq!(a, b);
-            assert!(bare.iter().all(|s| s.inputs.is_empty() && s.outputs.is_empty()));
+            assert!(bare
+                .iter()
+                .all(|s| s.inputs.is_empty() && s.outputs.is_empty()));
         }
     }
 
