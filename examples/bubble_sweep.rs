@@ -8,6 +8,7 @@
 use wgpipe::bench::{bench_config, run_sweep, table, Sweep};
 use wgpipe::device::{place_devices, Gpu};
 use wgpipe::model::Gpt2Weights;
+use wgpipe::schedule::ScheduleKind;
 
 fn main() -> wgpipe::Result<()> {
     // 1. One thread per software device, so the two stages run in parallel.
@@ -26,7 +27,7 @@ fn main() -> wgpipe::Result<()> {
     let w = Gpt2Weights::init(&bench_config(2, 32), 0)?;
     // 4. The sweep: warm-up + 3 timed runs per point, median reported.
     let sweep = Sweep {
-        schedules: vec![("gpipe".into(), 1)],
+        schedules: vec![(ScheduleKind::Gpipe, 1)],
         microbatches: vec![1, 2, 4, 8],
         sequences: 1,
         seq: 32,

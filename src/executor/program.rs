@@ -9,9 +9,8 @@
 use std::collections::BTreeMap;
 
 use crate::action::{Action, Kind, Product};
-use crate::device::Gpu;
+use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
-use crate::kernels as device; // buffers move to crate::device (issue 8)
 use crate::microbatch::Microbatches;
 use crate::model::gpu::{GpuStage, StagePart};
 use crate::model::Gpt2Weights;
