@@ -182,9 +182,10 @@ pub fn account(i: &Inputs) -> Result<Losses> {
 mod tests {
     use super::*;
     use crate::schedule::analytic;
+    use crate::schedule::ScheduleKind;
 
     fn gpipe(p: usize, m: usize) -> Schedule {
-        Schedule::for_inference("gpipe", p, m, 1).unwrap()
+        Schedule::for_inference(ScheduleKind::Gpipe, p, m, 1).unwrap()
     }
 
     fn sum_of_losses(l: &Losses) -> f64 {
@@ -241,7 +242,7 @@ mod tests {
     #[test]
     fn interleaving_gains_on_the_schedule() {
         let (p, m, v) = (2, 4, 2);
-        let s = Schedule::for_inference("interleaved", p, m, v).unwrap();
+        let s = Schedule::for_inference(ScheduleKind::Interleaved, p, m, v).unwrap();
         let t = [5.0; 4];
         let l = account(&Inputs {
             schedule: &s,

@@ -442,6 +442,7 @@ pub fn profile_layers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::ScheduleKind;
 
     /// A small deterministic generator (no timing, no GPU).
     struct Lcg(u64);
@@ -484,7 +485,7 @@ mod tests {
     fn auto_matches_trying_every_split_on_random_devices() {
         let mut rng = Lcg(7);
         for (p, m, layers) in [(2, 1, 12), (2, 4, 12), (2, 16, 12), (3, 8, 9), (4, 4, 12)] {
-            let s = Schedule::for_inference("gpipe", p, m, 1).unwrap();
+            let s = Schedule::for_inference(ScheduleKind::Gpipe, p, m, 1).unwrap();
             for _ in 0..8 {
                 let prof = random_profile(&mut rng, p);
                 let best = exhaustive_split(&prof, &s, layers).unwrap();
@@ -509,7 +510,7 @@ mod tests {
     fn interleaved_placements_are_balanced_too() {
         let mut rng = Lcg(11);
         let (p, m, v, layers) = (2, 4, 2, 12);
-        let s = Schedule::for_inference("interleaved", p, m, v).unwrap();
+        let s = Schedule::for_inference(ScheduleKind::Interleaved, p, m, v).unwrap();
         for _ in 0..24 {
             let prof = random_profile(&mut rng, p);
             let best = exhaustive_split(&prof, &s, layers).unwrap();
@@ -527,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_heavy_head_and_a_slow_device_move_layers() {
-        let s = Schedule::for_inference("gpipe", 2, 8, 1).unwrap();
+        let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 8, 1).unwrap();
         // GPT-2: the head costs about two and a half blocks.
         let heavy = choose_split(&uniform(2, 1.0, 2.5), &s, 12).unwrap();
         assert_eq!(heavy.split, vec![7, 5]);
@@ -541,7 +542,7 @@ mod tests {
 
     #[test]
     fn bad_profiles_and_splits_are_refused() {
-        let s = Schedule::for_inference("gpipe", 2, 4, 1).unwrap();
+        let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 4, 1).unwrap();
         let e = choose_split(&uniform(3, 1.0, 1.0), &s, 12).unwrap_err();
         assert!(e.to_string().contains("covers 3 devices"), "{e}");
         let mut nan = uniform(2, 1.0, 1.0);

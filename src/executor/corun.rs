@@ -261,10 +261,11 @@ fn per_stage(events: &[(usize, Action, f64)], stages: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::ScheduleKind;
 
     #[test]
     fn removing_messages_keeps_every_action_in_order() {
-        let s = Schedule::for_inference("interleaved", 2, 4, 2).unwrap();
+        let s = Schedule::for_inference(ScheduleKind::Interleaved, 2, 4, 2).unwrap();
         let plan = Plan::new(&s);
         let bare = without_messages(&plan);
         for (full, bare) in plan.devices.iter().zip(&bare.devices) {
