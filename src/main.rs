@@ -32,6 +32,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any wgpu call: the Vulkan loader reads it when it loads.
+    ensure_runtime_dir();
     if matches!(cli.command, Command::Run(_) | Command::Bench(_))
         && std::env::var_os("LP_NUM_THREADS").is_none()
     {
@@ -58,4 +60,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Without a desktop session `XDG_RUNTIME_DIR` is unset, and the Vulkan
+/// loader says so on stderr (`error: XDG_RUNTIME_DIR is invalid or not set
+/// in the environment.`) once per instance it creates — harmless, and read as
+/// failure by every new user. When it is unset or not a directory, point it
+/// at a private directory of ours, `<temp>/wgpipe-runtime-<uid>`, mode 0700,
+/// created if missing. A path that exists but is not a real directory of
+/// ours with no access for others is left alone (and so is the variable):
+/// the complaint is better than trusting a directory someone else made.
+fn ensure_runtime_dir() {
+    let usable = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_some_and(|d| !d.is_empty() && std::path::Path::new(&d).is_dir());
+    if usable {
+        return;
+    }
+    if let Some(dir) = private_runtime_dir() {
+        std::env::set_var("XDG_RUNTIME_DIR", dir);
+    }
+}
+
+#[cfg(unix)]
+fn private_runtime_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // Our uid, without libc: the owner of /proc/self (Linux; elsewhere the
+    // variable stays as it was).
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
+    let dir = std::env::temp_dir().join(format!("wgpipe-runtime-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
+    }
+    // symlink_metadata: a link planted at that path is not followed.
+    let m = std::fs::symlink_metadata(&dir).ok()?;
+    let ours = m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0;
+    ours.then_some(dir)
+}
+
+#[cfg(not(unix))]
+fn private_runtime_dir() -> Option<std::path::PathBuf> {
+    None
 }

@@ -14,6 +14,9 @@
 //! All buffers — weights, activations, staging — are allocated once per run,
 //! before the clock starts.
 
+pub mod accounting;
+pub mod balance;
+pub mod corun;
 pub mod measure;
 pub mod partition;
 pub mod plan;
@@ -195,7 +198,31 @@ where
         )));
     }
     validate(schedule)?;
-    let plan = Plan::new(schedule);
+    run_plan(groups, &Plan::new(schedule), net, make)
+}
+
+/// Run `plan`'s steps over `groups` (one per plan device), as
+/// [`run_programs`] does for a schedule's plan. The plan is taken as given:
+/// the controls ([`corun`]) and the layer profile ([`balance`]) run plans
+/// with their messages removed, which no schedule describes.
+pub fn run_plan<N, P, F>(
+    groups: &[DeviceGroup],
+    plan: &Plan,
+    net: &N,
+    make: F,
+) -> Result<Ran<P::Output>>
+where
+    N: Transport + Control,
+    P: StageProgram,
+    F: Fn(usize, &Gpu) -> Result<P> + Sync,
+{
+    if groups.len() != plan.devices.len() {
+        return Err(Error::Input(format!(
+            "the plan has {} devices but {} were given",
+            plan.devices.len(),
+            groups.len()
+        )));
+    }
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let outcomes = std::thread::scope(|scope| {
         for (d, g) in groups.iter().enumerate() {
@@ -206,7 +233,7 @@ where
             .iter()
             .enumerate()
             .map(|(d, g)| {
-                let (plan, errors, make) = (&plan, &errors, &make);
+                let (errors, make) = (&errors, &make);
                 scope.spawn(move || {
                     let dev = worker::Device {
                         index: d,

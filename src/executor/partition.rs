@@ -9,6 +9,52 @@
 use crate::error::{Error, Result};
 use crate::model::gpu::StagePart;
 
+/// How the layers are cut into stages (`--split`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Split {
+    /// Profile every layer kind on every device of the run and take the
+    /// split with the shortest predicted makespan ([`super::balance`]).
+    #[default]
+    Auto,
+    /// As even as possible, earlier stages taking the remainder.
+    Even,
+    /// Layers per stage, e.g. `7,5`.
+    Layers(Vec<usize>),
+}
+
+impl std::str::FromStr for Split {
+    type Err = Error;
+
+    /// `auto`, `even`, or a comma-separated count per stage (`7,5`).
+    fn from_str(s: &str) -> Result<Split> {
+        match s.trim() {
+            "auto" => Ok(Split::Auto),
+            "even" => Ok(Split::Even),
+            list => list
+                .split(',')
+                .map(|c| {
+                    c.trim().parse::<usize>().map_err(|_| {
+                        Error::Input(format!(
+                            "--split {s}: `{c}` is not a layer count; give auto, even, or counts per stage like 7,5"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Split::Layers),
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Split::Auto => write!(f, "auto"),
+            Split::Even => write!(f, "even"),
+            Split::Layers(v) => write!(f, "{}", join(v)),
+        }
+    }
+}
+
 /// Layers per stage: `split` if given (one count per stage, adding up to
 /// `n_layer`, none zero), else as even as possible (earlier stages take the
 /// remainder).
@@ -101,6 +147,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("too few"));
+    }
+
+    #[test]
+    fn split_parses_auto_even_and_counts() {
+        assert_eq!("auto".parse::<Split>().unwrap(), Split::Auto);
+        assert_eq!("even".parse::<Split>().unwrap(), Split::Even);
+        assert_eq!("7,5".parse::<Split>().unwrap(), Split::Layers(vec![7, 5]));
+        assert_eq!(Split::Layers(vec![7, 5]).to_string(), "7,5");
+        let e = "7,x".parse::<Split>().unwrap_err().to_string();
+        assert!(e.contains("`x` is not a layer count"), "{e}");
+        assert_eq!(Split::default(), Split::Auto);
     }
 
     #[test]

@@ -1,0 +1,579 @@
+//! `--split auto`: measure what each kind of layer costs on each device of
+//! the run, then cut the model into the contiguous split whose predicted
+//! makespan is shortest.
+//!
+//! The profile ([`profile_layers`]) times the three kinds of work a stage
+//! can hold — the embedding, one transformer block (every block has the same
+//! shape), and ln_f with the LM head over the whole vocabulary — on every
+//! device, alone, through the executor's own worker and timestamps, for a few
+//! microbatches of the run's shape; each figure is the median. A stage's
+//! time is then additive: `n · block (+ embedding on stage 0) (+ head on the
+//! last stage)` of the device that holds it (stage s on device s mod P).
+//!
+//! The chooser ([`choose_split`]) is a pure function of that cost table and
+//! the schedule: the simulator's makespan with those stage times and free
+//! transfers is what it minimises. For one chunk per device that makespan is
+//! `Σ t_s + (M − 1) · max t_s` (the longest path through the fill-drain
+//! grid), so the optimum is, for some bound τ on the slowest stage, the
+//! split with the least total time whose stages all fit under τ. The chooser
+//! finds that split for every τ that a stage could cost (a small dynamic
+//! program each) and simulates each candidate. When the model has few enough
+//! splits (GPT-2's 12 layers always do) every split is simulated too, so the
+//! choice is the optimum; otherwise the best candidate is improved by moving
+//! single layers between neighbouring stages — exact for one chunk per
+//! device, a heuristic for interleaved placements.
+
+use serde::Serialize;
+
+use super::corun::Fed;
+use super::measure::median;
+use super::partition::partition;
+use super::plan::{Incoming, Plan, Step};
+use super::program::Gpt2Forward;
+use super::{run_plan, DeviceGroup, InProcess};
+use crate::action::{Action, Kind};
+use crate::error::{Error, Result};
+use crate::io::random_input_ids;
+use crate::microbatch::Microbatches;
+use crate::model::gpu::StagePart;
+use crate::model::Gpt2Weights;
+use crate::schedule::{simulate, Costs, Schedule};
+use crate::trace::Track;
+
+/// What each kind of layer costs on one device, in ms per microbatch.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerCosts {
+    pub embedding_ms: f64,
+    pub block_ms: f64,
+    /// ln_f and the LM head over the whole vocabulary.
+    pub head_ms: f64,
+}
+
+/// Layer costs per schedule device.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Profile {
+    pub devices: Vec<LayerCosts>,
+}
+
+impl Profile {
+    /// Time of stage `s` of `stages` holding `blocks` blocks.
+    pub fn stage_ms(&self, s: usize, stages: usize, blocks: usize) -> f64 {
+        let c = &self.devices[s % self.devices.len()];
+        let mut t = blocks as f64 * c.block_ms;
+        if s == 0 {
+            t += c.embedding_ms;
+        }
+        if s + 1 == stages {
+            t += c.head_ms;
+        }
+        t
+    }
+
+    /// Stage times of `split` (layers per stage).
+    pub fn stage_times(&self, split: &[usize]) -> Vec<f64> {
+        split
+            .iter()
+            .enumerate()
+            .map(|(s, &n)| self.stage_ms(s, split.len(), n))
+            .collect()
+    }
+
+    /// What `n_layer` layers take on device `d` alone, per microbatch.
+    pub fn whole_model_ms(&self, d: usize, n_layer: usize) -> f64 {
+        let c = &self.devices[d];
+        c.embedding_ms + n_layer as f64 * c.block_ms + c.head_ms
+    }
+}
+
+/// A split with its predicted stage times and makespan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SplitChoice {
+    /// Layers per stage.
+    pub split: Vec<usize>,
+    pub stage_ms: Vec<f64>,
+    /// The simulator's makespan of the schedule with these stage times and
+    /// free transfers.
+    pub makespan_ms: f64,
+}
+
+/// Splits with at most this many alternatives are all tried.
+const EXHAUSTIVE: usize = 20_000;
+
+/// Predict `split` on `schedule` with `profile`.
+pub fn predict(profile: &Profile, schedule: &Schedule, split: &[usize]) -> Result<SplitChoice> {
+    check_profile(profile, schedule)?;
+    let n_layer = split.iter().sum();
+    partition(n_layer, schedule.stages(), Some(split))?;
+    let stage_ms = profile.stage_times(split);
+    let costs = Costs {
+        forward: stage_ms.clone(),
+        backward: vec![0.0; stage_ms.len()],
+        input_grad: vec![0.0; stage_ms.len()],
+        weight_grad: vec![0.0; stage_ms.len()],
+        transfer: 0.0,
+    };
+    let makespan_ms = simulate(schedule, &costs)?.makespan;
+    Ok(SplitChoice {
+        split: split.to_vec(),
+        stage_ms,
+        makespan_ms,
+    })
+}
+
+/// The split of `n_layer` layers over `schedule`'s stages with the shortest
+/// predicted makespan (see the module doc). Ties go to the smaller slowest
+/// stage, then to the earlier split in lexicographic order.
+pub fn choose_split(profile: &Profile, schedule: &Schedule, n_layer: usize) -> Result<SplitChoice> {
+    let stages = schedule.stages();
+    partition(n_layer, stages, None)?; // enough layers for the stages
+    if count_splits(n_layer, stages) <= EXHAUSTIVE {
+        let mut all = bounded_candidates(profile, stages, n_layer);
+        all.extend(all_splits(n_layer, stages));
+        return best_of(profile, schedule, all);
+    }
+    bounded_split(profile, schedule, n_layer)
+}
+
+/// The best of every contiguous split, tried one by one: the reference the
+/// chooser is tested against.
+pub fn exhaustive_split(
+    profile: &Profile,
+    schedule: &Schedule,
+    n_layer: usize,
+) -> Result<SplitChoice> {
+    partition(n_layer, schedule.stages(), None)?;
+    best_of(profile, schedule, all_splits(n_layer, schedule.stages()))
+}
+
+/// The best of the bounded-slowest-stage candidates, and of the even
+/// split, each improved by moving one layer at a time from one stage to
+/// another while that shortens the makespan (no exhaustive check): exact
+/// for one chunk per device, a heuristic for interleaved placements; public
+/// for its test.
+pub fn bounded_split(
+    profile: &Profile,
+    schedule: &Schedule,
+    n_layer: usize,
+) -> Result<SplitChoice> {
+    let stages = schedule.stages();
+    let even = partition(n_layer, stages, None)?;
+    let even: Vec<usize> = even.iter().map(|p| p.layers.len()).collect();
+    let starts = [
+        best_of(
+            profile,
+            schedule,
+            bounded_candidates(profile, stages, n_layer),
+        )?,
+        predict(profile, schedule, &even)?,
+    ];
+    let mut best: Option<SplitChoice> = None;
+    for start in starts {
+        let c = hill_climb(profile, schedule, start)?;
+        if best.as_ref().is_none_or(|b| c.makespan_ms < b.makespan_ms) {
+            best = Some(c);
+        }
+    }
+    Ok(best.expect("two starts"))
+}
+
+/// Move one layer from any stage to any other while the best such move
+/// shortens the makespan.
+fn hill_climb(profile: &Profile, schedule: &Schedule, mut cur: SplitChoice) -> Result<SplitChoice> {
+    let stages = cur.split.len();
+    for _ in 0..cur.split.iter().sum::<usize>() * stages {
+        let mut moves = Vec::new();
+        for from in (0..stages).filter(|&i| cur.split[i] > 1) {
+            for to in (0..stages).filter(|&j| j != from) {
+                let mut v = cur.split.clone();
+                v[from] -= 1;
+                v[to] += 1;
+                moves.push(v);
+            }
+        }
+        if moves.is_empty() {
+            break;
+        }
+        let next = best_of(profile, schedule, moves)?;
+        if next.makespan_ms >= cur.makespan_ms {
+            break;
+        }
+        cur = next;
+    }
+    Ok(cur)
+}
+
+fn best_of(
+    profile: &Profile,
+    schedule: &Schedule,
+    candidates: impl IntoIterator<Item = Vec<usize>>,
+) -> Result<SplitChoice> {
+    let mut best: Option<SplitChoice> = None;
+    for split in candidates {
+        let c = predict(profile, schedule, &split)?;
+        let key = |c: &SplitChoice| (c.makespan_ms, slowest(&c.stage_ms));
+        let better = match &best {
+            None => true,
+            Some(b) => match key(&c).partial_cmp(&key(b)) {
+                Some(std::cmp::Ordering::Less) => true,
+                Some(std::cmp::Ordering::Equal) => c.split < b.split,
+                _ => false,
+            },
+        };
+        if better {
+            best = Some(c);
+        }
+    }
+    best.ok_or_else(|| Error::Input("no split to choose from".into()))
+}
+
+fn slowest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+fn check_profile(profile: &Profile, schedule: &Schedule) -> Result<()> {
+    if profile.devices.len() != schedule.devices {
+        return Err(Error::Input(format!(
+            "the layer profile covers {} devices but the schedule has {}",
+            profile.devices.len(),
+            schedule.devices
+        )));
+    }
+    let bad = profile.devices.iter().position(|c| {
+        [c.embedding_ms, c.block_ms, c.head_ms]
+            .iter()
+            .any(|x| !x.is_finite() || *x < 0.0)
+    });
+    if let Some(d) = bad {
+        return Err(Error::Input(format!(
+            "the layer profile of device {d} has a negative or non-finite time: {:?}",
+            profile.devices[d]
+        )));
+    }
+    Ok(())
+}
+
+/// For every bound τ a stage's time can take: the split with the least
+/// total time whose stages all take at most τ (none when no split fits).
+fn bounded_candidates(profile: &Profile, stages: usize, n_layer: usize) -> Vec<Vec<usize>> {
+    let most = n_layer + 1 - stages; // the most layers one stage can hold
+    let cost = |s: usize, n: usize| profile.stage_ms(s, stages, n);
+    let mut bounds: Vec<f64> = (0..stages)
+        .flat_map(|s| (1..=most).map(move |n| (s, n)))
+        .map(|(s, n)| cost(s, n))
+        .collect();
+    bounds.sort_by(|a, b| a.total_cmp(b));
+    bounds.dedup();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for tau in bounds {
+        // best[s][l]: least total time of stages 0..s holding layers 0..l.
+        let mut best = vec![vec![f64::INFINITY; n_layer + 1]; stages + 1];
+        let mut took = vec![vec![0usize; n_layer + 1]; stages + 1];
+        best[0][0] = 0.0;
+        for s in 0..stages {
+            for l in 0..=n_layer {
+                if !best[s][l].is_finite() {
+                    continue;
+                }
+                for n in 1..=most.min(n_layer - l) {
+                    let c = cost(s, n);
+                    if c > tau {
+                        break; // costs grow with n
+                    }
+                    if best[s][l] + c < best[s + 1][l + n] {
+                        best[s + 1][l + n] = best[s][l] + c;
+                        took[s + 1][l + n] = n;
+                    }
+                }
+            }
+        }
+        if !best[stages][n_layer].is_finite() {
+            continue;
+        }
+        let mut split = vec![0; stages];
+        let mut l = n_layer;
+        for s in (1..=stages).rev() {
+            split[s - 1] = took[s][l];
+            l -= took[s][l];
+        }
+        if !out.contains(&split) {
+            out.push(split);
+        }
+    }
+    out
+}
+
+/// How many ways `n` layers split into `k` non-empty contiguous stages:
+/// C(n − 1, k − 1), saturating.
+fn count_splits(n: usize, k: usize) -> usize {
+    if k == 0 || n < k {
+        return 0;
+    }
+    let (n, k) = (n - 1, (k - 1).min(n - k));
+    let mut c: usize = 1;
+    for i in 0..k {
+        c = c.saturating_mul(n - i) / (i + 1);
+        if c > EXHAUSTIVE {
+            return usize::MAX;
+        }
+    }
+    c
+}
+
+/// Every split of `n` layers into `k` non-empty stages, in lexicographic order.
+pub fn all_splits(n: usize, k: usize) -> impl Iterator<Item = Vec<usize>> {
+    let mut next = (k >= 1 && n >= k).then(|| {
+        let mut v = vec![1; k];
+        v[k - 1] = n - (k - 1);
+        v
+    });
+    std::iter::from_fn(move || {
+        let cur = next.take()?;
+        // The next composition: find the rightmost stage (not the last) that
+        // can grow, i.e. whose successors hold more than one layer each in
+        // total beyond their minimum.
+        let k = cur.len();
+        let mut v = cur.clone();
+        let mut i = k.wrapping_sub(2);
+        while i < k {
+            let rest: usize = v[i + 1..].iter().sum();
+            if rest > k - 1 - i {
+                v[i] += 1;
+                for x in &mut v[i + 1..] {
+                    *x = 1;
+                }
+                let head: usize = v[..k - 1].iter().sum();
+                v[k - 1] = n - head;
+                next = Some(v);
+                break;
+            }
+            i = i.wrapping_sub(1);
+        }
+        Some(cur)
+    })
+}
+
+/// Time each kind of layer of `w` on each device in `groups`, alone, over
+/// `iterations` microbatches of `per` × `seq` tokens (the median of each).
+pub fn profile_layers(
+    groups: &[DeviceGroup],
+    w: &Gpt2Weights,
+    per: usize,
+    seq: usize,
+    iterations: usize,
+) -> Result<Profile> {
+    if w.config.n_layer == 0 {
+        return Err(Error::Input("the model has no layers to profile".into()));
+    }
+    let iterations = iterations.max(1);
+    let tokens = random_input_ids(iterations * per, seq, w.config.vocab_size, 0);
+    crate::io::check_input(&w.config, &tokens)?;
+    let mbs = Microbatches::split(&tokens, iterations)?;
+    // Three stages of one device: the embedding, one block, the head.
+    let parts = [
+        StagePart {
+            layers: 0..0,
+            embedding: true,
+            head: false,
+        },
+        StagePart {
+            layers: 0..1,
+            embedding: false,
+            head: false,
+        },
+        StagePart {
+            layers: 0..0,
+            embedding: false,
+            head: true,
+        },
+    ];
+    // Each block and head reads the output of the one before, fed as a fixed
+    // input (the plan it runs carries no messages).
+    let full: Vec<Step> = (0..iterations)
+        .flat_map(|m| (0..parts.len()).map(move |k| Action::new(k, Kind::F, m)))
+        .map(|a| Step {
+            action: a,
+            inputs: a
+                .needs(parts.len())
+                .into_iter()
+                .map(|product| Incoming {
+                    product,
+                    producer: Action::new(product.stage, Kind::F, a.microbatch),
+                    from: 0,
+                })
+                .collect(),
+            outputs: Vec::new(),
+        })
+        .collect();
+    let plan = super::corun::without_messages(&Plan {
+        devices: vec![full.clone()],
+    });
+    let mut devices = Vec::new();
+    for g in groups {
+        let (_, timeline, _, _) = run_plan(
+            std::slice::from_ref(g),
+            &plan,
+            &InProcess::new(1),
+            |_, gpu| {
+                Ok(Fed::new(
+                    Gpt2Forward::new(
+                        gpu,
+                        &(0..3).map(|s| (s, w.stage(&parts[s]))).collect::<Vec<_>>(),
+                        &mbs,
+                    )?,
+                    &full,
+                ))
+            },
+        )?;
+        let kind_ms = |k: usize| {
+            let v = timeline
+                .events
+                .iter()
+                .filter(|e| matches!(e.track, Track::Compute { .. }))
+                .filter(|e| e.action.is_some_and(|a| a.stage == k))
+                .map(|e| e.duration_us())
+                .collect();
+            median(v) / 1e3
+        };
+        devices.push(LayerCosts {
+            embedding_ms: kind_ms(0),
+            block_ms: kind_ms(1),
+            head_ms: kind_ms(2),
+        });
+    }
+    Ok(Profile { devices })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleKind;
+
+    /// A small deterministic generator (no timing, no GPU).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    fn random_profile(rng: &mut Lcg, p: usize) -> Profile {
+        Profile {
+            devices: (0..p)
+                .map(|_| LayerCosts {
+                    embedding_ms: 5.0 * rng.next(),
+                    block_ms: 1.0 + 9.0 * rng.next(),
+                    head_ms: 30.0 * rng.next(),
+                })
+                .collect(),
+        }
+    }
+
+    fn uniform(p: usize, block: f64, head: f64) -> Profile {
+        Profile {
+            devices: vec![
+                LayerCosts {
+                    embedding_ms: 0.1,
+                    block_ms: block,
+                    head_ms: head,
+                };
+                p
+            ],
+        }
+    }
+
+    #[test]
+    fn auto_matches_trying_every_split_on_random_devices() {
+        let mut rng = Lcg(7);
+        for (p, m, layers) in [(2, 1, 12), (2, 4, 12), (2, 16, 12), (3, 8, 9), (4, 4, 12)] {
+            let s = Schedule::for_inference(ScheduleKind::Gpipe, p, m, 1).unwrap();
+            for _ in 0..8 {
+                let prof = random_profile(&mut rng, p);
+                let best = exhaustive_split(&prof, &s, layers).unwrap();
+                // The bounded candidates alone are exact for one chunk per
+                // device; the chooser adds the exhaustive check on top.
+                let bounded = bounded_split(&prof, &s, layers).unwrap();
+                let auto = choose_split(&prof, &s, layers).unwrap();
+                assert!(
+                    (bounded.makespan_ms - best.makespan_ms).abs() < 1e-9 * best.makespan_ms,
+                    "P={p} M={m} {prof:?}: bounded {bounded:?} vs best {best:?}"
+                );
+                assert_eq!(auto.makespan_ms, best.makespan_ms);
+                // Σ t + (M − 1)·max t is the fill-drain makespan.
+                let sum: f64 = auto.stage_ms.iter().sum();
+                let want = sum + (m - 1) as f64 * slowest(&auto.stage_ms);
+                assert!((auto.makespan_ms - want).abs() < 1e-9 * want);
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_placements_are_balanced_too() {
+        let mut rng = Lcg(11);
+        let (p, m, v, layers) = (2, 4, 2, 12);
+        let s = Schedule::for_inference(ScheduleKind::Interleaved, p, m, v).unwrap();
+        for _ in 0..24 {
+            let prof = random_profile(&mut rng, p);
+            let best = exhaustive_split(&prof, &s, layers).unwrap();
+            let auto = choose_split(&prof, &s, layers).unwrap();
+            assert_eq!(auto.split.len(), p * v);
+            assert_eq!(auto.makespan_ms, best.makespan_ms);
+            // Without the exhaustive check: within the 10 %.
+            let bounded = bounded_split(&prof, &s, layers).unwrap();
+            assert!(
+                bounded.makespan_ms <= 1.1 * best.makespan_ms,
+                "{prof:?}: {bounded:?} vs {best:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_heavy_head_and_a_slow_device_move_layers() {
+        let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 8, 1).unwrap();
+        // GPT-2: the head costs about two and a half blocks.
+        let heavy = choose_split(&uniform(2, 1.0, 2.5), &s, 12).unwrap();
+        assert_eq!(heavy.split, vec![7, 5]);
+        assert!((heavy.stage_ms[0] - 7.1).abs() < 1e-12 && heavy.stage_ms[1] == 7.5);
+        // Device 1 three times slower: it gets about a quarter of the blocks.
+        let mut slow = uniform(2, 1.0, 0.0);
+        slow.devices[1].block_ms = 3.0;
+        let c = choose_split(&slow, &s, 12).unwrap();
+        assert_eq!(c.split, vec![9, 3]);
+    }
+
+    #[test]
+    fn bad_profiles_and_splits_are_refused() {
+        let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 4, 1).unwrap();
+        let e = choose_split(&uniform(3, 1.0, 1.0), &s, 12).unwrap_err();
+        assert!(e.to_string().contains("covers 3 devices"), "{e}");
+        let mut nan = uniform(2, 1.0, 1.0);
+        nan.devices[1].head_ms = f64::NAN;
+        let e = choose_split(&nan, &s, 12).unwrap_err();
+        assert!(e.to_string().contains("device 1"), "{e}");
+        let e = choose_split(&uniform(2, 1.0, 1.0), &s, 1).unwrap_err();
+        assert!(e.to_string().contains("too few"), "{e}");
+        let e = predict(&uniform(2, 1.0, 1.0), &s, &[12, 0]).unwrap_err();
+        assert!(e.to_string().contains("stage 1 empty"), "{e}");
+    }
+
+    #[test]
+    fn all_splits_are_every_composition_once() {
+        let all: Vec<Vec<usize>> = all_splits(5, 3).collect();
+        assert_eq!(all.len(), 6); // C(4, 2)
+        assert_eq!(all[0], vec![1, 1, 3]);
+        assert_eq!(all[5], vec![3, 1, 1]);
+        let mut sorted = all.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, all);
+        assert!(all.iter().all(|s| s.iter().sum::<usize>() == 5));
+        assert_eq!(all_splits(4, 1).collect::<Vec<_>>(), vec![vec![4]]);
+        assert_eq!(all_splits(2, 3).count(), 0);
+        for (n, k) in [(12, 2), (12, 4), (7, 7), (10, 3)] {
+            assert_eq!(all_splits(n, k).count(), count_splits(n, k), "{n} {k}");
+        }
+    }
+}
