@@ -44,8 +44,8 @@ fn backward_shaders_parse_validate_and_follow_the_conventions() {
     let mut failures = Vec::new();
     for name in BACKWARD_SHADERS {
         let path = dir.join(format!("{name}.wgsl"));
-        let src = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let src =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let shown = format!("shaders/{name}.wgsl");
         let module = match naga::front::wgsl::parse_str(&src) {
             Ok(m) => m,
@@ -65,9 +65,15 @@ fn backward_shaders_parse_validate_and_follow_the_conventions() {
             ));
             continue;
         }
-        let mains: Vec<_> = module.entry_points.iter().map(|ep| (&ep.name, ep.stage)).collect();
+        let mains: Vec<_> = module
+            .entry_points
+            .iter()
+            .map(|ep| (&ep.name, ep.stage))
+            .collect();
         if mains != [(&"main".to_string(), naga::ShaderStage::Compute)] {
-            failures.push(format!("{name}: entry points {mains:?}, want one compute `main`"));
+            failures.push(format!(
+                "{name}: entry points {mains:?}, want one compute `main`"
+            ));
         }
         // (binding, address space) of the resources, by binding number
         let mut bindings: Vec<(u32, AddressSpace)> = module
@@ -86,14 +92,18 @@ fn backward_shaders_parse_validate_and_follow_the_conventions() {
             failures.push(format!("{name}: bindings {numbers:?}, want {want:?}"));
             continue;
         }
-        let writable = |s: &AddressSpace| {
-            matches!(s, AddressSpace::Storage { access } if access.contains(StorageAccess::STORE))
-        };
+        let writable = |s: &AddressSpace| matches!(s, AddressSpace::Storage { access } if access.contains(StorageAccess::STORE));
         let (last, rest) = bindings.split_last().unwrap();
-        if last.1 != AddressSpace::Uniform || rest.iter().any(|(_, s)| *s == AddressSpace::Uniform) {
-            failures.push(format!("{name}: the params uniform must be the last binding, alone"));
+        if last.1 != AddressSpace::Uniform || rest.iter().any(|(_, s)| *s == AddressSpace::Uniform)
+        {
+            failures.push(format!(
+                "{name}: the params uniform must be the last binding, alone"
+            ));
         }
-        let first_read = rest.iter().position(|(_, s)| !writable(s)).unwrap_or(rest.len());
+        let first_read = rest
+            .iter()
+            .position(|(_, s)| !writable(s))
+            .unwrap_or(rest.len());
         if first_read == 0 || rest[first_read..].iter().any(|(_, s)| writable(s)) {
             failures.push(format!(
                 "{name}: want read_write outputs first, then read-only inputs: {bindings:?}"

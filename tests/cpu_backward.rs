@@ -335,7 +335,10 @@ fn uneven_microbatches_sum_to_the_full_batch() {
         acc_loss += forward_backward_microbatch(&w, &mb, predictions, &mut acc).unwrap();
         first += size;
     }
-    assert!((acc_loss - loss).abs() <= 1e-12 * loss, "{acc_loss} vs {loss}");
+    assert!(
+        (acc_loss - loss).abs() <= 1e-12 * loss,
+        "{acc_loss} vs {loss}"
+    );
     // Same per-row arithmetic; only the order of the sums over rows differs.
     for ((n, a, _), (_, f, _)) in acc
         .named_tensors(&w.config)
@@ -406,12 +409,30 @@ fn every_op_accumulates() {
         assert_eq!(two, once.iter().map(|x| 2.0 * x).collect::<Vec<_>>());
     };
     twice(&|d| matmul_backward_input(d, &dout, &w, n, c, oc), n * c);
-    twice(&|d| matmul_backward_weight(d, &dout, &inp, n, c, oc), c * oc);
+    twice(
+        &|d| matmul_backward_weight(d, &dout, &inp, n, c, oc),
+        c * oc,
+    );
     twice(&|d| matmul_backward_bias(d, &dout, n, oc), oc);
     twice(&|d| gelu_backward(d, &inp, &inp), n * c);
-    twice(&|d| residual_backward(&mut vec![0.0; n * c], d, &inp), n * c);
     twice(
-        &|d| layernorm_backward(d, &mut [0.0; 5], &mut [0.0; 5], &inp, &inp, &w[..5], n, c, 1e-5),
+        &|d| residual_backward(&mut vec![0.0; n * c], d, &inp),
+        n * c,
+    );
+    twice(
+        &|d| {
+            layernorm_backward(
+                d,
+                &mut [0.0; 5],
+                &mut [0.0; 5],
+                &inp,
+                &inp,
+                &w[..5],
+                n,
+                c,
+                1e-5,
+            )
+        },
         n * c,
     );
 }
@@ -461,7 +482,9 @@ fn residual_backward_passes_to_both_inputs() {
 #[test]
 fn crossentropy_backward_is_softmax_minus_onehot() {
     let (n, v) = (3, 4);
-    let logits = [0.0f32, 0.0, 0.0, 0.0, 1e4, 0.0, -1e4, 0.0, 5.0, 1.0, 2.0, 3.0];
+    let logits = [
+        0.0f32, 0.0, 0.0, 0.0, 1e4, 0.0, -1e4, 0.0, 5.0, 1.0, 2.0, 3.0,
+    ];
     let targets = [1, 0, NO_TARGET];
     let mut dl = vec![0.0f32; n * v];
     let mut losses = vec![9.0f32; n];

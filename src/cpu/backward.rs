@@ -220,16 +220,16 @@ pub fn attention_backward(
         for h in 0..nh {
             for ti in 0..t {
                 let q = base + ti * c3 + h * hd; // offset of q[ti]
-                // recompute the probabilities, exactly as the forward
+                                                 // recompute the probabilities, exactly as the forward
                 let mut maxval = f32::NEG_INFINITY;
-                for t2 in 0..=ti {
+                for (t2, a) in att[..=ti].iter_mut().enumerate() {
                     let k = base + t2 * c3 + c + h * hd;
                     let mut dot = 0.0f32;
                     for i in 0..hd {
                         dot += qkv[q + i] * qkv[k + i];
                     }
                     let s = dot * scale;
-                    att[t2] = s;
+                    *a = s;
                     if s > maxval {
                         maxval = s;
                     }
@@ -364,7 +364,11 @@ pub fn crossentropy_softmax_backward(
     n: usize,
     v: usize,
 ) {
-    assert_eq!(dlogits.len(), n * v, "crossentropy_softmax_backward: dlogits");
+    assert_eq!(
+        dlogits.len(),
+        n * v,
+        "crossentropy_softmax_backward: dlogits"
+    );
     assert_eq!(logits.len(), n * v, "crossentropy_softmax_backward: logits");
     assert_eq!(losses.len(), n, "crossentropy_softmax_backward: losses");
     assert_eq!(targets.len(), n, "crossentropy_softmax_backward: targets");
@@ -375,7 +379,10 @@ pub fn crossentropy_softmax_backward(
             continue;
         }
         let y = y as usize;
-        assert!(y < v, "crossentropy_softmax_backward: target {y} >= vocab {v}");
+        assert!(
+            y < v,
+            "crossentropy_softmax_backward: target {y} >= vocab {v}"
+        );
         let z = &logits[row * v..][..v];
         let mut maxval = f32::NEG_INFINITY;
         for &zj in z {

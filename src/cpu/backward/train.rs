@@ -232,7 +232,15 @@ fn block_forward_keep(
     let mut attproj = vec![0.0f32; n * c]; // (N, C)
     let mut fcproj = vec![0.0f32; n * c]; // (N, C)
     layernorm_forward(&mut a.ln1, x, &w.ln_1_g, &w.ln_1_b, n, c, eps);
-    matmul_forward(&mut a.qkv, &a.ln1, &w.c_attn_w, Some(&w.c_attn_b), n, c, 3 * c);
+    matmul_forward(
+        &mut a.qkv,
+        &a.ln1,
+        &w.c_attn_w,
+        Some(&w.c_attn_b),
+        n,
+        c,
+        3 * c,
+    );
     attention_forward(&mut a.atty, &a.qkv, b, t, c, nh);
     let (ap_w, ap_b) = (&w.attn_proj_w, Some(&w.attn_proj_b[..]));
     matmul_forward(&mut attproj, &a.atty, ap_w, ap_b, n, c, c);
