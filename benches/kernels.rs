@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use wgpipe::cpu;
-use wgpipe::device::Gpu;
-use wgpipe::kernels::{self, download, upload, zeros, Dispatch};
+use wgpipe::device::{download, upload, zeros, Gpu};
+use wgpipe::kernels::{self, Dispatch};
 
 /// (label, N, C, OC)
 const SHAPES: &[(&str, usize, usize, usize)] = &[

@@ -8,6 +8,7 @@
 use wgpipe::bench::{bench_config, run_sweep, table, Sweep};
 use wgpipe::device::{place_devices, Gpu};
 use wgpipe::model::Gpt2Weights;
+use wgpipe::schedule::ScheduleKind;
 
 fn main() -> wgpipe::Result<()> {
     // 1. One thread per software device, so the two stages run in parallel.
@@ -16,17 +17,20 @@ fn main() -> wgpipe::Result<()> {
         std::env::set_var("LP_NUM_THREADS", "1");
     }
     // 2. Two pipeline devices, each on its own wgpu Instance, plus one for the baseline.
-    let placement = place_devices("2")?;
+    let placement = place_devices("2", 1)?;
+    // One Gpu per schedule device.
     let gpus = placement
+        .groups
         .iter()
+        .flatten()
         .map(Gpu::open_summary)
         .collect::<wgpipe::Result<Vec<_>>>()?;
-    let single = Gpu::open_summary(&placement[0])?;
+    let single = Gpu::open_summary(&placement.groups[0][0])?;
     // 3. A uniform model: one identical layer per device, tiny vocabulary.
     let w = Gpt2Weights::init(&bench_config(2, 32), 0)?;
     // 4. The sweep: warm-up + 3 timed runs per point, median reported.
     let sweep = Sweep {
-        schedules: vec![("gpipe".into(), 1)],
+        schedules: vec![(ScheduleKind::Gpipe, 1)],
         microbatches: vec![1, 2, 4, 8],
         sequences: 1,
         seq: 32,

@@ -1,4 +1,4 @@
-// embedding_forward: out (B*T, C) = wte[ids[b,t]] + wpe[t]
+// embedding_forward: out (B*T, C) = wte[ids[b,t]] + wpe[pos_offset + t]
 //
 // The token table is stored transposed and split by vocabulary range so that
 // GPT-2's 50257 x 768 table fits the adapter's binding limit: this dispatch
@@ -6,12 +6,13 @@
 // only the rows whose token falls in it. One invocation per output element.
 
 struct Params {
-    n: u32,      // B*T rows
-    t: u32,      // sequence length (position = row % t)
-    c: u32,      // channels
-    v0: u32,     // first token id in this chunk
-    vlen: u32,   // tokens in this chunk (row stride of wte_t)
-    stride: u32, // invocations per row of the dispatch grid
+    n: u32,          // B*T rows
+    t: u32,          // sequence length (position = pos_offset + row % t)
+    c: u32,          // channels
+    v0: u32,         // first token id in this chunk
+    vlen: u32,       // tokens in this chunk (row stride of wte_t)
+    stride: u32,     // invocations per row of the dispatch grid
+    pos_offset: u32, // position of each sequence's first token (may change per call)
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -32,6 +33,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (id < p.v0 || id >= p.v0 + p.vlen) {
         return;
     }
-    let pos = row % p.t;
+    let pos = p.pos_offset + row % p.t;
     out[i] = wte_t[ch * p.vlen + (id - p.v0)] + wpe[pos * p.c + ch];
 }

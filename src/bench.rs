@@ -18,7 +18,7 @@ use crate::executor::measure::{measure, median, Measurement};
 use crate::executor::{run_pipeline, Options};
 use crate::io::random_input_ids;
 use crate::model::{Gpt2Config, Gpt2Weights};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, ScheduleKind};
 
 /// The benchmark's model shape: per-stage compute well above a transfer of
 /// its (T, C) activation (about 35 ms against 0.1 ms on lavapipe, one thread).
@@ -36,8 +36,8 @@ pub fn bench_config(layers: usize, seq: usize) -> Gpt2Config {
 
 #[derive(Clone, Debug)]
 pub struct Sweep {
-    /// (name, v) per series, e.g. ("gpipe", 1), ("interleaved", 2).
-    pub schedules: Vec<(String, usize)>,
+    /// (schedule, v) per series, e.g. (Gpipe, 1), (Interleaved, 2).
+    pub schedules: Vec<(ScheduleKind, usize)>,
     pub microbatches: Vec<usize>,
     /// Sequences per microbatch.
     pub sequences: usize,
@@ -46,9 +46,12 @@ pub struct Sweep {
     pub seed: u64,
 }
 
+/// One point of the sweep. Its `Serialize` form is both the JSON row and the
+/// CSV line ([`csv()`]); the per-stage `forward_ms` is one cell of
+/// `;`-separated values in both, since a CSV cell cannot nest.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    pub schedule: String,
+    pub schedule: ScheduleKind,
     #[serde(rename = "virtual")]
     pub virtual_stages: usize,
     pub devices: usize,
@@ -64,7 +67,9 @@ pub struct Row {
     /// P·M/(M+P−1).
     pub speedup_ideal: f64,
     pub baseline_ms: f64,
-    /// Median forward time per stage and median transfer (the simulator's inputs).
+    /// Median forward time per stage (serialized `;`-separated, e.g.
+    /// `35.1;34.9`) and median transfer: the simulator's inputs.
+    #[serde(serialize_with = "semicolon_separated")]
     pub forward_ms: Vec<f64>,
     pub transfer_ms: f64,
     pub transfers: usize,
@@ -97,63 +102,91 @@ pub fn run_sweep(
     mut progress: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
     let p = gpus.len();
-    let one = std::slice::from_ref(single);
     let mut rows = Vec::new();
     for &m in &sweep.microbatches {
-        let tokens = random_input_ids(
-            m * sweep.sequences,
-            sweep.seq,
-            w.config.vocab_size,
-            sweep.seed,
-        );
-        let base_s = Schedule::for_inference("gpipe", 1, m, 1)?;
-        let schedules = sweep
-            .schedules
-            .iter()
-            .map(|(name, v)| Schedule::for_inference(name, p, m, *v))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Warm-up.
-        once(one, w, &tokens, &base_s)?;
-        for s in &schedules {
-            once(gpus, w, &tokens, s)?;
-        }
-        let mut base = Vec::new();
-        let mut meas: Vec<Vec<Measurement>> = vec![Vec::new(); schedules.len()];
-        for _ in 0..sweep.repeat.max(1) {
-            base.push(once(one, w, &tokens, &base_s)?.wall_ms);
-            for (i, s) in schedules.iter().enumerate() {
-                meas[i].push(once(gpus, w, &tokens, s)?);
-            }
-        }
-        for ((name, v), ms) in sweep.schedules.iter().zip(meas) {
-            let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(f).collect());
-            let stages = ms[0].forward_ms.len();
-            // Each round's pipeline against the baseline run just before it.
-            let speedup = median(base.iter().zip(&ms).map(|(b, x)| b / x.wall_ms).collect());
-            let row = Row {
-                schedule: name.clone(),
-                virtual_stages: *v,
-                devices: p,
-                microbatches: m,
-                bubble_analytic: ms[0].bubble_analytic,
-                bubble_simulated: med(&|x| x.bubble_simulated),
-                bubble_measured: med(&|x| x.bubble_measured),
-                makespan_ms: med(&|x| x.makespan_ms),
-                tokens_per_s: med(&|x| x.tokens_per_s),
-                speedup,
-                speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
-                baseline_ms: median(base.clone()),
-                forward_ms: (0..stages).map(|i| med(&|x| x.forward_ms[i])).collect(),
-                transfer_ms: med(&|x| x.transfer_ms),
-                transfers: ms[0].transfers,
-                bytes_moved: ms[0].bytes_moved,
-                clock: ms[0].clock.clone(),
-            };
+        let (base, meas) = run_rounds(gpus, single, w, sweep, m)?;
+        for (&(kind, v), ms) in sweep.schedules.iter().zip(meas) {
+            let row = summarize(kind, v, p, m, &base, &ms);
             progress(&row);
             rows.push(row);
         }
     }
     Ok(rows)
+}
+
+/// One M of the sweep: the warm-up, then `repeat` rounds. Returns the
+/// baseline's wall time (ms) per round and, per schedule of the sweep, its
+/// measurement per round.
+fn run_rounds(
+    gpus: &[Gpu],
+    single: &Gpu,
+    w: &Gpt2Weights,
+    sweep: &Sweep,
+    m: usize,
+) -> Result<(Vec<f64>, Vec<Vec<Measurement>>)> {
+    let p = gpus.len();
+    let one = std::slice::from_ref(single);
+    let tokens = random_input_ids(
+        m * sweep.sequences,
+        sweep.seq,
+        w.config.vocab_size,
+        sweep.seed,
+    );
+    let base_s = Schedule::for_inference(ScheduleKind::Gpipe, 1, m, 1)?;
+    let schedules = sweep
+        .schedules
+        .iter()
+        .map(|&(kind, v)| Schedule::for_inference(kind, p, m, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Warm-up.
+    once(one, w, &tokens, &base_s)?;
+    for s in &schedules {
+        once(gpus, w, &tokens, s)?;
+    }
+    let mut base = Vec::new();
+    let mut meas: Vec<Vec<Measurement>> = vec![Vec::new(); schedules.len()];
+    for _ in 0..sweep.repeat.max(1) {
+        base.push(once(one, w, &tokens, &base_s)?.wall_ms);
+        for (i, s) in schedules.iter().enumerate() {
+            meas[i].push(once(gpus, w, &tokens, s)?);
+        }
+    }
+    Ok((base, meas))
+}
+
+/// The row of one schedule at one M: medians over its rounds `ms`, the
+/// speedup against the baseline rounds `base` (ms).
+fn summarize(
+    schedule: ScheduleKind,
+    v: usize,
+    p: usize,
+    m: usize,
+    base: &[f64],
+    ms: &[Measurement],
+) -> Row {
+    let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(f).collect());
+    let stages = ms[0].forward_ms.len();
+    // Each round's pipeline against the baseline run just before it.
+    let speedup = median(base.iter().zip(ms).map(|(b, x)| b / x.wall_ms).collect());
+    Row {
+        schedule,
+        virtual_stages: v,
+        devices: p,
+        microbatches: m,
+        bubble_analytic: ms[0].bubble_analytic,
+        bubble_simulated: med(&|x| x.bubble_simulated),
+        bubble_measured: med(&|x| x.bubble_measured),
+        makespan_ms: med(&|x| x.makespan_ms),
+        tokens_per_s: med(&|x| x.tokens_per_s),
+        speedup,
+        speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
+        baseline_ms: median(base.to_vec()),
+        forward_ms: (0..stages).map(|i| med(&|x| x.forward_ms[i])).collect(),
+        transfer_ms: med(&|x| x.transfer_ms),
+        transfers: ms[0].transfers,
+        bytes_moved: ms[0].bytes_moved,
+        clock: ms[0].clock.clone(),
+    }
 }
 
 /// Check a sweep's shape before any device work.
@@ -163,14 +196,14 @@ pub fn check_sweep(sweep: &Sweep, devices: usize, layers_per_stage: usize) -> Re
             "--microbatches needs a list of counts >= 1, e.g. 1,2,4,8".into(),
         ));
     }
-    for (name, v) in &sweep.schedules {
-        if !layers_per_stage.is_multiple_of(*v) {
+    for &(kind, v) in &sweep.schedules {
+        if !layers_per_stage.is_multiple_of(v) {
             return Err(Error::Input(format!(
-                "{name} with --virtual {v} splits each device's {layers_per_stage} layers into {v} chunks: use --layers-per-stage a multiple of {v}"
+                "{kind} with --virtual {v} splits each device's {layers_per_stage} layers into {v} chunks: use --layers-per-stage a multiple of {v}"
             )));
         }
         for &m in &sweep.microbatches {
-            Schedule::for_inference(name, devices, m, *v)?;
+            Schedule::for_inference(kind, devices, m, v)?;
         }
     }
     Ok(())
@@ -184,7 +217,7 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         out += &format!(
             "{:<14} {:>2} {:>3}   {:>6.1}%    {:>6.1}%   {:>6.1}%  {:>11.1}  {:>9.0}  {:>6.2} ({:>4.2})  {:>5}  {:>6.2}\n",
-            r.schedule,
+            r.schedule.name(),
             r.virtual_stages,
             r.microbatches,
             100.0 * r.bubble_analytic,
@@ -201,30 +234,24 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The rows as CSV, one line each, with a header.
-pub fn csv(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "schedule,virtual,devices,microbatches,bubble_analytic,bubble_simulated,bubble_measured,makespan_ms,tokens_per_s,speedup,speedup_ideal,baseline_ms,transfers,bytes_moved,clock\n",
-    );
+/// The rows as CSV: a header of [`Row`]'s field names, then one line per
+/// row, written by the `csv` crate from `Row`'s `Serialize` form (so every
+/// field is there, in declaration order; `forward_ms` as one `;`-separated cell).
+pub fn csv(rows: &[Row]) -> Result<String> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
     for r in rows {
-        out += &format!(
-            "{},{},{},{},{:.6},{:.6},{:.6},{:.4},{:.2},{:.4},{:.4},{:.4},{},{},{}\n",
-            r.schedule,
-            r.virtual_stages,
-            r.devices,
-            r.microbatches,
-            r.bubble_analytic,
-            r.bubble_simulated,
-            r.bubble_measured,
-            r.makespan_ms,
-            r.tokens_per_s,
-            r.speedup,
-            r.speedup_ideal,
-            r.baseline_ms,
-            r.transfers,
-            r.bytes_moved,
-            r.clock
-        );
+        w.serialize(r)
+            .map_err(|e| Error::Other(format!("bench CSV: {e}")))?;
     }
-    out
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::Other(format!("bench CSV: {}", e.error())))?;
+    String::from_utf8(bytes).map_err(|e| Error::Other(format!("bench CSV: {e}")))
+}
+
+/// `values` as one string, `;`-separated: how [`Row`] serializes a
+/// per-stage list, so that it fits one CSV cell.
+fn semicolon_separated<S: serde::Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    let cells: Vec<String> = values.iter().map(f64::to_string).collect();
+    s.serialize_str(&cells.join(";"))
 }

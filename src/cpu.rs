@@ -14,7 +14,9 @@ pub mod backward;
 use crate::model::config::Gpt2Config;
 use crate::model::weights::{Gpt2Weights, LayerWeights};
 
-/// out[b,t,:] = wte[ids[b,t],:] + wpe[t,:]
+/// out[b,t,:] = wte[ids[b,t],:] + wpe[pos_offset + t,:]; `pos_offset` is
+/// the position of each sequence's first token (0 for a whole prompt).
+#[allow(clippy::too_many_arguments)]
 pub fn embedding_forward(
     out: &mut [f32], // (B*T, C)
     ids: &[u32],     // (B*T)
@@ -23,12 +25,14 @@ pub fn embedding_forward(
     b: usize,
     t: usize,
     c: usize,
+    pos_offset: usize,
 ) {
     assert_eq!(out.len(), b * t * c, "embedding_forward: out");
     assert_eq!(ids.len(), b * t, "embedding_forward: ids");
     assert!(
-        wpe.len() >= t * c,
-        "embedding_forward: seq {t} exceeds wpe rows {}",
+        wpe.len() >= (pos_offset + t) * c,
+        "embedding_forward: positions {pos_offset}..{} exceed wpe rows {}",
+        pos_offset + t,
         wpe.len() / c.max(1)
     );
     let v = wte.len() / c.max(1);
@@ -41,7 +45,7 @@ pub fn embedding_forward(
             );
             let o = &mut out[(bi * t + ti) * c..][..c];
             let te = &wte[id * c..][..c];
-            let pe = &wpe[ti * c..][..c];
+            let pe = &wpe[(pos_offset + ti) * c..][..c];
             for i in 0..c {
                 o[i] = te[i] + pe[i];
             }
@@ -285,7 +289,7 @@ pub fn gpt2_forward(w: &Gpt2Weights, ids: &[u32], b: usize, t: usize) -> Vec<f32
     let (v, c) = (cfg.vocab_size, cfg.n_embd);
     let n = b * t;
     let mut x = vec![0.0f32; n * c]; // (N, C) residual stream
-    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c);
+    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c, 0);
     for layer in &w.layers {
         block_forward(&mut x, layer, cfg, b, t);
     }

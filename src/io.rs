@@ -2,7 +2,7 @@
 //!
 //! B = batch, T = sequence length, V = vocab size.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
@@ -54,13 +54,10 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
     };
     let data = view.data();
     let raw: Vec<i64> = match view.dtype() {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect(),
-        Dtype::I32 => data
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+        Dtype::I64 => from_le_bytes(data, i64::from_le),
+        Dtype::I32 => from_le_bytes(data, i32::from_le)
+            .into_iter()
+            .map(i64::from)
             .collect(),
         other => {
             return Err(Error::TensorDtype {
@@ -84,6 +81,33 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
         ids.push(id);
     }
     Ok(TokenBatch { ids, batch, seq })
+}
+
+/// The values stored little-endian (as safetensors stores them) in `data`.
+/// `data` may start at any address (a tensor's data in a safetensors file is
+/// not necessarily aligned for its type): the bytes are copied into an
+/// aligned vector, and `from_le` (e.g. `u32::from_le`, a no-op on
+/// little-endian machines) fixes the byte order. safetensors checks that a
+/// tensor's byte length is a whole number of elements.
+pub(crate) fn from_le_bytes<T: bytemuck::Pod>(data: &[u8], from_le: fn(T) -> T) -> Vec<T> {
+    debug_assert_eq!(data.len() % std::mem::size_of::<T>(), 0);
+    let values: Vec<T> = bytemuck::pod_collect_to_vec(data);
+    if cfg!(target_endian = "little") {
+        values
+    } else {
+        values.into_iter().map(from_le).collect()
+    }
+}
+
+/// `values` as little-endian bytes (`to_le`, e.g. `u16::to_le`, is a no-op on
+/// little-endian machines).
+pub(crate) fn to_le_bytes<T: bytemuck::Pod>(values: &[T], to_le: fn(T) -> T) -> Vec<u8> {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values).to_vec()
+    } else {
+        let swapped: Vec<T> = values.iter().map(|&x| to_le(x)).collect();
+        bytemuck::cast_slice(&swapped).to_vec()
+    }
 }
 
 /// Uniform random ids in 0..vocab (deterministic per seed). `vocab` 0 is
@@ -181,34 +205,57 @@ pub(crate) fn safetensors_write_error(path: &Path, e: SafeTensorError) -> Error 
     }
 }
 
-/// Run `write` on a temporary path beside `path`, then rename it over `path`.
-/// On any failure the temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// The one way wgpipe writes an output file: `write` fills a temporary file
+/// beside `path` (same directory, so the rename cannot cross file systems),
+/// which then replaces `path` in one rename. On any failure the temporary
+/// file is removed and `path` is untouched; a directory at `path` is refused.
+///
+/// `write` gets the temporary file's path (safetensors writes by path);
+/// `io_error` turns an I/O failure of the temporary file, the rename or the
+/// directory check into the caller's error type.
+pub fn write_atomic_with<E>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+    io_error: impl Fn(std::io::Error) -> E,
+) -> std::result::Result<(), E> {
     if path.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "is a directory; expected a file path",
-            ),
-        ));
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory; expected a file path",
+        )));
     }
     let file_name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        )
+        io_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
     })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp_name.push(format!(".tmp.{}.{k}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result =
-        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // A plain file's mode (0666 less the umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.tempfile_in(dir).map_err(&io_error)?;
+    write(tmp.path())?;
+    tmp.persist(path).map_err(|e| io_error(e.error))?;
+    Ok(())
+}
+
+/// [`write_atomic_with`] for wgpipe's [`Error`]: I/O failures name `path`.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    write_atomic_with(path, write, |e| Error::io(path, e))
+}
+
+/// Writes `bytes` to the file `path` through [`write_atomic`].
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, e))
+    })
 }

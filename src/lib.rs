@@ -9,6 +9,9 @@
 //! - [`schedule`]: pipeline schedules as pure data: generate, validate, simulate, export.
 //! - [`executor`]: runs schedule data across devices.
 //! - [`trace`]: timelines, bubble statistics, Chrome trace, SVG.
+//!
+//! [`action`] (what a pipeline does) and [`timing`] (actions placed in time,
+//! the bubble formula) are leaves that `schedule`, `executor` and `trace` share.
 
 pub mod action;
 pub mod bench;
@@ -22,6 +25,7 @@ pub mod kernels;
 pub mod microbatch;
 pub mod model;
 pub mod schedule;
+pub mod timing;
 pub mod trace;
 
 pub use error::{Error, Result};

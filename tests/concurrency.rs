@@ -7,7 +7,7 @@ mod common;
 use wgpipe::executor::{run_pipeline, Options};
 use wgpipe::io::random_input_ids;
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
-use wgpipe::schedule::Schedule;
+use wgpipe::schedule::{Schedule, ScheduleKind};
 
 #[test]
 fn two_devices_compute_at_the_same_time() {
@@ -16,7 +16,7 @@ fn two_devices_compute_at_the_same_time() {
     let w = Gpt2Weights::init(&cfg, 1).unwrap();
     let tokens = random_input_ids(8, 64, cfg.vocab_size, 1);
     let gpus = vec![common::gpu(), common::gpu()];
-    let s = Schedule::for_inference("gpipe", 2, 8, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 8, 1).unwrap();
     let run = run_pipeline(&gpus, &w, &tokens, &s, &Options::default()).unwrap();
     // Time during which both devices were computing, from the recorded trace.
     let ev = |d| -> Vec<(f64, f64)> {

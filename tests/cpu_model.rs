@@ -282,7 +282,7 @@ fn embedding_adds_token_and_position() {
     let wpe: Vec<f32> = (0..maxt * c).map(|i| 100.0 * i as f32).collect(); // (maxT, C)
     let ids = [4u32, 0, 2, 1]; // (B=2, T=2)
     let mut out = vec![0.0; 4 * c];
-    embedding_forward(&mut out, &ids, &wte, &wpe, 2, 2, c);
+    embedding_forward(&mut out, &ids, &wte, &wpe, 2, 2, c, 0);
     assert_eq!(&out[0..3], &[12.0, 113.0, 214.0]); // wte[4] + wpe[0]
     assert_eq!(&out[3..6], &[300.0, 401.0, 502.0]); // wte[0] + wpe[1]
     assert_eq!(&out[6..9], &[6.0, 107.0, 208.0]); // wte[2] + wpe[0]

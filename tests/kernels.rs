@@ -22,8 +22,8 @@ mod common;
 
 use common::{assert_close, Rng};
 use wgpipe::cpu;
-use wgpipe::device::Gpu;
-use wgpipe::kernels::{self, download, upload, upload_u32, zeros, Dispatch};
+use wgpipe::device::{download, upload, upload_pod, zeros, Gpu};
+use wgpipe::kernels::{self, Dispatch, EmbeddingParams, Kernels, MatmulVariant};
 
 /// Encode `dispatches` in one pass, submit, wait; any device error fails the test.
 fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
@@ -48,67 +48,142 @@ fn matmul_data(seed: u64, n: usize, c: usize, oc: usize) -> (Vec<f32>, Vec<f32>,
 }
 
 /// The kernel the host must pick for an aligned shape on `gpu`.
-fn aligned_kernel(gpu: &wgpipe::device::Gpu) -> &'static str {
-    if gpu.subgroup8 {
-        "matmul_forward_subgroup"
+fn aligned_kernel(gpu: &Gpu) -> &'static str {
+    let want = if gpu.supports_subgroup8() {
+        MatmulVariant::Subgroup8
     } else {
-        "matmul_forward_vec4"
-    }
+        MatmulVariant::Vec4
+    };
+    assert_eq!(Kernels::of(gpu).aligned_matmul(), want);
+    want.shader()
+}
+
+/// (N, C, OC, aligned: C and OC multiples of 4)
+const MATMUL_SHAPES: [(usize, usize, usize, bool); 11] = [
+    (1, 1, 1, false),
+    (3, 5, 7, false),
+    (7, 20, 50, false),  // C aligned, OC not
+    (9, 13, 12, false),  // OC aligned, C not
+    (70, 33, 67, false), // several workgroups, ragged edges
+    (1, 4, 4, true),
+    (5, 8, 4, true), // N not a multiple of 4
+    (33, 36, 108, true),
+    (65, 64, 256, true),
+    (130, 256, 36, true),
+    (97, 516, 260, true), // several column workgroups, ragged rows and columns
+];
+
+/// Run one matmul dispatch built by `build` and compare with the CPU.
+fn check_matmul(
+    gpu: &Gpu,
+    seed: u64,
+    (n, c, oc): (usize, usize, usize),
+    want_kernel: &str,
+    build: impl FnOnce(&wgpu::Buffer, [&wgpu::Buffer; 3]) -> Dispatch,
+) {
+    let (inp, weight, bias) = matmul_data(seed, n, c, oc);
+    let mut want = vec![0f32; n * oc];
+    cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
+
+    let out = zeros(gpu, "out", n * oc);
+    let (inp_b, w_b, b_b) = (
+        upload(gpu, "inp", &inp),
+        upload(gpu, "w", &weight),
+        upload(gpu, "b", &bias),
+    );
+    let d = build(&out, [&inp_b, &w_b, &b_b]);
+    assert_eq!(d.name, want_kernel, "kernel chosen for N={n} C={c} OC={oc}");
+    run(gpu, &[&d]);
+    let got = read(gpu, &out, n * oc);
+    assert_close(
+        &format!("matmul_forward ({want_kernel}) N={n} C={c} OC={oc}"),
+        &got,
+        &want,
+        1e-5,
+        1e-4,
+    );
 }
 
 #[test]
 fn matmul_forward_matches_cpu() {
-    // On a device with 8-wide subgroups (lavapipe) the aligned shapes run the
-    // subgroup kernel; the second pass turns it off to test the vec4 one.
-    let mut gpu = common::gpu();
-    let passes = if gpu.subgroup8 { 2 } else { 1 };
-    for pass in 0..passes {
-        if pass == 1 {
-            gpu.subgroup8 = false;
-        }
-        // (N, C, OC, aligned: C and OC multiples of 4)
-        let shapes = [
-            (1, 1, 1, false),
-            (3, 5, 7, false),
-            (7, 20, 50, false),  // C aligned, OC not
-            (9, 13, 12, false),  // OC aligned, C not
-            (70, 33, 67, false), // several workgroups, ragged edges
-            (1, 4, 4, true),
-            (5, 8, 4, true), // N not a multiple of 4
-            (33, 36, 108, true),
-            (65, 64, 256, true),
-            (130, 256, 36, true),
-            (97, 516, 260, true), // several column workgroups, ragged rows and columns
-        ];
-        for (i, &(n, c, oc, aligned)) in shapes.iter().enumerate() {
-            let kernel = if aligned {
-                aligned_kernel(&gpu)
-            } else {
-                "matmul_forward"
-            };
-            let (inp, weight, bias) = matmul_data(i as u64, n, c, oc);
-            let mut want = vec![0f32; n * oc];
-            cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
+    // The variant the host picks: on a device with 8-wide subgroups
+    // (lavapipe) the aligned shapes run the subgroup kernel.
+    let gpu = common::gpu();
+    for (i, &(n, c, oc, aligned)) in MATMUL_SHAPES.iter().enumerate() {
+        let kernel = if aligned {
+            aligned_kernel(&gpu)
+        } else {
+            "matmul_forward"
+        };
+        check_matmul(&gpu, i as u64, (n, c, oc), kernel, |out, [inp, w, b]| {
+            kernels::matmul_forward(&gpu, out, inp, w, b, n, c, oc)
+        });
+    }
+}
 
-            let out = zeros(&gpu, "out", n * oc);
-            let (inp_b, w_b, b_b) = (
-                upload(&gpu, "inp", &inp),
-                upload(&gpu, "w", &weight),
-                upload(&gpu, "b", &bias),
-            );
-            let d = kernels::matmul_forward(&gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
-            assert_eq!(d.name, kernel, "kernel chosen for N={n} C={c} OC={oc}");
-            run(&gpu, &[&d]);
-            let got = read(&gpu, &out, n * oc);
-            assert_close(
-                &format!("matmul_forward ({kernel}) N={n} C={c} OC={oc}"),
-                &got,
-                &want,
-                1e-5,
-                1e-4,
+#[test]
+fn every_matmul_variant_the_device_runs_matches_cpu() {
+    // Each variant requested explicitly, on every shape it accepts: the
+    // general kernel on aligned shapes too, and the vec4 kernel on a device
+    // whose automatic choice is the subgroup one.
+    let gpu = common::gpu();
+    let variants = Kernels::of(&gpu).matmul_variants();
+    assert!(
+        variants.contains(&MatmulVariant::General) && variants.contains(&MatmulVariant::Vec4),
+        "every device runs the general and vec4 kernels, {} has {variants:?}",
+        gpu.label
+    );
+    assert_eq!(
+        variants.contains(&MatmulVariant::Subgroup8),
+        gpu.supports_subgroup8()
+    );
+    for v in variants {
+        for (i, &(n, c, oc, aligned)) in MATMUL_SHAPES.iter().enumerate() {
+            if v.needs_aligned() && !aligned {
+                continue;
+            }
+            check_matmul(
+                &gpu,
+                i as u64,
+                (n, c, oc),
+                v.shader(),
+                |out, [inp, w, b]| {
+                    kernels::matmul_forward_with(&gpu, v, out, inp, w, b, n, c, oc)
+                        .unwrap_or_else(|e| panic!("{v} N={n} C={c} OC={oc}: {e}"))
+                },
             );
         }
     }
+}
+
+#[test]
+fn an_unsupported_matmul_variant_is_an_error_not_a_panic() {
+    let gpu = common::gpu();
+    let kernels = Kernels::of(&gpu);
+    let (out, a) = (zeros(&gpu, "out", 64), zeros(&gpu, "a", 64));
+    // A misaligned shape for the kernels that need multiples of 4.
+    for v in [MatmulVariant::Vec4, MatmulVariant::Subgroup8] {
+        let err = kernels::matmul_forward_with(&gpu, v, &out, &a, &a, &a, 2, 5, 3)
+            .err()
+            .unwrap_or_else(|| panic!("{v} accepted C=5 OC=3"));
+        let msg = err.to_string();
+        assert!(msg.contains(v.shader()), "{msg}");
+    }
+    // A variant the device lacks (e.g. Subgroup8 on GL's llvmpipe).
+    for v in MatmulVariant::ALL {
+        let r = kernels::matmul_forward_with(&gpu, v, &out, &a, &a, &a, 4, 4, 4);
+        if kernels.supports(v) {
+            assert!(r.is_ok(), "{v} on {}: {:?}", gpu.label, r.err());
+        } else {
+            let msg = r.err().expect("unsupported variant accepted").to_string();
+            assert!(
+                msg.contains(v.shader()) && msg.contains(&gpu.label),
+                "{msg}"
+            );
+        }
+    }
+    // Compiled once per device: the same kernels every time.
+    assert!(std::sync::Arc::ptr_eq(&kernels, &Kernels::of(&gpu)));
 }
 
 /// Two column blocks of a wider output, like the LM head's vocabulary chunks:
@@ -344,10 +419,10 @@ fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
             }
         }
         let mut want = vec![0f32; b * t * c];
-        cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c);
+        cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c, 0);
 
         let out = zeros(&gpu, "out", b * t * c);
-        let ids_b = upload_u32(&gpu, "ids", &ids);
+        let ids_b = upload_pod(&gpu, "ids", &ids);
         let wpe_b = upload(&gpu, "wpe", &wpe);
         let chunk0 = upload(&gpu, "wte_t[0]", &transpose_chunk(&wte, c, 0, split));
         let chunk1 = upload(
@@ -355,8 +430,19 @@ fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
             "wte_t[1]",
             &transpose_chunk(&wte, c, split, v - split),
         );
-        let d0 =
-            kernels::embedding_forward(&gpu, &out, &ids_b, &chunk0, &wpe_b, b * t, t, c, 0, split);
+        let d0 = kernels::embedding_forward(
+            &gpu,
+            &out,
+            &ids_b,
+            &chunk0,
+            &wpe_b,
+            b * t,
+            t,
+            c,
+            0,
+            split,
+            0,
+        );
         let d1 = kernels::embedding_forward(
             &gpu,
             &out,
@@ -368,6 +454,7 @@ fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
             c,
             split,
             v - split,
+            0,
         );
         run(&gpu, &[&d0, &d1]);
         let got = read(&gpu, &out, b * t * c);
@@ -380,4 +467,53 @@ fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
             0.0,
         );
     }
+}
+
+/// One built embedding dispatch run at position offset 0, then k, then 0
+/// again: only its parameters are rewritten, nothing is rebuilt, and each run
+/// equals the CPU reference at that offset exactly.
+#[test]
+fn embedding_position_offset_changes_per_call_without_rebuilding() {
+    let gpu = common::gpu();
+    let (b, t, c, v, max_t) = (2, 3, 10, 17, 8);
+    let mut rng = Rng::new(800);
+    let wte = rng.vec(v * c, 1.0); // (V, C)
+    let wpe = rng.vec(max_t * c, 0.1); // (maxT, C)
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(v as u32)).collect();
+
+    let out = zeros(&gpu, "out", b * t * c);
+    let ids_b = upload_pod(&gpu, "ids", &ids);
+    let wpe_b = upload(&gpu, "wpe", &wpe);
+    let wte_b = upload(&gpu, "wte_t", &transpose_chunk(&wte, c, 0, v));
+    let d = kernels::embedding_forward(&gpu, &out, &ids_b, &wte_b, &wpe_b, b * t, t, c, 0, v, 0);
+    for offset in [0, max_t - t, 2, 0] {
+        d.update_params(&gpu.queue, |p: &mut EmbeddingParams| {
+            p.pos_offset = offset as u32
+        })
+        .expect("embedding params");
+        assert_eq!(
+            d.params::<EmbeddingParams>().expect("params").pos_offset,
+            offset as u32
+        );
+        run(&gpu, &[&d]);
+        let got = read(&gpu, &out, b * t * c);
+        let mut want = vec![0f32; b * t * c];
+        cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c, offset);
+        // The offset reference is the plain one over wpe's rows from `offset`.
+        let mut shifted = vec![0f32; b * t * c];
+        cpu::embedding_forward(&mut shifted, &ids, &wte, &wpe[offset * c..], b, t, c, 0);
+        assert_eq!(want, shifted, "cpu::embedding_forward at offset {offset}");
+        assert_close(
+            &format!("embedding_forward at position offset {offset}"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
+    }
+    // Parameters of another op's type are refused, naming both types.
+    let err = d
+        .set_params(&gpu.queue, &[0u32; 7])
+        .expect_err("wrong parameter type accepted");
+    assert!(err.to_string().contains("EmbeddingParams"), "{err}");
 }

@@ -125,7 +125,7 @@ fn a_tensor_past_the_binding_limit_is_refused_by_name() {
     };
     let w = Gpt2Weights::init(&cfg, 0).unwrap();
     let part = gpu::StagePart::whole(&cfg);
-    let err = gpu::GpuStage::new(&g, &w, part, 1, 1)
+    let err = gpu::GpuStage::new(&g, &w.stage(&part), 1, 1)
         .err()
         .expect("must be refused");
     let msg = err.to_string();

@@ -9,7 +9,7 @@ use wgpipe::device::Gpu;
 use wgpipe::executor::{run_pipeline, Options};
 use wgpipe::io::{random_input_ids, TokenBatch};
 use wgpipe::model::{gpu, Gpt2Config, Gpt2Weights};
-use wgpipe::schedule::Schedule;
+use wgpipe::schedule::{Schedule, ScheduleKind};
 
 /// tiny's odd shapes, with 8 layers so that P=4 and P=2 x v=2 have work.
 fn model() -> Gpt2Weights {
@@ -37,7 +37,7 @@ fn check(
     m: usize,
     v: usize,
 ) {
-    let s = Schedule::for_inference(name, gpus.len(), m, v).unwrap();
+    let s = Schedule::for_inference(name.parse().unwrap(), gpus.len(), m, v).unwrap();
     let run = run_pipeline(gpus, w, tokens, &s, &Options::default()).unwrap();
     // Same kernels, same per-row arithmetic: bitwise equal.
     assert!(
@@ -84,7 +84,7 @@ fn uneven_microbatches_and_explicit_split() {
     let w = model();
     let tokens = random_input_ids(5, 6, w.config.vocab_size, 7);
     let reference = single(&w, &tokens);
-    let s = Schedule::for_inference("gpipe", 3, 3, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 3, 3, 1).unwrap();
     let opts = Options {
         split: Some(vec![1, 5, 2]),
     };
@@ -101,13 +101,13 @@ fn bad_splits_and_microbatch_counts_are_refused() {
     let w = model();
     let tokens = random_input_ids(2, 4, w.config.vocab_size, 8);
     let g = gpus(2);
-    let s = Schedule::for_inference("gpipe", 2, 3, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 3, 1).unwrap();
     let err = run_pipeline(&g, &w, &tokens, &s, &Options::default())
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("3 microbatches for a batch of 2"), "{err}");
-    let s = Schedule::for_inference("gpipe", 2, 2, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 2, 1).unwrap();
     let opts = Options {
         split: Some(vec![8, 0]),
     };
@@ -124,7 +124,7 @@ fn a_pipeline_mixing_vulkan_and_gl() {
     let tokens = random_input_ids(4, 6, w.config.vocab_size, 9);
     let reference = single(&w, &tokens);
     let g = vec![Gpu::open("vulkan:0").unwrap(), Gpu::open("gl:0").unwrap()];
-    let s = Schedule::for_inference("gpipe", 2, 4, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 4, 1).unwrap();
     let run = run_pipeline(&g, &w, &tokens, &s, &Options::default()).unwrap();
     // Another backend's shader compiler: equal within f32 rounding.
     common::assert_close("vulkan+gl logits", &run.logits, &reference, 1e-5, 1e-4);
@@ -135,7 +135,7 @@ fn a_pipeline_mixing_vulkan_and_gl() {
 fn the_trace_names_events_like_the_schedule() {
     let w = model();
     let tokens = random_input_ids(4, 6, w.config.vocab_size, 12);
-    let s = Schedule::for_inference("gpipe", 2, 4, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 4, 1).unwrap();
     let run = run_pipeline(&gpus(2), &w, &tokens, &s, &Options::default()).unwrap();
     assert_eq!(
         run.timeline.clock, "gpu-timestamps",

@@ -2,14 +2,15 @@
 //! formulas, memory, validation, CSV, parsing, deadlock, and the renderers.
 
 use proptest::prelude::*;
+use wgpipe::schedule::ScheduleKind::{self, Gpipe, Interleaved, OneFOneB, ZbH1};
 use wgpipe::schedule::{
     analytic, csv, grid, simulate, validate::validate, Action, Costs, Kind, Schedule, ScheduleError,
 };
-use wgpipe::trace::{chrome::to_chrome_json, svg::gantt_svg, Track};
+use wgpipe::trace::{chrome::to_chrome_json, svg::gantt_svg, Timeline, Track};
 
-fn make(name: &str, p: usize, m: usize, v: usize, forward_only: bool) -> Schedule {
-    Schedule::from_name(name, p, m, v, forward_only)
-        .unwrap_or_else(|e| panic!("{name} P={p} M={m} v={v}: {e}"))
+fn make(kind: ScheduleKind, p: usize, m: usize, v: usize, forward_only: bool) -> Schedule {
+    Schedule::generate(kind, p, m, v, forward_only)
+        .unwrap_or_else(|e| panic!("{kind} P={p} M={m} v={v}: {e}"))
 }
 
 /// F=1, B=2, I=W=1, free transfers: the default costs of `wgpipe plan`.
@@ -28,8 +29,8 @@ fn seed_table_is_reproduced_exactly() {
         let analytic = analytic::fill_drain(4, m);
         assert_eq!((analytic * 100.0).round(), percent);
         // Inference, and training with equal forward and backward times.
-        let inference = make("gpipe", 4, m, 1, true);
-        let training = make("gpipe", 4, m, 1, false);
+        let inference = make(Gpipe, 4, m, 1, true);
+        let training = make(Gpipe, 4, m, 1, false);
         for (s, b) in [(&inference, 1.0), (&training, 1.0)] {
             let sim = simulate(s, &Costs::uniform(4, 1.0, b, 1.0, 1.0, 0.0)).unwrap();
             assert!(
@@ -40,16 +41,16 @@ fn seed_table_is_reproduced_exactly() {
             assert_eq!((sim.bubble * 100.0).round(), percent);
         }
         // 1F1B reorders but keeps the fill-drain bubble (with B = 2F too).
-        let one_f_one_b = run(&make("1f1b", 4, m, 1, false));
+        let one_f_one_b = run(&make(OneFOneB, 4, m, 1, false));
         assert!((one_f_one_b.bubble - analytic).abs() < 1e-9);
-        assert!((analytic::bubble("1f1b", 4, m, 1) - analytic).abs() < 1e-12);
+        assert!((analytic::bubble(OneFOneB, 4, m, 1, false) - analytic).abs() < 1e-12);
     }
 }
 
 #[test]
 fn interleaving_with_two_chunks_about_halves_the_bubble() {
-    let plain = run(&make("1f1b", 4, 32, 1, false)).bubble;
-    let chunked = run(&make("interleaved", 4, 32, 2, false)).bubble;
+    let plain = run(&make(OneFOneB, 4, 32, 1, false)).bubble;
+    let chunked = run(&make(Interleaved, 4, 32, 2, false)).bubble;
     let ratio = plain / chunked;
     assert!(
         (1.8..=2.05).contains(&ratio),
@@ -57,8 +58,8 @@ fn interleaving_with_two_chunks_about_halves_the_bubble() {
     );
     assert!((chunked - analytic::interleaved(4, 32, 2)).abs() < 1e-9);
     // Inference too, for an M that is not a multiple of P.
-    let plain = run(&make("gpipe", 4, 30, 1, true)).bubble;
-    let chunked = run(&make("interleaved", 4, 30, 2, true)).bubble;
+    let plain = run(&make(Gpipe, 4, 30, 1, true)).bubble;
+    let chunked = run(&make(Interleaved, 4, 30, 2, true)).bubble;
     assert!((chunked - analytic::interleaved_forward_only(4, 30, 2)).abs() < 1e-9);
     assert!(
         (1.8..=2.05).contains(&(plain / chunked)),
@@ -68,11 +69,11 @@ fn interleaving_with_two_chunks_about_halves_the_bubble() {
 
 #[test]
 fn one_f_one_b_holds_p_microbatches_where_gpipe_holds_m() {
-    let gpipe = run(&make("gpipe", 4, 16, 1, false));
-    let ofob = run(&make("1f1b", 4, 16, 1, false));
+    let gpipe = run(&make(Gpipe, 4, 16, 1, false));
+    let ofob = run(&make(OneFOneB, 4, 16, 1, false));
     assert_eq!(gpipe.peak_activations, vec![16; 4]);
     assert_eq!(ofob.peak_activations, vec![4, 3, 2, 1]);
-    let zb = run(&make("zb-h1", 4, 16, 1, false));
+    let zb = run(&make(ZbH1, 4, 16, 1, false));
     assert_eq!(zb.peak_activations, ofob.peak_activations);
 }
 
@@ -80,8 +81,8 @@ fn one_f_one_b_holds_p_microbatches_where_gpipe_holds_m() {
 fn zb_h1_bubble_is_a_third_of_1f1b() {
     // Equal F, I, W (1F1B's B = I + W = 2).
     for m in [4, 8, 32] {
-        let ofob = run(&make("1f1b", 4, m, 1, false));
-        let zb = run(&make("zb-h1", 4, m, 1, false));
+        let ofob = run(&make(OneFOneB, 4, m, 1, false));
+        let zb = run(&make(ZbH1, 4, m, 1, false));
         for d in 0..4 {
             assert!(
                 (zb.idle[d] * 3.0 - ofob.idle[d]).abs() < 1e-9,
@@ -93,31 +94,31 @@ fn zb_h1_bubble_is_a_third_of_1f1b() {
         assert!((zb.bubble - analytic::zb_h1(4, m)).abs() < 1e-9);
     }
     let ratio =
-        run(&make("zb-h1", 4, 32, 1, false)).bubble / run(&make("1f1b", 4, 32, 1, false)).bubble;
+        run(&make(ZbH1, 4, 32, 1, false)).bubble / run(&make(OneFOneB, 4, 32, 1, false)).bubble;
     assert!((0.33..0.37).contains(&ratio), "ratio {ratio}");
 }
 
 #[test]
 fn refusals_say_what_would_work() {
-    let e = Schedule::from_name("interleaved", 4, 6, 2, false).unwrap_err();
+    let e = Schedule::generate(Interleaved, 4, 6, 2, false).unwrap_err();
     assert_eq!(
         e.to_string(),
         "interleaved 1F1B needs the microbatch count to be a multiple of the device count (M=6, P=4); try --microbatches 8, or --forward-only"
     );
-    let e = Schedule::from_name("1f1b", 4, 8, 2, false).unwrap_err();
+    let e = Schedule::generate(OneFOneB, 4, 8, 2, false).unwrap_err();
     assert!(
         e.to_string()
             .contains("use --schedule interleaved --virtual 2"),
         "{e}"
     );
-    let e = Schedule::from_name("zb-h1", 4, 8, 1, true).unwrap_err();
+    let e = Schedule::generate(ZbH1, 4, 8, 1, true).unwrap_err();
     assert!(
         e.to_string().contains("--schedule gpipe --forward-only"),
         "{e}"
     );
-    let e = Schedule::from_name("pipedream", 4, 8, 1, false).unwrap_err();
+    let e = "pipedream".parse::<ScheduleKind>().unwrap_err();
     assert!(matches!(e, ScheduleError::UnknownSchedule { .. }));
-    let e = Schedule::from_name("gpipe", 0, 8, 1, false).unwrap_err();
+    let e = Schedule::generate(Gpipe, 0, 8, 1, false).unwrap_err();
     assert_eq!(
         e.to_string(),
         "a schedule needs at least one device (got --devices 0)"
@@ -126,8 +127,8 @@ fn refusals_say_what_would_work() {
 
 #[test]
 fn forward_part_of_a_training_schedule_is_gpipe_inference() {
-    let ofob = make("1f1b", 4, 8, 1, false);
-    let inference = make("gpipe", 4, 8, 1, true);
+    let ofob = make(OneFOneB, 4, 8, 1, false);
+    let inference = make(Gpipe, 4, 8, 1, true);
     assert!(!ofob.is_forward_only());
     let fwd = ofob.forward_part();
     assert!(fwd.is_forward_only());
@@ -136,7 +137,7 @@ fn forward_part_of_a_training_schedule_is_gpipe_inference() {
 
 #[test]
 fn a_swapped_dependency_is_rejected_with_the_cell_marked() {
-    let mut s = make("1f1b", 2, 2, 1, false);
+    let mut s = make(OneFOneB, 2, 2, 1, false);
     // Device 0: 0F0 0F1 . . 0B0 0F? … — put 0B0 before 0F0.
     let row = &mut s.rows[0];
     let f = row.iter().position(|c| *c == Some(a("0F0"))).unwrap();
@@ -154,7 +155,7 @@ fn a_swapped_dependency_is_rejected_with_the_cell_marked() {
 
 #[test]
 fn missing_duplicate_and_misplaced_actions_are_rejected() {
-    let mut s = make("gpipe", 2, 2, 1, false);
+    let mut s = make(Gpipe, 2, 2, 1, false);
     s.rows[1].retain(|c| *c != Some(a("1B1")));
     let msg = validate(&s).unwrap_err().to_string();
     assert!(
@@ -162,7 +163,7 @@ fn missing_duplicate_and_misplaced_actions_are_rejected() {
         "{msg}"
     );
 
-    let mut s = make("gpipe", 2, 2, 1, true);
+    let mut s = make(Gpipe, 2, 2, 1, true);
     s.rows[0].push(Some(a("0F1")));
     let msg = validate(&s).unwrap_err().to_string();
     assert!(
@@ -170,7 +171,7 @@ fn missing_duplicate_and_misplaced_actions_are_rejected() {
         "{msg}"
     );
 
-    let mut s = make("gpipe", 2, 2, 1, true);
+    let mut s = make(Gpipe, 2, 2, 1, true);
     s.rows[0][0] = Some(a("1F0"));
     let msg = validate(&s).unwrap_err().to_string();
     assert!(
@@ -178,7 +179,7 @@ fn missing_duplicate_and_misplaced_actions_are_rejected() {
         "{msg}"
     );
 
-    let mut s = make("zb-h1", 2, 2, 1, false);
+    let mut s = make(ZbH1, 2, 2, 1, false);
     s.rows[1].retain(|c| *c != Some(a("1W0")));
     let msg = validate(&s).unwrap_err().to_string();
     assert!(msg.contains("1I0 has no matching 1W0"), "{msg}");
@@ -234,8 +235,8 @@ fn actions_print_and_parse() {
 
 #[test]
 fn csv_round_trips_and_reads_hand_written_files() {
-    for (name, v) in [("gpipe", 1), ("1f1b", 1), ("interleaved", 2), ("zb-h1", 1)] {
-        let s = make(name, 3, 6, v, false);
+    for (kind, v) in [(Gpipe, 1), (OneFOneB, 1), (Interleaved, 2), (ZbH1, 1)] {
+        let s = make(kind, 3, 6, v, false);
         let back = csv::from_csv(&csv::to_csv(&s), "x.csv").unwrap();
         assert_eq!(back, s);
     }
@@ -257,7 +258,7 @@ fn csv_round_trips_and_reads_hand_written_files() {
 
 #[test]
 fn costs_of_the_wrong_length_are_refused() {
-    let s = make("gpipe", 4, 4, 1, false);
+    let s = make(Gpipe, 4, 4, 1, false);
     let e = simulate(&s, &Costs::uniform(3, 1.0, 2.0, 1.0, 1.0, 0.0)).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -267,11 +268,17 @@ fn costs_of_the_wrong_length_are_refused() {
 
 #[test]
 fn transfers_delay_the_consumer_but_occupy_no_device() {
-    let s = make("gpipe", 2, 1, 1, true);
+    let s = make(Gpipe, 2, 1, 1, true);
     let sim = simulate(&s, &Costs::uniform(2, 1.0, 2.0, 1.0, 1.0, 0.5)).unwrap();
     assert!((sim.makespan - 2.5).abs() < 1e-12);
-    let t: Vec<_> = sim
-        .timeline
+    assert_eq!(sim.transfers.len(), 1);
+    let hop = sim.transfers[0];
+    assert_eq!((hop.from, hop.to, hop.action), (0, 1, a("1F0")));
+    assert_eq!((hop.start, hop.end), (1.0, 1.5));
+    assert_eq!(sim.busy, vec![1.0, 1.0]);
+    // The same as a trace timeline.
+    let timeline = Timeline::from_simulation(&sim);
+    let t: Vec<_> = timeline
         .events
         .iter()
         .filter(|e| matches!(e.track, Track::Transfer { .. }))
@@ -279,14 +286,20 @@ fn transfers_delay_the_consumer_but_occupy_no_device() {
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].name, "1F0 0->1");
     assert_eq!((t[0].start_us, t[0].end_us), (1.0, 1.5));
-    assert_eq!(sim.timeline.stats().busy_us, vec![1.0, 1.0]);
+    let stats = timeline.stats();
+    assert_eq!(stats.busy_us, sim.busy);
+    assert_eq!(
+        (stats.makespan_us, stats.bubble, &stats.idle_us),
+        (sim.makespan, sim.bubble, &sim.idle)
+    );
 }
 
 #[test]
 fn chrome_trace_has_a_named_track_per_device_and_transfer() {
-    let s = make("1f1b", 3, 4, 1, false);
+    let s = make(OneFOneB, 3, 4, 1, false);
     let sim = simulate(&s, &Costs::uniform(3, 1.0, 2.0, 1.0, 1.0, 0.25)).unwrap();
-    let j = to_chrome_json(&sim.timeline);
+    let timeline = Timeline::from(&sim);
+    let j = to_chrome_json(&timeline);
     let events = j["traceEvents"].as_array().unwrap();
     let names: Vec<&str> = events
         .iter()
@@ -307,7 +320,8 @@ fn chrome_trace_has_a_named_track_per_device_and_transfer() {
         ]
     );
     let x: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
-    assert_eq!(x.len(), sim.timeline.events.len());
+    assert_eq!(x.len(), timeline.events.len());
+    assert_eq!(x.len(), sim.slots.len() + sim.transfers.len());
     let first = x.iter().find(|e| e["name"] == "1F2").unwrap();
     assert_eq!(first["tid"], 1);
     assert_eq!(first["args"]["stage"], 1);
@@ -322,8 +336,8 @@ fn chrome_trace_has_a_named_track_per_device_and_transfer() {
 #[test]
 fn svg_has_one_row_per_device() {
     for p in [1, 4, 7] {
-        let s = make("zb-h1", p, 8, 1, false);
-        let svg = gantt_svg(&run(&s).timeline, "zb-h1");
+        let s = make(ZbH1, p, 8, 1, false);
+        let svg = gantt_svg(&Timeline::from_simulation(&run(&s)), "zb-h1");
         assert!(svg.starts_with("<svg"));
         assert_eq!(svg.matches(r#"class="row""#).count(), p);
         assert_eq!(svg.matches("<title>").count(), p * 8 * 3);
@@ -333,7 +347,7 @@ fn svg_has_one_row_per_device() {
 
 #[test]
 fn the_grid_marks_a_cell() {
-    let s = make("1f1b", 2, 2, 1, false);
+    let s = make(OneFOneB, 2, 2, 1, false);
     let g = grid::render(&s, &[(0, 1)]);
     assert_eq!(
         g,
@@ -344,12 +358,11 @@ fn the_grid_marks_a_cell() {
 }
 
 /// The one documented refusal condition per generator.
-fn refused(name: &str, p: usize, m: usize, v: usize, fwd: bool) -> bool {
-    match name {
-        "gpipe" => v > 1,
-        "1f1b" | "zb-h1" => v > 1 || fwd,
-        "interleaved" => !fwd && v > 1 && !m.is_multiple_of(p),
-        _ => true,
+fn refused(kind: ScheduleKind, p: usize, m: usize, v: usize, fwd: bool) -> bool {
+    match kind {
+        Gpipe => v > 1,
+        OneFOneB | ZbH1 => v > 1 || fwd,
+        Interleaved => !fwd && v > 1 && !m.is_multiple_of(p),
     }
 }
 
@@ -357,20 +370,20 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn every_generated_schedule_validates_and_simulates(p in 1usize..=16, m in 1usize..=64, v in 1usize..=4) {
-        for name in wgpipe::schedule::SCHEDULE_NAMES {
+        for kind in ScheduleKind::ALL {
             for fwd in [false, true] {
-                let s = match Schedule::from_name(name, p, m, v, fwd) {
+                let s = match Schedule::generate(kind, p, m, v, fwd) {
                     Err(e) => {
-                        prop_assert!(refused(name, p, m, v, fwd), "{name} P={p} M={m} v={v} fwd={fwd} refused: {e}");
+                        prop_assert!(refused(kind, p, m, v, fwd), "{kind} P={p} M={m} v={v} fwd={fwd} refused: {e}");
                         continue;
                     }
                     Ok(s) => s,
                 };
-                prop_assert!(!refused(name, p, m, v, fwd), "{name} P={p} M={m} v={v} fwd={fwd} accepted");
+                prop_assert!(!refused(kind, p, m, v, fwd), "{kind} P={p} M={m} v={v} fwd={fwd} accepted");
                 prop_assert_eq!(s.is_forward_only(), fwd);
-                validate(&s).map_err(|e| TestCaseError::fail(format!("{name} P={p} M={m} v={v}: {e}")))?;
+                validate(&s).map_err(|e| TestCaseError::fail(format!("{kind} P={p} M={m} v={v}: {e}")))?;
                 let sim = run(&s);
-                let per_device = if fwd { m * s.virtual_stages } else if name == "zb-h1" { 3 * m } else { 2 * m * s.virtual_stages };
+                let per_device = if fwd { m * s.virtual_stages } else if kind == ZbH1 { 3 * m } else { 2 * m * s.virtual_stages };
                 for d in 0..p {
                     prop_assert_eq!(s.rows[d].iter().flatten().count(), per_device);
                 }
@@ -378,28 +391,76 @@ proptest! {
                 let col: std::collections::HashMap<_, _> = s.actions().map(|(_, step, a)| (a.produces(), step)).collect();
                 for (_, step, a) in s.actions() {
                     for n in a.needs(s.stages()) {
-                        prop_assert!(col[&n] < step, "{name}: {a} at step {step} needs {n} at {}", col[&n]);
+                        prop_assert!(col[&n] < step, "{kind}: {a} at step {step} needs {n} at {}", col[&n]);
                     }
                 }
-                if !fwd && v == 1 && name != "zb-h1" {
+                if !fwd && v == 1 && kind != ZbH1 {
                     prop_assert!((sim.bubble - analytic::fill_drain(p, m)).abs() < 1e-9);
                 }
-                if !fwd && name == "zb-h1" && m >= p {
+                if !fwd && kind == ZbH1 && m >= p {
                     prop_assert!((sim.bubble - analytic::zb_h1(p, m)).abs() < 1e-9, "zb-h1 P={p} M={m}: {}", sim.bubble);
                 }
-                if !fwd && name == "interleaved" {
+                if !fwd && kind == Interleaved {
                     prop_assert!((sim.bubble - analytic::interleaved(p, m, v)).abs() < 1e-9, "interleaved P={p} M={m} v={v}: {}", sim.bubble);
                 }
                 if fwd {
-                    prop_assert!((sim.bubble - analytic::bubble_forward_only(name, p, m, v)).abs() < 1e-9);
+                    prop_assert!((sim.bubble - analytic::bubble(kind, p, m, v, true)).abs() < 1e-9);
                 }
-                if name == "1f1b" || name == "zb-h1" {
+                if kind == OneFOneB || kind == ZbH1 {
                     prop_assert_eq!(sim.peak_activations[0], p.min(m));
                 }
-                if name == "gpipe" && !fwd {
+                if kind == Gpipe && !fwd {
                     prop_assert_eq!(sim.peak_activations[0], m);
                 }
             }
         }
     }
+}
+
+#[test]
+fn the_analytic_inference_bubble_is_that_of_what_inference_runs() {
+    // 1F1B's and ZB-H1's forward part is GPipe's fill-drain; interleaved's
+    // forward-only form has its own formula.
+    for kind in ScheduleKind::ALL {
+        let v = if kind == Interleaved { 2 } else { 1 };
+        for (p, m) in [(2, 1), (4, 3), (4, 8), (3, 7)] {
+            let s = Schedule::for_inference(kind, p, m, v).unwrap();
+            let analytic = analytic::bubble(kind, p, m, v, true);
+            assert!(
+                (run(&s).bubble - analytic).abs() < 1e-9,
+                "{kind} P={p} M={m} v={v}: simulated {} vs analytic {analytic}",
+                run(&s).bubble
+            );
+        }
+    }
+}
+
+#[test]
+fn output_files_are_replaced_whole_or_not_at_all() {
+    let dir = std::env::temp_dir().join(format!("wgpipe-atomic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("g.csv");
+    let s = make(OneFOneB, 2, 2, 1, false);
+    csv::save(&s, &path).unwrap();
+    assert_eq!(csv::load(&path).unwrap(), s);
+    // A writer that fails half-way leaves the old file and no temporary one.
+    let e = wgpipe::io::write_atomic_with(
+        &path,
+        |tmp| {
+            std::fs::write(tmp, "partial").unwrap();
+            Err("disk full")
+        },
+        |_| "io",
+    )
+    .unwrap_err();
+    assert_eq!(e, "disk full");
+    assert_eq!(csv::load(&path).unwrap(), s);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["g.csv"]);
+    let e = csv::write_file(&dir, b"x").unwrap_err();
+    assert!(matches!(e, ScheduleError::OutputIsDirectory { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

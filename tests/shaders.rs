@@ -35,7 +35,7 @@ fn every_shader_parses_and_validates() {
             ));
             continue;
         }
-        // Kernels::new compiles every shader with entry point `main`.
+        // Kernels::of compiles every shader with entry point `main`.
         assert!(
             module
                 .entry_points
@@ -85,6 +85,23 @@ fn shader_table_matches_shader_files() {
         assert_eq!(
             *src, on_disk,
             "SHADERS entry `{name}` does not embed shaders/{name}.wgsl"
+        );
+    }
+}
+
+#[test]
+fn every_matmul_variant_names_a_shader() {
+    use wgpipe::kernels::{MatmulVariant, SUBGROUP_SHADERS};
+    for v in MatmulVariant::ALL {
+        assert!(
+            SHADERS.iter().any(|(n, _)| *n == v.shader()),
+            "{v:?} names `{}`, which is not in SHADERS",
+            v.shader()
+        );
+        assert_eq!(
+            SUBGROUP_SHADERS.contains(&v.shader()),
+            v == MatmulVariant::Subgroup8,
+            "{v:?}: only the Subgroup8 variant needs subgroups"
         );
     }
 }

@@ -8,8 +8,9 @@ use crate::bench::{bench_config, check_sweep, csv, run_sweep, table, Row, Sweep}
 use crate::cli::model_args::check_output_path;
 use crate::device::{place_devices, Gpu};
 use crate::error::{Error, Result};
-use crate::executor::measure::analytic_inference;
+use crate::io::write_file;
 use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::schedule::{analytic, ScheduleKind};
 use crate::trace::chart::{bubble_chart, Series};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -33,8 +34,8 @@ pub struct BubbleArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
     pub microbatches: Vec<usize>,
     /// Schedules, one series each (gpipe, 1f1b, zb-h1 run their forward part; interleaved uses --virtual).
-    #[arg(long, value_delimiter = ',', default_value = "gpipe")]
-    pub schedule: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ScheduleKind::Gpipe])]
+    pub schedule: Vec<ScheduleKind>,
     /// Chunks per device for interleaved.
     #[arg(long = "virtual", default_value_t = 2)]
     pub virtual_stages: usize,
@@ -71,20 +72,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let BenchWhat::Bubble(a) = &args.what;
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
-    let placement = place_devices(&a.devices)?;
-    let p = placement.len();
-    let series: Vec<(String, usize)> = a
+    let placement = place_devices(&a.devices, 1)?;
+    let p = placement.devices();
+    let series: Vec<(ScheduleKind, usize)> = a
         .schedule
         .iter()
-        .map(|s| {
-            (
-                s.clone(),
-                if s == "interleaved" {
-                    a.virtual_stages
-                } else {
-                    1
-                },
-            )
+        .map(|&k| {
+            let v = match k {
+                ScheduleKind::Interleaved => a.virtual_stages,
+                _ => 1,
+            };
+            (k, v)
         })
         .collect();
     let sweep = Sweep {
@@ -115,11 +113,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )));
     }
     let w = Gpt2Weights::init(&cfg, a.seed)?;
+    // One Gpu per schedule device.
     let gpus = placement
+        .groups
         .iter()
+        .flatten()
         .map(Gpu::open_summary)
         .collect::<Result<Vec<_>>>()?;
-    let single = Gpu::open_summary(&placement[0])?;
+    let single = Gpu::open_summary(&placement.groups[0][0])?;
 
     let bar = ProgressBar::new((sweep.microbatches.len() * series.len()) as u64);
     bar.set_style(
@@ -157,30 +158,32 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         print!("{}", table(&rows));
     }
     if let Some(path) = &a.csv {
-        std::fs::write(path, csv(&rows)).map_err(|e| Error::io(path, e))?;
+        write_file(path, csv(&rows)?.as_bytes())?;
     }
     if let Some(path) = &a.svg {
         let title = format!("Pipeline bubble, P={p}: analytic, simulated, measured");
-        std::fs::write(path, bubble_chart(&chart_series(&rows, p), &title))
-            .map_err(|e| Error::io(path, e))?;
+        write_file(
+            path,
+            bubble_chart(&chart_series(&rows, p), &title).as_bytes(),
+        )?;
     }
     Ok(())
 }
 
 /// One chart series per (schedule, v).
 pub fn chart_series(rows: &[Row], p: usize) -> Vec<Series> {
-    let mut keys: Vec<(String, usize)> = Vec::new();
+    let mut keys: Vec<(ScheduleKind, usize)> = Vec::new();
     for r in rows {
-        let k = (r.schedule.clone(), r.virtual_stages);
+        let k = (r.schedule, r.virtual_stages);
         if !keys.contains(&k) {
             keys.push(k);
         }
     }
     keys.into_iter()
-        .map(|(name, v)| {
+        .map(|(kind, v)| {
             let points = rows
                 .iter()
-                .filter(|r| r.schedule == name && r.virtual_stages == v)
+                .filter(|r| r.schedule == kind && r.virtual_stages == v)
                 .map(|r| {
                     (
                         r.microbatches,
@@ -190,10 +193,13 @@ pub fn chart_series(rows: &[Row], p: usize) -> Vec<Series> {
                     )
                 })
                 .collect();
-            let n = name.clone();
             Series {
-                label: if v > 1 { format!("{name} v={v}") } else { name },
-                analytic: Box::new(move |m| analytic_inference(&n, p, m, v)),
+                label: if v > 1 {
+                    format!("{kind} v={v}")
+                } else {
+                    kind.to_string()
+                },
+                analytic: Box::new(move |m| analytic::bubble(kind, p, m, v, true)),
                 points,
             }
         })

@@ -9,16 +9,22 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::schedule::{
-    analytic, csv, grid, simulate, validate, Costs, Schedule, ScheduleError, Simulation,
+    analytic, csv, grid, simulate, validate, Costs, Schedule, ScheduleError, ScheduleKind,
+    Simulation,
 };
-use crate::trace::svg::gantt_svg;
+use crate::trace::{svg::gantt_svg, Timeline};
 
 /// Flags of `wgpipe plan`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlanArgs {
     /// Schedule generator.
-    #[arg(long, value_parser = crate::schedule::SCHEDULE_NAMES, required_unless_present = "from_csv", conflicts_with = "from_csv")]
-    pub schedule: Option<String>,
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "from_csv",
+        conflicts_with = "from_csv"
+    )]
+    pub schedule: Option<ScheduleKind>,
     /// Pipeline devices P.
     #[arg(
         long,
@@ -72,43 +78,19 @@ pub struct PlanArgs {
 
 /// Runs `wgpipe plan`, printing to stdout.
 pub fn run(args: &PlanArgs) -> Result<(), ScheduleError> {
-    let schedule = match &args.from_csv {
-        Some(path) => csv::load(path)?,
-        None => Schedule::from_name(
-            args.schedule.as_deref().unwrap_or("1f1b"),
-            args.devices.unwrap_or(0),
-            args.microbatches.unwrap_or(0),
-            args.virtual_stages,
-            args.forward_only,
-        )?,
-    };
+    let schedule = load_or_generate(args)?;
     validate::validate(&schedule)?;
-    let c = &args;
     let costs = Costs::uniform(
         schedule.stages(),
-        c.forward_time,
-        c.backward_time,
-        c.input_grad_time,
-        c.weight_grad_time,
-        c.transfer_time,
+        args.forward_time,
+        args.backward_time,
+        args.input_grad_time,
+        args.weight_grad_time,
+        args.transfer_time,
     );
     let sim = simulate(&schedule, &costs)?;
     let analytic = analytic_bubble(&schedule);
-
-    if let Some(path) = &args.csv {
-        csv::save(&schedule, path)?;
-    }
-    if let Some(path) = &args.svg {
-        let title = format!(
-            "{} — P={} M={} v={}{}",
-            schedule.name,
-            schedule.devices,
-            schedule.microbatches,
-            schedule.virtual_stages,
-            mode(&schedule)
-        );
-        csv::write_file(path, gantt_svg(&sim.timeline, &title).as_bytes())?;
-    }
+    write_outputs(args, &schedule, &sim)?;
     if args.json {
         println!(
             "{}",
@@ -121,6 +103,41 @@ pub fn run(args: &PlanArgs) -> Result<(), ScheduleError> {
     Ok(())
 }
 
+/// The schedule of `--from-csv`, or the one `--schedule` generates.
+fn load_or_generate(args: &PlanArgs) -> Result<Schedule, ScheduleError> {
+    match (&args.from_csv, args.schedule) {
+        (Some(path), _) => csv::load(path),
+        // clap requires --schedule without --from-csv; 1F1B if a caller did not.
+        (None, kind) => Schedule::generate(
+            kind.unwrap_or(ScheduleKind::OneFOneB),
+            args.devices.unwrap_or(0),
+            args.microbatches.unwrap_or(0),
+            args.virtual_stages,
+            args.forward_only,
+        ),
+    }
+}
+
+/// `--csv` (the schedule) and `--svg` (the simulated timeline), each written atomically.
+fn write_outputs(args: &PlanArgs, s: &Schedule, sim: &Simulation) -> Result<(), ScheduleError> {
+    if let Some(path) = &args.csv {
+        csv::save(s, path)?;
+    }
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "{} — P={} M={} v={}{}",
+            s.name,
+            s.devices,
+            s.microbatches,
+            s.virtual_stages,
+            mode(s)
+        );
+        let timeline = Timeline::from_simulation(sim);
+        csv::write_file(path, gantt_svg(&timeline, &title).as_bytes())?;
+    }
+    Ok(())
+}
+
 fn mode(s: &Schedule) -> &'static str {
     if s.is_forward_only() {
         ", forward-only"
@@ -129,15 +146,12 @@ fn mode(s: &Schedule) -> &'static str {
     }
 }
 
-/// The closed-form bubble for generated schedules and time-equal costs; None otherwise.
+/// The closed-form bubble ([`analytic::bubble`]) of a schedule named after a
+/// generator; None for any other name.
 pub fn analytic_bubble(s: &Schedule) -> Option<f64> {
     let (p, m, v) = (s.devices, s.microbatches, s.virtual_stages);
-    let b = if s.is_forward_only() {
-        analytic::bubble_forward_only(&s.name, p, m, v)
-    } else {
-        analytic::bubble(&s.name, p, m, v)
-    };
-    b.is_finite().then_some(b)
+    s.kind()
+        .map(|k| analytic::bubble(k, p, m, v, s.is_forward_only()))
 }
 
 /// The figures as JSON: schedule, devices, microbatches, virtual, makespan,
@@ -190,11 +204,10 @@ pub fn report_text(s: &Schedule, sim: &Simulation, analytic: Option<f64>, costs:
     );
     out.push_str(&grid::render(s, &[]));
     let _ = writeln!(out, "\ndevice  peak activations  busy        idle");
-    let busy = sim.timeline.stats().busy_us;
     for (d, (peak, (busy, idle))) in sim
         .peak_activations
         .iter()
-        .zip(busy.iter().zip(&sim.idle))
+        .zip(sim.busy.iter().zip(&sim.idle))
         .enumerate()
     {
         let _ = writeln!(out, "{d:<6}  {peak:>16}  {busy:>10.2}  {idle:>10.2}");
@@ -209,7 +222,7 @@ pub fn report_text(s: &Schedule, sim: &Simulation, analytic: Option<f64>, costs:
         sim.bubble * 100.0,
         analytic
     );
-    if s.name == "zb-h1" && !s.is_forward_only() && s.microbatches < s.devices {
+    if s.kind() == Some(ScheduleKind::ZbH1) && !s.is_forward_only() && s.microbatches < s.devices {
         out.push_str("(ZB-H1's formula assumes M >= P; with fewer microbatches too few W's fill the drain)\n");
     }
     if s.virtual_stages > 1 {
@@ -247,9 +260,9 @@ mod tests {
 
     #[test]
     fn every_schedule_accepts_virtual_1() {
-        for name in crate::schedule::SCHEDULE_NAMES {
+        for kind in ScheduleKind::ALL {
             run(&args(&format!(
-                "--schedule {name} --devices 3 --microbatches 5 --virtual 1"
+                "--schedule {kind} --devices 3 --microbatches 5 --virtual 1"
             )))
             .unwrap();
         }
@@ -268,7 +281,7 @@ mod tests {
         let loaded = csv::load(&file).unwrap();
         assert_eq!(
             loaded,
-            Schedule::from_name("interleaved", 2, 4, 2, false).unwrap()
+            Schedule::generate(ScheduleKind::Interleaved, 2, 4, 2, false).unwrap()
         );
 
         let dir = file.parent().unwrap().to_path_buf();
@@ -294,7 +307,7 @@ mod tests {
 
     #[test]
     fn json_has_the_promised_fields() {
-        let s = Schedule::from_name("1f1b", 4, 8, 1, false).unwrap();
+        let s = Schedule::generate(ScheduleKind::OneFOneB, 4, 8, 1, false).unwrap();
         let costs = Costs::uniform(4, 1.0, 2.0, 1.0, 1.0, 0.0);
         let sim = simulate(&s, &costs).unwrap();
         let j = report_json(&s, &sim, analytic_bubble(&s), &costs);

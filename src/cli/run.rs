@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
-use crate::device::{place_devices, Gpu};
-use crate::error::{Error, Result};
+use crate::device::place_devices;
+use crate::error::Result;
 use crate::executor::measure::{measure, Measurement};
-use crate::executor::{run_pipeline, Options};
-use crate::schedule::Schedule;
+use crate::executor::{run_inference, DeviceGroup, Options};
+use crate::io::write_file;
+use crate::schedule::{Schedule, ScheduleKind};
 use crate::trace::{chrome::to_chrome_json, svg::gantt_svg};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -26,8 +27,8 @@ pub struct RunArgs {
     /// Schedule. Inference runs forwards only: gpipe and interleaved run their
     /// forward-only form; 1f1b and zb-h1 run their forward part (each device's
     /// forwards in the schedule's order, which is GPipe's).
-    #[arg(long, default_value = "gpipe", value_parser = crate::schedule::SCHEDULE_NAMES)]
-    pub schedule: String,
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Gpipe)]
+    pub schedule: ScheduleKind,
     /// Chunks (virtual stages) per device, for interleaved.
     #[arg(long = "virtual", default_value_t = 1)]
     pub virtual_stages: usize,
@@ -58,31 +59,32 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let tokens = input.tokens(&w.config, args.model.seed)?;
     let m = args.microbatches.unwrap_or(tokens.batch);
-    let placement = place_devices(&args.devices)?;
+    let placement = place_devices(&args.devices, 1)?;
     let schedule =
-        Schedule::for_inference(&args.schedule, placement.len(), m, args.virtual_stages)?;
-    let gpus = placement
+        Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
+    let gpus = placement.open()?;
+    let groups = gpus
         .iter()
-        .map(Gpu::open_summary)
+        .map(|g| DeviceGroup::new(g))
         .collect::<Result<Vec<_>>>()?;
     let opts = Options {
         split: args.split.clone(),
     };
-    let run = run_pipeline(&gpus, &w, &tokens, &schedule, &opts)?;
+    let run = run_inference(&groups, &w, &tokens, &schedule, &opts)?;
     let n_tokens = tokens.batch * tokens.seq;
     let meas = measure(&schedule, &run, n_tokens)?;
 
     input.write_logits(&run.logits, &tokens, w.config.vocab_size)?;
     if let Some(p) = &args.trace {
         let json = serde_json::to_string(&to_chrome_json(&run.timeline)).expect("trace serializes");
-        std::fs::write(p, json).map_err(|e| Error::io(p, e))?;
+        write_file(p, json.as_bytes())?;
     }
     if let Some(p) = &args.svg {
         let title = format!(
             "{} — measured, P={} M={} v={}",
             schedule.name, schedule.devices, m, args.virtual_stages
         );
-        std::fs::write(p, gantt_svg(&run.timeline, &title)).map_err(|e| Error::io(p, e))?;
+        write_file(p, gantt_svg(&run.timeline, &title).as_bytes())?;
     }
     if args.json {
         let mut v = serde_json::to_value(&meas).expect("measurement serializes");

@@ -1,19 +1,27 @@
-//! Device layer: the adapters this machine has, and one [`Gpu`] (wgpu Device +
-//! Queue + compiled kernels) per pipeline stage.
+//! Device layer: the adapters this machine has, one [`Gpu`] (wgpu Device +
+//! Queue) per pipeline stage, and the buffers on it ([`buffers`]).
+//!
+//! This layer knows nothing of kernels: the kernels layer compiles its
+//! shaders for a `Gpu` and keeps them in the device's typed cache
+//! ([`Gpu::cached`]), so they are compiled once per device.
 //!
 //! Every [`Gpu`] is opened from its *own* `wgpu::Instance`. On Mesa's software
 //! adapter (lavapipe / llvmpipe) devices that share an Instance share one
 //! thread pool and never run concurrently; one Instance per device, with
 //! `LP_NUM_THREADS=1`, runs them in parallel (../shared/wgpu-notes.md).
 
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
 
+pub mod buffers;
+mod cache;
 pub mod timestamps;
+
+pub use buffers::{download, read_mapped, staging, upload, upload_pod, zeros};
 
 /// The backends wgpipe looks at, in the order adapters are listed.
 const BACKENDS: [(wgpu::Backends, &str); 4] = [
@@ -166,8 +174,8 @@ impl ErrorSink {
     }
 }
 
-/// One pipeline device: its own Instance, Adapter, Device, Queue, and the
-/// compiled kernels.
+/// One pipeline device: its own Instance, Adapter, Device and Queue, facts
+/// about the adapter, and a cache for state built once per device.
 pub struct Gpu {
     /// `vulkan:0 (llvmpipe …)`: how messages name this device.
     pub label: String,
@@ -177,11 +185,11 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Timestamp queries usable inside command encoders.
     pub timestamps: bool,
-    /// Subgroup operations with subgroups of exactly 8 lanes (lavapipe):
-    /// selects the subgroup matmul.
-    pub subgroup8: bool,
-    pub kernels: Kernels,
+    /// `(min, max)` subgroup size when the device has subgroup operations
+    /// (`Features::SUBGROUP`, enabled on the device), else `None`.
+    pub subgroup_size: Option<(u32, u32)>,
     pub errors: ErrorSink,
+    cache: cache::TypeCache,
     _instance: wgpu::Instance,
 }
 
@@ -216,9 +224,9 @@ impl Gpu {
         let features = adapter.features() & (ts | wgpu::Features::SUBGROUP);
         let timestamps = features.contains(ts);
         let info = adapter.get_info();
-        let subgroup8 = features.contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size == 8
-            && info.subgroup_max_size == 8;
+        let subgroup_size = features
+            .contains(wgpu::Features::SUBGROUP)
+            .then_some((info.subgroup_min_size, info.subgroup_max_size));
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some(&label),
@@ -239,7 +247,6 @@ impl Gpu {
                 sink.set(format!("device lost: {msg}"))
             }
         });
-        let kernels = Kernels::new(&device, subgroup8);
         Ok(Gpu {
             label,
             summary: summary.clone(),
@@ -247,11 +254,31 @@ impl Gpu {
             queue,
             limits,
             timestamps,
-            subgroup8,
-            kernels,
+            subgroup_size,
             errors,
+            cache: Default::default(),
             _instance: instance,
         })
+    }
+
+    /// Subgroup operations with subgroups of exactly 8 lanes (lavapipe): what
+    /// the subgroup matmul kernel is written for.
+    pub fn supports_subgroup8(&self) -> bool {
+        self.subgroup_size == Some((8, 8))
+    }
+
+    /// The value of type `T` attached to this device, built by `init` on the
+    /// first request and shared by every later one (the same `Arc`).
+    ///
+    /// This is how a layer above attaches per-device state that is expensive
+    /// to build and must not be rebuilt per run, without this layer knowing
+    /// its type: the kernels layer keeps its compiled pipelines here
+    /// (`kernels::Kernels::of`). One value per type; `init` runs at most once
+    /// per device, even when threads race. `init` may ask for values of other
+    /// types, but asking for `T` from inside `T`'s own `init` deadlocks.
+    /// Values live as long as the `Gpu`.
+    pub fn cached<T: Any + Send + Sync>(&self, init: impl FnOnce(&Gpu) -> T) -> Arc<T> {
+        self.cache.get_or_init(|| init(self))
     }
 
     /// Largest buffer one storage binding may cover on this device.
@@ -301,17 +328,41 @@ pub fn no_adapter_error() -> Error {
     }
 }
 
-/// Adapters for `--devices`: a count N places N pipeline devices one per
-/// physical adapter where there are enough, cycling otherwise (an adapter seen
-/// on several backends — llvmpipe on Vulkan and GL — counts once, on its
-/// first backend); a comma list (`vulkan:0,gl:0`, or any [`select`] form)
-/// picks each explicitly. Every entry is opened later on its own Instance.
-pub fn place_devices(spec: &str) -> Result<Vec<AdapterSummary>> {
+/// Which adapters make up each schedule device (a row of the schedule):
+/// `groups[d]` are the Gpus schedule device `d` spans — one each today; under
+/// tensor parallelism T each, stage-major (`--devices 8` with T = 4 is two
+/// groups of four). Each entry is opened on its own Instance.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub groups: Vec<Vec<AdapterSummary>>,
+}
+
+impl Placement {
+    /// Schedule devices P.
+    pub fn devices(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Open every Gpu, group by group.
+    pub fn open(&self) -> Result<Vec<Vec<Gpu>>> {
+        self.groups
+            .iter()
+            .map(|g| g.iter().map(Gpu::open_summary).collect())
+            .collect()
+    }
+}
+
+/// Place `--devices` into groups of `per_group` Gpus: a count N places N
+/// Gpus one per physical adapter where there are enough, cycling otherwise
+/// (an adapter seen on several backends — llvmpipe on Vulkan and GL —
+/// counts once, on its first backend); a comma list (`vulkan:0,gl:0`, or any
+/// [`select`] form) picks each explicitly. Consecutive Gpus form a group.
+pub fn place_devices(spec: &str, per_group: usize) -> Result<Placement> {
     let adapters = list_adapters();
     if adapters.is_empty() {
         return Err(no_adapter_error());
     }
-    if let Ok(n) = spec.trim().parse::<usize>() {
+    let flat: Vec<AdapterSummary> = if let Ok(n) = spec.trim().parse::<usize>() {
         if n == 0 {
             return Err(Error::Input(
                 "--devices 0: a pipeline needs at least one device".into(),
@@ -326,11 +377,23 @@ pub fn place_devices(spec: &str) -> Result<Vec<AdapterSummary>> {
                 physical.push(a);
             }
         }
-        return Ok((0..n)
+        (0..n)
             .map(|i| physical[i % physical.len()].clone())
-            .collect());
+            .collect()
+    } else {
+        spec.split(',')
+            .map(|s| select(&adapters, s))
+            .collect::<Result<_>>()?
+    };
+    if per_group == 0 || !flat.len().is_multiple_of(per_group) {
+        return Err(Error::Input(format!(
+            "--devices names {} Gpus, which do not make groups of {per_group}",
+            flat.len()
+        )));
     }
-    spec.split(',').map(|s| select(&adapters, s)).collect()
+    Ok(Placement {
+        groups: flat.chunks(per_group).map(<[_]>::to_vec).collect(),
+    })
 }
 
 /// Wait until every submission on `device` has finished, giving up with

@@ -10,9 +10,9 @@
 
 use std::time::Instant;
 
-use crate::device::Gpu;
+use super::buffers::{read_mapped, staging};
+use super::Gpu;
 use crate::error::Result;
-use crate::kernels::{read_mapped, staging};
 
 /// Most queries one wgpu query set may hold.
 const SET_SIZE: u32 = wgpu::QUERY_SET_MAX_QUERIES;

@@ -5,7 +5,8 @@
 //! through the simulator with the *measured* times — the median forward time
 //! of each stage and the median transfer — so it shows what the schedule
 //! would give with this hardware's costs and no orchestration overhead.
-//! Analytic: the closed form for the schedule.
+//! Analytic: the closed form for the schedule's forward part
+//! ([`analytic::bubble`]; NaN for a schedule not named after a generator).
 
 use serde::Serialize;
 
@@ -53,16 +54,6 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The analytic bubble of the forward part of `name`: fill-drain for the
-/// plain schedules (1F1B's and ZB-H1's forward part is GPipe's), the
-/// interleaved formula for interleaved.
-pub fn analytic_inference(name: &str, p: usize, m: usize, v: usize) -> f64 {
-    match name {
-        "interleaved" => analytic::interleaved_forward_only(p, m, v),
-        _ => analytic::fill_drain(p, m),
-    }
-}
-
 pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<Measurement> {
     let stats = run.timeline.stats();
     let stages = schedule.stages();
@@ -101,7 +92,9 @@ pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<
         wall_ms: run.wall_s * 1e3,
         bubble_measured: stats.bubble,
         bubble_simulated: sim.bubble,
-        bubble_analytic: analytic_inference(&schedule.name, p, m, v),
+        bubble_analytic: schedule
+            .kind()
+            .map_or(f64::NAN, |k| analytic::bubble(k, p, m, v, true)),
         tokens_per_s: tokens as f64 / run.wall_s,
         busy_ms: stats.busy_us.iter().map(|x| x / 1e3).collect(),
         idle_ms: stats.idle_us.iter().map(|x| x / 1e3).collect(),

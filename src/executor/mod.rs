@@ -30,7 +30,7 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
-use crate::model::Gpt2Weights;
+use crate::model::{Gpt2Weights, StageWeights};
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::{Event, Timeline, Track};
 
@@ -137,10 +137,18 @@ pub fn run_inference(
     crate::io::check_input(&w.config, tokens)?;
     let parts = partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
     let mbs = Microbatches::split(tokens, schedule.microbatches)?;
+    // Each device is handed the weights of its own stages only.
+    let held: Vec<Vec<(usize, StageWeights)>> = (0..schedule.devices)
+        .map(|d| {
+            (d..schedule.stages())
+                .step_by(schedule.devices)
+                .map(|s| (s, w.stage(&parts[s])))
+                .collect()
+        })
+        .collect();
     let (outputs, timeline, wall_s, transfers) =
         run_programs(groups, schedule, &InProcess::new(groups.len()), |d, gpu| {
-            let stages = (d..schedule.stages()).step_by(schedule.devices);
-            Gpt2Forward::new(gpu, w, &parts, stages, &mbs)
+            Gpt2Forward::new(gpu, &held[d], &mbs)
         })?;
     let row = tokens.seq * w.config.vocab_size;
     let results: Vec<(usize, Vec<f32>)> = outputs.into_iter().flatten().collect();

@@ -98,6 +98,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::action::{Kind, ProductKind};
+    use crate::schedule::ScheduleKind;
 
     fn step<'a>(plan: &'a Plan, d: usize, a: &str) -> &'a Step {
         let a: Action = a.parse().unwrap();
@@ -106,7 +107,7 @@ mod tests {
 
     #[test]
     fn activations_go_forward_and_gradients_backward() {
-        let s = Schedule::from_name("1f1b", 2, 2, 1, false).unwrap();
+        let s = Schedule::generate(ScheduleKind::OneFOneB, 2, 2, 1, false).unwrap();
         let plan = Plan::new(&s);
         // 0F0 sends its activation to 1F0 on device 1.
         let f = step(&plan, 0, "0F0");
@@ -129,7 +130,7 @@ mod tests {
 
     #[test]
     fn zero_bubble_w_needs_no_message() {
-        let s = Schedule::from_name("zb-h1", 2, 4, 1, false).unwrap();
+        let s = Schedule::generate(ScheduleKind::ZbH1, 2, 4, 1, false).unwrap();
         let plan = Plan::new(&s);
         for steps in &plan.devices {
             for st in steps.iter().filter(|st| st.action.kind == Kind::W) {
@@ -142,7 +143,7 @@ mod tests {
 
     #[test]
     fn chunks_on_one_device_hand_over_locally() {
-        let s = Schedule::for_inference("interleaved", 1, 2, 2).unwrap();
+        let s = Schedule::for_inference(ScheduleKind::Interleaved, 1, 2, 2).unwrap();
         let plan = Plan::new(&s);
         let out = &step(&plan, 0, "0F1").outputs[0];
         assert_eq!((out.to, out.consumer.to_string()), (0, "1F1".to_string()));

@@ -9,12 +9,11 @@
 use std::collections::BTreeMap;
 
 use crate::action::{Action, Kind, Product};
-use crate::device::Gpu;
+use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
-use crate::kernels as device; // buffers move to crate::device (issue 8)
 use crate::microbatch::Microbatches;
-use crate::model::gpu::{GpuStage, StagePart};
-use crate::model::Gpt2Weights;
+use crate::model::gpu::GpuStage;
+use crate::model::StageWeights;
 
 /// One schedule device's share of the model. Called from the device's
 /// thread; the worker encodes, submits and moves messages around it.
@@ -55,24 +54,22 @@ pub struct Gpt2Forward<'a> {
 }
 
 impl<'a> Gpt2Forward<'a> {
-    /// Upload `parts[s]` for each stage `s` in `stages` to `gpu`.
+    /// Upload each `(stage, its weights)` of this device to `gpu`.
     pub fn new(
         gpu: &Gpu,
-        w: &Gpt2Weights,
-        parts: &[StagePart],
-        stages: impl IntoIterator<Item = usize>,
+        stages: &[(usize, StageWeights)],
         mbs: &'a Microbatches,
     ) -> Result<Gpt2Forward<'a>> {
         let mut map = BTreeMap::new();
         let mut logits = BTreeMap::new();
-        for s in stages {
-            let stage = GpuStage::new(gpu, w, parts[s].clone(), mbs.per, mbs.seq)?;
+        for (s, w) in stages {
+            let stage = GpuStage::new(gpu, w, mbs.per, mbs.seq)?;
             if stage.part.head {
                 for m in 0..mbs.list.len() {
                     logits.insert(m, device::staging(gpu, "logits out", stage.logits_bytes()));
                 }
             }
-            map.insert(s, stage);
+            map.insert(*s, stage);
         }
         Ok(Gpt2Forward {
             stages: map,
@@ -131,7 +128,7 @@ impl StageProgram for Gpt2Forward<'_> {
         let Some(stage) = self.stages.values().find(|s| s.part.head) else {
             return Ok(Vec::new());
         };
-        let vp = stage.cfg.vocab_size.next_multiple_of(4);
+        let vp = stage.cfg.padded_vocab();
         self.logits
             .iter()
             .map(|(&m, st)| {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::action::{Action, Kind, Product, ProductKind};
-use crate::kernels as buffers;
+use crate::device as buffers;
 use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::schedule::ScheduleKind;
 
 /// The adapter the GPU tests use (`WGPIPE_TEST_ADAPTER`, as tests/common).
 fn gpu() -> Gpu {
@@ -89,7 +90,7 @@ impl Relay {
             } else {
                 Default::default()
             },
-            marks: buffers::upload_u32(gpu, "marks", &table),
+            marks: buffers::upload_pod(gpu, "marks", &table),
             stages,
             s_total,
             m,
@@ -203,12 +204,12 @@ fn run_relay(schedule: &Schedule, gpus: &[Gpu]) -> (Vec<RelayOut>, Vec<TransferR
 fn gradients_flow_backward_through_the_transfer_path() {
     let g = gpus(2);
     for (name, v, m) in [
-        ("gpipe", 1, 3),
-        ("1f1b", 1, 4),
-        ("interleaved", 2, 4),
-        ("zb-h1", 1, 4),
+        (ScheduleKind::Gpipe, 1, 3),
+        (ScheduleKind::OneFOneB, 1, 4),
+        (ScheduleKind::Interleaved, 2, 4),
+        (ScheduleKind::ZbH1, 1, 4),
     ] {
-        let s = Schedule::from_name(name, 2, m, v, false).unwrap();
+        let s = Schedule::generate(name, 2, m, v, false).unwrap();
         let st = s.stages();
         let (out, transfers) = run_relay(&s, &g);
         // Stage 0's input gradient of every microbatch carries the
@@ -313,7 +314,7 @@ fn devices_run_their_rows_at_the_same_time() {
     // run completes only if the executor lets them.
     let g = gpus(2);
     let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
-    let s = Schedule::for_inference("gpipe", 2, 4, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 4, 1).unwrap();
     let gate = (Mutex::new(0), Condvar::new());
     let at = |d: usize| {
         if d == 0 {
@@ -387,7 +388,7 @@ fn injected(fault: Fault) -> String {
     cfg.n_layer = 3;
     let w = Gpt2Weights::init(&cfg, 7).unwrap();
     let tokens = crate::io::random_input_ids(8, 6, cfg.vocab_size, 10);
-    let s = Schedule::for_inference("gpipe", 3, 8, 1).unwrap();
+    let s = Schedule::for_inference(ScheduleKind::Gpipe, 3, 8, 1).unwrap();
     let parts = partition::partition(cfg.n_layer, 3, None).unwrap();
     let mbs = Microbatches::split(&tokens, 8).unwrap();
     let g = gpus(3);
@@ -395,7 +396,7 @@ fn injected(fault: Fault) -> String {
     let at = Action::new(1, Kind::F, 2);
     let r = run_programs(&groups, &s, &InProcess::new(3), |d, gpu| {
         Ok(Faulty {
-            inner: Gpt2Forward::new(gpu, &w, &parts, [d], &mbs)?,
+            inner: Gpt2Forward::new(gpu, &[(d, w.stage(&parts[d]))], &mbs)?,
             at: if d == 1 {
                 at
             } else {

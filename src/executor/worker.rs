@@ -18,9 +18,8 @@ use super::program::StageProgram;
 use super::transport::{Control, Transport, WaitError};
 use crate::action::{Action, Product};
 use crate::device::timestamps::{ClockMap, TimestampLog};
-use crate::device::{wait_idle, Gpu};
+use crate::device::{self as buffers, wait_idle, Gpu};
 use crate::error::Error;
-use crate::kernels as buffers; // buffers move to crate::device (issue 8)
 use crate::trace::{Event, Track};
 
 /// A message moved between two devices, as the consumer saw it.

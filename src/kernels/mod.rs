@@ -1,8 +1,11 @@
 //! Kernels: every WGSL shader, embedded in one table, compiled once per
-//! device, and one Rust dispatch function per op (in [`ops`]).
+//! device ([`Kernels::of`]), and one Rust dispatch function per op (in [`ops`]).
+//! Buffers are the device layer's ([`crate::device::buffers`]).
 //!
 //! A dispatch function builds a ready-to-encode [`Dispatch`] (pipeline, bind
-//! group, parameter buffer, workgroup counts) for fixed buffers and shapes.
+//! group, parameter buffer, workgroup counts) for fixed buffers and shapes;
+//! parameters that change per call (a position offset) can be rewritten
+//! without rebuilding it ([`Dispatch::update_params`]).
 //! Building happens once per run; encoding a `Dispatch` into a compute pass is
 //! then cheap and allocation-free, which is what the pipeline executor repeats
 //! for every microbatch. Each op has a CPU reference twin of the same name in
@@ -12,10 +15,13 @@ pub mod ops;
 
 pub use ops::*;
 
+use std::any::TypeId;
+use std::sync::{Arc, Mutex};
+
 use wgpu::util::DeviceExt;
 
 use crate::device::Gpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Every shader: (name, WGSL source). One file per kernel and direction.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -56,54 +62,151 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// Shaders that need subgroup operations with a subgroup size of 8.
 pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
 
+/// The three matmul kernels. Vec4 and Subgroup8 need C, OC (and the strided
+/// form's row length and column offset) to be multiples of 4; Subgroup8 also
+/// needs a device with 8-wide subgroups ([`Gpu::supports_subgroup8`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// `matmul_forward`: any shape, one invocation per 4x4 output block.
+    General,
+    /// `matmul_forward_vec4`: vec4 loads, one invocation per 8x16 block.
+    Vec4,
+    /// `matmul_forward_subgroup`: subgroup broadcasts, one invocation per 32x4 block.
+    Subgroup8,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 3] = [
+        MatmulVariant::General,
+        MatmulVariant::Vec4,
+        MatmulVariant::Subgroup8,
+    ];
+
+    /// Its name in [`SHADERS`] (and a [`Dispatch`]'s `name`).
+    pub fn shader(self) -> &'static str {
+        match self {
+            MatmulVariant::General => "matmul_forward",
+            MatmulVariant::Vec4 => "matmul_forward_vec4",
+            MatmulVariant::Subgroup8 => "matmul_forward_subgroup",
+        }
+    }
+
+    /// Whether the variant needs shapes whose widths are multiples of 4.
+    pub fn needs_aligned(self) -> bool {
+        self != MatmulVariant::General
+    }
+}
+
+impl std::fmt::Display for MatmulVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.shader())
+    }
+}
+
 /// The compiled compute pipelines of one device, indexed like [`SHADERS`]
-/// (`None` for a subgroup shader on a device without 8-wide subgroups).
+/// (`None` for a subgroup shader on a device without 8-wide subgroups), and
+/// the matmul variant chosen for aligned shapes on it.
 pub struct Kernels {
     pipelines: Vec<Option<wgpu::ComputePipeline>>,
+    aligned_matmul: MatmulVariant,
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
+    /// The kernels of `gpu`, compiled on the first call for that device and
+    /// shared by every later one (kept in [`Gpu::cached`]).
+    pub fn of(gpu: &Gpu) -> Arc<Kernels> {
+        gpu.cached(Kernels::compile)
+    }
+
+    /// Compile every shader `gpu` can run. The aligned matmul variant is
+    /// decided here, once, from the adapter's features.
+    fn compile(gpu: &Gpu) -> Kernels {
+        let subgroup8 = gpu.supports_subgroup8();
         let pipelines = SHADERS
             .iter()
             .map(|(name, src)| {
-                if !subgroups && SUBGROUP_SHADERS.contains(name) {
+                if !subgroup8 && SUBGROUP_SHADERS.contains(name) {
                     return None;
                 }
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl((*src).into()),
-                });
-                Some(
-                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                let module = gpu
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(name),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    }),
+                        source: wgpu::ShaderSource::Wgsl((*src).into()),
+                    });
+                Some(
+                    gpu.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(name),
+                            layout: None,
+                            module: &module,
+                            entry_point: Some("main"),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        }),
                 )
             })
             .collect();
-        Kernels { pipelines }
+        Kernels {
+            pipelines,
+            aligned_matmul: if subgroup8 {
+                MatmulVariant::Subgroup8
+            } else {
+                MatmulVariant::Vec4
+            },
+        }
     }
 
-    fn get(&self, name: &str) -> &wgpu::ComputePipeline {
+    /// The matmul variant [`matmul_forward`] runs for shapes whose widths are
+    /// multiples of 4: Subgroup8 on devices with 8-wide subgroups, else Vec4.
+    /// (Other shapes run [`MatmulVariant::General`].)
+    pub fn aligned_matmul(&self) -> MatmulVariant {
+        self.aligned_matmul
+    }
+
+    /// Whether this device can run `variant` (every device runs General and Vec4).
+    pub fn supports(&self, variant: MatmulVariant) -> bool {
+        self.find(variant.shader()).is_some()
+    }
+
+    /// The matmul variants this device can run, in [`MatmulVariant::ALL`] order.
+    pub fn matmul_variants(&self) -> Vec<MatmulVariant> {
+        MatmulVariant::ALL
+            .into_iter()
+            .filter(|v| self.supports(*v))
+            .collect()
+    }
+
+    fn find(&self, name: &str) -> Option<&wgpu::ComputePipeline> {
         SHADERS
             .iter()
             .position(|(n, _)| *n == name)
             .and_then(|i| self.pipelines[i].as_ref())
+    }
+
+    /// A compiled pipeline. Only the subgroup shader can be missing, and the
+    /// public API checks [`Kernels::supports`] before asking for it.
+    fn get(&self, name: &str) -> &wgpu::ComputePipeline {
+        self.find(name)
             .unwrap_or_else(|| panic!("bug: shader {name} not compiled for this device"))
     }
 }
 
 /// One kernel launch with its buffers bound: encode it as often as needed.
+///
+/// Its parameters (shapes, offsets) live in a small uniform buffer owned by
+/// the dispatch. They are written when the dispatch is built and can be
+/// rewritten between submits with [`Dispatch::update_params`], e.g. the
+/// embedding's position offset per decode step, without rebuilding anything.
 pub struct Dispatch {
     pub name: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    uniform: wgpu::Buffer,
+    /// The parameters last written, as bytes of `params_type`.
+    params: Mutex<Vec<u8>>,
+    params_type: (TypeId, &'static str),
 }
 
 impl Dispatch {
@@ -111,6 +214,56 @@ impl Dispatch {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    /// The parameters last written (at build time or by [`Dispatch::update_params`]).
+    /// `P` must be the parameter type of this dispatch's op (e.g.
+    /// [`EmbeddingParams`]); another type is an error naming both.
+    pub fn params<P: bytemuck::Pod>(&self) -> Result<P> {
+        self.check_type::<P>()?;
+        let bytes = self.params.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(bytemuck::pod_read_unaligned(
+            &bytes[..std::mem::size_of::<P>()],
+        ))
+    }
+
+    /// Change this dispatch's parameters with `edit` and queue the write of
+    /// its uniform buffer (`queue.write_buffer`): it takes effect for work
+    /// submitted to `queue` after this call, not for work already submitted.
+    /// Call it before the submit whose command buffer encodes this dispatch;
+    /// when called twice before that submit, the last value wins. `queue`
+    /// must belong to the device the dispatch was built on. `P` must be the
+    /// op's parameter type (checked, an error otherwise).
+    pub fn update_params<P: bytemuck::Pod>(
+        &self,
+        queue: &wgpu::Queue,
+        edit: impl FnOnce(&mut P),
+    ) -> Result<()> {
+        self.check_type::<P>()?;
+        let mut bytes = self.params.lock().unwrap_or_else(|e| e.into_inner());
+        let size = std::mem::size_of::<P>();
+        let mut p: P = bytemuck::pod_read_unaligned(&bytes[..size]);
+        edit(&mut p);
+        bytes[..size].copy_from_slice(bytemuck::bytes_of(&p));
+        queue.write_buffer(&self.uniform, 0, &bytes);
+        Ok(())
+    }
+
+    /// Replace this dispatch's parameters: [`Dispatch::update_params`] with a whole value.
+    pub fn set_params<P: bytemuck::Pod>(&self, queue: &wgpu::Queue, params: &P) -> Result<()> {
+        self.update_params(queue, |p: &mut P| *p = *params)
+    }
+
+    fn check_type<P: bytemuck::Pod>(&self) -> Result<()> {
+        if TypeId::of::<P>() != self.params_type.0 {
+            return Err(Error::Input(format!(
+                "dispatch `{}` takes parameters of type {}, not {}",
+                self.name,
+                self.params_type.1,
+                std::any::type_name::<P>()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -122,7 +275,7 @@ fn dispatch<P: bytemuck::Pod>(
     params: &P,
     groups: [u32; 3],
 ) -> Dispatch {
-    let pipeline = gpu.kernels.get(name).clone();
+    let pipeline = Kernels::of(gpu).get(name).clone();
     // Uniform buffers are padded to 16 bytes, the strictest backends' rule.
     let mut contents = bytemuck::bytes_of(params).to_vec();
     contents.resize(contents.len().next_multiple_of(16), 0);
@@ -131,7 +284,7 @@ fn dispatch<P: bytemuck::Pod>(
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: &contents,
-            usage: wgpu::BufferUsages::UNIFORM,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
     let mut entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()
@@ -155,6 +308,9 @@ fn dispatch<P: bytemuck::Pod>(
         pipeline,
         bind_group,
         groups,
+        uniform,
+        params: Mutex::new(contents),
+        params_type: (TypeId::of::<P>(), std::any::type_name::<P>()),
     }
 }
 
@@ -171,90 +327,6 @@ fn grid_1d(threads: usize) -> ([u32; 3], u32) {
     let x = groups.min(MAX_GROUPS);
     let y = groups.div_ceil(x);
     ([x, y, 1], x * WG)
-}
-
-// ---------------------------------------------------------------------------
-// Buffers
-
-/// A storage buffer holding `data` (an empty slice gets one zero so it can be bound).
-pub fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
-    upload_pod(gpu, label, data)
-}
-
-/// A storage buffer of token ids.
-pub fn upload_u32(gpu: &Gpu, label: &str, data: &[u32]) -> wgpu::Buffer {
-    upload_pod(gpu, label, data)
-}
-
-fn upload_pod<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> wgpu::Buffer {
-    let one = [T::zeroed()];
-    let data = if data.is_empty() { &one[..] } else { data };
-    gpu.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-        })
-}
-
-/// A zero-filled storage buffer of `len` f32 (at least one).
-pub fn zeros(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
-    gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: (len.max(1) * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    })
-}
-
-/// A buffer the host can map for reading, `bytes` long.
-pub fn staging(gpu: &Gpu, label: &str, bytes: u64) -> wgpu::Buffer {
-    gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(4),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
-}
-
-/// Map `staging` (already filled and submitted) and copy out `len` values.
-pub fn read_mapped<T: bytemuck::Pod>(
-    gpu: &Gpu,
-    staging: &wgpu::Buffer,
-    len: usize,
-) -> Result<Vec<T>> {
-    let bytes = (len * std::mem::size_of::<T>()) as u64;
-    let slice = staging.slice(..bytes.max(4));
-    let (tx, rx) = std::sync::mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    gpu.wait()?;
-    rx.recv()
-        .map_err(|_| gpu.err("buffer map callback never ran"))?
-        .map_err(|e| gpu.err(format!("buffer map failed: {e}")))?;
-    let out = {
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| gpu.err(format!("buffer map failed: {e}")))?;
-        bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
-    };
-    staging.unmap();
-    Ok(out)
-}
-
-/// Copy `len` f32s out of a storage buffer (one submit + wait; for tests and
-/// one-off reads, not for the pipeline's hot path).
-pub fn download(gpu: &Gpu, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-    let st = staging(gpu, "download", (len * 4) as u64);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(buf, 0, &st, 0, (len * 4) as u64);
-    gpu.queue.submit([enc.finish()]);
-    read_mapped(gpu, &st, len)
 }
 
 /// Encode `dispatches` into one compute pass, submit and wait.

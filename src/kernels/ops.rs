@@ -4,8 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dispatch, grid_1d, Dispatch};
+use super::{dispatch, grid_1d, Dispatch, Kernels, MatmulVariant};
 use crate::device::Gpu;
+use crate::error::{Error, Result};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -14,9 +15,32 @@ struct ElementwiseParams {
     stride: u32,
 }
 
-/// out (N, C) = wte_t[:, ids - v0] + wpe[t], for the ids in this vocabulary
-/// chunk. `wte_t` is one chunk (C, vlen) of the transposed token table holding
-/// tokens v0 .. v0+vlen; dispatch once per chunk.
+/// The parameters of [`embedding_forward`], as its shader reads them.
+/// `pos_offset` may change between submits ([`Dispatch::update_params`]);
+/// the others are fixed by the buffers the dispatch was built with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct EmbeddingParams {
+    /// B*T rows.
+    pub n: u32,
+    /// Sequence length T: row r has position `pos_offset + r % T`.
+    pub t: u32,
+    /// Channels C.
+    pub c: u32,
+    /// First token id of this vocabulary chunk.
+    pub v0: u32,
+    /// Tokens in this chunk (row length of `wte_t`).
+    pub vlen: u32,
+    /// Invocations per row of the dispatch grid.
+    pub stride: u32,
+    /// Position of each sequence's first token (0 for a whole prompt).
+    pub pos_offset: u32,
+}
+
+/// out (N, C) = wte_t[:, ids - v0] + wpe[pos_offset + t], for the ids in this
+/// vocabulary chunk. `wte_t` is one chunk (C, vlen) of the transposed token
+/// table holding tokens v0 .. v0+vlen; dispatch once per chunk. The caller
+/// keeps `pos_offset + T <= maxT`.
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_forward(
     gpu: &Gpu,
@@ -29,25 +53,17 @@ pub fn embedding_forward(
     c: usize,
     v0: usize,
     vlen: usize,
+    pos_offset: usize,
 ) -> Dispatch {
-    #[repr(C)]
-    #[derive(Clone, Copy, Pod, Zeroable)]
-    struct P {
-        n: u32,
-        t: u32,
-        c: u32,
-        v0: u32,
-        vlen: u32,
-        stride: u32,
-    }
     let (groups, stride) = grid_1d(n * c);
-    let p = P {
+    let p = EmbeddingParams {
         n: n as u32,
         t: t as u32,
         c: c as u32,
         v0: v0 as u32,
         vlen: vlen as u32,
         stride,
+        pos_offset: pos_offset as u32,
     };
     dispatch(
         gpu,
@@ -95,9 +111,9 @@ pub fn layernorm_forward(
 }
 
 /// out (N, OC) = inp (N, C) @ weight (C, OC) + bias (OC); `weight` in
-/// Conv1D layout [in, out]. When C and OC are multiples of 4: the subgroup
-/// kernel on devices with 8-wide subgroups, else the vec4 one; the general
-/// kernel otherwise.
+/// Conv1D layout [in, out]. When C and OC are multiples of 4, the device's
+/// aligned variant ([`Kernels::aligned_matmul`]: Subgroup8 on devices with
+/// 8-wide subgroups, else Vec4); the general kernel otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     gpu: &Gpu,
@@ -110,6 +126,41 @@ pub fn matmul_forward(
     oc: usize,
 ) -> Dispatch {
     matmul_forward_strided(gpu, out, inp, weight, bias, n, c, oc, oc, 0)
+}
+
+/// [`matmul_forward`] with the kernel variant chosen by the caller (to test
+/// or time each one). An error, naming the variant and the device or shape,
+/// when the device cannot run `variant` or the shape does not suit it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_with(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+) -> Result<Dispatch> {
+    let shape = MatmulShape::new(n, c, oc, oc, 0);
+    if !Kernels::of(gpu).supports(variant) {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} needs 8-wide subgroups, which {} lacks",
+            gpu.label
+        )));
+    }
+    if variant.needs_aligned() && !shape.aligned() {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} needs C and OC to be multiples of 4, got C={c} OC={oc}"
+        )));
+    }
+    Ok(matmul_dispatch(
+        gpu,
+        variant,
+        &[out, inp, weight, bias],
+        shape,
+    ))
 }
 
 /// [`matmul_forward`] writing columns `col_off .. col_off+OC` of an output
@@ -128,44 +179,64 @@ pub fn matmul_forward_strided(
     ldo: usize,
     col_off: usize,
 ) -> Dispatch {
-    #[repr(C)]
-    #[derive(Clone, Copy, Pod, Zeroable)]
-    struct P {
-        n: u32,
-        c: u32,
-        oc: u32,
-        ldo: u32,
-        col_off: u32,
-    }
-    let p = P {
-        n: n as u32,
-        c: c as u32,
-        oc: oc as u32,
-        ldo: ldo as u32,
-        col_off: col_off as u32,
-    };
-    let aligned = c.is_multiple_of(4)
-        && oc.is_multiple_of(4)
-        && ldo.is_multiple_of(4)
-        && col_off.is_multiple_of(4);
-    let (name, groups) = if aligned && gpu.subgroup8 {
-        // One invocation per 32-row x 4-column block; workgroups of 64x1.
-        (
-            "matmul_forward_subgroup",
-            [oc.div_ceil(4 * 64), n.div_ceil(32)],
-        )
-    } else if aligned {
-        // One invocation per 8-row x 16-column block; workgroups of 16x4.
-        (
-            "matmul_forward_vec4",
-            [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)],
-        )
+    let shape = MatmulShape::new(n, c, oc, ldo, col_off);
+    let variant = if shape.aligned() {
+        Kernels::of(gpu).aligned_matmul()
     } else {
-        // One invocation per 4x4 block; workgroups of 8x8.
-        ("matmul_forward", [oc.div_ceil(4 * 8), n.div_ceil(4 * 8)])
+        MatmulVariant::General
     };
-    let groups = [groups[0].max(1) as u32, groups[1].max(1) as u32, 1];
-    dispatch(gpu, name, &[out, inp, weight, bias], &p, groups)
+    matmul_dispatch(gpu, variant, &[out, inp, weight, bias], shape)
+}
+
+/// The matmul shaders' parameters.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulShape {
+    n: u32,
+    c: u32,
+    oc: u32,
+    ldo: u32,
+    col_off: u32,
+}
+
+impl MatmulShape {
+    fn new(n: usize, c: usize, oc: usize, ldo: usize, col_off: usize) -> MatmulShape {
+        MatmulShape {
+            n: n as u32,
+            c: c as u32,
+            oc: oc as u32,
+            ldo: ldo as u32,
+            col_off: col_off as u32,
+        }
+    }
+
+    /// What the vec4 and subgroup kernels need.
+    fn aligned(&self) -> bool {
+        [self.c, self.oc, self.ldo, self.col_off]
+            .iter()
+            .all(|x| x.is_multiple_of(4))
+    }
+}
+
+/// Build the dispatch of a matmul `variant` the caller has checked the device
+/// and the shape support.
+fn matmul_dispatch(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    buffers: &[&wgpu::Buffer; 4],
+    p: MatmulShape,
+) -> Dispatch {
+    let (n, oc) = (p.n, p.oc);
+    let groups = match variant {
+        // One invocation per 32-row x 4-column block; workgroups of 64x1.
+        MatmulVariant::Subgroup8 => [oc.div_ceil(4 * 64), n.div_ceil(32)],
+        // One invocation per 8-row x 16-column block; workgroups of 16x4.
+        MatmulVariant::Vec4 => [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)],
+        // One invocation per 4x4 block; workgroups of 8x8.
+        MatmulVariant::General => [oc.div_ceil(4 * 8), n.div_ceil(4 * 8)],
+    };
+    let groups = [groups[0].max(1), groups[1].max(1), 1];
+    dispatch(gpu, variant.shader(), buffers, &p, groups)
 }
 
 /// out (B*T, C) = causal self-attention over qkv (B*T, 3C) with NH heads.

@@ -11,9 +11,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::io::{from_le_bytes, to_le_bytes};
 use crate::model::config::Gpt2Config;
 use crate::model::weights::{Gpt2Weights, LayerWeights};
 
@@ -50,31 +52,15 @@ pub fn load_checkpoint(dir: &Path) -> Result<Gpt2Weights> {
     let file = TensorFile::new(&path, &st);
     file.check_layer_count(&config)?;
 
-    let (v, p, c, f) = (
-        config.vocab_size,
-        config.n_positions,
-        config.n_embd,
-        config.n_inner,
-    );
+    let (v, p, c) = (config.vocab_size, config.n_positions, config.n_embd);
     let wte = file.get("wte.weight", &[v, c])?;
     let wpe = file.get("wpe.weight", &[p, c])?;
     let mut layers = Vec::with_capacity(config.n_layer);
     for l in 0..config.n_layer {
         let g = |name: &str, shape: &[usize]| file.get(&format!("h.{l}.{name}"), shape);
-        layers.push(LayerWeights {
-            ln_1_g: g("ln_1.weight", &[c])?,
-            ln_1_b: g("ln_1.bias", &[c])?,
-            c_attn_w: g("attn.c_attn.weight", &[c, 3 * c])?,
-            c_attn_b: g("attn.c_attn.bias", &[3 * c])?,
-            attn_proj_w: g("attn.c_proj.weight", &[c, c])?,
-            attn_proj_b: g("attn.c_proj.bias", &[c])?,
-            ln_2_g: g("ln_2.weight", &[c])?,
-            ln_2_b: g("ln_2.bias", &[c])?,
-            c_fc_w: g("mlp.c_fc.weight", &[c, f])?,
-            c_fc_b: g("mlp.c_fc.bias", &[f])?,
-            mlp_proj_w: g("mlp.c_proj.weight", &[f, c])?,
-            mlp_proj_b: g("mlp.c_proj.bias", &[c])?,
-        });
+        layers.push(LayerWeights::try_from_fn(&config, |name, shape| {
+            g(name, &shape)
+        })?);
     }
     let ln_f_g = file.get("ln_f.weight", &[c])?;
     let ln_f_b = file.get("ln_f.bias", &[c])?;
@@ -162,30 +148,42 @@ impl<'a> TensorFile<'a> {
                 found: view.shape().to_vec(),
             });
         }
-        let data = view.data();
-        let out = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            other => {
-                return Err(Error::TensorDtype {
-                    path: self.path.to_path_buf(),
-                    name: full,
-                    expected: "F32 (or F16/BF16)".into(),
-                    found: other.to_string(),
-                })
-            }
-        };
-        Ok(out)
+        decode_f32(view.dtype(), view.data()).ok_or_else(|| Error::TensorDtype {
+            path: self.path.to_path_buf(),
+            name: full,
+            expected: "F32 (or F16/BF16)".into(),
+            found: view.dtype().to_string(),
+        })
+    }
+}
+
+/// A tensor's little-endian F32, F16 or BF16 bytes (possibly unaligned) as
+/// f32, widening exactly; `None` for other dtypes.
+fn decode_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    let bits16 = || from_le_bytes(data, u16::from_le).into_iter();
+    Some(match dtype {
+        Dtype::F32 => from_le_bytes(data, u32::from_le)
+            .into_iter()
+            .map(f32::from_bits)
+            .collect(),
+        Dtype::F16 => bits16().map(|h| f16::from_bits(h).to_f32()).collect(),
+        Dtype::BF16 => bits16().map(|h| bf16::from_bits(h).to_f32()).collect(),
+        _ => return None,
+    })
+}
+
+/// `x` in `dtype`, little-endian, rounding to nearest even when narrowing.
+fn encode(dtype: StoreDtype, x: &[f32]) -> Vec<u8> {
+    match dtype {
+        StoreDtype::F32 => to_le_bytes(x, |v| f32::from_bits(v.to_bits().to_le())),
+        StoreDtype::F16 => {
+            let h: Vec<u16> = x.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+            to_le_bytes(&h, u16::to_le)
+        }
+        StoreDtype::BF16 => {
+            let h: Vec<u16> = x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect();
+            to_le_bytes(&h, u16::to_le)
+        }
     }
 }
 
@@ -256,19 +254,6 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
         StoreDtype::F16 => Dtype::F16,
         StoreDtype::BF16 => Dtype::BF16,
     };
-    let encode = |x: &[f32]| -> Vec<u8> {
-        match opts.dtype {
-            StoreDtype::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            StoreDtype::F16 => x
-                .iter()
-                .flat_map(|v| f32_to_f16(*v).to_le_bytes())
-                .collect(),
-            StoreDtype::BF16 => x
-                .iter()
-                .flat_map(|v| f32_to_bf16(*v).to_le_bytes())
-                .collect(),
-        }
-    };
     let mut encoded = Vec::new(); // (name, bytes, shape)
     for (name, t, shape) in w.named_tensors() {
         let n: usize = shape.iter().product();
@@ -278,7 +263,7 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
                 t.len()
             )));
         }
-        encoded.push((format!("{prefix}{name}"), encode(t), shape));
+        encoded.push((format!("{prefix}{name}"), encode(opts.dtype, t), shape));
     }
     let weights_path = dir.join(WEIGHTS_FILE);
     let views = encoded
@@ -300,124 +285,64 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
     })
 }
 
-/// IEEE binary16 bits to f32 (exact).
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h & 0x8000) as u32) << 16;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let bits = match (exp, man) {
-        (0, 0) => sign,
-        // Subnormal: man * 2^-24, exact in f32.
-        (0, m) => {
-            let v = m as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, m) => sign | 0x7fc0_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
-}
-
-/// bfloat16 bits to f32 (exact).
-pub(crate) fn bf16_to_f32(h: u16) -> f32 {
-    f32::from_bits((h as u32) << 16)
-}
-
-/// f32 to IEEE binary16 bits, rounding to nearest even.
-pub(crate) fn f32_to_f16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exp = ((bits >> 23) & 0xff) as i32;
-    let man = bits & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    let round = |value: u32, shift: u32| -> u32 {
-        let q = value >> shift;
-        let rem = value & ((1 << shift) - 1);
-        let half = 1 << (shift - 1);
-        if rem > half || (rem == half && q & 1 == 1) {
-            q + 1
-        } else {
-            q
-        }
-    };
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        return sign | round(m, (14 - e) as u32) as u16;
-    }
-    // A carry out of the mantissa bumps the exponent (up to inf): correct.
-    sign | (((e as u32) << 10) + round(man, 13)) as u16
-}
-
-/// f32 to bfloat16 bits, rounding to nearest even.
-pub(crate) fn f32_to_bf16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) as u16) | 0x40;
-    }
-    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
-    (rounded >> 16) as u16
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn f16_known_values() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x7bff), 65504.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x8001), -(2f32.powi(-24)));
-        assert_eq!(f16_to_f32(0x0400), 2f32.powi(-14));
-        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
-        assert!(f16_to_f32(0x7e00).is_nan());
-        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+    /// `bytes` copied one byte into a new buffer: from `[1..]` on, the data
+    /// is misaligned for any element type wider than a byte.
+    fn misaligned(bytes: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0xAAu8];
+        buf.extend_from_slice(bytes);
+        buf
     }
 
     #[test]
-    fn f16_roundtrip_all_values() {
-        for h in 0..=u16::MAX {
-            let x = f16_to_f32(h);
-            if x.is_nan() {
-                assert!(f16_to_f32(f32_to_f16(x)).is_nan());
-            } else {
-                assert_eq!(f32_to_f16(x), h, "f16 bits {h:#06x} -> {x}");
-            }
-        }
+    fn decodes_known_f16_bf16_and_f32_values_from_unaligned_bytes() {
+        let f16_bits: [u16; 9] = [
+            0x3c00, 0xc000, 0x7bff, 0x0001, 0x8001, 0x0400, 0x7c00, 0x3555, 0x7e00,
+        ];
+        let want_f16 = [
+            1.0,
+            -2.0,
+            65504.0,
+            2f32.powi(-24),
+            -(2f32.powi(-24)),
+            2f32.powi(-14),
+            f32::INFINITY,
+            0.333_251_95,
+        ];
+        let bytes: Vec<u8> = f16_bits.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let buf = misaligned(&bytes);
+        let got = decode_f32(Dtype::F16, &buf[1..]).unwrap();
+        assert_eq!(&got[..8], &want_f16);
+        assert!(got[8].is_nan());
+
+        let bf16_bits: [u16; 3] = [0x3f80, 0xc000, 0x7f7f];
+        let bytes: Vec<u8> = bf16_bits.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let buf = misaligned(&bytes);
+        let got = decode_f32(Dtype::BF16, &buf[1..]).unwrap();
+        assert_eq!(got, [1.0, -2.0, f32::from_bits(0x7f7f_0000)]);
+
+        let want = [1.5f32, -0.0, f32::MIN_POSITIVE, 3.0e38];
+        let bytes: Vec<u8> = want.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let buf = misaligned(&bytes);
+        assert_eq!(decode_f32(Dtype::F32, &buf[1..]).unwrap(), want);
+
+        assert_eq!(decode_f32(Dtype::I64, &[0; 8]), None);
     }
 
     #[test]
-    fn f16_rounding() {
+    fn encodes_little_endian_rounding_to_nearest_even() {
+        assert_eq!(encode(StoreDtype::F32, &[1.0]), 1f32.to_le_bytes());
         // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1.0).
-        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
-        // 1 + 3*2^-11 is halfway between 1+2^-10 (odd) and 1+2^-9: up.
-        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
-        assert_eq!(f32_to_f16(70000.0), 0x7c00);
-        assert_eq!(f32_to_f16(65519.0), 0x7bff);
-        assert_eq!(f32_to_f16(65520.0), 0x7c00);
-        assert_eq!(f32_to_f16(1e-10), 0);
-        assert_eq!(f32_to_f16(2f32.powi(-25)), 0); // tie to even: 0
-        assert_eq!(f32_to_f16(1.5 * 2f32.powi(-25)), 1);
-    }
-
-    #[test]
-    fn bf16_roundtrip() {
-        for h in [0x3f80u16, 0xc000, 0x0001, 0x7f7f, 0x8000] {
-            assert_eq!(f32_to_bf16(bf16_to_f32(h)), h);
-        }
-        assert_eq!(bf16_to_f32(0x3f80), 1.0);
-        assert_eq!(f32_to_bf16(1.0 + 2f32.powi(-8)), 0x3f80); // tie to even
-        assert_eq!(f32_to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(
+            encode(StoreDtype::F16, &[1.0 + 2f32.powi(-11), -2.0]),
+            [0x00, 0x3c, 0x00, 0xc0]
+        );
+        assert_eq!(
+            encode(StoreDtype::BF16, &[1.0 + 3.0 * 2f32.powi(-8)]),
+            [0x82, 0x3f]
+        );
     }
 }

@@ -38,6 +38,13 @@ pub const KNOWN_CONFIGS: &[&str] = &[
 ];
 
 impl Gpt2Config {
+    /// The vocabulary rounded up to a multiple of 4: the width of the
+    /// logits and of the transposed token table on a device (vec4 kernels).
+    /// The padding columns are zero weights and are dropped from results.
+    pub fn padded_vocab(&self) -> usize {
+        self.vocab_size.next_multiple_of(4)
+    }
+
     fn gpt2_like(n_embd: usize, n_layer: usize, n_head: usize) -> Self {
         Gpt2Config {
             vocab_size: 50257,

@@ -11,40 +11,21 @@
 //! most 128 MiB); the embedding gathers from it and the tied LM head is then a
 //! plain matmul per chunk into columns of the logits.
 
-use std::ops::Range;
-
-use crate::device::Gpu;
+use crate::device::{read_mapped, staging, upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::kernels::{self as k, Dispatch};
+use crate::microbatch::Microbatches;
+use crate::model::weights::LayerWeights;
+use crate::model::weights::StageWeights;
 use crate::model::{Gpt2Config, Gpt2Weights};
 
-/// Which part of the model a stage holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StagePart {
-    /// Transformer blocks, in order.
-    pub layers: Range<usize>,
-    /// Token + position embedding at the start.
-    pub embedding: bool,
-    /// ln_f and the LM head at the end.
-    pub head: bool,
-}
-
-impl StagePart {
-    /// The whole model on one device.
-    pub fn whole(cfg: &Gpt2Config) -> StagePart {
-        StagePart {
-            layers: 0..cfg.n_layer,
-            embedding: true,
-            head: true,
-        }
-    }
-}
+pub use crate::model::weights::StagePart;
 
 /// The vocabulary split into chunks whose transposed table (C, len) fits one
 /// binding: `(v0, padded_len)` pairs; every length is a multiple of 4.
 fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
-    let (v, c) = (cfg.vocab_size, cfg.n_embd);
+    let c = cfg.n_embd;
     let limit = gpu.max_binding().min(gpu.limits.max_buffer_size);
     let per_chunk = ((limit / (4 * c as u64)) as usize) / 4 * 4;
     if per_chunk == 0 {
@@ -52,11 +33,47 @@ fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
             .check_binding("wte (one column of the token table)", 16 * c as u64)
             .map(|_| Vec::new());
     }
-    let vp = v.next_multiple_of(4);
+    let vp = cfg.padded_vocab();
     Ok((0..vp)
         .step_by(per_chunk)
         .map(|v0| (v0, per_chunk.min(vp - v0)))
         .collect())
+}
+
+/// Where one [`Segment`] of a stage's program ends.
+///
+/// A stage's dispatches are cut where a Megatron-style tensor-parallel stage
+/// would all-reduce a partial sum: right after each block's attention
+/// c_proj matmul and its MLP c_proj matmul have written their (N, C) output
+/// into [`GpuStage::partial_sum`], before the residual add that reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// After block `layer`'s attention c_proj matmul.
+    AttnProj { layer: usize },
+    /// After block `layer`'s MLP c_proj matmul.
+    MlpProj { layer: usize },
+    /// The end of the stage (its last segment).
+    End,
+}
+
+/// A run of a stage's dispatches between two [`Cut`]s, in program order.
+pub struct Segment {
+    /// What follows this segment's last dispatch.
+    pub end: Cut,
+    dispatches: Vec<Dispatch>,
+}
+
+impl Segment {
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    /// Record this segment's dispatches into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            d.encode(pass);
+        }
+    }
 }
 
 /// One stage of GPT-2 resident on a device, for microbatches of `b` x `t` tokens.
@@ -71,22 +88,216 @@ pub struct GpuStage {
     pub x: wgpu::Buffer,
     /// (N, Vp) logits, if this stage has the head.
     pub logits: Option<wgpu::Buffer>,
-    dispatches: Vec<Dispatch>,
+    /// (N, C) output of the c_proj matmuls, if this stage has blocks.
+    proj: Option<wgpu::Buffer>,
+    /// The program, cut into segments; the embedding's dispatches (one per
+    /// vocabulary chunk) are the first `embedding_dispatches` of the first.
+    segments: Vec<Segment>,
+    embedding_dispatches: usize,
     /// Weights and scratch buffers, kept alive for the bind groups.
     _buffers: Vec<wgpu::Buffer>,
 }
 
-impl GpuStage {
-    /// Upload the weights of `part` to `gpu` and build its dispatches.
-    pub fn new(
-        gpu: &Gpu,
-        w: &Gpt2Weights,
-        part: StagePart,
-        b: usize,
-        t: usize,
-    ) -> Result<GpuStage> {
-        let cfg = w.config.clone();
+/// The per-block scratch buffers, shared by every block of a stage.
+struct Scratch {
+    ln: wgpu::Buffer,   // (N, C) layernorm output
+    qkv: wgpu::Buffer,  // (N, 3C)
+    att: wgpu::Buffer,  // (N, C) attention output
+    proj: wgpu::Buffer, // (N, C) c_proj output (attention, then MLP)
+    x2: wgpu::Buffer,   // (N, C) residual stream after attention
+    fch: wgpu::Buffer,  // (N, F)
+    fcg: wgpu::Buffer,  // (N, F) gelu(fch)
+}
+
+impl Scratch {
+    fn new(gpu: &Gpu, n: usize, c: usize, f: usize) -> Scratch {
+        Scratch {
+            ln: zeros(gpu, "ln (N,C)", n * c),
+            qkv: zeros(gpu, "qkv (N,3C)", n * 3 * c),
+            att: zeros(gpu, "att (N,C)", n * c),
+            proj: zeros(gpu, "proj (N,C)", n * c),
+            x2: zeros(gpu, "x2 (N,C)", n * c),
+            fch: zeros(gpu, "fch (N,F)", n * f),
+            fcg: zeros(gpu, "fch_gelu (N,F)", n * f),
+        }
+    }
+
+    fn into_buffers(self) -> [wgpu::Buffer; 7] {
+        [
+            self.ln, self.qkv, self.att, self.proj, self.x2, self.fch, self.fcg,
+        ]
+    }
+}
+
+/// Bytes of `len` f32s.
+fn bytes(len: usize) -> u64 {
+    (len * 4) as u64
+}
+
+/// Builds a stage's program: dispatches in order, cut into segments, and the
+/// buffers they bind.
+struct Builder<'a> {
+    gpu: &'a Gpu,
+    cfg: &'a Gpt2Config,
+    b: usize,
+    t: usize,
+    /// (N, C) residual stream.
+    x: &'a wgpu::Buffer,
+    segments: Vec<Segment>,
+    current: Vec<Dispatch>,
+    keep: Vec<wgpu::Buffer>,
+}
+
+impl Builder<'_> {
+    fn n(&self) -> usize {
+        self.b * self.t
+    }
+
+    fn push(&mut self, d: Dispatch) {
+        self.current.push(d);
+    }
+
+    /// End the current segment at `end`.
+    fn cut(&mut self, end: Cut) {
+        let dispatches = std::mem::take(&mut self.current);
+        self.segments.push(Segment { end, dispatches });
+    }
+
+    /// The token table chunks `(v0, len)`, uploaded transposed (C, len) and
+    /// zero-padded.
+    fn token_table(&self, wte: &[f32], chunks: &[(usize, usize)]) -> Vec<wgpu::Buffer> {
+        let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
+        chunks
+            .iter()
+            .map(|&(v0, len)| {
+                let mut t = vec![0f32; c * len];
+                for v in v0..(v0 + len).min(v) {
+                    for ch in 0..c {
+                        t[ch * len + (v - v0)] = wte[v * c + ch];
+                    }
+                }
+                upload(self.gpu, &format!("wte_t[{v0}..]"), &t)
+            })
+            .collect()
+    }
+
+    /// x = wte[ids] + wpe[pos_offset + t], one dispatch per vocabulary chunk
+    /// (position offset 0 until [`GpuStage::set_position_offset`]). Returns
+    /// the (N) token id buffer.
+    fn embedding(
+        &mut self,
+        wpe: &[f32],
+        chunks: &[(usize, usize)],
+        wte_t: &[wgpu::Buffer],
+    ) -> wgpu::Buffer {
+        let (gpu, n, t, c) = (self.gpu, self.n(), self.t, self.cfg.n_embd);
+        let ids = upload_pod(gpu, "ids (N)", &vec![0u32; n]);
+        let wpe = upload(gpu, "wpe", wpe);
+        for (&(v0, len), tb) in chunks.iter().zip(wte_t) {
+            let d = k::embedding_forward(gpu, self.x, &ids, tb, &wpe, n, t, c, v0, len, 0);
+            self.push(d);
+        }
+        self.keep.push(wpe);
+        ids
+    }
+
+    /// Block `l`: x2 = x + attn(ln_1(x)); x = x2 + mlp(ln_2(x2)), cut after
+    /// each c_proj matmul.
+    fn block(&mut self, l: usize, lw: &LayerWeights, s: &Scratch) -> Result<()> {
+        let (gpu, cfg) = (self.gpu, self.cfg);
+        let (b, t, n) = (self.b, self.t, self.n());
         let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
+        // Every tensor of the block, uploaded under its checkpoint name.
+        let lb = lw.try_map(cfg, |name, t, shape| {
+            gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
+            Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
+        })?;
+        let x = self.x;
+        self.push(k::layernorm_forward(
+            gpu, &s.ln, x, &lb.ln_1_g, &lb.ln_1_b, n, c, eps,
+        ));
+        self.push(k::matmul_forward(
+            gpu,
+            &s.qkv,
+            &s.ln,
+            &lb.c_attn_w,
+            &lb.c_attn_b,
+            n,
+            c,
+            3 * c,
+        ));
+        self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh));
+        self.push(k::matmul_forward(
+            gpu,
+            &s.proj,
+            &s.att,
+            &lb.attn_proj_w,
+            &lb.attn_proj_b,
+            n,
+            c,
+            c,
+        ));
+        self.cut(Cut::AttnProj { layer: l });
+        self.push(k::residual_forward(gpu, &s.x2, x, &s.proj, n * c));
+        self.push(k::layernorm_forward(
+            gpu, &s.ln, &s.x2, &lb.ln_2_g, &lb.ln_2_b, n, c, eps,
+        ));
+        self.push(k::matmul_forward(
+            gpu, &s.fch, &s.ln, &lb.c_fc_w, &lb.c_fc_b, n, c, f,
+        ));
+        self.push(k::gelu_forward(gpu, &s.fcg, &s.fch, n * f));
+        self.push(k::matmul_forward(
+            gpu,
+            &s.proj,
+            &s.fcg,
+            &lb.mlp_proj_w,
+            &lb.mlp_proj_b,
+            n,
+            f,
+            c,
+        ));
+        self.cut(Cut::MlpProj { layer: l });
+        self.push(k::residual_forward(gpu, x, &s.x2, &s.proj, n * c));
+        self.keep
+            .extend(lb.named_tensors(cfg).into_iter().map(|(_, b, _)| b.clone()));
+        Ok(())
+    }
+
+    /// logits (N, Vp) = ln_f(x) @ wte^T, one matmul per vocabulary chunk into
+    /// its columns. Returns the logits buffer.
+    fn head(
+        &mut self,
+        ln_f: (&[f32], &[f32]),
+        chunks: &[(usize, usize)],
+        wte_t: &[wgpu::Buffer],
+    ) -> Result<wgpu::Buffer> {
+        let (gpu, n, c) = (self.gpu, self.n(), self.cfg.n_embd);
+        let eps = self.cfg.layer_norm_epsilon;
+        let vp = self.cfg.padded_vocab();
+        gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
+        let lnf = zeros(gpu, "ln_f (N,C)", n * c);
+        let g = upload(gpu, "ln_f.weight", ln_f.0);
+        let bb = upload(gpu, "ln_f.bias", ln_f.1);
+        let out = zeros(gpu, "logits (N,Vp)", n * vp);
+        let max_len = chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
+        let no_bias = zeros(gpu, "lm_head bias (0)", max_len);
+        self.push(k::layernorm_forward(gpu, &lnf, self.x, &g, &bb, n, c, eps));
+        for (&(v0, len), tb) in chunks.iter().zip(wte_t) {
+            self.push(k::matmul_forward_strided(
+                gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
+            ));
+        }
+        self.keep.extend([lnf, g, bb, no_bias]);
+        Ok(out)
+    }
+}
+
+impl GpuStage {
+    /// Upload a stage's weights (`w.part` says which: embedding, blocks,
+    /// head) to `gpu` and build its dispatches.
+    pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<GpuStage> {
+        let (cfg, part) = (w.config.clone(), w.part.clone());
+        let (c, f) = (cfg.n_embd, cfg.n_inner);
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
             return Err(Error::Input(format!(
@@ -100,115 +311,57 @@ impl GpuStage {
                 part.layers, cfg.n_layer
             )));
         }
-        let bytes = |len: usize| (len * 4) as u64;
         gpu.check_binding("activations (N, F)", bytes(n * f.max(3 * c)))?;
 
-        let mut keep = Vec::new();
-        let mut ds = Vec::new();
-        let x = k::zeros(gpu, "x (N,C)", n * c);
-
-        let mut ids = None;
+        let x = zeros(gpu, "x (N,C)", n * c);
+        let mut bld = Builder {
+            gpu,
+            cfg: &cfg,
+            b,
+            t,
+            x: &x,
+            segments: Vec::new(),
+            current: Vec::new(),
+            keep: Vec::new(),
+        };
+        let missing = |what: &str| {
+            Error::Input(format!(
+                "stage {part:?} was given no {what}: build its weights with Gpt2Weights::stage"
+            ))
+        };
         let mut chunks = Vec::new();
+        let mut wte_t = Vec::new();
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg)?;
-            gpu.check_binding("wpe", bytes(w.wpe.len()))?;
+            wte_t = bld.token_table(w.wte.ok_or_else(|| missing("wte"))?, &chunks);
         }
-        // (C, len) transposed, zero-padded token table chunks.
-        let wte_t: Vec<wgpu::Buffer> = chunks
-            .iter()
-            .map(|&(v0, len)| {
-                let mut t = vec![0f32; c * len];
-                for v in v0..(v0 + len).min(cfg.vocab_size) {
-                    for ch in 0..c {
-                        t[ch * len + (v - v0)] = w.wte[v * c + ch];
-                    }
-                }
-                k::upload(gpu, &format!("wte_t[{v0}..]"), &t)
-            })
-            .collect();
-
-        if part.embedding {
-            let idb = k::upload_u32(gpu, "ids (N)", &vec![0u32; n]);
-            let wpe = k::upload(gpu, "wpe", &w.wpe);
-            for (&(v0, len), tb) in chunks.iter().zip(&wte_t) {
-                ds.push(k::embedding_forward(
-                    gpu, &x, &idb, tb, &wpe, n, t, c, v0, len,
-                ));
-            }
-            keep.push(wpe);
-            ids = Some(idb);
-        }
-
+        let ids = if part.embedding {
+            let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;
+            gpu.check_binding("wpe", bytes(wpe.len()))?;
+            Some(bld.embedding(wpe, &chunks, &wte_t))
+        } else {
+            None
+        };
+        let embedding_dispatches = bld.current.len();
+        let mut proj = None;
         if !part.layers.is_empty() {
-            // Scratch, shared by every block of the stage.
-            let ln = k::zeros(gpu, "ln (N,C)", n * c);
-            let qkv = k::zeros(gpu, "qkv (N,3C)", n * 3 * c);
-            let att = k::zeros(gpu, "att (N,C)", n * c);
-            let proj = k::zeros(gpu, "proj (N,C)", n * c);
-            let x2 = k::zeros(gpu, "x2 (N,C)", n * c);
-            let fch = k::zeros(gpu, "fch (N,F)", n * f);
-            let fcg = k::zeros(gpu, "fch_gelu (N,F)", n * f);
-            for l in part.layers.clone() {
-                let lw = &w.layers[l];
-                for (name, t, shape) in lw.named_tensors(&cfg) {
-                    gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
-                }
-                let up = |name: &str, d: &[f32]| k::upload(gpu, &format!("h.{l}.{name}"), d);
-                let (ln1g, ln1b) = (up("ln_1.weight", &lw.ln_1_g), up("ln_1.bias", &lw.ln_1_b));
-                let (qkvw, qkvb) = (
-                    up("attn.c_attn.weight", &lw.c_attn_w),
-                    up("attn.c_attn.bias", &lw.c_attn_b),
-                );
-                let (apw, apb) = (
-                    up("attn.c_proj.weight", &lw.attn_proj_w),
-                    up("attn.c_proj.bias", &lw.attn_proj_b),
-                );
-                let (ln2g, ln2b) = (up("ln_2.weight", &lw.ln_2_g), up("ln_2.bias", &lw.ln_2_b));
-                let (fcw, fcb) = (
-                    up("mlp.c_fc.weight", &lw.c_fc_w),
-                    up("mlp.c_fc.bias", &lw.c_fc_b),
-                );
-                let (mpw, mpb) = (
-                    up("mlp.c_proj.weight", &lw.mlp_proj_w),
-                    up("mlp.c_proj.bias", &lw.mlp_proj_b),
-                );
-                // x2 = x + attn(ln_1(x)); x = x2 + mlp(ln_2(x2))
-                ds.push(k::layernorm_forward(gpu, &ln, &x, &ln1g, &ln1b, n, c, eps));
-                ds.push(k::matmul_forward(gpu, &qkv, &ln, &qkvw, &qkvb, n, c, 3 * c));
-                ds.push(k::attention_forward(gpu, &att, &qkv, b, t, c, nh));
-                ds.push(k::matmul_forward(gpu, &proj, &att, &apw, &apb, n, c, c));
-                ds.push(k::residual_forward(gpu, &x2, &x, &proj, n * c));
-                ds.push(k::layernorm_forward(gpu, &ln, &x2, &ln2g, &ln2b, n, c, eps));
-                ds.push(k::matmul_forward(gpu, &fch, &ln, &fcw, &fcb, n, c, f));
-                ds.push(k::gelu_forward(gpu, &fcg, &fch, n * f));
-                ds.push(k::matmul_forward(gpu, &proj, &fcg, &mpw, &mpb, n, f, c));
-                ds.push(k::residual_forward(gpu, &x, &x2, &proj, n * c));
-                keep.extend([
-                    ln1g, ln1b, qkvw, qkvb, apw, apb, ln2g, ln2b, fcw, fcb, mpw, mpb,
-                ]);
+            let scratch = Scratch::new(gpu, n, c, f);
+            if w.layers.len() != part.layers.len() {
+                return Err(missing("blocks"));
             }
-            keep.extend([ln, qkv, att, proj, x2, fch, fcg]);
-        }
-
-        let mut logits = None;
-        if part.head {
-            let vp = cfg.vocab_size.next_multiple_of(4);
-            gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
-            let lnf = k::zeros(gpu, "ln_f (N,C)", n * c);
-            let g = k::upload(gpu, "ln_f.weight", &w.ln_f_g);
-            let bb = k::upload(gpu, "ln_f.bias", &w.ln_f_b);
-            let out = k::zeros(gpu, "logits (N,Vp)", n * vp);
-            let max_len = chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
-            let no_bias = k::zeros(gpu, "lm_head bias (0)", max_len);
-            ds.push(k::layernorm_forward(gpu, &lnf, &x, &g, &bb, n, c, eps));
-            for (&(v0, len), tb) in chunks.iter().zip(&wte_t) {
-                ds.push(k::matmul_forward_strided(
-                    gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
-                ));
+            for (l, lw) in part.layers.clone().zip(w.layers) {
+                bld.block(l, lw, &scratch)?;
             }
-            keep.extend([lnf, g, bb, no_bias]);
-            logits = Some(out);
+            proj = Some(scratch.proj.clone());
+            bld.keep.extend(scratch.into_buffers());
         }
+        let logits = if part.head {
+            Some(bld.head(w.ln_f.ok_or_else(|| missing("ln_f"))?, &chunks, &wte_t)?)
+        } else {
+            None
+        };
+        bld.cut(Cut::End);
+        let (segments, mut keep) = (bld.segments, bld.keep);
         keep.extend(wte_t);
         Ok(GpuStage {
             part,
@@ -218,9 +371,51 @@ impl GpuStage {
             ids,
             x,
             logits,
-            dispatches: ds,
+            proj,
+            segments,
+            embedding_dispatches,
             _buffers: keep,
         })
+    }
+
+    /// The program, in order, cut where a tensor-parallel all-reduce of a
+    /// partial sum would go (see [`Cut`]); the last segment ends at
+    /// [`Cut::End`]. Encoding every segment's dispatches in order into one
+    /// compute pass is exactly [`GpuStage::encode`]; a later collective can be
+    /// inserted between segments instead.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// (N, C) buffer the attention and MLP c_proj matmuls write, which holds
+    /// the partial sum at each [`Cut::AttnProj`] / [`Cut::MlpProj`]; `None`
+    /// for a stage without blocks.
+    pub fn partial_sum(&self) -> Option<&wgpu::Buffer> {
+        self.proj.as_ref()
+    }
+
+    /// Set the position of each sequence's first token for the passes
+    /// submitted after this call (see [`Dispatch::update_params`]): the
+    /// embedding then adds `wpe[offset + t]`. 0 when built. `gpu` must be the
+    /// device the stage was built on. An offset with `offset + T` past the
+    /// model's n_positions is an input error; a stage without the embedding
+    /// checks the offset and has nothing to update.
+    pub fn set_position_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
+        let n_positions = self.cfg.n_positions;
+        let fits = offset
+            .checked_add(self.t)
+            .is_some_and(|end| end <= n_positions);
+        let off = u32::try_from(offset).ok().filter(|_| fits).ok_or_else(|| {
+            Error::Input(format!(
+                "position offset {offset} + sequence length {} exceeds the model's n_positions {n_positions}",
+                self.t
+            ))
+        })?;
+        let first = self.segments.first().map_or(&[][..], |s| s.dispatches());
+        for d in &first[..self.embedding_dispatches] {
+            d.update_params(&gpu.queue, |p: &mut k::EmbeddingParams| p.pos_offset = off)?;
+        }
+        Ok(())
     }
 
     /// Rows of a microbatch (B*T).
@@ -235,7 +430,7 @@ impl GpuStage {
 
     /// Bytes of this stage's logits buffer: (N, Vp) f32.
     pub fn logits_bytes(&self) -> u64 {
-        (self.rows() * self.cfg.vocab_size.next_multiple_of(4) * 4) as u64
+        (self.rows() * self.cfg.padded_vocab() * 4) as u64
     }
 
     /// Queue the token ids of one microbatch (N of them) for the next pass.
@@ -245,20 +440,21 @@ impl GpuStage {
         }
     }
 
-    /// Record this stage's forward pass as one compute pass.
+    /// Record this stage's forward pass, every segment in order, as one
+    /// compute pass.
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("stage forward"),
             timestamp_writes: None,
         });
-        for d in &self.dispatches {
-            d.encode(&mut pass);
+        for s in &self.segments {
+            s.encode(&mut pass);
         }
     }
 
     /// Drop the padding columns of (N, Vp) logits read back from the device.
     pub fn strip_logits(&self, padded: &[f32]) -> Vec<f32> {
-        let (v, vp) = (self.cfg.vocab_size, self.cfg.vocab_size.next_multiple_of(4));
+        let (v, vp) = (self.cfg.vocab_size, self.cfg.padded_vocab());
         padded
             .chunks(vp)
             .flat_map(|row| &row[..v])
@@ -270,11 +466,7 @@ impl GpuStage {
 /// Sequences per pass so the widest per-row buffer (logits, MLP hidden or
 /// QKV) fits one binding (at most `batch`).
 pub fn sequences_per_pass(gpu: &Gpu, cfg: &Gpt2Config, batch: usize, seq: usize) -> usize {
-    let widest = cfg
-        .vocab_size
-        .next_multiple_of(4)
-        .max(cfg.n_inner)
-        .max(3 * cfg.n_embd);
+    let widest = cfg.padded_vocab().max(cfg.n_inner).max(3 * cfg.n_embd);
     let row_bytes = (widest * 4) as u64;
     let rows = (gpu.max_binding().min(gpu.limits.max_buffer_size) / row_bytes) as usize;
     (rows / seq.max(1)).clamp(1, batch.max(1))
@@ -297,31 +489,76 @@ pub fn forward(
     per_pass: usize,
 ) -> Result<Forward> {
     crate::io::check_input(&w.config, tokens)?;
-    let (bsz, t) = (tokens.batch, tokens.seq);
-    let per_pass = per_pass.clamp(1, bsz);
-    let stage = GpuStage::new(gpu, w, StagePart::whole(&w.config), per_pass, t)?;
-    let staging = k::staging(gpu, "logits readback", stage.logits_bytes());
+    let passes = Microbatches::passes(tokens, per_pass);
+    let whole = StagePart::whole(&w.config);
+    let stage = GpuStage::new(gpu, &w.stage(&whole), passes.per, tokens.seq)?;
+    let staging = staging(gpu, "logits readback", stage.logits_bytes());
     let logits_buf = stage.logits.as_ref().expect("whole-model stage has a head");
-    let mut logits = Vec::with_capacity(bsz * t * w.config.vocab_size);
+    let mut results = Vec::with_capacity(passes.list.len());
     let start = std::time::Instant::now();
-    for s0 in (0..bsz).step_by(per_pass) {
-        let nseq = per_pass.min(bsz - s0);
-        // A short last pass repeats the last sequence; its rows are dropped.
-        let mut ids: Vec<u32> = tokens.ids[s0 * t..(s0 + nseq) * t].to_vec();
-        while ids.len() < per_pass * t {
-            ids.extend_from_within(ids.len() - t..);
-        }
-        stage.write_ids(gpu, &ids);
+    for (i, pass) in passes.list.iter().enumerate() {
+        stage.write_ids(gpu, &pass.ids);
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         stage.encode(&mut enc);
         enc.copy_buffer_to_buffer(logits_buf, 0, &staging, 0, stage.logits_bytes());
         gpu.queue.submit([enc.finish()]);
-        let vp = w.config.vocab_size.next_multiple_of(4);
-        let padded: Vec<f32> = k::read_mapped(gpu, &staging, stage.rows() * vp)?;
-        logits.extend(stage.strip_logits(&padded[..nseq * t * vp]));
+        let padded: Vec<f32> = read_mapped(gpu, &staging, stage.rows() * w.config.padded_vocab())?;
+        results.push((i, stage.strip_logits(&padded)));
     }
+    let logits = passes.gather(&results, tokens.seq * w.config.vocab_size);
     Ok(Forward {
         logits,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs an adapter (lavapipe here), like the GPU integration tests.
+    fn gpu() -> Gpu {
+        Gpu::open("").unwrap_or_else(|e| panic!("GPU stage tests need a wgpu adapter: {e}"))
+    }
+
+    #[test]
+    fn segments_cut_after_each_c_proj_and_position_offset_is_checked() {
+        let cfg = Gpt2Config::named("tiny").unwrap();
+        let w = Gpt2Weights::init(&cfg, 1).unwrap();
+        let g = gpu();
+        let t = 3;
+        let whole = StagePart::whole(&cfg);
+        let stage = GpuStage::new(&g, &w.stage(&whole), 2, t).unwrap();
+
+        let ends: Vec<Cut> = stage.segments().iter().map(|s| s.end).collect();
+        let mut want = Vec::new();
+        for layer in 0..cfg.n_layer {
+            want.extend([Cut::AttnProj { layer }, Cut::MlpProj { layer }]);
+        }
+        want.push(Cut::End);
+        assert_eq!(ends, want);
+        for s in &stage.segments()[..want.len() - 1] {
+            let last = s.dispatches().last().expect("non-empty segment").name;
+            assert!(
+                last.starts_with("matmul_forward"),
+                "{:?} ends in {last}",
+                s.end
+            );
+        }
+        for s in &stage.segments()[1..] {
+            let first = s.dispatches()[0].name;
+            assert_eq!(first, "residual_forward", "segment after a cut");
+        }
+        assert!(stage.partial_sum().is_some());
+
+        stage.set_position_offset(&g, cfg.n_positions - t).unwrap();
+        stage.set_position_offset(&g, 0).unwrap();
+        for bad in [cfg.n_positions - t + 1, usize::MAX] {
+            let err = stage.set_position_offset(&g, bad).unwrap_err();
+            assert!(
+                matches!(err, Error::Input(_)) && err.to_string().contains("n_positions"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -4,25 +4,75 @@
 //! Linear weights use the Hugging Face Conv1D layout [in, out], row-major:
 //! y[j] = b[j] + sum_k x[k] * w[k * out + j].
 
+use std::ops::Range;
+
 use crate::error::Result;
 use crate::model::config::Gpt2Config;
 
-/// One transformer block; Conv1D layout [in, out] row-major, like the HF checkpoint.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerWeights {
-    pub ln_1_g: Vec<f32>,      // (C)
-    pub ln_1_b: Vec<f32>,      // (C)
-    pub c_attn_w: Vec<f32>,    // (C, 3C)
-    pub c_attn_b: Vec<f32>,    // (3C)
-    pub attn_proj_w: Vec<f32>, // (C, C)
-    pub attn_proj_b: Vec<f32>, // (C)
-    pub ln_2_g: Vec<f32>,      // (C)
-    pub ln_2_b: Vec<f32>,      // (C)
-    pub c_fc_w: Vec<f32>,      // (C, F)
-    pub c_fc_b: Vec<f32>,      // (F)
-    pub mlp_proj_w: Vec<f32>,  // (F, C)
-    pub mlp_proj_b: Vec<f32>,  // (C)
+/// Declares [`Layer`] and the one list of a block's tensors: field, name in
+/// the HF checkpoint after `h.N.`, shape from (C, F). Load, save, the GPU
+/// stage and gradients all read this list.
+macro_rules! block_tensors {
+    ($( $field:ident : $name:literal $shape:expr ),* $(,)?) => {
+        /// One transformer block's tensors, one `T` each (f32 weights in
+        /// host memory, buffers on a device, gradients …); Conv1D layout
+        /// [in, out] row-major, like the HF checkpoint.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Layer<T> {
+            $(pub $field: T,)*
+        }
+
+        impl<T> Layer<T> {
+            /// (name after `h.N.`, tensor, shape), in checkpoint order.
+            pub fn named_tensors(&self, cfg: &Gpt2Config) -> Vec<(&'static str, &T, Vec<usize>)> {
+                let (c, f) = (cfg.n_embd, cfg.n_inner);
+                vec![$(($name, &self.$field, ($shape)(c, f)),)*]
+            }
+
+            /// Build a block tensor by tensor, in checkpoint order, from
+            /// each one's name and shape.
+            pub fn try_from_fn<E>(
+                cfg: &Gpt2Config,
+                mut make: impl FnMut(&'static str, Vec<usize>) -> Result<T, E>,
+            ) -> Result<Layer<T>, E> {
+                let (c, f) = (cfg.n_embd, cfg.n_inner);
+                Ok(Layer {
+                    $($field: make($name, ($shape)(c, f))?,)*
+                })
+            }
+
+            /// The same block with each tensor turned into something else.
+            pub fn try_map<U, E>(
+                &self,
+                cfg: &Gpt2Config,
+                mut f: impl FnMut(&'static str, &T, Vec<usize>) -> Result<U, E>,
+            ) -> Result<Layer<U>, E> {
+                let (c, ff) = (cfg.n_embd, cfg.n_inner);
+                Ok(Layer {
+                    $($field: f($name, &self.$field, ($shape)(c, ff))?,)*
+                })
+            }
+        }
+    };
 }
+
+block_tensors! {
+    ln_1_g: "ln_1.weight" |c, _f| vec![c],
+    ln_1_b: "ln_1.bias" |c, _f| vec![c],
+    c_attn_w: "attn.c_attn.weight" |c, _f| vec![c, 3 * c],
+    c_attn_b: "attn.c_attn.bias" |c, _f| vec![3 * c],
+    attn_proj_w: "attn.c_proj.weight" |c, _f| vec![c, c],
+    attn_proj_b: "attn.c_proj.bias" |c, _f| vec![c],
+    ln_2_g: "ln_2.weight" |c, _f| vec![c],
+    ln_2_b: "ln_2.bias" |c, _f| vec![c],
+    c_fc_w: "mlp.c_fc.weight" |c, f| vec![c, f],
+    c_fc_b: "mlp.c_fc.bias" |_c, f| vec![f],
+    mlp_proj_w: "mlp.c_proj.weight" |c, f| vec![f, c],
+    mlp_proj_b: "mlp.c_proj.bias" |c, _f| vec![c],
+}
+
+/// One block's weights in host memory.
+pub type LayerWeights = Layer<Vec<f32>>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gpt2Weights {
@@ -34,29 +84,57 @@ pub struct Gpt2Weights {
     pub ln_f_b: Vec<f32>,          // (C)
 }
 
-impl LayerWeights {
-    /// (name as in the HF checkpoint after `h.N.`, tensor, expected shape),
-    /// in checkpoint order. The single list used by load and save.
-    pub fn named_tensors(&self, cfg: &Gpt2Config) -> [(&'static str, &Vec<f32>, Vec<usize>); 12] {
-        let (c, f) = (cfg.n_embd, cfg.n_inner);
-        [
-            ("ln_1.weight", &self.ln_1_g, vec![c]),
-            ("ln_1.bias", &self.ln_1_b, vec![c]),
-            ("attn.c_attn.weight", &self.c_attn_w, vec![c, 3 * c]),
-            ("attn.c_attn.bias", &self.c_attn_b, vec![3 * c]),
-            ("attn.c_proj.weight", &self.attn_proj_w, vec![c, c]),
-            ("attn.c_proj.bias", &self.attn_proj_b, vec![c]),
-            ("ln_2.weight", &self.ln_2_g, vec![c]),
-            ("ln_2.bias", &self.ln_2_b, vec![c]),
-            ("mlp.c_fc.weight", &self.c_fc_w, vec![c, f]),
-            ("mlp.c_fc.bias", &self.c_fc_b, vec![f]),
-            ("mlp.c_proj.weight", &self.mlp_proj_w, vec![f, c]),
-            ("mlp.c_proj.bias", &self.mlp_proj_b, vec![c]),
-        ]
+/// Which part of the model a stage holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagePart {
+    /// Transformer blocks, in order.
+    pub layers: Range<usize>,
+    /// Token + position embedding at the start.
+    pub embedding: bool,
+    /// ln_f and the LM head at the end.
+    pub head: bool,
+}
+
+impl StagePart {
+    /// The whole model on one device.
+    pub fn whole(cfg: &Gpt2Config) -> StagePart {
+        StagePart {
+            layers: 0..cfg.n_layer,
+            embedding: true,
+            head: true,
+        }
     }
 }
 
+/// The weights one stage holds, borrowed from the model: a device thread
+/// is handed these and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct StageWeights<'a> {
+    pub config: &'a Gpt2Config,
+    pub part: &'a StagePart,
+    /// The blocks `part.layers`, in order.
+    pub layers: &'a [LayerWeights],
+    /// (V, C): with the embedding, and with the head (tied LM head).
+    pub wte: Option<&'a [f32]>,
+    /// (maxT, C), with the embedding.
+    pub wpe: Option<&'a [f32]>,
+    /// (gamma, beta) of ln_f, with the head.
+    pub ln_f: Option<(&'a [f32], &'a [f32])>,
+}
+
 impl Gpt2Weights {
+    /// The tensors stage `part` needs.
+    pub fn stage<'a>(&'a self, part: &'a StagePart) -> StageWeights<'a> {
+        StageWeights {
+            config: &self.config,
+            part,
+            layers: &self.layers[part.layers.clone()],
+            wte: (part.embedding || part.head).then_some(&self.wte[..]),
+            wpe: part.embedding.then_some(&self.wpe[..]),
+            ln_f: part.head.then_some((&self.ln_f_g[..], &self.ln_f_b[..])),
+        }
+    }
+
     /// Every tensor with its HF name (without the `transformer.` prefix) and
     /// expected shape: wte, wpe, h.N.*, ln_f.*.
     pub fn named_tensors(&self) -> Vec<(String, &Vec<f32>, Vec<usize>)> {

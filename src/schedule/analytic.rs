@@ -1,25 +1,30 @@
 //! Closed-form bubble fractions, beside the simulated ones. All assume equal
 //! times per stage and free transfers; they are what the seed's table and
-//! the papers state.
+//! the papers state. [`bubble`] is the one entry point; the functions below
+//! it are its cases.
 
-/// The analytic bubble of a training schedule by its CLI name; NaN for a name
-/// without a formula.
-pub fn bubble(schedule_name: &str, p: usize, m: usize, v: usize) -> f64 {
-    match schedule_name {
-        "gpipe" | "1f1b" => fill_drain(p, m),
-        "interleaved" => interleaved(p, m, v),
-        "zb-h1" => zb_h1(p, m),
-        _ => f64::NAN,
-    }
-}
+use crate::schedule::ScheduleKind;
 
-/// The analytic bubble of a forward-only (inference) schedule; NaN for a name
-/// without a forward-only form.
-pub fn bubble_forward_only(schedule_name: &str, p: usize, m: usize, v: usize) -> f64 {
-    match schedule_name {
-        "gpipe" => fill_drain(p, m),
-        "interleaved" => interleaved_forward_only(p, m, v),
-        _ => f64::NAN,
+/// The analytic bubble of a `kind` schedule on P = `p` devices, M = `m`
+/// microbatches and v = `v` chunks per device.
+///
+/// Training (`forward_only` false), with equal F and B times (zb-h1: equal
+/// F, I and W):
+/// - `gpipe`, `1f1b`: [`fill_drain`] — 1F1B reorders but keeps the bubble;
+/// - `interleaved`: [`interleaved`];
+/// - `zb-h1`: [`zb_h1`] (assumes M ≥ P).
+///
+/// Forward-only (inference; what `wgpipe run` and `bench` execute):
+/// - `gpipe`, and the forward part of `1f1b` and `zb-h1`, which is GPipe's:
+///   [`fill_drain`];
+/// - `interleaved`: [`interleaved_forward_only`] (breadth-first, any M).
+pub fn bubble(kind: ScheduleKind, p: usize, m: usize, v: usize, forward_only: bool) -> f64 {
+    match (kind, forward_only) {
+        (ScheduleKind::Gpipe | ScheduleKind::OneFOneB, _) => fill_drain(p, m),
+        (ScheduleKind::ZbH1, true) => fill_drain(p, m),
+        (ScheduleKind::ZbH1, false) => zb_h1(p, m),
+        (ScheduleKind::Interleaved, true) => interleaved_forward_only(p, m, v),
+        (ScheduleKind::Interleaved, false) => interleaved(p, m, v),
     }
 }
 

@@ -145,14 +145,20 @@ pub fn save(s: &Schedule, path: &Path) -> Result<(), ScheduleError> {
     write_file(path, to_csv(s).as_bytes())
 }
 
-/// Writes `bytes` to the file `path`; a directory there is refused.
+/// Writes `bytes` to the file `path` atomically ([`crate::io::write_atomic_with`]);
+/// a directory there is refused.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ScheduleError> {
-    if path.is_dir() {
-        return Err(ScheduleError::OutputIsDirectory { path: path.into() });
-    }
-    std::fs::write(path, bytes).map_err(|source| ScheduleError::Io {
-        op: "write",
-        path: path.into(),
-        source,
-    })
+    let io_error = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::IsADirectory => ScheduleError::OutputIsDirectory { path: path.into() },
+        _ => ScheduleError::Io {
+            op: "write",
+            path: path.into(),
+            source,
+        },
+    };
+    crate::io::write_atomic_with(
+        path,
+        |tmp| std::fs::write(tmp, bytes).map_err(io_error),
+        io_error,
+    )
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::schedule::{grid, Schedule, ScheduleKind};
+
 /// Errors from generating, parsing, validating or simulating a schedule.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -11,7 +13,7 @@ pub enum ScheduleError {
         flag: &'static str,
     },
 
-    #[error("unknown schedule \"{name}\"; choose one of gpipe, 1f1b, interleaved, zb-h1")]
+    #[error("unknown schedule \"{name}\"; choose one of {}", ScheduleKind::names())]
     UnknownSchedule { name: String },
 
     #[error(
@@ -19,7 +21,7 @@ pub enum ScheduleError {
          use --schedule interleaved --virtual {virtual_stages}, or --virtual 1"
     )]
     NeedsOneChunk {
-        schedule: String,
+        schedule: ScheduleKind,
         virtual_stages: usize,
     },
 
@@ -37,7 +39,7 @@ pub enum ScheduleError {
         "{schedule} orders forwards against backwards, so it has no forward-only form; \
          for inference use --schedule gpipe --forward-only, or --schedule interleaved --forward-only for several chunks per device"
     )]
-    NoForwardOnly { schedule: String },
+    NoForwardOnly { schedule: ScheduleKind },
 
     #[error(transparent)]
     BadAction(#[from] crate::action::ParseActionError),
@@ -75,4 +77,18 @@ pub enum ScheduleError {
 
     #[error("{path} is a directory; name a file to write instead", path = path.display())]
     OutputIsDirectory { path: PathBuf },
+}
+
+impl ScheduleError {
+    /// `problem` with the grid of `s`, the cells `marks` (device, step) marked.
+    pub(crate) fn invalid(
+        s: &Schedule,
+        problem: String,
+        marks: &[(usize, usize)],
+    ) -> ScheduleError {
+        ScheduleError::Invalid {
+            problem,
+            grid: grid::render(s, marks),
+        }
+    }
 }

@@ -12,14 +12,14 @@
 //! `interleaved` with v = 1 is 1F1B (Megatron's formula reduces to it) and
 //! accepts any M.
 
-use crate::schedule::{Action, Kind, Schedule, ScheduleError};
+use crate::schedule::{Action, Kind, Schedule, ScheduleError, ScheduleKind};
 
 /// GPipe fill-drain. Training: every device runs all M forwards, then all M
 /// backwards in microbatch order, so device 0 holds M microbatches of
 /// activations. Forward-only: the forwards alone (inference).
 pub fn gpipe(p: usize, m: usize, v: usize, forward_only: bool) -> Result<Schedule, ScheduleError> {
     check_sizes(p, m, v)?;
-    one_chunk("gpipe", v)?;
+    one_chunk(ScheduleKind::Gpipe, v)?;
     let orders = (0..p)
         .map(|d| {
             let mut row: Vec<Action> = (0..m).map(|mb| Action::new(d, Kind::F, mb)).collect();
@@ -29,7 +29,7 @@ pub fn gpipe(p: usize, m: usize, v: usize, forward_only: bool) -> Result<Schedul
             row
         })
         .collect();
-    finish("gpipe", p, m, v, orders)
+    finish(ScheduleKind::Gpipe, p, m, v, orders)
 }
 
 /// 1F1B (PipeDream-Flush). Device d runs min(P−1−d, M) warm-up forwards,
@@ -42,14 +42,14 @@ pub fn one_f_one_b(
     forward_only: bool,
 ) -> Result<Schedule, ScheduleError> {
     check_sizes(p, m, v)?;
-    one_chunk("1f1b", v)?;
+    one_chunk(ScheduleKind::OneFOneB, v)?;
     if forward_only {
         return Err(ScheduleError::NoForwardOnly {
-            schedule: "1f1b".into(),
+            schedule: ScheduleKind::OneFOneB,
         });
     }
     finish(
-        "1f1b",
+        ScheduleKind::OneFOneB,
         p,
         m,
         v,
@@ -116,7 +116,7 @@ pub fn interleaved(
         }
         (0..p).map(|d| megatron_row(d, p, m, v)).collect()
     };
-    finish("interleaved", p, m, v, orders)
+    finish(ScheduleKind::Interleaved, p, m, v, orders)
 }
 
 /// Megatron's interleaved order for device d (training, M a multiple of P).
@@ -150,10 +150,10 @@ fn megatron_row(d: usize, p: usize, m: usize, v: usize) -> Vec<Action> {
 /// chunk per rank.) With equal F, I, W times the bubble is a third of 1F1B's.
 pub fn zb_h1(p: usize, m: usize, v: usize, forward_only: bool) -> Result<Schedule, ScheduleError> {
     check_sizes(p, m, v)?;
-    one_chunk("zb-h1", v)?;
+    one_chunk(ScheduleKind::ZbH1, v)?;
     if forward_only {
         return Err(ScheduleError::NoForwardOnly {
-            schedule: "zb-h1".into(),
+            schedule: ScheduleKind::ZbH1,
         });
     }
     let orders = (0..p)
@@ -175,7 +175,7 @@ pub fn zb_h1(p: usize, m: usize, v: usize, forward_only: bool) -> Result<Schedul
             row
         })
         .collect();
-    finish("zb-h1", p, m, v, orders)
+    finish(ScheduleKind::ZbH1, p, m, v, orders)
 }
 
 fn check_sizes(p: usize, m: usize, v: usize) -> Result<(), ScheduleError> {
@@ -200,19 +200,19 @@ fn check_sizes(p: usize, m: usize, v: usize) -> Result<(), ScheduleError> {
     Ok(())
 }
 
-fn one_chunk(schedule: &str, v: usize) -> Result<(), ScheduleError> {
+fn one_chunk(schedule: ScheduleKind, v: usize) -> Result<(), ScheduleError> {
     if v == 1 {
         Ok(())
     } else {
         Err(ScheduleError::NeedsOneChunk {
-            schedule: schedule.into(),
+            schedule,
             virtual_stages: v,
         })
     }
 }
 
 fn finish(
-    name: &str,
+    kind: ScheduleKind,
     p: usize,
     m: usize,
     v: usize,
@@ -223,7 +223,7 @@ fn finish(
         .map(|row| row.into_iter().map(Some).collect())
         .collect();
     let compact = Schedule {
-        name: name.to_string(),
+        name: kind.to_string(),
         devices: p,
         virtual_stages: v,
         microbatches: m,

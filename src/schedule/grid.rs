@@ -64,11 +64,11 @@ fn trim_end(s: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use crate::schedule::Schedule;
+    use crate::schedule::{Schedule, ScheduleKind};
 
     #[test]
     fn gpipe_forward_grid_shows_idle_steps() {
-        let s = Schedule::from_name("gpipe", 2, 2, 1, true).unwrap();
+        let s = Schedule::generate(ScheduleKind::Gpipe, 2, 2, 1, true).unwrap();
         let g = super::render(&s, &[(1, 2)]);
         assert_eq!(
             g,

@@ -9,27 +9,32 @@
 //! Legend: P = devices, M = microbatches, v = chunks (virtual stages) per
 //! device, S = P·v stages. Device d holds stages d, d+P, d+2P, …
 
+//!
+//! Nothing here reads the trace: the simulator returns plain
+//! [`Simulation`] data ([`crate::timing`]), which the trace module can draw.
+
 pub mod analytic;
 pub mod csv;
 mod error;
 pub mod generate;
 pub mod grid;
+mod kind;
 pub mod simulate;
 pub mod validate;
+mod walk;
 
 pub use crate::action::{Action, Kind, Product, ProductKind};
+pub use crate::timing::{SimTransfer, Simulation, Slot};
 pub use error::ScheduleError;
-pub use simulate::{simulate, Costs, Simulation};
+pub use kind::ScheduleKind;
+pub use simulate::{simulate, Costs};
 
 use serde::{Deserialize, Serialize};
-
-/// Names accepted by [`Schedule::from_name`] and `wgpipe plan --schedule`.
-pub const SCHEDULE_NAMES: [&str; 4] = ["gpipe", "1f1b", "interleaved", "zb-h1"];
 
 /// Per-device ordered action lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
-    /// Generator name (`gpipe`, `1f1b`, `interleaved`, `zb-h1`) or what a CSV said.
+    /// The generator's name ([`ScheduleKind`]) or what a CSV said.
     pub name: String,
     /// P.
     pub devices: usize,
@@ -94,23 +99,26 @@ impl Schedule {
         compact.aligned().unwrap_or(compact)
     }
 
+    /// The generator this schedule is named after, if its name is one
+    /// (a CSV file may name it anything).
+    pub fn kind(&self) -> Option<ScheduleKind> {
+        self.name.parse().ok()
+    }
+
     /// The same order with idle steps re-placed so that each action sits in
     /// the step where it would start if every action took one step and
     /// transfers were free. Generators return aligned schedules, so their grid
     /// shows the warm-up and drain bubbles. Fails if the order deadlocks.
     pub fn aligned(&self) -> Result<Schedule, ScheduleError> {
-        let unit = Costs::uniform(self.stages(), 1.0, 1.0, 1.0, 1.0, 0.0);
-        let sim = simulate(self, &unit)?;
+        let unit = walk::walk(self, |_| 1.0, 0.0)?;
         let mut rows: Vec<Vec<Option<Action>>> = vec![Vec::new(); self.devices];
-        for e in &sim.timeline.events {
-            if let (crate::trace::Track::Compute { device: d, .. }, Some(a)) = (e.track, e.action) {
-                let step = e.start_us.round() as usize;
-                let row = &mut rows[d];
-                if row.len() < step {
-                    row.resize(step, None);
-                }
-                row.push(Some(a));
+        for slot in &unit.slots {
+            let step = slot.start.round() as usize;
+            let row = &mut rows[slot.device];
+            if row.len() < step {
+                row.resize(step, None);
             }
+            row.push(Some(slot.action));
         }
         Ok(Schedule {
             rows,
@@ -118,23 +126,20 @@ impl Schedule {
         })
     }
 
-    /// Generates a schedule by its CLI name: `gpipe`, `1f1b`, `interleaved`, `zb-h1`.
-    /// `v` is the number of chunks per device; every schedule accepts `v = 1`.
-    pub fn from_name(
-        name: &str,
+    /// Generates a `kind` schedule for P = `p` devices, M = `m` microbatches
+    /// and v = `v` chunks per device; every schedule accepts `v = 1`.
+    pub fn generate(
+        kind: ScheduleKind,
         p: usize,
         m: usize,
         v: usize,
         forward_only: bool,
     ) -> Result<Schedule, ScheduleError> {
-        match name {
-            "gpipe" => generate::gpipe(p, m, v, forward_only),
-            "1f1b" => generate::one_f_one_b(p, m, v, forward_only),
-            "interleaved" => generate::interleaved(p, m, v, forward_only),
-            "zb-h1" => generate::zb_h1(p, m, v, forward_only),
-            _ => Err(ScheduleError::UnknownSchedule {
-                name: name.to_string(),
-            }),
+        match kind {
+            ScheduleKind::Gpipe => generate::gpipe(p, m, v, forward_only),
+            ScheduleKind::OneFOneB => generate::one_f_one_b(p, m, v, forward_only),
+            ScheduleKind::Interleaved => generate::interleaved(p, m, v, forward_only),
+            ScheduleKind::ZbH1 => generate::zb_h1(p, m, v, forward_only),
         }
     }
 
@@ -142,14 +147,18 @@ impl Schedule {
     /// `interleaved`; for the training schedules (`1f1b`, `zb-h1`) their
     /// forward part, each device's forwards in the schedule's own order.
     pub fn for_inference(
-        name: &str,
+        kind: ScheduleKind,
         p: usize,
         m: usize,
         v: usize,
     ) -> Result<Schedule, ScheduleError> {
-        match name {
-            "gpipe" | "interleaved" => Schedule::from_name(name, p, m, v, true),
-            _ => Ok(Schedule::from_name(name, p, m, v, false)?.forward_part()),
+        match kind {
+            ScheduleKind::Gpipe | ScheduleKind::Interleaved => {
+                Schedule::generate(kind, p, m, v, true)
+            }
+            ScheduleKind::OneFOneB | ScheduleKind::ZbH1 => {
+                Ok(Schedule::generate(kind, p, m, v, false)?.forward_part())
+            }
         }
     }
 }

@@ -7,84 +7,25 @@
 //!    training schedule (one with any B/I/W), exactly one B or one I and one W.
 //! 3. Order on one device: an action comes after what it needs from the same
 //!    device (F(s) after F(s−1), B/I(s) after F(s) and B/I(s+1), W after I).
-//! 4. Order across devices: a dry run with unit times must finish; otherwise
-//!    the deadlock says which device waits on what.
+//! 4. Order across devices: a dry run of the dependency walk the simulator
+//!    uses, with unit times, must finish; otherwise the deadlock says which
+//!    device waits on what.
 //!
 //! Every rejection carries the grid with the offending cell marked.
 
-use crate::schedule::{grid, simulate, Costs, Kind, Schedule, ScheduleError};
+use crate::schedule::walk::{check_cells, walk};
+use crate::schedule::{Kind, Schedule, ScheduleError};
 
 /// Checks everything above; `Ok` means the schedule runs to completion.
 pub fn validate(s: &Schedule) -> Result<(), ScheduleError> {
     check_cells(s)?;
     check_counts(s)?;
     check_device_order(s)?;
-    simulate(s, &Costs::uniform(s.stages(), 1.0, 1.0, 1.0, 1.0, 0.0)).map(|_| ())
+    walk(s, |_| 1.0, 0.0).map(|_| ())
 }
 
 fn invalid(s: &Schedule, problem: String, marks: &[(usize, usize)]) -> ScheduleError {
-    ScheduleError::Invalid {
-        problem,
-        grid: grid::render(s, marks),
-    }
-}
-
-/// Step 1: sizes, and every cell in range and on its stage's device.
-pub(crate) fn check_cells(s: &Schedule) -> Result<(), ScheduleError> {
-    if s.devices == 0 {
-        return Err(ScheduleError::Zero {
-            what: "device",
-            flag: "--devices",
-        });
-    }
-    if s.microbatches == 0 {
-        return Err(ScheduleError::Zero {
-            what: "microbatch",
-            flag: "--microbatches",
-        });
-    }
-    if s.virtual_stages == 0 {
-        return Err(ScheduleError::Zero {
-            what: "chunk per device",
-            flag: "--virtual",
-        });
-    }
-    if s.rows.len() != s.devices {
-        let problem = format!(
-            "it has {} rows but {} devices; give one row per device",
-            s.rows.len(),
-            s.devices
-        );
-        return Err(invalid(s, problem, &[]));
-    }
-    for (d, step, a) in s.actions() {
-        let problem = if a.stage >= s.stages() {
-            format!(
-                "device {d} step {step}: {a} names stage {}, but {} devices × {} chunks make stages 0..{}",
-                a.stage,
-                s.devices,
-                s.virtual_stages,
-                s.stages() - 1
-            )
-        } else if a.microbatch >= s.microbatches {
-            format!(
-                "device {d} step {step}: {a} names microbatch {}, but there are {} (0..{})",
-                a.microbatch,
-                s.microbatches,
-                s.microbatches - 1
-            )
-        } else if s.device_of_stage(a.stage) != d {
-            format!(
-                "device {d} step {step}: stage {} lives on device {}, not device {d}",
-                a.stage,
-                s.device_of_stage(a.stage)
-            )
-        } else {
-            continue;
-        };
-        return Err(invalid(s, problem, &[(d, step)]));
-    }
-    Ok(())
+    ScheduleError::invalid(s, problem, marks)
 }
 
 /// Step 2: each action once; training schedules complete.

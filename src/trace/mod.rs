@@ -2,7 +2,7 @@
 //! "simulated") and by the real executor from GPU timestamps; read by the
 //! bubble statistics and the renderers ([`chrome`], [`svg`]).
 //!
-//! The bubble fraction, the same everywhere in wgpipe:
+//! The bubble fraction is [`crate::timing`]'s, the same everywhere in wgpipe:
 //! `1 − Σ_d busy_d / (P × makespan)`, over compute events only, where
 //! makespan = last compute end − first compute start.
 
@@ -13,6 +13,8 @@ pub mod svg;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+pub use crate::timing::BubbleStats;
+use crate::timing::Simulation;
 
 /// Where an event happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,15 +73,6 @@ pub struct Timeline {
     pub clock: String,
 }
 
-/// Busy and idle time per device, and the bubble fraction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BubbleStats {
-    pub busy_us: Vec<f64>,
-    pub idle_us: Vec<f64>,
-    pub makespan_us: f64,
-    pub bubble: f64,
-}
-
 impl Timeline {
     /// Compute events of one device, in time order.
     pub fn device_events(&self, device: usize) -> Vec<&Event> {
@@ -111,28 +104,46 @@ impl Timeline {
     /// Busy/idle per device and the bubble fraction, over compute events.
     /// Events on devices beyond `device_names` are ignored.
     pub fn stats(&self) -> BubbleStats {
-        let p = self.device_names.len();
-        let mut busy_us = vec![0.0; p];
-        for e in &self.events {
-            match e.track {
-                Track::Compute { device: d, .. } if d < p => busy_us[d] += e.duration_us(),
-                _ => {}
-            }
+        let compute = self
+            .events
+            .iter()
+            .filter_map(|e| e.track.compute_device().map(|d| (d, e.start_us, e.end_us)));
+        BubbleStats::from_compute(self.device_names.len(), compute)
+    }
+
+    /// The timeline of a simulation (clock "simulated"): devices named
+    /// `device 0`, …; each slot a compute event named by its action (`1F0`),
+    /// then each transfer an event named `1F0 0->1` after the action it feeds.
+    pub fn from_simulation(sim: &Simulation) -> Timeline {
+        let compute = sim.slots.iter().map(|s| Event {
+            track: Track::compute(s.device),
+            name: s.action.to_string(),
+            action: Some(s.action),
+            start_us: s.start,
+            end_us: s.end,
+            bytes: 0,
+        });
+        let transfers = sim.transfers.iter().map(|t| Event {
+            track: Track::Transfer {
+                from: t.from,
+                to: t.to,
+            },
+            name: format!("{} {}->{}", t.action, t.from, t.to),
+            action: Some(t.action),
+            start_us: t.start,
+            end_us: t.end,
+            bytes: 0,
+        });
+        Timeline {
+            device_names: (0..sim.devices()).map(|d| format!("device {d}")).collect(),
+            events: compute.chain(transfers).collect(),
+            clock: "simulated".into(),
         }
-        let (lo, hi) = self.compute_span();
-        let makespan_us = hi - lo;
-        let idle_us = busy_us.iter().map(|b| makespan_us - b).collect();
-        let total: f64 = busy_us.iter().sum();
-        let bubble = if makespan_us > 0.0 && p > 0 {
-            1.0 - total / (p as f64 * makespan_us)
-        } else {
-            0.0
-        };
-        BubbleStats {
-            busy_us,
-            idle_us,
-            makespan_us,
-            bubble,
-        }
+    }
+}
+
+impl From<&Simulation> for Timeline {
+    fn from(sim: &Simulation) -> Timeline {
+        Timeline::from_simulation(sim)
     }
 }

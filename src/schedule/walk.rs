@@ -1,0 +1,184 @@
+//! The dependency walk both validation and simulation stand on: the cell
+//! check (everything a walk indexes is in range), then each device running
+//! its row in order against the needs of [`Action::needs`].
+//!
+//! Each device runs its row strictly in order (idle cells are skipped: they
+//! only mark steps in the grid). An action starts when its device is free and
+//! everything it needs has finished — plus `transfer` when what it needs was
+//! made on another device. Transfers occupy neither device. Every device
+//! waiting on something that never comes is a deadlock, reported per device.
+
+use crate::schedule::{grid, Action, Schedule, ScheduleError};
+use crate::timing::{SimTransfer, Slot};
+
+/// Where a walk placed every action and transfer.
+pub(super) struct Walk {
+    /// In the order they were placed: device by device, as far as each can go.
+    pub slots: Vec<Slot>,
+    /// Empty when `transfer` is 0.
+    pub transfers: Vec<SimTransfer>,
+}
+
+/// Walks `s` with `duration` per action and `transfer` per hop between
+/// devices, after [`check_cells`].
+pub(super) fn walk(
+    s: &Schedule,
+    duration: impl Fn(&Action) -> f64,
+    transfer: f64,
+) -> Result<Walk, ScheduleError> {
+    check_cells(s)?;
+    let (p, stages, m) = (s.devices, s.stages(), s.microbatches);
+    // done[product] = (end time, device that made it)
+    let mut done: Vec<Option<(f64, usize)>> = vec![None; 3 * stages * m];
+    let mut pos = vec![0usize; p];
+    let mut free = vec![0.0f64; p];
+    let mut out = Walk {
+        slots: Vec::new(),
+        transfers: Vec::new(),
+    };
+    loop {
+        let mut progressed = false;
+        for d in 0..p {
+            let row = &s.rows[d];
+            while pos[d] < row.len() {
+                let Some(a) = row[pos[d]] else {
+                    pos[d] += 1;
+                    continue;
+                };
+                let needs = a.needs(stages);
+                let made: Option<Vec<(f64, usize)>> =
+                    needs.iter().map(|n| done[n.index(m)]).collect();
+                let Some(made) = made else { break };
+                let mut start = free[d];
+                for &(end, from) in &made {
+                    if from == d {
+                        start = start.max(end);
+                        continue;
+                    }
+                    start = start.max(end + transfer);
+                    if transfer > 0.0 {
+                        out.transfers.push(SimTransfer {
+                            from,
+                            to: d,
+                            action: a,
+                            start: end,
+                            end: end + transfer,
+                        });
+                    }
+                }
+                let end = start + duration(&a);
+                out.slots.push(Slot {
+                    device: d,
+                    action: a,
+                    start,
+                    end,
+                });
+                done[a.produces().index(m)] = Some((end, d));
+                free[d] = end;
+                pos[d] += 1;
+                progressed = true;
+            }
+        }
+        if (0..p).all(|d| pos[d] >= s.rows[d].len()) {
+            return Ok(out);
+        }
+        if !progressed {
+            return Err(deadlock(s, &pos, &done));
+        }
+    }
+}
+
+/// Names each blocked device, the action it waits at and what it lacks.
+fn deadlock(s: &Schedule, pos: &[usize], done: &[Option<(f64, usize)>]) -> ScheduleError {
+    let (stages, m) = (s.stages(), s.microbatches);
+    let mut waits = Vec::new();
+    let mut marks = Vec::new();
+    for (d, &step) in pos.iter().enumerate() {
+        let Some(Some(a)) = s.rows[d].get(step) else {
+            continue;
+        };
+        marks.push((d, step));
+        for n in a
+            .needs(stages)
+            .into_iter()
+            .filter(|n| done[n.index(m)].is_none())
+        {
+            let maker = s.actions().find(|(_, _, b)| b.produces() == n);
+            let whence = match maker {
+                Some((md, mstep, b)) => match pos[md] {
+                    p if p < s.rows[md].len() => format!(
+                        "{b}, which device {md} would run at step {mstep} but is itself stuck at step {p}"
+                    ),
+                    _ => format!("{b}, which device {md} has at step {mstep}"),
+                },
+                None => format!("{n}, which no device's row contains"),
+            };
+            waits.push(format!(
+                "  device {d} waits at step {step} on {a}: it needs {whence}"
+            ));
+        }
+    }
+    ScheduleError::Deadlock {
+        waits: waits.join("\n"),
+        grid: grid::render(s, &marks),
+    }
+}
+
+/// Validation's step 1, and what every walk needs first: sizes, and every
+/// cell in range and on its stage's device.
+pub(super) fn check_cells(s: &Schedule) -> Result<(), ScheduleError> {
+    if s.devices == 0 {
+        return Err(ScheduleError::Zero {
+            what: "device",
+            flag: "--devices",
+        });
+    }
+    if s.microbatches == 0 {
+        return Err(ScheduleError::Zero {
+            what: "microbatch",
+            flag: "--microbatches",
+        });
+    }
+    if s.virtual_stages == 0 {
+        return Err(ScheduleError::Zero {
+            what: "chunk per device",
+            flag: "--virtual",
+        });
+    }
+    if s.rows.len() != s.devices {
+        let problem = format!(
+            "it has {} rows but {} devices; give one row per device",
+            s.rows.len(),
+            s.devices
+        );
+        return Err(ScheduleError::invalid(s, problem, &[]));
+    }
+    for (d, step, a) in s.actions() {
+        let problem = if a.stage >= s.stages() {
+            format!(
+                "device {d} step {step}: {a} names stage {}, but {} devices × {} chunks make stages 0..{}",
+                a.stage,
+                s.devices,
+                s.virtual_stages,
+                s.stages() - 1
+            )
+        } else if a.microbatch >= s.microbatches {
+            format!(
+                "device {d} step {step}: {a} names microbatch {}, but there are {} (0..{})",
+                a.microbatch,
+                s.microbatches,
+                s.microbatches - 1
+            )
+        } else if s.device_of_stage(a.stage) != d {
+            format!(
+                "device {d} step {step}: stage {} lives on device {}, not device {d}",
+                a.stage,
+                s.device_of_stage(a.stage)
+            )
+        } else {
+            continue;
+        };
+        return Err(ScheduleError::invalid(s, problem, &[(d, step)]));
+    }
+    Ok(())
+}
