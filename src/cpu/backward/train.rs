@@ -151,7 +151,7 @@ pub fn forward_backward_microbatch(
 
     // ---- forward, keeping what backward needs
     let mut x = vec![0.0f32; n * c]; // (N, C) residual stream
-    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c);
+    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c, 0);
     let mut acts = Vec::with_capacity(cfg.n_layer);
     for layer in &w.layers {
         let a = block_forward_keep(&x, layer, cfg, b, t);
