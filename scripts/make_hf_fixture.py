@@ -20,6 +20,13 @@ Each directory holds:
                           model.double() (same weights, exactly representable), so
                           tests can see how far transformers' own f32 result is
                           from (near-)exact.
+  loss_grads.safetensors  the training reference, from the f64 model with
+                          input_ids as both input and labels (labels shifted inside:
+                          the mean next-token cross-entropy over B x (T-1) predictions):
+                          `loss`, f64, shape [1]; and the gradient of that loss for
+                          every parameter, f32 (computed in f64, then rounded), under
+                          the tensor names of model.safetensors. The LM head is tied
+                          to wte, so `transformer.wte.weight` holds both shares.
 
 Weights: transformers' own initializer (normal std 0.02 etc.), fixed seed; then every
 LayerNorm weight/bias and every bias parameter gets N(0, 0.1) noise added so those
@@ -32,6 +39,9 @@ How to run (CPU is enough; needs torch, transformers, safetensors, numpy):
   /work/pyenv/bin/pip install torch transformers safetensors numpy
   /work/pyenv/bin/python scripts/make_hf_fixture.py            # writes tests/data/...
   /work/pyenv/bin/python scripts/make_hf_fixture.py --out DIR  # writes DIR/...
+  /work/pyenv/bin/python scripts/make_hf_fixture.py --loss-grads-only
+      # (re)writes only each fixture's loss_grads.safetensors, from the model.safetensors
+      # and input_ids.safetensors already there; the other files stay byte-identical.
   (--weight-scale S multiplies every non-LayerNorm weight by S; default 10, which
   the committed fixtures use.)
 
@@ -114,6 +124,56 @@ def build(spec, weight_scale=1.0):
     return model
 
 
+def loss_grads(model, input_ids):
+    """(loss, {name: grad}) of GPT2LMHeadModel(input_ids, labels=input_ids), in f64.
+
+    transformers' ForCausalLMLoss casts the logits to float32 (`logits.float()`),
+    which for a float64 model rounds them; so the loss is computed here from the f64
+    logits with that function's own steps (labels padded with -100 and shifted by
+    one, cross_entropy with mean reduction over the non-ignored positions), and
+    checked against transformers' labels= loss at f32 precision.
+    """
+    model64 = copy.deepcopy(model).double()
+    model64.zero_grad(set_to_none=True)
+    logits = model64(input_ids).logits
+    assert logits.dtype == torch.float64
+    labels = torch.nn.functional.pad(input_ids, (0, 1), value=-100)[..., 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+    )
+    loss.backward()
+    with torch.no_grad():
+        hf_loss = model64(input_ids, labels=input_ids).loss
+    rel = abs(hf_loss.item() - loss.item()) / abs(loss.item())
+    assert rel < 1e-6, f"f64 loss {loss.item()} vs transformers' labels= loss {hf_loss.item()}"
+    # named_parameters lists the tied lm_head.weight once, as transformer.wte.weight,
+    # with both the embedding's and the head's share of the gradient.
+    grads = {name: p.grad for name, p in model64.named_parameters()}
+    return loss.detach(), grads
+
+
+def write_loss_grads(model, input_ids, out):
+    loss, grads = loss_grads(model, input_ids)
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+    missing = names - set(grads)
+    assert not missing, f"no gradient for {sorted(missing)}"
+    tensors = {"loss": loss.reshape(1).contiguous()}
+    for name in sorted(names):
+        tensors[name] = grads[name].to(torch.float32).contiguous()
+    save_file(tensors, os.path.join(out, "loss_grads.safetensors"))
+    print(f"  loss (f64) = {loss.item():.12g}")
+
+
+def make_loss_grads_only(spec, out_root):
+    out = os.path.join(out_root, spec["name"])
+    model = GPT2LMHeadModel.from_pretrained(out, attn_implementation="eager").eval()
+    with safe_open(os.path.join(out, "input_ids.safetensors"), "pt") as f:
+        input_ids = f.get_tensor("input_ids")
+    print(f"== {out} (loss_grads.safetensors only)")
+    write_loss_grads(model, input_ids, out)
+
+
 def make(spec, out_root, weight_scale=1.0):
     out = os.path.join(out_root, spec["name"])
     if os.path.isdir(out):
@@ -139,6 +199,8 @@ def make(spec, out_root, weight_scale=1.0):
         logits64 = model64(input_ids).logits
     assert logits64.dtype == torch.float64
     save_file({"logits": logits64.contiguous()}, os.path.join(out, "logits_f64.safetensors"))
+
+    write_loss_grads(model, input_ids, out)
 
     # Sanity: reload from disk and check the logits are reproduced bit-for-bit.
     reloaded = GPT2LMHeadModel.from_pretrained(out, attn_implementation="eager").eval()
@@ -173,12 +235,21 @@ def main():
         help="multiply all non-LayerNorm weights (wte, wpe, c_attn, c_proj, c_fc) by this; "
         "default 10, as the committed fixtures were made (1 = the initializer as is)",
     )
+    ap.add_argument(
+        "--loss-grads-only",
+        action="store_true",
+        help="write only loss_grads.safetensors into the existing fixture directories "
+        "(the logits files differ in their last bits between machines; this keeps them)",
+    )
     args = ap.parse_args()
     import transformers
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     for spec in FIXTURES:
-        make(spec, args.out, args.weight_scale)
+        if args.loss_grads_only:
+            make_loss_grads_only(spec, args.out)
+        else:
+            make(spec, args.out, args.weight_scale)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
 //! Shapes are checked with `assert!`: a mismatch is a caller bug, not bad
 //! input (inputs are checked by `io::check_input` and checkpoint loading).
 
+pub mod backward;
+
 use crate::model::config::Gpt2Config;
 use crate::model::weights::{Gpt2Weights, LayerWeights};
 

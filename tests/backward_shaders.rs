@@ -1,0 +1,114 @@
+//! The backward shaders (shaders/*_backward*.wgsl) parse and validate with
+//! naga, no GPU needed, and follow the forward shaders' conventions: one
+//! `@compute fn main`, group 0 bindings 0.. without gaps, read_write outputs
+//! first, the uniform params struct last.
+//!
+//! They are read from disk here: they join `kernels::SHADERS` (and
+//! tests/shaders.rs's table check) together with their dispatch functions.
+
+use std::path::Path;
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use naga::{AddressSpace, StorageAccess};
+
+/// Every backward kernel, one file per op and direction.
+const BACKWARD_SHADERS: &[&str] = &[
+    "attention_backward",
+    "crossentropy_softmax_backward",
+    "embedding_backward",
+    "gelu_backward",
+    "layernorm_backward",
+    "matmul_backward_bias",
+    "matmul_backward_input",
+    "matmul_backward_weight",
+    "residual_backward",
+];
+
+#[test]
+fn backward_shader_files_are_the_listed_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("read_dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n.contains("_backward"))
+        .collect();
+    files.sort();
+    assert_eq!(files, BACKWARD_SHADERS, "shaders/*_backward*.wgsl");
+}
+
+#[test]
+fn backward_shaders_parse_validate_and_follow_the_conventions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut failures = Vec::new();
+    for name in BACKWARD_SHADERS {
+        let path = dir.join(format!("{name}.wgsl"));
+        let src =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let shown = format!("shaders/{name}.wgsl");
+        let module = match naga::front::wgsl::parse_str(&src) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!(
+                    "{name}: parse error\n{}",
+                    e.emit_to_string_with_path(&src, &shown)
+                ));
+                continue;
+            }
+        };
+        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default());
+        if let Err(e) = validator.validate(&module) {
+            failures.push(format!(
+                "{name}: validation error\n{}",
+                e.emit_to_string_with_path(&src, &shown)
+            ));
+            continue;
+        }
+        let mains: Vec<_> = module
+            .entry_points
+            .iter()
+            .map(|ep| (&ep.name, ep.stage))
+            .collect();
+        if mains != [(&"main".to_string(), naga::ShaderStage::Compute)] {
+            failures.push(format!(
+                "{name}: entry points {mains:?}, want one compute `main`"
+            ));
+        }
+        // (binding, address space) of the resources, by binding number
+        let mut bindings: Vec<(u32, AddressSpace)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.group, b.binding, g.space)))
+            .map(|(group, binding, space)| {
+                assert_eq!(group, 0, "{name}: binding {binding} not in group 0");
+                (binding, space)
+            })
+            .collect();
+        bindings.sort_by_key(|&(b, _)| b);
+        let numbers: Vec<u32> = bindings.iter().map(|&(b, _)| b).collect();
+        let want: Vec<u32> = (0..bindings.len() as u32).collect();
+        if numbers != want {
+            failures.push(format!("{name}: bindings {numbers:?}, want {want:?}"));
+            continue;
+        }
+        let writable = |s: &AddressSpace| matches!(s, AddressSpace::Storage { access } if access.contains(StorageAccess::STORE));
+        let (last, rest) = bindings.split_last().unwrap();
+        if last.1 != AddressSpace::Uniform || rest.iter().any(|(_, s)| *s == AddressSpace::Uniform)
+        {
+            failures.push(format!(
+                "{name}: the params uniform must be the last binding, alone"
+            ));
+        }
+        let first_read = rest
+            .iter()
+            .position(|(_, s)| !writable(s))
+            .unwrap_or(rest.len());
+        if first_read == 0 || rest[first_read..].iter().any(|(_, s)| writable(s)) {
+            failures.push(format!(
+                "{name}: want read_write outputs first, then read-only inputs: {bindings:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
