@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::measure::median;
-use super::partition::partition;
 use super::plan::{Plan, Step};
 use super::program::{Gpt2Forward, StageProgram};
 use super::{run_plan, DeviceGroup, InProcess, Options};
@@ -30,7 +29,6 @@ use crate::action::{Action, Product};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
-use crate::microbatch::Microbatches;
 use crate::model::Gpt2Weights;
 use crate::schedule::Schedule;
 use crate::trace::{Timeline, Track};
@@ -210,21 +208,9 @@ pub fn inference_controls(
     schedule: &Schedule,
     opts: &Options,
 ) -> Result<Controls> {
-    if !schedule.is_forward_only() {
-        return Err(Error::Input(format!(
-            "schedule `{}` has backward actions; the controls run inference: pass its forward part",
-            schedule.name
-        )));
-    }
-    crate::io::check_input(&w.config, tokens)?;
-    let parts = partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
-    let mbs = Microbatches::split(tokens, schedule.microbatches)?;
+    let job = super::Inference::prepare(w, tokens, schedule, opts)?;
     run_controls(groups, schedule, |d, gpu| {
-        let held: Vec<_> = (d..schedule.stages())
-            .step_by(schedule.devices)
-            .map(|s| (s, w.stage(&parts[s])))
-            .collect();
-        Gpt2Forward::new(gpu, &held, &mbs)
+        Gpt2Forward::new(gpu, &job.held(w, schedule, d), &job.mbs)
     })
 }
 

@@ -131,37 +131,63 @@ pub fn run_inference(
     schedule: &Schedule,
     opts: &Options,
 ) -> Result<PipelineRun> {
-    if !schedule.is_forward_only() {
-        return Err(Error::Input(format!(
-            "schedule `{}` has backward actions; the executor runs inference: pass its forward part",
-            schedule.name
-        )));
-    }
-    crate::io::check_input(&w.config, tokens)?;
-    let parts = partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
-    let mbs = Microbatches::split(tokens, schedule.microbatches)?;
-    // Each device is handed the weights of its own stages only.
-    let held: Vec<Vec<(usize, StageWeights)>> = (0..schedule.devices)
-        .map(|d| {
-            (d..schedule.stages())
-                .step_by(schedule.devices)
-                .map(|s| (s, w.stage(&parts[s])))
-                .collect()
-        })
-        .collect();
+    let job = Inference::prepare(w, tokens, schedule, opts)?;
     let (outputs, timeline, wall_s, transfers) =
         run_programs(groups, schedule, &InProcess::new(groups.len()), |d, gpu| {
-            Gpt2Forward::new(gpu, &held[d], &mbs)
+            Gpt2Forward::new(gpu, &job.held(w, schedule, d), &job.mbs)
         })?;
     let row = tokens.seq * w.config.vocab_size;
     let results: Vec<(usize, Vec<f32>)> = outputs.into_iter().flatten().collect();
     Ok(PipelineRun {
-        logits: mbs.gather(&results, row),
+        logits: job.mbs.gather(&results, row),
         timeline,
         wall_s,
-        microbatch_sequences: mbs.per,
+        microbatch_sequences: job.mbs.per,
         transfers,
     })
+}
+
+/// GPT-2 inference over a schedule, checked once: each stage's layers and
+/// the microbatches.
+pub struct Inference {
+    pub parts: Vec<crate::model::StagePart>,
+    pub mbs: Microbatches,
+}
+
+impl Inference {
+    /// Refuse a schedule with backward actions, bad token ids, a bad split
+    /// or microbatch count; then partition and split.
+    pub fn prepare(
+        w: &Gpt2Weights,
+        tokens: &TokenBatch,
+        schedule: &Schedule,
+        opts: &Options,
+    ) -> Result<Inference> {
+        if !schedule.is_forward_only() {
+            return Err(Error::Input(format!(
+                "schedule `{}` has backward actions; inference runs forward actions only: pass its forward part",
+                schedule.name
+            )));
+        }
+        crate::io::check_input(&w.config, tokens)?;
+        let parts =
+            partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
+        let mbs = Microbatches::split(tokens, schedule.microbatches)?;
+        Ok(Inference { parts, mbs })
+    }
+
+    /// Device `d`'s stages with their weights: all a device is handed.
+    pub fn held<'w>(
+        &'w self,
+        w: &'w Gpt2Weights,
+        schedule: &Schedule,
+        d: usize,
+    ) -> Vec<(usize, StageWeights<'w>)> {
+        (d..schedule.stages())
+            .step_by(schedule.devices)
+            .map(|s| (s, w.stage(&self.parts[s])))
+            .collect()
+    }
 }
 
 /// What [`run_programs`] hands back: each device's program output, the

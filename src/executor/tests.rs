@@ -258,16 +258,18 @@ fn gradients_flow_backward_through_the_transfer_path() {
     }
 }
 
-/// Wraps a program: before `at`, wait until every one of `parties` devices
-/// has reached its own `at` (a rendezvous; `Err` after a long wait).
-struct Rendezvous<'a, P> {
+/// Wraps a program: `hook` runs (on the device's thread, with the device
+/// and the inner program) before each action is encoded.
+struct Hooked<P, H> {
     inner: P,
-    at: Action,
-    gate: &'a (Mutex<usize>, Condvar),
-    parties: usize,
+    hook: H,
 }
 
-impl<P: StageProgram> StageProgram for Rendezvous<'_, P> {
+impl<P, H> StageProgram for Hooked<P, H>
+where
+    P: StageProgram,
+    H: FnMut(&Gpu, Action, &P) -> crate::Result<()>,
+{
     type Output = P::Output;
     fn message_bytes(&self, p: Product) -> u64 {
         self.inner.message_bytes(p)
@@ -284,28 +286,34 @@ impl<P: StageProgram> StageProgram for Rendezvous<'_, P> {
         a: Action,
         enc: &mut wgpu::CommandEncoder,
     ) -> crate::Result<()> {
-        if a == self.at {
-            let (lock, cv) = self.gate;
-            let mut n = lock.lock().unwrap();
-            *n += 1;
-            cv.notify_all();
-            // Not a speed limit: a deadlock detector. Run one after the
-            // other, the devices would never both arrive.
-            let (n, timeout) = cv
-                .wait_timeout_while(n, Duration::from_secs(120), |n| *n < self.parties)
-                .unwrap();
-            if timeout.timed_out() {
-                return Err(crate::Error::Other(format!(
-                    "only {} of {} devices reached their rendezvous: devices do not run at the same time",
-                    *n, self.parties
-                )));
-            }
-        }
+        (self.hook)(gpu, a, &self.inner)?;
         self.inner.encode(gpu, a, enc)
+    }
+    fn encode_results(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) {
+        self.inner.encode_results(gpu, a, enc)
     }
     fn finish(self, gpu: &Gpu) -> crate::Result<P::Output> {
         self.inner.finish(gpu)
     }
+}
+
+/// Wait until `parties` threads have arrived at `gate`; `Err` after a long
+/// wait. Not a speed limit: a deadlock detector.
+fn rendezvous(gate: &(Mutex<usize>, Condvar), parties: usize) -> crate::Result<()> {
+    let (lock, cv) = gate;
+    let mut n = lock.lock().unwrap();
+    *n += 1;
+    cv.notify_all();
+    let (n, timeout) = cv
+        .wait_timeout_while(n, Duration::from_secs(120), |n| *n < parties)
+        .unwrap();
+    if timeout.timed_out() {
+        return Err(crate::Error::Other(format!(
+            "only {} of {parties} devices reached their rendezvous: devices do not run at the same time",
+            *n
+        )));
+    }
+    Ok(())
 }
 
 #[test]
@@ -324,11 +332,16 @@ fn devices_run_their_rows_at_the_same_time() {
         }
     };
     run_programs(&groups, &s, &InProcess::new(2), |d, gpu| {
-        Ok(Rendezvous {
+        let gate = &gate;
+        Ok(Hooked {
             inner: Relay::new(gpu, vec![d], 2, 4),
-            at: at(d),
-            gate: &gate,
-            parties: 2,
+            // Run one after the other, the devices would never both arrive.
+            hook: move |_: &Gpu, a: Action, _: &Relay| {
+                if a == at(d) {
+                    rendezvous(gate, 2)?;
+                }
+                Ok(())
+            },
         })
     })
     .unwrap();
@@ -344,45 +357,6 @@ enum Fault {
     Panic,
 }
 
-struct Faulty<P> {
-    inner: P,
-    at: Action,
-    fault: Fault,
-}
-
-impl<P: StageProgram> StageProgram for Faulty<P> {
-    type Output = P::Output;
-    fn message_bytes(&self, p: Product) -> u64 {
-        self.inner.message_bytes(p)
-    }
-    fn input(&self, c: Action, p: Product) -> &wgpu::Buffer {
-        self.inner.input(c, p)
-    }
-    fn output(&self, a: Action) -> &wgpu::Buffer {
-        self.inner.output(a)
-    }
-    fn encode(
-        &mut self,
-        gpu: &Gpu,
-        a: Action,
-        enc: &mut wgpu::CommandEncoder,
-    ) -> crate::Result<()> {
-        if a == self.at {
-            match self.fault {
-                Fault::Validation => {
-                    let x = self.inner.output(a);
-                    gpu.queue.write_buffer(x, x.size(), &[0u8; 4]);
-                }
-                Fault::Panic => panic!("injected fault"),
-            }
-        }
-        self.inner.encode(gpu, a, enc)
-    }
-    fn finish(self, gpu: &Gpu) -> crate::Result<P::Output> {
-        self.inner.finish(gpu)
-    }
-}
-
 fn injected(fault: Fault) -> String {
     let mut cfg = Gpt2Config::named("tiny").unwrap();
     cfg.n_layer = 3;
@@ -395,14 +369,20 @@ fn injected(fault: Fault) -> String {
     let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
     let at = Action::new(1, Kind::F, 2);
     let r = run_programs(&groups, &s, &InProcess::new(3), |d, gpu| {
-        Ok(Faulty {
+        Ok(Hooked {
             inner: Gpt2Forward::new(gpu, &[(d, w.stage(&parts[d]))], &mbs)?,
-            at: if d == 1 {
-                at
-            } else {
-                Action::new(99, Kind::F, 0)
+            hook: move |gpu: &Gpu, a: Action, inner: &Gpt2Forward| {
+                if d == 1 && a == at {
+                    match fault {
+                        Fault::Validation => {
+                            let x = inner.output(a);
+                            gpu.queue.write_buffer(x, x.size(), &[0u8; 4]);
+                        }
+                        Fault::Panic => panic!("injected fault"),
+                    }
+                }
+                Ok(())
             },
-            fault,
         })
     });
     match r {
