@@ -4,9 +4,11 @@
 //!
 //! B = batch, T = time, C = channels, V = vocab, NH = heads, F = MLP width.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use wgpipe::cpu::backward::*;
 use wgpipe::cpu::{gpt2_forward, matmul_forward};
 use wgpipe::error::Error;
@@ -28,19 +30,7 @@ fn read_all_f64(path: &Path) -> Vec<(String, Vec<f64>)> {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut out = Vec::new();
     for (name, v) in st.tensors() {
-        let data = match v.dtype() {
-            Dtype::F32 => v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::F64 => v
-                .data()
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-            d => panic!("{name}: unexpected dtype {d}"),
-        };
+        let data = common::tensor_f64(&name, &v);
         out.push((name, data));
     }
     out

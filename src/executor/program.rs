@@ -87,11 +87,10 @@ impl StageProgram for Gpt2Forward<'_> {
     /// (microbatch, its padded (per, T, V) logits), from the device with the head.
     type Output = Vec<(usize, Vec<f32>)>;
 
-    fn message_bytes(&self, p: Product) -> u64 {
+    fn message_bytes(&self, _p: Product) -> u64 {
         // Only activations move in inference: (N, C) f32, the same at
         // every stage boundary.
         let any = self.stages.values().next().expect("a device holds a stage");
-        let _ = p;
         any.activation_bytes()
     }
 

@@ -138,24 +138,12 @@ impl Gpt2Weights {
     /// Every tensor with its HF name (without the `transformer.` prefix) and
     /// expected shape: wte, wpe, h.N.*, ln_f.*.
     pub fn named_tensors(&self) -> Vec<(String, &Vec<f32>, Vec<usize>)> {
-        let cfg = &self.config;
-        let c = cfg.n_embd;
-        let mut out = vec![
-            ("wte.weight".to_string(), &self.wte, vec![cfg.vocab_size, c]),
-            (
-                "wpe.weight".to_string(),
-                &self.wpe,
-                vec![cfg.n_positions, c],
-            ),
-        ];
-        for (l, layer) in self.layers.iter().enumerate() {
-            for (name, t, shape) in layer.named_tensors(cfg) {
-                out.push((format!("h.{l}.{name}"), t, shape));
-            }
-        }
-        out.push(("ln_f.weight".to_string(), &self.ln_f_g, vec![c]));
-        out.push(("ln_f.bias".to_string(), &self.ln_f_b, vec![c]));
-        out
+        named_model_tensors(
+            &self.config,
+            [&self.wte, &self.wpe],
+            &self.layers,
+            [&self.ln_f_g, &self.ln_f_b],
+        )
     }
 
     /// Deterministic GPT-2-style init: weights ~ N(0, 0.02), the two residual
@@ -201,6 +189,38 @@ impl Gpt2Weights {
             ln_f_b: rng.normal_vec(c, 0.0, std),
         })
     }
+}
+
+/// The whole model's tensor list, in checkpoint order, for anything shaped
+/// like the model (its weights, its gradients): `[wte, wpe]`, the blocks,
+/// `[ln_f.weight, ln_f.bias]`, each with its HF name and shape.
+pub fn named_model_tensors<'a>(
+    cfg: &Gpt2Config,
+    embeddings: [&'a Vec<f32>; 2],
+    layers: &'a [LayerWeights],
+    ln_f: [&'a Vec<f32>; 2],
+) -> Vec<(String, &'a Vec<f32>, Vec<usize>)> {
+    let c = cfg.n_embd;
+    let mut out = vec![
+        (
+            "wte.weight".to_string(),
+            embeddings[0],
+            vec![cfg.vocab_size, c],
+        ),
+        (
+            "wpe.weight".to_string(),
+            embeddings[1],
+            vec![cfg.n_positions, c],
+        ),
+    ];
+    for (l, layer) in layers.iter().enumerate() {
+        for (name, t, shape) in layer.named_tensors(cfg) {
+            out.push((format!("h.{l}.{name}"), t, shape));
+        }
+    }
+    out.push(("ln_f.weight".to_string(), ln_f[0], vec![c]));
+    out.push(("ln_f.bias".to_string(), ln_f[1], vec![c]));
+    out
 }
 
 /// splitmix64: small, fast, deterministic across platforms. Crate-internal;

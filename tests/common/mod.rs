@@ -202,12 +202,9 @@ pub fn tiny() -> Gpt2Config {
     Gpt2Config::named("tiny").unwrap()
 }
 
-/// Read an F32 or F64 tensor as f64.
-pub fn read_float_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f64>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let v = st.tensor(name).unwrap();
-    let data = match v.dtype() {
+/// An F32 or F64 tensor's values as f64.
+pub fn tensor_f64(name: &str, v: &safetensors::tensor::TensorView) -> Vec<f64> {
+    match v.dtype() {
         Dtype::F32 => v
             .data()
             .chunks_exact(4)
@@ -218,9 +215,16 @@ pub fn read_float_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f64>) {
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
             .collect(),
-        d => panic!("unexpected dtype {d}"),
-    };
-    (v.shape().to_vec(), data)
+        d => panic!("{name}: unexpected dtype {d}"),
+    }
+}
+
+/// Read an F32 or F64 tensor as f64.
+pub fn read_float_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(name).unwrap();
+    (v.shape().to_vec(), tensor_f64(name, &v))
 }
 
 /// |got - want| <= atol + rtol*|want| everywhere, against an f64 reference;

@@ -16,7 +16,7 @@ use crate::cpu::{
 use crate::error::{Error, Result};
 use crate::io::{check_input, TokenBatch};
 use crate::model::config::Gpt2Config;
-use crate::model::weights::{Gpt2Weights, LayerWeights};
+use crate::model::weights::{named_model_tensors, Gpt2Weights, LayerWeights};
 
 use super::{
     attention_backward, crossentropy_softmax_backward, embedding_backward, gelu_backward,
@@ -44,21 +44,11 @@ pub struct Gpt2Grads {
 impl Gpt2Grads {
     /// All-zero gradients for a model of this config.
     pub fn zeros(cfg: &Gpt2Config) -> Self {
-        let (v, p, c, f) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd, cfg.n_inner);
-        let layer = LayerWeights {
-            ln_1_g: vec![0.0; c],
-            ln_1_b: vec![0.0; c],
-            c_attn_w: vec![0.0; c * 3 * c],
-            c_attn_b: vec![0.0; 3 * c],
-            attn_proj_w: vec![0.0; c * c],
-            attn_proj_b: vec![0.0; c],
-            ln_2_g: vec![0.0; c],
-            ln_2_b: vec![0.0; c],
-            c_fc_w: vec![0.0; c * f],
-            c_fc_b: vec![0.0; f],
-            mlp_proj_w: vec![0.0; f * c],
-            mlp_proj_b: vec![0.0; c],
-        };
+        let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
+        let layer = LayerWeights::try_from_fn(cfg, |_, shape| {
+            Ok::<_, std::convert::Infallible>(vec![0.0; shape.iter().product()])
+        })
+        .unwrap_or_else(|never| match never {});
         Gpt2Grads {
             wte: vec![0.0; v * c],
             wpe: vec![0.0; p * c],
@@ -72,23 +62,12 @@ impl Gpt2Grads {
     /// [`Gpt2Weights::named_tensors`]: `wte.weight`, `h.N.…`, `ln_f.…`) and
     /// its shape, in checkpoint order.
     pub fn named_tensors(&self, cfg: &Gpt2Config) -> Vec<(String, &Vec<f32>, Vec<usize>)> {
-        let c = cfg.n_embd;
-        let mut out = vec![
-            ("wte.weight".to_string(), &self.wte, vec![cfg.vocab_size, c]),
-            (
-                "wpe.weight".to_string(),
-                &self.wpe,
-                vec![cfg.n_positions, c],
-            ),
-        ];
-        for (l, layer) in self.layers.iter().enumerate() {
-            for (name, t, shape) in layer.named_tensors(cfg) {
-                out.push((format!("h.{l}.{name}"), t, shape));
-            }
-        }
-        out.push(("ln_f.weight".to_string(), &self.ln_f_g, vec![c]));
-        out.push(("ln_f.bias".to_string(), &self.ln_f_b, vec![c]));
-        out
+        named_model_tensors(
+            cfg,
+            [&self.wte, &self.wpe],
+            &self.layers,
+            [&self.ln_f_g, &self.ln_f_b],
+        )
     }
 }
 
