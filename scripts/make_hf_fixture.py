@@ -27,6 +27,41 @@ Each directory holds:
                           every parameter, f32 (computed in f64, then rounded), under
                           the tensor names of model.safetensors. The LM head is tied
                           to wte, so `transformer.wte.weight` holds both shares.
+  train_ref.json          reference training runs: the f64 model (model.double(), eager
+                          attention, eval mode, so no dropout) trained for `steps` = 3
+                          optimizer steps on input_ids with labels = input_ids (the loss
+                          of loss_grads.safetensors, from the f64 logits). Top level:
+                          {"steps": 3, "runs": [...]}; each run is
+                            {"optimizer": "adamw", "lr", "betas", "eps", "weight_decay",
+                             "grad_clip", "losses", "final_loss", "param_checksums"} or
+                            {"optimizer": "sgd", "lr", "momentum", "weight_decay",
+                             "grad_clip", "losses", "final_loss", "param_checksums"}.
+                          Runs, in order: adamw lr 1e-3 betas (0.9, 0.999) eps 1e-8 with
+                          weight_decay 0.1; the same with weight_decay 0.0; the same as
+                          the first with grad_clip 1.0; sgd lr 0.1 momentum 0.9
+                          weight_decay 0.01; sgd lr 0.1 momentum 0 weight_decay 0; the
+                          same as the first sgd run with grad_clip 1.0.
+                          losses[k] is the loss of the forward before step k's update
+                          (losses[0] = the initial model's loss); final_loss is the loss
+                          after the last update. param_checksums maps every tensor name
+                          of model.safetensors to {"sum", "sum_sq"}: the sum and the sum
+                          of squares of that tensor after the last update, in f64.
+                          Semantics (torch.optim, foreach=False):
+                          - two parameter groups as in nanoGPT: weight_decay applies to
+                            the parameters with p.dim() >= 2 (wte, wpe, every c_attn /
+                            c_proj / c_fc weight), 0 to biases and LayerNorm weights;
+                          - the LM head is tied to wte: one parameter, one gradient
+                            holding both shares, one optimizer state;
+                          - adamw = torch.optim.AdamW: p -= lr*wd*p (decoupled), then
+                            m = b1*m + (1-b1)*g, v = b2*v + (1-b2)*g^2,
+                            p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps), t from 1;
+                          - sgd = torch.optim.SGD (dampening 0, no nesterov):
+                            g += wd*p (L2), buf = g at the first step and
+                            buf = momentum*buf + g after, p -= lr*buf;
+                          - grad_clip c = torch.nn.utils.clip_grad_norm_(
+                            model.parameters(), c) before the step: the L2 norm n over
+                            all gradients (wte once), then every gradient is scaled by
+                            min(1, c/(n + 1e-6)). null means no clipping.
 
 Weights: transformers' own initializer (normal std 0.02 etc.), fixed seed; then every
 LayerNorm weight/bias and every bias parameter gets N(0, 0.1) noise added so those
@@ -42,6 +77,8 @@ How to run (CPU is enough; needs torch, transformers, safetensors, numpy):
   /work/pyenv/bin/python scripts/make_hf_fixture.py --loss-grads-only
       # (re)writes only each fixture's loss_grads.safetensors, from the model.safetensors
       # and input_ids.safetensors already there; the other files stay byte-identical.
+  /work/pyenv/bin/python scripts/make_hf_fixture.py --train-only
+      # (re)writes only each fixture's train_ref.json, likewise from the files there.
   (--weight-scale S multiplies every non-LayerNorm weight by S; default 10, which
   the committed fixtures use.)
 
@@ -174,6 +211,105 @@ def make_loss_grads_only(spec, out_root):
     write_loss_grads(model, input_ids, out)
 
 
+TRAIN_STEPS = 3
+
+ADAMW = dict(optimizer="adamw", lr=1e-3, betas=[0.9, 0.999], eps=1e-8)
+SGD = dict(optimizer="sgd", lr=0.1)
+TRAIN_RUNS = [
+    dict(ADAMW, weight_decay=0.1, grad_clip=None),
+    dict(ADAMW, weight_decay=0.0, grad_clip=None),
+    dict(ADAMW, weight_decay=0.1, grad_clip=1.0),
+    dict(SGD, momentum=0.9, weight_decay=0.01, grad_clip=None),
+    dict(SGD, momentum=0.0, weight_decay=0.0, grad_clip=None),
+    # AdamW is nearly invariant to a scalar on the gradient, so the clipped AdamW run
+    # differs from the unclipped one only in the 6th digit; SGD shows clipping plainly.
+    dict(SGD, momentum=0.9, weight_decay=0.01, grad_clip=1.0),
+]
+
+
+def causal_lm_loss(model64, input_ids):
+    """The mean next-token cross-entropy from the f64 logits (as loss_grads does)."""
+    logits = model64(input_ids).logits
+    assert logits.dtype == torch.float64
+    labels = torch.nn.functional.pad(input_ids, (0, 1), value=-100)[..., 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+    )
+
+
+def make_optimizer(model64, run):
+    """nanoGPT's two groups: weight decay for the parameters of rank >= 2 only."""
+    params = list(model64.parameters())  # the tied wte / lm_head weight once
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        dict(params=decay, weight_decay=run["weight_decay"]),
+        dict(params=no_decay, weight_decay=0.0),
+    ]
+    if run["optimizer"] == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=run["lr"], betas=tuple(run["betas"]), eps=run["eps"], foreach=False
+        )
+    if run["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=run["lr"], momentum=run["momentum"], foreach=False)
+    raise ValueError(run["optimizer"])
+
+
+def train_run(model, input_ids, run, names):
+    """Train a float64 copy of `model` for TRAIN_STEPS steps; the run's record."""
+    model64 = copy.deepcopy(model).double().eval()
+    opt = make_optimizer(model64, run)
+    losses, grad_norms = [], []
+    for _ in range(TRAIN_STEPS):
+        opt.zero_grad(set_to_none=True)
+        loss = causal_lm_loss(model64, input_ids)
+        loss.backward()
+        losses.append(loss.item())
+        if run["grad_clip"] is not None:
+            norm = torch.nn.utils.clip_grad_norm_(
+                model64.parameters(), run["grad_clip"], foreach=False
+            )
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in model64.parameters()])
+            )
+        grad_norms.append(norm.item())
+        opt.step()
+    with torch.no_grad():
+        final_loss = causal_lm_loss(model64, input_ids).item()
+    state = dict(model64.named_parameters())
+    missing = set(names) - set(state)
+    assert not missing, f"no parameter for {sorted(missing)}"
+    checksums = {}
+    for name in sorted(names):
+        w = state[name].detach()
+        assert w.dtype == torch.float64
+        checksums[name] = dict(sum=w.sum().item(), sum_sq=(w * w).sum().item())
+    record = dict(run, losses=losses, final_loss=final_loss, param_checksums=checksums)
+    return record, grad_norms
+
+
+def make_train_only(spec, out_root):
+    out = os.path.join(out_root, spec["name"])
+    model = GPT2LMHeadModel.from_pretrained(out, attn_implementation="eager").eval()
+    with safe_open(os.path.join(out, "input_ids.safetensors"), "pt") as f:
+        input_ids = f.get_tensor("input_ids")
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    print(f"== {out} (train_ref.json only)")
+    runs = []
+    for run in TRAIN_RUNS:
+        record, grad_norms = train_run(model, input_ids, run, names)
+        desc = ", ".join(f"{k} {v}" for k, v in run.items())
+        print(f"  {desc}")
+        print(f"    losses {record['losses']} -> {record['final_loss']}")
+        print(f"    grad norms before clipping {grad_norms}")
+        runs.append(record)
+    with open(os.path.join(out, "train_ref.json"), "w") as fh:
+        json.dump(dict(steps=TRAIN_STEPS, runs=runs), fh, indent=1)
+        fh.write("\n")
+
+
 def make(spec, out_root, weight_scale=1.0):
     out = os.path.join(out_root, spec["name"])
     if os.path.isdir(out):
@@ -241,12 +377,20 @@ def main():
         help="write only loss_grads.safetensors into the existing fixture directories "
         "(the logits files differ in their last bits between machines; this keeps them)",
     )
+    ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="write only train_ref.json (reference losses of short f64 training runs) "
+        "into the existing fixture directories",
+    )
     args = ap.parse_args()
     import transformers
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     for spec in FIXTURES:
-        if args.loss_grads_only:
+        if args.train_only:
+            make_train_only(spec, args.out)
+        elif args.loss_grads_only:
             make_loss_grads_only(spec, args.out)
         else:
             make(spec, args.out, args.weight_scale)
