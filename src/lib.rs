@@ -17,6 +17,7 @@ pub mod action;
 pub mod bench;
 pub mod cli;
 pub mod cpu;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod executor;
