@@ -9,7 +9,8 @@
 //! Building happens once per run; encoding a `Dispatch` into a compute pass is
 //! then cheap and allocation-free, which is what the pipeline executor repeats
 //! for every microbatch. Each op has a CPU reference twin of the same name in
-//! [`crate::cpu`] (forward) or [`crate::cpu::backward`] (backward).
+//! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
+//! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares).
 
 pub mod ops;
 
@@ -94,6 +95,13 @@ pub const SHADERS: &[(&str, &str)] = &[
         "crossentropy_softmax_backward",
         include_str!("../../shaders/crossentropy_softmax_backward.wgsl"),
     ),
+    // optimizer and gradient norm: twins in cpu::optim
+    (
+        "adamw_update",
+        include_str!("../../shaders/adamw_update.wgsl"),
+    ),
+    ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
+    ("sumsq", include_str!("../../shaders/sumsq.wgsl")),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
