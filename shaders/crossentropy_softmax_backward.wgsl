@@ -8,10 +8,16 @@
 // scale is 1 / (predictions in the whole batch), so microbatches sum to the
 // batch's mean loss gradient. One invocation per row, three passes over it
 // (max, sum of exponentials, gradient), as the CPU reference.
+//
+// Rows are `ld` floats long (ld >= v): on the GPU the logits are (N, Vp), V
+// rounded up to a multiple of 4 for the aligned matmul. Only the first v
+// columns of a row enter the softmax; the padding columns of dlogits are
+// neither read nor written.
 
 struct Params {
     n: u32,      // rows
-    v: u32,      // vocabulary (row length)
+    v: u32,      // vocabulary (columns in the softmax)
+    ld: u32,     // row stride of logits and dlogits, in floats (>= v)
     scale: f32,  // d loss / d losses[row]
     stride: u32, // invocations per row of the dispatch grid
 }
@@ -35,7 +41,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         losses[row] = 0.0;
         return;
     }
-    let base = row * p.v;
+    let base = row * p.ld;
     var maxval = -3.0e38;
     for (var j = 0u; j < p.v; j = j + 1u) {
         maxval = max(maxval, logits[base + j]);

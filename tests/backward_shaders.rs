@@ -1,15 +1,15 @@
-//! The backward shaders (shaders/*_backward*.wgsl) parse and validate with
-//! naga, no GPU needed, and follow the forward shaders' conventions: one
+//! The backward shaders (shaders/*_backward*.wgsl) are the listed ones, and
+//! every shader of `kernels::SHADERS` (forward, backward, optimizer) follows
+//! the binding conventions the dispatch functions rely on: one
 //! `@compute fn main`, group 0 bindings 0.. without gaps, read_write outputs
-//! first, the uniform params struct last.
-//!
-//! They are read from disk here: they join `kernels::SHADERS` (and
-//! tests/shaders.rs's table check) together with their dispatch functions.
+//! first, the uniform params struct last. Naga only, no GPU needed
+//! (tests/shaders.rs validates the same table).
 
 use std::path::Path;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, StorageAccess};
+use wgpipe::kernels::{SHADERS, SUBGROUP_SHADERS};
 
 /// Every backward kernel, one file per op and direction.
 const BACKWARD_SHADERS: &[&str] = &[
@@ -39,29 +39,40 @@ fn backward_shader_files_are_the_listed_ones() {
 }
 
 #[test]
-fn backward_shaders_parse_validate_and_follow_the_conventions() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut failures = Vec::new();
+fn backward_shaders_are_in_the_shader_table() {
     for name in BACKWARD_SHADERS {
-        let path = dir.join(format!("{name}.wgsl"));
-        let src =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            SHADERS.iter().any(|(n, _)| n == name),
+            "{name} is not in kernels::SHADERS"
+        );
+    }
+}
+
+#[test]
+fn every_shader_parses_validates_and_follows_the_conventions() {
+    let mut failures = Vec::new();
+    for (name, src) in SHADERS {
         let shown = format!("shaders/{name}.wgsl");
-        let module = match naga::front::wgsl::parse_str(&src) {
+        let module = match naga::front::wgsl::parse_str(src) {
             Ok(m) => m,
             Err(e) => {
                 failures.push(format!(
                     "{name}: parse error\n{}",
-                    e.emit_to_string_with_path(&src, &shown)
+                    e.emit_to_string_with_path(src, &shown)
                 ));
                 continue;
             }
         };
-        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default());
+        let caps = if SUBGROUP_SHADERS.contains(name) {
+            Capabilities::SUBGROUP
+        } else {
+            Capabilities::default()
+        };
+        let mut validator = Validator::new(ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
             failures.push(format!(
                 "{name}: validation error\n{}",
-                e.emit_to_string_with_path(&src, &shown)
+                e.emit_to_string_with_path(src, &shown)
             ));
             continue;
         }

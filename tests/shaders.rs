@@ -55,8 +55,6 @@ fn every_shader_parses_and_validates() {
 #[test]
 fn shader_table_matches_shader_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    // Backward shaders join SHADERS with their dispatch functions (issue 9);
-    // until then tests/backward_shaders.rs validates them from disk.
     let files: BTreeSet<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("read_dir entry").path())
@@ -67,7 +65,6 @@ fn shader_table_matches_shader_files() {
                 .to_string_lossy()
                 .into_owned()
         })
-        .filter(|n| !n.contains("_backward") || SHADERS.iter().any(|(s, _)| s == n))
         .collect();
     let table: BTreeSet<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(table.len(), SHADERS.len(), "SHADERS lists a name twice");

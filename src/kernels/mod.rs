@@ -9,7 +9,8 @@
 //! Building happens once per run; encoding a `Dispatch` into a compute pass is
 //! then cheap and allocation-free, which is what the pipeline executor repeats
 //! for every microbatch. Each op has a CPU reference twin of the same name in
-//! [`crate::cpu`].
+//! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
+//! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares).
 
 pub mod ops;
 
@@ -57,6 +58,50 @@ pub const SHADERS: &[(&str, &str)] = &[
         "residual_forward",
         include_str!("../../shaders/residual_forward.wgsl"),
     ),
+    // backward: twins in cpu::backward
+    (
+        "embedding_backward",
+        include_str!("../../shaders/embedding_backward.wgsl"),
+    ),
+    (
+        "layernorm_backward",
+        include_str!("../../shaders/layernorm_backward.wgsl"),
+    ),
+    (
+        "matmul_backward_input",
+        include_str!("../../shaders/matmul_backward_input.wgsl"),
+    ),
+    (
+        "matmul_backward_weight",
+        include_str!("../../shaders/matmul_backward_weight.wgsl"),
+    ),
+    (
+        "matmul_backward_bias",
+        include_str!("../../shaders/matmul_backward_bias.wgsl"),
+    ),
+    (
+        "attention_backward",
+        include_str!("../../shaders/attention_backward.wgsl"),
+    ),
+    (
+        "gelu_backward",
+        include_str!("../../shaders/gelu_backward.wgsl"),
+    ),
+    (
+        "residual_backward",
+        include_str!("../../shaders/residual_backward.wgsl"),
+    ),
+    (
+        "crossentropy_softmax_backward",
+        include_str!("../../shaders/crossentropy_softmax_backward.wgsl"),
+    ),
+    // optimizer and gradient norm: twins in cpu::optim
+    (
+        "adamw_update",
+        include_str!("../../shaders/adamw_update.wgsl"),
+    ),
+    ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
+    ("sumsq", include_str!("../../shaders/sumsq.wgsl")),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
