@@ -36,6 +36,7 @@ fn main() -> wgpipe::Result<()> {
         seq: 32,
         repeat: 3,
         seed: 0,
+        train: false,
     };
     let rows = run_sweep(&gpus, &single, &w, &sweep, |r| {
         eprintln!("  done M={}", r.microbatches)

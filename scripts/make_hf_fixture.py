@@ -7,6 +7,8 @@ What it makes (under tests/data/, relative to the repo root):
                         n_inner None (=4*n_embd), layer_norm_epsilon 1e-5
   tiny-gpt2-n-inner/    vocab 61, n_positions 16, n_embd 20, n_layer 3, n_head 4,
                         n_inner 50, layer_norm_epsilon 1e-6
+  tiny-gpt2-4l/         as tiny-gpt2 with n_layer 4 and a [4, 9] input: room for
+                        interleaved 1F1B on two devices in the training tests
 
 Each directory holds:
 
@@ -133,6 +135,22 @@ FIXTURES = [
             layer_norm_epsilon=1e-6,
         ),
         input_shape=(1, 16),
+    ),
+    # Four layers and four sequences: enough for interleaved 1F1B on two
+    # devices (2 x 2 chunks of one layer) with M = 2 or 4 microbatches.
+    dict(
+        name="tiny-gpt2-4l",
+        seed=4321,
+        config=dict(
+            vocab_size=97,
+            n_positions=32,
+            n_embd=36,
+            n_layer=4,
+            n_head=3,
+            n_inner=None,
+            layer_norm_epsilon=1e-5,
+        ),
+        input_shape=(4, 9),
     ),
 ]
 
@@ -383,11 +401,18 @@ def main():
         help="write only train_ref.json (reference losses of short f64 training runs) "
         "into the existing fixture directories",
     )
+    ap.add_argument(
+        "--only",
+        metavar="NAME",
+        help="make only the fixture of this name (e.g. tiny-gpt2-4l)",
+    )
     args = ap.parse_args()
     import transformers
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     for spec in FIXTURES:
+        if args.only and spec["name"] != args.only:
+            continue
         if args.train_only:
             make_train_only(spec, args.out)
         elif args.loss_grads_only:

@@ -9,13 +9,18 @@
 //! the same M microbatches of the same shape through the same executor on
 //! one device holding every layer, so the speedup compares like with like:
 //! ideal P·M/(M+P−1).
+//!
+//! With `train`, each point is one training step (every F, B, I, W of the
+//! schedule; no optimizer step, which is outside the pipeline) and the
+//! baseline is the same step on one device.
 
 use serde::Serialize;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::executor::measure::{measure, median, Measurement};
-use crate::executor::{run_pipeline, Options};
+use crate::executor::measure::{measure, measure_timeline, median, Measurement};
+use crate::executor::train::{TrainOptions, Trainer};
+use crate::executor::{run_pipeline, DeviceGroup, Options};
 use crate::io::random_input_ids;
 use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::schedule::{Schedule, ScheduleKind};
@@ -44,6 +49,8 @@ pub struct Sweep {
     pub seq: usize,
     pub repeat: usize,
     pub seed: u64,
+    /// Training steps (F, B, I, W) instead of forward passes.
+    pub train: bool,
 }
 
 /// One point of the sweep. Its `Serialize` form is both the JSON row and the
@@ -52,6 +59,8 @@ pub struct Sweep {
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub schedule: ScheduleKind,
+    /// A training step (true) or a forward pass.
+    pub train: bool,
     #[serde(rename = "virtual")]
     pub virtual_stages: usize,
     pub devices: usize,
@@ -71,21 +80,75 @@ pub struct Row {
     /// `35.1;34.9`) and median transfer: the simulator's inputs.
     #[serde(serialize_with = "semicolon_separated")]
     pub forward_ms: Vec<f64>,
+    /// Training: median B, I and W time per stage (`;`-separated; empty
+    /// when the schedule has no such action).
+    #[serde(serialize_with = "semicolon_separated")]
+    pub backward_ms: Vec<f64>,
+    #[serde(serialize_with = "semicolon_separated")]
+    pub input_grad_ms: Vec<f64>,
+    #[serde(serialize_with = "semicolon_separated")]
+    pub weight_grad_ms: Vec<f64>,
+    /// Training: bytes of stashed activations per device (`;`-separated).
+    #[serde(serialize_with = "semicolon_separated_u64")]
+    pub peak_activation_bytes: Vec<u64>,
     pub transfer_ms: f64,
     pub transfers: usize,
     pub bytes_moved: u64,
     pub clock: String,
 }
 
-/// Run `s` once on `gpus` and measure it.
-fn once(
-    gpus: &[Gpu],
+/// One series' runner at one M: an inference schedule run afresh each
+/// time, or a trainer whose stages stay on their devices between steps.
+enum Runner<'g> {
+    Infer(Schedule),
+    Train(Box<Trainer<'g>>),
+}
+
+impl Runner<'_> {
+    /// Run once and measure it, with the peak activation bytes per device
+    /// (training only).
+    fn once(
+        &mut self,
+        gpus: &[Gpu],
+        w: &Gpt2Weights,
+        tokens: &crate::io::TokenBatch,
+    ) -> Result<(Measurement, Vec<u64>)> {
+        let n = tokens.batch * tokens.seq;
+        match self {
+            Runner::Infer(s) => {
+                let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
+                Ok((measure(s, &run, n)?, Vec::new()))
+            }
+            Runner::Train(t) => {
+                let run = t.forward_backward(tokens)?;
+                let m =
+                    measure_timeline(t.schedule(), &run.timeline, run.wall_s, &run.transfers, n)?;
+                Ok((m, t.peak_activation_bytes()?))
+            }
+        }
+    }
+}
+
+fn runner<'g>(
+    gpus: &'g [Gpu],
     w: &Gpt2Weights,
     tokens: &crate::io::TokenBatch,
-    s: &Schedule,
-) -> Result<Measurement> {
-    let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
-    measure(s, &run, tokens.batch * tokens.seq)
+    s: Schedule,
+    train: bool,
+) -> Result<Runner<'g>> {
+    if !train {
+        return Ok(Runner::Infer(s));
+    }
+    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
+    let t = Trainer::new(
+        &groups,
+        w,
+        &s,
+        tokens.batch,
+        tokens.seq,
+        &TrainOptions::default(),
+    )?;
+    Ok(Runner::Train(Box::new(t)))
 }
 
 /// Run the sweep on `gpus` (the pipeline) and `single` (the baseline
@@ -106,7 +169,7 @@ pub fn run_sweep(
     for &m in &sweep.microbatches {
         let (base, meas) = run_rounds(gpus, single, w, sweep, m)?;
         for (&(kind, v), ms) in sweep.schedules.iter().zip(meas) {
-            let row = summarize(kind, v, p, m, &base, &ms);
+            let row = summarize(kind, v, p, m, sweep.train, &base, &ms);
             progress(&row);
             rows.push(row);
         }
@@ -117,13 +180,15 @@ pub fn run_sweep(
 /// One M of the sweep: the warm-up, then `repeat` rounds. Returns the
 /// baseline's wall time (ms) per round and, per schedule of the sweep, its
 /// measurement per round.
+type Rounds = (Vec<f64>, Vec<Vec<(Measurement, Vec<u64>)>>);
+
 fn run_rounds(
     gpus: &[Gpu],
     single: &Gpu,
     w: &Gpt2Weights,
     sweep: &Sweep,
     m: usize,
-) -> Result<(Vec<f64>, Vec<Vec<Measurement>>)> {
+) -> Result<Rounds> {
     let p = gpus.len();
     let one = std::slice::from_ref(single);
     let tokens = random_input_ids(
@@ -132,23 +197,36 @@ fn run_rounds(
         w.config.vocab_size,
         sweep.seed,
     );
-    let base_s = Schedule::for_inference(ScheduleKind::Gpipe, 1, m, 1)?;
-    let schedules = sweep
+    let make = |kind, p, v| {
+        if sweep.train {
+            Schedule::generate(kind, p, m, v, false)
+        } else {
+            Schedule::for_inference(kind, p, m, v)
+        }
+    };
+    let mut base_r = runner(
+        one,
+        w,
+        &tokens,
+        make(ScheduleKind::Gpipe, 1, 1)?,
+        sweep.train,
+    )?;
+    let mut runners = sweep
         .schedules
         .iter()
-        .map(|&(kind, v)| Schedule::for_inference(kind, p, m, v))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|&(kind, v)| runner(gpus, w, &tokens, make(kind, p, v)?, sweep.train))
+        .collect::<Result<Vec<_>>>()?;
     // Warm-up.
-    once(one, w, &tokens, &base_s)?;
-    for s in &schedules {
-        once(gpus, w, &tokens, s)?;
+    base_r.once(one, w, &tokens)?;
+    for r in &mut runners {
+        r.once(gpus, w, &tokens)?;
     }
     let mut base = Vec::new();
-    let mut meas: Vec<Vec<Measurement>> = vec![Vec::new(); schedules.len()];
+    let mut meas: Vec<Vec<(Measurement, Vec<u64>)>> = vec![Vec::new(); runners.len()];
     for _ in 0..sweep.repeat.max(1) {
-        base.push(once(one, w, &tokens, &base_s)?.wall_ms);
-        for (i, s) in schedules.iter().enumerate() {
-            meas[i].push(once(gpus, w, &tokens, s)?);
+        base.push(base_r.once(one, w, &tokens)?.0.wall_ms);
+        for (i, r) in runners.iter_mut().enumerate() {
+            meas[i].push(r.once(gpus, w, &tokens)?);
         }
     }
     Ok((base, meas))
@@ -161,15 +239,24 @@ fn summarize(
     v: usize,
     p: usize,
     m: usize,
+    train: bool,
     base: &[f64],
-    ms: &[Measurement],
+    rounds: &[(Measurement, Vec<u64>)],
 ) -> Row {
-    let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(f).collect());
+    let ms: Vec<&Measurement> = rounds.iter().map(|(m, _)| m).collect();
+    let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(|x| f(x)).collect());
     let stages = ms[0].forward_ms.len();
+    let per_stage = |f: &dyn Fn(&Measurement) -> &Vec<f64>| -> Vec<f64> {
+        if f(ms[0]).is_empty() {
+            return Vec::new();
+        }
+        (0..stages).map(|i| med(&|x| f(x)[i])).collect()
+    };
     // Each round's pipeline against the baseline run just before it.
-    let speedup = median(base.iter().zip(ms).map(|(b, x)| b / x.wall_ms).collect());
+    let speedup = median(base.iter().zip(&ms).map(|(b, x)| b / x.wall_ms).collect());
     Row {
         schedule,
+        train,
         virtual_stages: v,
         devices: p,
         microbatches: m,
@@ -182,6 +269,10 @@ fn summarize(
         speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
         baseline_ms: median(base.to_vec()),
         forward_ms: (0..stages).map(|i| med(&|x| x.forward_ms[i])).collect(),
+        backward_ms: per_stage(&|x| &x.backward_ms),
+        input_grad_ms: per_stage(&|x| &x.input_grad_ms),
+        weight_grad_ms: per_stage(&|x| &x.weight_grad_ms),
+        peak_activation_bytes: rounds[0].1.clone(),
         transfer_ms: med(&|x| x.transfer_ms),
         transfers: ms[0].transfers,
         bytes_moved: ms[0].bytes_moved,
@@ -203,7 +294,11 @@ pub fn check_sweep(sweep: &Sweep, devices: usize, layers_per_stage: usize) -> Re
             )));
         }
         for &m in &sweep.microbatches {
-            Schedule::for_inference(kind, devices, m, v)?;
+            if sweep.train {
+                Schedule::generate(kind, devices, m, v, false)?;
+            } else {
+                Schedule::for_inference(kind, devices, m, v)?;
+            }
         }
     }
     Ok(())
@@ -253,5 +348,11 @@ pub fn csv(rows: &[Row]) -> Result<String> {
 /// per-stage list, so that it fits one CSV cell.
 fn semicolon_separated<S: serde::Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
     let cells: Vec<String> = values.iter().map(f64::to_string).collect();
+    s.serialize_str(&cells.join(";"))
+}
+
+/// [`semicolon_separated`] for counts.
+fn semicolon_separated_u64<S: serde::Serializer>(values: &[u64], s: S) -> Result<S::Ok, S::Error> {
+    let cells: Vec<String> = values.iter().map(u64::to_string).collect();
     s.serialize_str(&cells.join(";"))
 }

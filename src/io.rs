@@ -259,3 +259,33 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::write(tmp, bytes).map_err(|e| Error::io(path, e))
     })
 }
+
+/// Write named f32 tensors (name, values, shape) as one safetensors file,
+/// each name prefixed with `prefix` (`transformer.` for GPT2LMHeadModel's
+/// names), through [`write_atomic`].
+pub fn write_named_tensors(
+    path: &Path,
+    tensors: &[(String, &Vec<f32>, Vec<usize>)],
+    prefix: &str,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t, _)| t.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, _, shape), b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (format!("{prefix}{name}"), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    write_atomic(path, |tmp| {
+        safetensors::serialize_to_file(views, None, tmp)
+            .map_err(|e| safetensors_write_error(tmp, e))
+    })
+}

@@ -24,6 +24,8 @@ enum Command {
     Forward(cli::forward::ForwardArgs),
     /// Run the model pipelined across devices and measure the bubble.
     Run(cli::run::RunArgs),
+    /// Train the model pipelined across devices (F, B, I, W executed), with the loss, bubble and memory measured.
+    Train(cli::train::TrainArgs),
     /// Benchmarks on real devices (`bench bubble`: the seed's bubble table, measured).
     Bench(cli::bench::BenchArgs),
     /// Show a pipeline schedule, its simulated and analytic bubble, and its memory.
@@ -34,8 +36,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any wgpu call: the Vulkan loader reads it when it loads.
     ensure_runtime_dir();
-    if matches!(cli.command, Command::Run(_) | Command::Bench(_))
-        && std::env::var_os("LP_NUM_THREADS").is_none()
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Train(_) | Command::Bench(_)
+    ) && std::env::var_os("LP_NUM_THREADS").is_none()
     {
         // Mesa's software adapters read this once, when they load: one thread
         // per device lets pipeline devices run in parallel instead of sharing
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Adapters(a) => cli::adapters::run(&a),
         Command::Forward(a) => cli::forward::run(&a),
         Command::Run(a) => cli::run::run(&a),
+        Command::Train(a) => cli::train::run(&a),
         Command::Bench(a) => cli::bench::run(&a),
         Command::Plan(a) => cli::plan::run(&a).map_err(wgpipe::Error::from),
     };

@@ -57,6 +57,9 @@ pub struct BubbleArgs {
     pub repeat: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Time training steps (F, B, I, W of each schedule) instead of forward passes.
+    #[arg(long)]
+    pub train: bool,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -92,6 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         seq: a.seq,
         repeat: a.repeat,
         seed: a.seed,
+        train: a.train,
     };
     let cfg = match &a.model {
         Some(name) => Gpt2Config::named(name)?,
@@ -146,6 +150,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "seq": a.seq,
             "sequences_per_microbatch": a.sequences,
             "repeat": a.repeat,
+            "train": a.train,
             "lp_num_threads": std::env::var("LP_NUM_THREADS").ok(),
             "rows": rows,
         });
@@ -161,17 +166,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         write_file(path, csv(&rows)?.as_bytes())?;
     }
     if let Some(path) = &a.svg {
-        let title = format!("Pipeline bubble, P={p}: analytic, simulated, measured");
+        let what = if a.train { "training step" } else { "forward" };
+        let title = format!("Pipeline bubble ({what}), P={p}: analytic, simulated, measured");
         write_file(
             path,
-            bubble_chart(&chart_series(&rows, p), &title).as_bytes(),
+            bubble_chart(&chart_series(&rows, p, a.train), &title).as_bytes(),
         )?;
     }
     Ok(())
 }
 
 /// One chart series per (schedule, v).
-pub fn chart_series(rows: &[Row], p: usize) -> Vec<Series> {
+pub fn chart_series(rows: &[Row], p: usize, train: bool) -> Vec<Series> {
     let mut keys: Vec<(ScheduleKind, usize)> = Vec::new();
     for r in rows {
         let k = (r.schedule, r.virtual_stages);
@@ -199,7 +205,7 @@ pub fn chart_series(rows: &[Row], p: usize) -> Vec<Series> {
                 } else {
                     kind.to_string()
                 },
-                analytic: Box::new(move |m| analytic::bubble(kind, p, m, v, true)),
+                analytic: Box::new(move |m| analytic::bubble(kind, p, m, v, !train)),
                 points,
             }
         })

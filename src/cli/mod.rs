@@ -6,3 +6,4 @@ pub mod forward;
 pub mod model_args;
 pub mod plan;
 pub mod run;
+pub mod train;

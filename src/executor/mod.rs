@@ -21,6 +21,7 @@ pub mod measure;
 pub mod partition;
 pub mod plan;
 pub mod program;
+pub mod train;
 pub mod transport;
 mod worker;
 

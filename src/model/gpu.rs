@@ -24,7 +24,7 @@ pub use crate::model::weights::StagePart;
 
 /// The vocabulary split into chunks whose transposed table (C, len) fits one
 /// binding: `(v0, padded_len)` pairs; every length is a multiple of 4.
-fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
+pub(crate) fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
     let c = cfg.n_embd;
     let limit = gpu.max_binding().min(gpu.limits.max_buffer_size);
     let per_chunk = ((limit / (4 * c as u64)) as usize) / 4 * 4;
@@ -38,6 +38,62 @@ fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
         .step_by(per_chunk)
         .map(|v0| (v0, per_chunk.min(vp - v0)))
         .collect())
+}
+
+/// The token table (V, C) as chunks `(v0, len)`, each transposed (C, len)
+/// and zero-padded past V: the layout the embedding gathers from and the tied
+/// LM head multiplies with.
+pub(crate) fn token_table_chunks(
+    cfg: &Gpt2Config,
+    wte: &[f32],
+    chunks: &[(usize, usize)],
+) -> Vec<Vec<f32>> {
+    let (c, v) = (cfg.n_embd, cfg.vocab_size);
+    chunks
+        .iter()
+        .map(|&(v0, len)| {
+            let mut t = vec![0f32; c * len];
+            for v in v0..(v0 + len).min(v) {
+                for ch in 0..c {
+                    t[ch * len + (v - v0)] = wte[v * c + ch];
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// [`token_table_chunks`] uploaded, one buffer per chunk.
+pub(crate) fn upload_token_table(
+    gpu: &Gpu,
+    cfg: &Gpt2Config,
+    wte: &[f32],
+    chunks: &[(usize, usize)],
+) -> Vec<wgpu::Buffer> {
+    token_table_chunks(cfg, wte, chunks)
+        .iter()
+        .zip(chunks)
+        .map(|(t, (v0, _))| upload(gpu, &format!("wte_t[{v0}..]"), t))
+        .collect()
+}
+
+/// The inverse of [`token_table_chunks`]: the (V, C) table from its
+/// transposed chunks (padding dropped).
+pub(crate) fn untranspose_token_table(
+    cfg: &Gpt2Config,
+    chunks: &[(usize, usize)],
+    data: &[Vec<f32>],
+) -> Vec<f32> {
+    let (c, v) = (cfg.n_embd, cfg.vocab_size);
+    let mut wte = vec![0f32; v * c];
+    for (&(v0, len), t) in chunks.iter().zip(data) {
+        for v in v0..(v0 + len).min(v) {
+            for ch in 0..c {
+                wte[v * c + ch] = t[ch * len + (v - v0)];
+            }
+        }
+    }
+    wte
 }
 
 /// Where one [`Segment`] of a stage's program ends.
@@ -161,24 +217,6 @@ impl Builder<'_> {
     fn cut(&mut self, end: Cut) {
         let dispatches = std::mem::take(&mut self.current);
         self.segments.push(Segment { end, dispatches });
-    }
-
-    /// The token table chunks `(v0, len)`, uploaded transposed (C, len) and
-    /// zero-padded.
-    fn token_table(&self, wte: &[f32], chunks: &[(usize, usize)]) -> Vec<wgpu::Buffer> {
-        let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
-        chunks
-            .iter()
-            .map(|&(v0, len)| {
-                let mut t = vec![0f32; c * len];
-                for v in v0..(v0 + len).min(v) {
-                    for ch in 0..c {
-                        t[ch * len + (v - v0)] = wte[v * c + ch];
-                    }
-                }
-                upload(self.gpu, &format!("wte_t[{v0}..]"), &t)
-            })
-            .collect()
     }
 
     /// x = wte[ids] + wpe[pos_offset + t], one dispatch per vocabulary chunk
@@ -333,7 +371,7 @@ impl GpuStage {
         let mut wte_t = Vec::new();
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg)?;
-            wte_t = bld.token_table(w.wte.ok_or_else(|| missing("wte"))?, &chunks);
+            wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
         }
         let ids = if part.embedding {
             let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;

@@ -1,0 +1,646 @@
+//! Training: a schedule's F, B, I and W actions run as data on the devices,
+//! activations forward and input gradients backward through the same
+//! transfer path ([`super::plan`]), weight gradients accumulated on each
+//! device over the microbatches, then one optimizer step.
+//!
+//! [`Gpt2Train`] is the [`StageProgram`]: it holds a device's stages
+//! ([`TrainStage`]) and, per action, the work recorded for it. The buffers
+//! that hold a microbatch's stashed activations come from a per-device pool:
+//! before the clock starts, the device's action list is walked once; each
+//! action takes the buffers for the tensors it makes
+//! ([`TrainStage::acquires`]) from the pool, free buffers of the same size
+//! first, and gives back those it is done with ([`TrainStage::releases`]).
+//! So each schedule's order decides how many microbatches a device holds,
+//! and the pool's allocated bytes — real buffers — are its peak activation
+//! memory ([`Trainer::peak_activation_bytes`]).
+//!
+//! [`Trainer`] keeps the programs (weights, gradients, optimizer moments)
+//! on their devices across steps: each step runs the schedule's plan, sums
+//! the tied token table's two gradient shares (embedding on the first stage,
+//! LM head on the last) into both copies, optionally clips by the global
+//! gradient norm, and steps the optimizer on every device.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::plan::Plan;
+use super::program::StageProgram;
+use super::worker::TransferRecord;
+use super::{partition, run_plan, DeviceGroup, InProcess};
+use crate::action::{Action, Kind, Product};
+use crate::cpu::backward::{next_token_targets, Gpt2Grads};
+use crate::device::{self, Gpu};
+use crate::error::{Error, Result};
+use crate::io::TokenBatch;
+use crate::microbatch::Microbatches;
+use crate::model::train::{encode_ops, Op, OptimizerStep, Phase, Stashed, TrainStage, Which};
+use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageWeights};
+use crate::schedule::{validate::validate, Schedule};
+use crate::trace::Timeline;
+
+/// How a training run is laid out.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Layers per stage (one count per stage); even when `None`.
+    pub split: Option<Vec<usize>>,
+    /// Stash only each stage's input and recompute the rest in B.
+    pub recompute: bool,
+}
+
+/// The optimizer, with PyTorch's semantics and defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// `torch.optim.AdamW`.
+    AdamW {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    /// `torch.optim.SGD` (dampening 0, no Nesterov).
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    },
+}
+
+impl Optimizer {
+    /// The hyperparameters of optimizer step `t` (from 1), gradients scaled by `grad_scale`.
+    fn step(&self, t: u64, grad_scale: f64) -> OptimizerStep {
+        match *self {
+            Optimizer::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let (bc1, bc2) = crate::kernels::AdamWParams::bias_corrections(beta1, beta2, t);
+                OptimizerStep::AdamW {
+                    lr: lr as f32,
+                    beta1: beta1 as f32,
+                    beta2: beta2 as f32,
+                    eps: eps as f32,
+                    weight_decay: weight_decay as f32,
+                    bias_correction1: bc1,
+                    bias_correction2: bc2,
+                    grad_scale: grad_scale as f32,
+                }
+            }
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => OptimizerStep::Sgd {
+                lr: lr as f32,
+                momentum: momentum as f32,
+                weight_decay: weight_decay as f32,
+                grad_scale: grad_scale as f32,
+            },
+        }
+    }
+}
+
+/// One device's stages in training, driven action by action by the worker.
+pub struct Gpt2Train {
+    stages: BTreeMap<usize, TrainStage>,
+    /// Per action: its recorded work, and for F where its input activation
+    /// is placed and where its output lies.
+    ops: HashMap<Action, Vec<Op>>,
+    inputs: HashMap<Action, wgpu::Buffer>,
+    outputs: HashMap<Action, wgpu::Buffer>,
+    /// The stash pool's buffers (kept alive; bound by `ops`).
+    pool: Vec<wgpu::Buffer>,
+    /// Per microbatch: (N) per-row losses, on a device with the head.
+    losses: Vec<wgpu::Buffer>,
+    /// Per microbatch of the current step: (ids, next-token targets), padded.
+    batch: Vec<(Vec<u32>, Vec<u32>)>,
+    /// Per microbatch: Σ of its rows' losses, read back by `finish`.
+    loss_sums: Vec<f64>,
+}
+
+impl Gpt2Train {
+    /// Upload this device's stages and record the work of each of its
+    /// `actions` (its row of the schedule, in order), with stash buffers
+    /// assigned by walking the row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        stages: &[(usize, StageWeights)],
+        actions: &[Action],
+        per: usize,
+        seq: usize,
+        microbatches: usize,
+        scale: f32,
+        recompute: bool,
+    ) -> Result<Gpt2Train> {
+        let mut map = BTreeMap::new();
+        for (s, w) in stages {
+            map.insert(*s, TrainStage::new(gpu, w, per, seq)?);
+        }
+        let has_head = map.values().any(|s| s.part.head);
+        let losses: Vec<wgpu::Buffer> = (0..if has_head { microbatches } else { 0 })
+            .map(|_| device::zeros(gpu, "losses (N)", per * seq))
+            .collect();
+        let mut pool: Vec<wgpu::Buffer> = Vec::new();
+        let mut free: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut live: HashMap<(usize, usize, Stashed), usize> = HashMap::new();
+        let (mut ops, mut inputs, mut outputs) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for &a in actions {
+            let st = map.get(&a.stage).ok_or_else(|| {
+                Error::Other(format!(
+                    "bug: {a} on a device that does not hold stage {}",
+                    a.stage
+                ))
+            })?;
+            for t in st.acquires(a.kind, recompute) {
+                let len = st.stash_len(t);
+                let idx = match free.get_mut(&len).and_then(Vec::pop) {
+                    Some(i) => i,
+                    None => {
+                        pool.push(device::zeros(gpu, "stash", len));
+                        pool.len() - 1
+                    }
+                };
+                live.insert((a.stage, a.microbatch, t), idx);
+            }
+            let view: HashMap<Stashed, wgpu::Buffer> = live
+                .iter()
+                .filter(|((s, m, _), _)| *s == a.stage && *m == a.microbatch)
+                .map(|((_, _, t), &i)| (*t, pool[i].clone()))
+                .collect();
+            let loss = losses.get(a.microbatch).map(|l| (l, scale));
+            let list = match a.kind {
+                Kind::F => {
+                    inputs.insert(
+                        a,
+                        view.get(&Stashed::X(0)).cloned().ok_or_else(|| {
+                            Error::Other(format!("bug: {a}: no stage input buffer"))
+                        })?,
+                    );
+                    outputs.insert(a, st.output_of_forward(&view)?.clone());
+                    st.forward_ops(gpu, &view, loss)?
+                }
+                Kind::B => st.backward_ops(gpu, &view, Phase::Full, recompute, loss)?,
+                Kind::I => st.backward_ops(gpu, &view, Phase::Input, false, None)?,
+                Kind::W => st.backward_ops(gpu, &view, Phase::Weight, false, None)?,
+            };
+            ops.insert(a, list);
+            for t in st.releases(a.kind, recompute) {
+                let idx = live.remove(&(a.stage, a.microbatch, t)).ok_or_else(|| {
+                    Error::Other(format!("bug: {a} releases {t:?}, which it does not hold"))
+                })?;
+                free.entry(st.stash_len(t)).or_default().push(idx);
+            }
+        }
+        if let Some(((s, m, t), _)) = live.iter().next() {
+            return Err(Error::Input(format!(
+                "the schedule never releases stage {s}'s {t:?} of microbatch {m}: a training schedule needs every F followed by its B, or its I and W"
+            )));
+        }
+        Ok(Gpt2Train {
+            stages: map,
+            ops,
+            inputs,
+            outputs,
+            pool,
+            losses,
+            batch: Vec::new(),
+            loss_sums: Vec::new(),
+        })
+    }
+
+    /// Bytes of the stash pool: the most activation memory this device held.
+    pub fn peak_activation_bytes(&self) -> u64 {
+        self.pool.iter().map(|b| b.size()).sum()
+    }
+
+    fn set_batch(&mut self, batch: Vec<(Vec<u32>, Vec<u32>)>) {
+        self.batch = batch;
+    }
+}
+
+impl StageProgram for Gpt2Train {
+    /// The program itself, kept for the next step.
+    type Output = Gpt2Train;
+
+    fn message_bytes(&self, p: Product) -> u64 {
+        let s = self
+            .stages
+            .get(&p.stage)
+            .or_else(|| self.stages.values().next())
+            .expect("a device holds a stage");
+        s.message_bytes()
+    }
+
+    fn input(&self, consumer: Action, _p: Product) -> &wgpu::Buffer {
+        match consumer.kind {
+            Kind::F => &self.inputs[&consumer],
+            _ => self.stages[&consumer.stage].grad_input(),
+        }
+    }
+
+    fn output(&self, producer: Action) -> &wgpu::Buffer {
+        match producer.kind {
+            Kind::F => &self.outputs[&producer],
+            _ => self.stages[&producer.stage].grad_output(),
+        }
+    }
+
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let stage = &self.stages[&a.stage];
+        if stage.part.embedding || stage.part.head {
+            let (ids, targets) = self.batch.get(a.microbatch).ok_or_else(|| {
+                Error::Other(format!("bug: {a}: no data for microbatch {}", a.microbatch))
+            })?;
+            stage.write_microbatch(gpu, ids, targets);
+        }
+        let ops = self
+            .ops
+            .get(&a)
+            .ok_or_else(|| Error::Other(format!("bug: {a} was not prepared")))?;
+        encode_ops(ops, enc);
+        Ok(())
+    }
+
+    fn finish(mut self, gpu: &Gpu) -> Result<Gpt2Train> {
+        self.loss_sums.clear();
+        if let Some(n) = self
+            .stages
+            .values()
+            .find(|s| s.part.head)
+            .map(TrainStage::rows)
+        {
+            let st = device::staging(gpu, "losses out", (n * 4 * self.losses.len()) as u64);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            for (m, l) in self.losses.iter().enumerate() {
+                enc.copy_buffer_to_buffer(l, 0, &st, (m * n * 4) as u64, (n * 4) as u64);
+            }
+            gpu.queue.submit([enc.finish()]);
+            let all: Vec<f32> = device::read_mapped(gpu, &st, n * self.losses.len())?;
+            self.loss_sums = all
+                .chunks(n)
+                .map(|c| c.iter().map(|&x| x as f64).sum())
+                .collect();
+        }
+        Ok(self)
+    }
+}
+
+/// One step's pipelined forward and backward.
+pub struct StepRun {
+    /// The batch's mean next-token loss, before this step's update.
+    pub loss: f64,
+    pub timeline: Timeline,
+    pub wall_s: f64,
+    pub transfers: Vec<TransferRecord>,
+}
+
+/// A model being trained across devices: its stages stay on their devices
+/// between steps.
+pub struct Trainer<'g> {
+    groups: Vec<DeviceGroup<'g>>,
+    schedule: Schedule,
+    plan: Plan,
+    pub parts: Vec<StagePart>,
+    cfg: Gpt2Config,
+    programs: Vec<Mutex<Option<Gpt2Train>>>,
+    batch: usize,
+    seq: usize,
+    /// Optimizer steps taken.
+    steps: u64,
+}
+
+impl<'g> Trainer<'g> {
+    /// Check the schedule and layout, and put each device's stages on it.
+    pub fn new(
+        groups: &[DeviceGroup<'g>],
+        w: &Gpt2Weights,
+        schedule: &Schedule,
+        batch: usize,
+        seq: usize,
+        opts: &TrainOptions,
+    ) -> Result<Trainer<'g>> {
+        if schedule.is_forward_only() {
+            return Err(Error::Input(format!(
+                "schedule `{}` has no backward actions: training needs B (or I and W) after each F",
+                schedule.name
+            )));
+        }
+        validate(schedule)?;
+        let has_split_backward = schedule
+            .actions()
+            .any(|(_, _, a)| matches!(a.kind, Kind::I | Kind::W));
+        if opts.recompute && has_split_backward {
+            return Err(Error::Input(format!(
+                "--recompute with schedule `{}`: recomputation runs in a fused B; a schedule that splits the backward into I and W would need the activations again for W. Use gpipe, 1f1b or interleaved",
+                schedule.name
+            )));
+        }
+        if groups.len() != schedule.devices {
+            return Err(Error::Input(format!(
+                "the schedule has {} devices but {} were given",
+                schedule.devices,
+                groups.len()
+            )));
+        }
+        if let Some(g) = groups.iter().find(|g| g.gpus().len() > 1) {
+            return Err(Error::Input(format!(
+                "device group {} spans {} Gpus: tensor parallelism is not implemented for training",
+                g.label(),
+                g.gpus().len()
+            )));
+        }
+        if seq < 2 {
+            return Err(Error::Input(format!(
+                "sequence length {seq}: training needs at least 2 tokens per sequence (position t predicts token t+1)"
+            )));
+        }
+        let m = schedule.microbatches;
+        if m == 0 || m > batch {
+            return Err(Error::Input(format!(
+                "{m} microbatches for a batch of {batch} sequences: each microbatch needs at least one sequence"
+            )));
+        }
+        let per = batch.div_ceil(m);
+        let parts =
+            partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
+        let plan = Plan::new(schedule);
+        let scale = 1.0 / (batch * (seq - 1)) as f32;
+        let programs = std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .iter()
+                .enumerate()
+                .map(|(d, g)| {
+                    let (parts, plan) = (&parts, &plan);
+                    scope.spawn(move || {
+                        let held: Vec<(usize, StageWeights)> = (d..schedule.stages())
+                            .step_by(schedule.devices)
+                            .map(|s| (s, w.stage(&parts[s])))
+                            .collect();
+                        let actions: Vec<Action> =
+                            plan.devices[d].iter().map(|s| s.action).collect();
+                        Gpt2Train::new(
+                            g.lead(),
+                            &held,
+                            &actions,
+                            per,
+                            seq,
+                            m,
+                            scale,
+                            opts.recompute,
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Other("a device's setup panicked".into())))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(Trainer {
+            groups: groups.to_vec(),
+            schedule: schedule.clone(),
+            plan,
+            parts,
+            cfg: w.config.clone(),
+            programs: programs.into_iter().map(|p| Mutex::new(Some(p))).collect(),
+            batch,
+            seq,
+            steps: 0,
+        })
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn with_programs<T>(
+        &self,
+        mut f: impl FnMut(&Gpu, &mut Gpt2Train) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.programs
+            .iter()
+            .zip(&self.groups)
+            .map(|(p, g)| {
+                let mut guard = p.lock().unwrap_or_else(|e| e.into_inner());
+                let prog = guard.as_mut().ok_or_else(|| {
+                    Error::Other("a previous step failed; this trainer's devices are gone".into())
+                })?;
+                f(g.lead(), prog)
+            })
+            .collect()
+    }
+
+    /// The most stashed-activation bytes each device held (its stash pool).
+    pub fn peak_activation_bytes(&self) -> Result<Vec<u64>> {
+        self.with_programs(|_, p| Ok(p.peak_activation_bytes()))
+    }
+
+    /// Forward and backward over `tokens` (B x T as given to [`Trainer::new`]),
+    /// run as the schedule says; gradients accumulate on the devices.
+    pub fn forward_backward(&mut self, tokens: &TokenBatch) -> Result<StepRun> {
+        if tokens.batch != self.batch || tokens.seq != self.seq {
+            return Err(Error::Input(format!(
+                "a batch of {}x{} tokens for a trainer built for {}x{}",
+                tokens.batch, tokens.seq, self.batch, self.seq
+            )));
+        }
+        crate::io::check_input(&self.cfg, tokens)?;
+        let mbs = Microbatches::split(tokens, self.schedule.microbatches)?;
+        let batch: Vec<(Vec<u32>, Vec<u32>)> = mbs
+            .list
+            .iter()
+            .map(|mb| {
+                (
+                    mb.ids.clone(),
+                    next_token_targets(&mb.ids, mbs.per, mbs.seq, mb.count),
+                )
+            })
+            .collect();
+        self.with_programs(|_, p| {
+            p.set_batch(batch.clone());
+            Ok(())
+        })?;
+        let programs = &self.programs;
+        let (outputs, timeline, wall_s, transfers) = run_plan(
+            &self.groups,
+            &self.plan,
+            &InProcess::new(self.groups.len()),
+            |d, _gpu| {
+                programs[d]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| {
+                        Error::Other(
+                            "a previous step failed; this trainer's devices are gone".into(),
+                        )
+                    })
+            },
+        )?;
+        let mut loss = 0.0;
+        for (slot, p) in self.programs.iter().zip(outputs) {
+            loss += p.loss_sums.iter().sum::<f64>();
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        }
+        loss /= (self.batch * (self.seq - 1)) as f64;
+        self.sum_tied_embedding()?;
+        Ok(StepRun {
+            loss,
+            timeline,
+            wall_s,
+            transfers,
+        })
+    }
+
+    /// The token table is one parameter used twice: the embedding's and the
+    /// LM head's gradient shares, on different stages, are summed into both
+    /// copies so that both take the same optimizer step.
+    fn sum_tied_embedding(&self) -> Result<()> {
+        let holders: usize = self.parts.iter().filter(|p| p.embedding || p.head).count();
+        let same_stage = self.parts.iter().any(|p| p.embedding && p.head);
+        if holders < 2 || same_stage {
+            return Ok(());
+        }
+        let shares = self.with_programs(|gpu, p| {
+            p.stages
+                .values()
+                .filter(|s| s.part.embedding || s.part.head)
+                .map(|s| s.wte_grad(gpu))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut sum = vec![0f32; self.cfg.vocab_size * self.cfg.n_embd];
+        for share in shares.iter().flatten().flatten() {
+            for (a, b) in sum.iter_mut().zip(share) {
+                *a += b;
+            }
+        }
+        self.with_programs(|gpu, p| {
+            for s in p
+                .stages
+                .values()
+                .filter(|s| s.part.embedding || s.part.head)
+            {
+                s.write_wte_grad(gpu, &sum)?;
+            }
+            gpu.queue.submit([]);
+            gpu.wait()
+        })?;
+        Ok(())
+    }
+
+    /// The global L2 norm of the accumulated gradients (the tied table once).
+    pub fn grad_norm(&self) -> Result<f64> {
+        let parts = self.with_programs(|gpu, p| {
+            p.stages
+                .values()
+                .map(|s| s.grad_sumsq(gpu, s.part.embedding))
+                .sum::<Result<f64>>()
+        })?;
+        Ok(parts.iter().sum::<f64>().sqrt())
+    }
+
+    /// One optimizer step on every device, gradients first clipped to a
+    /// global norm of `clip` when given (as `torch.nn.utils.clip_grad_norm_`);
+    /// then the gradients are zeroed. Returns the gradient norm when clipping.
+    pub fn optimizer_step(&mut self, opt: &Optimizer, clip: Option<f64>) -> Result<Option<f64>> {
+        let (norm, scale) = match clip {
+            Some(max) => {
+                let norm = self.grad_norm()?;
+                (Some(norm), (max / (norm + 1e-6)).min(1.0))
+            }
+            None => (None, 1.0),
+        };
+        self.steps += 1;
+        let step = opt.step(self.steps, scale);
+        self.with_programs(|gpu, p| {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            for s in p.stages.values_mut() {
+                s.encode_optimizer_step(gpu, &step, &mut enc)?;
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait()
+        })?;
+        Ok(norm)
+    }
+
+    /// The accumulated gradients, in checkpoint layout (`wte` holding both
+    /// tied shares).
+    pub fn grads(&self) -> Result<Gpt2Grads> {
+        let mut g = Gpt2Grads::zeros(&self.cfg);
+        self.gather(Which::Grads, |part| match part {
+            Gathered::Wte(v) => g.wte = v,
+            Gathered::Wpe(v) => g.wpe = v,
+            Gathered::Layer(l, lw) => g.layers[l] = *lw,
+            Gathered::LnF(a, b) => {
+                g.ln_f_g = a;
+                g.ln_f_b = b;
+            }
+        })?;
+        Ok(g)
+    }
+
+    /// The current weights, read back from the devices.
+    pub fn weights(&self) -> Result<Gpt2Weights> {
+        let z = Gpt2Grads::zeros(&self.cfg);
+        let mut w = Gpt2Weights {
+            config: self.cfg.clone(),
+            wte: z.wte,
+            wpe: z.wpe,
+            layers: z.layers,
+            ln_f_g: z.ln_f_g,
+            ln_f_b: z.ln_f_b,
+        };
+        self.gather(Which::Params, |part| match part {
+            Gathered::Wte(v) => w.wte = v,
+            Gathered::Wpe(v) => w.wpe = v,
+            Gathered::Layer(l, lw) => w.layers[l] = *lw,
+            Gathered::LnF(a, b) => {
+                w.ln_f_g = a;
+                w.ln_f_b = b;
+            }
+        })?;
+        Ok(w)
+    }
+
+    /// Read every stage's tensors and hand each to `put` (the token table
+    /// from the embedding stage).
+    fn gather(&self, which: Which, mut put: impl FnMut(Gathered)) -> Result<()> {
+        let stages = self.with_programs(|gpu, p| {
+            p.stages
+                .iter()
+                .map(|(&s, st)| Ok((s, st.part.clone(), st.read(gpu, which)?)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for (_, part, host) in stages.into_iter().flatten() {
+            if part.embedding {
+                if let Some(v) = host.wte {
+                    put(Gathered::Wte(v));
+                }
+            }
+            if let Some(v) = host.wpe {
+                put(Gathered::Wpe(v));
+            }
+            for (l, lw) in part.layers.clone().zip(host.layers) {
+                put(Gathered::Layer(l, Box::new(lw)));
+            }
+            if let Some((a, b)) = host.ln_f {
+                put(Gathered::LnF(a, b));
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Gathered {
+    Wte(Vec<f32>),
+    Wpe(Vec<f32>),
+    Layer(usize, Box<crate::model::LayerWeights>),
+    LnF(Vec<f32>, Vec<f32>),
+}
