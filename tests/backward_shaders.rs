@@ -20,7 +20,9 @@ const BACKWARD_SHADERS: &[&str] = &[
     "layernorm_backward",
     "matmul_backward_bias",
     "matmul_backward_input",
+    "matmul_backward_input_vec4",
     "matmul_backward_weight",
+    "matmul_backward_weight_vec4",
     "residual_backward",
 ];
 

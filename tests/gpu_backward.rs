@@ -41,9 +41,18 @@ fn rand_vec(len: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 #[test]
 fn matmul_backward_kernels_match_cpu_on_a_column_slice() {
+    // dout is columns col_off .. col_off+OC of an (N, ldd) matrix, as for an
+    // LM-head chunk. Odd widths run the general kernels; multiples of 4 the
+    // vec4 ones, here with partial blocks at every edge (N not a multiple of
+    // 8, C/4 not of 4 for dW's rows, OC/4 not of 4 for its columns).
+    check_matmul_backward(7, 13, 10, 17, 3);
+    check_matmul_backward(13, 20, 36, 48, 8);
+    check_matmul_backward(70, 264, 68, 68, 0);
+}
+
+fn check_matmul_backward(n: usize, c: usize, oc: usize, ldd: usize, col_off: usize) {
     let gpu = common::gpu();
-    // dout is columns 3 .. 3+OC of an (N, 17) matrix, as for an LM-head chunk.
-    let (n, c, oc, ldd, col_off) = (7, 13, 10, 17, 3);
+    let shape = format!("N={n} C={c} OC={oc} ldd={ldd} col_off={col_off}");
     let wide = rand_vec(n * ldd, 1, 1.0);
     let dout: Vec<f32> = (0..n)
         .flat_map(|i| wide[i * ldd + col_off..][..oc].to_vec())
@@ -64,21 +73,39 @@ fn matmul_backward_kernels_match_cpu_on_a_column_slice() {
     let dinp = upload(&gpu, "dinp", &dinp0);
     let d = kernels::matmul_backward_input(&gpu, &dinp, &wide_b, &w_b, n, c, oc, ldd, col_off);
     run(&gpu, &[&d]);
-    assert_close("dinp", &read(&gpu, &dinp, n * c), &want, 1e-5, 1e-5);
+    assert_close(
+        &format!("dinp {shape}"),
+        &read(&gpu, &dinp, n * c),
+        &want,
+        1e-5,
+        1e-5,
+    );
 
     let mut want = dw0.clone();
     cpu::matmul_backward_weight(&mut want, &dout, &inp, n, c, oc);
     let dw = upload(&gpu, "dweight", &dw0);
     let d = kernels::matmul_backward_weight(&gpu, &dw, &wide_b, &inp_b, n, c, oc, ldd, col_off);
     run(&gpu, &[&d]);
-    assert_close("dweight", &read(&gpu, &dw, c * oc), &want, 1e-5, 1e-5);
+    assert_close(
+        &format!("dweight {shape}"),
+        &read(&gpu, &dw, c * oc),
+        &want,
+        1e-5,
+        1e-5,
+    );
 
     let mut want = db0.clone();
     cpu::matmul_backward_bias(&mut want, &dout, n, oc);
     let db = upload(&gpu, "dbias", &db0);
     let d = kernels::matmul_backward_bias(&gpu, &db, &wide_b, n, oc, ldd, col_off);
     run(&gpu, &[&d]);
-    assert_close("dbias", &read(&gpu, &db, oc), &want, 1e-5, 1e-5);
+    assert_close(
+        &format!("dbias {shape}"),
+        &read(&gpu, &db, oc),
+        &want,
+        1e-5,
+        1e-5,
+    );
 }
 
 #[test]

@@ -72,8 +72,16 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_backward_input.wgsl"),
     ),
     (
+        "matmul_backward_input_vec4",
+        include_str!("../../shaders/matmul_backward_input_vec4.wgsl"),
+    ),
+    (
         "matmul_backward_weight",
         include_str!("../../shaders/matmul_backward_weight.wgsl"),
+    ),
+    (
+        "matmul_backward_weight_vec4",
+        include_str!("../../shaders/matmul_backward_weight_vec4.wgsl"),
     ),
     (
         "matmul_backward_bias",

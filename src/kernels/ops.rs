@@ -398,7 +398,9 @@ pub fn layernorm_backward(
 
 /// dinp (N, C) += dout[:, col_off .. col_off+OC] @ weight (C, OC)^T, where
 /// dout's rows are `ldd` floats long (the LM head reads one vocabulary chunk
-/// of dlogits; `ldd = oc`, `col_off = 0` otherwise).
+/// of dlogits; `ldd = oc`, `col_off = 0` otherwise). When C, OC, ldd and
+/// col_off are multiples of 4, the register-blocked vec4 kernel; the general
+/// one otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_input(
     gpu: &Gpu,
@@ -411,20 +413,22 @@ pub fn matmul_backward_input(
     ldd: usize,
     col_off: usize,
 ) -> Dispatch {
-    // One invocation per element of dinp; workgroups of 8x8.
-    let groups = [c.div_ceil(8).max(1) as u32, n.div_ceil(8).max(1) as u32, 1];
     let p = MatmulShape::new(n, c, oc, ldd, col_off);
-    dispatch(
-        gpu,
-        "matmul_backward_input",
-        &[dinp, dout, weight],
-        &p,
-        groups,
-    )
+    let (name, groups) = if p.aligned() {
+        // One invocation per 8-row x 4-column block; workgroups of 16x4.
+        let g = [(c / 4).div_ceil(16), n.div_ceil(8 * 4)];
+        ("matmul_backward_input_vec4", g)
+    } else {
+        // One invocation per element of dinp; workgroups of 8x8.
+        ("matmul_backward_input", [c.div_ceil(8), n.div_ceil(8)])
+    };
+    let groups = [groups[0].max(1) as u32, groups[1].max(1) as u32, 1];
+    dispatch(gpu, name, &[dinp, dout, weight], &p, groups)
 }
 
 /// dweight (C, OC) += inp (N, C)^T @ dout[:, col_off .. col_off+OC], dout's
-/// rows `ldd` floats long.
+/// rows `ldd` floats long. Aligned shapes (as [`matmul_backward_input`]) run
+/// the register-blocked vec4 kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_weight(
     gpu: &Gpu,
@@ -437,16 +441,17 @@ pub fn matmul_backward_weight(
     ldd: usize,
     col_off: usize,
 ) -> Dispatch {
-    // One invocation per element of dweight; workgroups of 8x8.
-    let groups = [oc.div_ceil(8).max(1) as u32, c.div_ceil(8).max(1) as u32, 1];
     let p = MatmulShape::new(n, c, oc, ldd, col_off);
-    dispatch(
-        gpu,
-        "matmul_backward_weight",
-        &[dweight, dout, inp],
-        &p,
-        groups,
-    )
+    let (name, groups) = if p.aligned() {
+        // One invocation per 4-row x 16-column block; workgroups of 16x4.
+        let g = [(oc / 4).div_ceil(4 * 16), (c / 4).div_ceil(4)];
+        ("matmul_backward_weight_vec4", g)
+    } else {
+        // One invocation per element of dweight; workgroups of 8x8.
+        ("matmul_backward_weight", [oc.div_ceil(8), c.div_ceil(8)])
+    };
+    let groups = [groups[0].max(1) as u32, groups[1].max(1) as u32, 1];
+    dispatch(gpu, name, &[dweight, dout, inp], &p, groups)
 }
 
 /// dbias (OC) += column sums of dout[:, col_off .. col_off+OC], dout's rows
