@@ -33,10 +33,8 @@ struct Params {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let idx = gid.y * p.stride + gid.x;
     if (p.phase == 0u) {
-        let row = idx;
-        if (row >= p.n) {
-            return;
-        }
+        let row = min(idx, p.n - 1u);
+        let live = idx < p.n;
         let base = row * p.c;
         var sum = 0.0;
         for (var i = 0u; i < p.c; i = i + 1u) {
@@ -49,8 +47,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             var_sum = var_sum + d * d;
         }
         let rstd = 1.0 / sqrt(var_sum / f32(p.c) + p.eps);
-        stats[2u * row] = mean;
-        stats[2u * row + 1u] = rstd;
+        if (live) {
+            stats[2u * row] = mean;
+            stats[2u * row + 1u] = rstd;
+        }
         var dnorm_mean = 0.0;
         var dnorm_norm_mean = 0.0;
         for (var i = 0u; i < p.c; i = i + 1u) {
@@ -64,13 +64,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var i = 0u; i < p.c; i = i + 1u) {
             let norm = (inp[base + i] - mean) * rstd;
             let dnorm = gamma[i] * dout[base + i];
-            dinp[base + i] = dinp[base + i] + (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rstd;
+            if (live) {
+                dinp[base + i] = dinp[base + i] + (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rstd;
+            }
         }
     } else {
-        let ch = idx;
-        if (ch >= p.c) {
-            return;
-        }
+        let ch = min(idx, p.c - 1u);
         var dg = dgamma[ch];
         var db = dbeta[ch];
         for (var row = 0u; row < p.n; row = row + 1u) {
@@ -79,7 +78,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             db = db + d;
             dg = dg + norm * d;
         }
-        dgamma[ch] = dg;
-        dbeta[ch] = db;
+        if (idx < p.c) {
+            dgamma[ch] = dg;
+            dbeta[ch] = db;
+        }
     }
 }
