@@ -16,6 +16,11 @@ use wgpipe::model::{Gpt2Config, Gpt2Weights};
 use wgpipe::schedule::{Schedule, ScheduleKind};
 
 fn main() -> wgpipe::Result<()> {
+    // As `wgpipe train` does: on Mesa's software adapters, one thread per
+    // device, so the two pipeline devices run in parallel (no effect on GPUs).
+    if std::env::var_os("LP_NUM_THREADS").is_none() {
+        std::env::set_var("LP_NUM_THREADS", "1");
+    }
     // 1. A token stream: 20k tokens of patterned "sentences" over 97 ids.
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move |n: u64| {
