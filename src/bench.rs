@@ -18,6 +18,8 @@ use serde::Serialize;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::executor::accounting::{account, Inputs};
+use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, measure_timeline, median, Measurement};
 use crate::executor::train::{TrainOptions, Trainer};
 use crate::executor::{run_pipeline, DeviceGroup, Options};
@@ -75,6 +77,23 @@ pub struct Row {
     pub speedup: f64,
     /// P·M/(M+P−1).
     pub speedup_ideal: f64,
+    /// Where the speedup goes (forward sweep; NaN with `train`): from
+    /// `speedup_ideal` down to `speedup`, in speedup units, adding up
+    /// exactly ([`crate::executor::accounting`]).
+    pub loss_schedule: f64,
+    pub loss_imbalance: f64,
+    pub loss_slowdown: f64,
+    pub loss_orchestration: f64,
+    /// The measured speedup with the co-run control divided out: what the
+    /// pipeline would reach if running the stages at once cost nothing.
+    pub speedup_without_corun: f64,
+    /// Per device: its stage's median action time with nothing else
+    /// running, and while every device runs its own actions at once with no
+    /// transfers (the co-run control), in ms (`;`-separated; empty with `train`).
+    #[serde(serialize_with = "semicolon_separated")]
+    pub solo_ms: Vec<f64>,
+    #[serde(serialize_with = "semicolon_separated")]
+    pub corun_ms: Vec<f64>,
     pub baseline_ms: f64,
     /// Median forward time per stage (serialized `;`-separated, e.g.
     /// `35.1;34.9`) and median transfer: the simulator's inputs.
@@ -167,9 +186,12 @@ pub fn run_sweep(
     let p = gpus.len();
     let mut rows = Vec::new();
     for &m in &sweep.microbatches {
-        let (base, meas) = run_rounds(gpus, single, w, sweep, m)?;
-        for (&(kind, v), ms) in sweep.schedules.iter().zip(meas) {
-            let row = summarize(kind, v, p, m, sweep.train, &base, &ms);
+        let (base, meas, controls) = run_rounds(gpus, single, w, sweep, m)?;
+        for ((&(kind, v), ms), ctl) in sweep.schedules.iter().zip(meas).zip(controls) {
+            let mut row = summarize(kind, v, p, m, sweep.train, &base, &ms);
+            if let Some((s, c)) = ctl {
+                add_accounting(&mut row, &s, &c)?;
+            }
             progress(&row);
             rows.push(row);
         }
@@ -180,7 +202,13 @@ pub fn run_sweep(
 /// One M of the sweep: the warm-up, then `repeat` rounds. Returns the
 /// baseline's wall time (ms) per round and, per schedule of the sweep, its
 /// measurement per round.
-type Rounds = (Vec<f64>, Vec<Vec<(Measurement, Vec<u64>)>>);
+/// The baseline's ms per round; per schedule its measurements per round and,
+/// for forward sweeps, the schedule with its controls.
+type Rounds = (
+    Vec<f64>,
+    Vec<Vec<(Measurement, Vec<u64>)>>,
+    Vec<Option<(Schedule, Controls)>>,
+);
 
 fn run_rounds(
     gpus: &[Gpu],
@@ -229,7 +257,43 @@ fn run_rounds(
             meas[i].push(r.once(gpus, w, &tokens)?);
         }
     }
-    Ok((base, meas))
+    // The solo and co-run controls of each forward schedule, once per M,
+    // after its rounds.
+    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
+    let controls = sweep
+        .schedules
+        .iter()
+        .map(|&(kind, v)| {
+            if sweep.train {
+                return Ok(None);
+            }
+            let s = make(kind, p, v)?;
+            let c = inference_controls(&groups, w, &tokens, &s, &Options::default())?;
+            Ok(Some((s, c)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((base, meas, controls))
+}
+
+/// Fill `row`'s loss accounting from the controls of its schedule.
+fn add_accounting(row: &mut Row, s: &Schedule, c: &Controls) -> Result<()> {
+    let l = account(&Inputs {
+        schedule: s,
+        bubble_analytic: row.bubble_analytic,
+        baseline_ms: row.baseline_ms,
+        speedup: row.speedup,
+        solo_stage_ms: &c.solo_stage_ms,
+        corun_stage_ms: &c.corun_stage_ms,
+        pipeline_stage_ms: &row.forward_ms,
+    })?;
+    row.loss_schedule = l.loss_schedule;
+    row.loss_imbalance = l.loss_imbalance;
+    row.loss_slowdown = l.loss_slowdown;
+    row.loss_orchestration = l.loss_orchestration;
+    row.speedup_without_corun = l.speedup_without_corun;
+    row.solo_ms = c.solo_ms.clone();
+    row.corun_ms = c.corun_ms.clone();
+    Ok(())
 }
 
 /// The row of one schedule at one M: medians over its rounds `ms`, the
@@ -267,6 +331,13 @@ fn summarize(
         tokens_per_s: med(&|x| x.tokens_per_s),
         speedup,
         speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
+        loss_schedule: f64::NAN,
+        loss_imbalance: f64::NAN,
+        loss_slowdown: f64::NAN,
+        loss_orchestration: f64::NAN,
+        speedup_without_corun: f64::NAN,
+        solo_ms: Vec::new(),
+        corun_ms: Vec::new(),
         baseline_ms: median(base.to_vec()),
         forward_ms: (0..stages).map(|i| med(&|x| x.forward_ms[i])).collect(),
         backward_ms: per_stage(&|x| &x.backward_ms),
@@ -324,6 +395,39 @@ pub fn table(rows: &[Row]) -> String {
             r.speedup_ideal,
             r.transfers,
             r.bytes_moved as f64 / 1e6
+        );
+    }
+    out
+}
+
+/// Where the speedup goes, one line per forward row: the ideal speedup, the
+/// four losses and the measured speedup (which they add up to), and the
+/// speedup with the co-run control divided out.
+pub fn accounting_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "schedule        v   M   ideal  -schedule  -imbalance  -slowdown  -orchestration  = measured  w/o co-run  solo ms       co-run ms\n",
+    );
+    let ms = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for r in rows.iter().filter(|r| !r.train) {
+        out += &format!(
+            "{:<14} {:>2} {:>3}  {:>6.2}  {:>9.2}  {:>10.2}  {:>9.2}  {:>14.2}  {:>10.2}  {:>10.2}  {:<12}  {}\n",
+            r.schedule.name(),
+            r.virtual_stages,
+            r.microbatches,
+            r.speedup_ideal,
+            r.loss_schedule,
+            r.loss_imbalance,
+            r.loss_slowdown,
+            r.loss_orchestration,
+            r.speedup,
+            r.speedup_without_corun,
+            ms(&r.solo_ms),
+            ms(&r.corun_ms)
         );
     }
     out

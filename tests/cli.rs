@@ -397,6 +397,33 @@ fn bench_bubble_json_has_a_row_per_point() {
         ] {
             assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
         }
+        // Where the speedup goes: the four losses take the ideal speedup
+        // exactly to the measured one; the controls give one time per device.
+        let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
+        let losses = [
+            "loss_schedule",
+            "loss_imbalance",
+            "loss_slowdown",
+            "loss_orchestration",
+        ];
+        let sum: f64 = losses.iter().map(|k| f(k)).sum();
+        assert!(
+            (f("speedup_ideal") - sum - f("speedup")).abs() < 1e-9,
+            "losses do not add up: {r}"
+        );
+        assert!(f("speedup_without_corun") > 0.0, "{r}");
+        for k in ["solo_ms", "corun_ms"] {
+            let cells: Vec<f64> = r[k]
+                .as_str()
+                .unwrap()
+                .split(';')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            assert!(
+                cells.len() == 2 && cells.iter().all(|x| *x > 0.0),
+                "{k}: {r}"
+            );
+        }
     }
     assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
@@ -428,4 +455,65 @@ fn run_on_a_transformers_checkpoint_matches_its_logits() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["microbatches"], 2);
     matches_transformers(&out_file);
+}
+
+#[test]
+fn run_compare_measures_one_device_and_accounts_for_the_speedup() {
+    let out = wgpipe(&[
+        "run",
+        "--model",
+        "tiny",
+        "--devices",
+        "2",
+        "--microbatches",
+        "4",
+        "--seq",
+        "16",
+        "--compare",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v["compare"];
+    assert_eq!(c["one_device_measured"], true, "{c}");
+    let f = |x: &serde_json::Value| x.as_f64().unwrap_or_else(|| panic!("{c}"));
+    assert!(f(&c["one_device_ms"]) > 0.0);
+    let a = &c["accounting"];
+    let sum: f64 = [
+        "loss_schedule",
+        "loss_imbalance",
+        "loss_slowdown",
+        "loss_orchestration",
+    ]
+    .iter()
+    .map(|k| f(&a[k]))
+    .sum();
+    assert!(
+        (f(&a["speedup_ideal"]) - sum - f(&a["speedup"])).abs() < 1e-9,
+        "{a}"
+    );
+    assert!((f(&a["speedup"]) - f(&c["speedup"])).abs() < 1e-12, "{c}");
+    assert_eq!(c["controls"]["solo_ms"].as_array().unwrap().len(), 2);
+
+    // Without --compare: an estimate, and no accounting.
+    let out = wgpipe(&[
+        "run",
+        "--model",
+        "tiny",
+        "--devices",
+        "2",
+        "--microbatches",
+        "2",
+        "--seq",
+        "8",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("one device, same work: ~"),
+        "{text}"
+    );
 }

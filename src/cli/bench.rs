@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bench::{bench_config, check_sweep, csv, run_sweep, table, Row, Sweep};
+use crate::bench::{
+    accounting_table, bench_config, check_sweep, csv, run_sweep, table, Row, Sweep,
+};
 use crate::cli::model_args::check_output_path;
 use crate::device::{place_devices, Gpu};
 use crate::error::{Error, Result};
@@ -161,6 +163,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             gpus[0].label, cfg.n_layer, cfg.n_embd, a.seq, a.sequences, a.repeat
         );
         print!("{}", table(&rows));
+        if !a.train {
+            println!("\nWhere the speedup goes (losses in speedup units; they add up to the measured speedup):");
+            print!("{}", accounting_table(&rows));
+        }
     }
     if let Some(path) = &a.csv {
         write_file(path, csv(&rows)?.as_bytes())?;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
 use crate::device::place_devices;
 use crate::error::Result;
+use crate::executor::accounting::{account, Inputs, Losses};
+use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, Measurement};
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::write_file;
@@ -41,9 +43,29 @@ pub struct RunArgs {
     /// Write the measured timeline as an SVG Gantt chart.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Also run the same work on one device, and the solo and co-run
+    /// controls, and account for the speedup (ideal → measured) cause by cause.
+    #[arg(long)]
+    pub compare: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What one device would have taken for the same work, and where the
+/// pipeline's speedup went.
+#[derive(serde::Serialize)]
+struct Compare {
+    /// ms on one device: measured with `--compare`, else estimated as M × the
+    /// sum of the stages' median forward times in this run.
+    one_device_ms: f64,
+    one_device_measured: bool,
+    /// one_device_ms / this run's wall ms.
+    speedup: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controls: Option<Controls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accounting: Option<Losses>,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -73,6 +95,39 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let run = run_inference(&groups, &w, &tokens, &schedule, &opts)?;
     let n_tokens = tokens.batch * tokens.seq;
     let meas = measure(&schedule, &run, n_tokens)?;
+    let compare = if args.compare {
+        // The same microbatches through the same executor on the first device.
+        let one = Schedule::for_inference(crate::schedule::ScheduleKind::Gpipe, 1, m, 1)?;
+        let single = run_inference(&groups[..1], &w, &tokens, &one, &Options::default())?;
+        let controls = inference_controls(&groups, &w, &tokens, &schedule, &opts)?;
+        let one_ms = single.wall_s * 1e3;
+        let speedup = one_ms / meas.wall_ms;
+        let losses = account(&Inputs {
+            schedule: &schedule,
+            bubble_analytic: meas.bubble_analytic,
+            baseline_ms: one_ms,
+            speedup,
+            solo_stage_ms: &controls.solo_stage_ms,
+            corun_stage_ms: &controls.corun_stage_ms,
+            pipeline_stage_ms: &meas.forward_ms,
+        })?;
+        Compare {
+            one_device_ms: one_ms,
+            one_device_measured: true,
+            speedup,
+            controls: Some(controls),
+            accounting: Some(losses),
+        }
+    } else {
+        let one_ms = m as f64 * meas.forward_ms.iter().sum::<f64>();
+        Compare {
+            one_device_ms: one_ms,
+            one_device_measured: false,
+            speedup: one_ms / meas.wall_ms,
+            controls: None,
+            accounting: None,
+        }
+    };
 
     input.write_logits(&run.logits, &tokens, w.config.vocab_size)?;
     if let Some(p) = &args.trace {
@@ -92,9 +147,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         v["batch"] = serde_json::json!(tokens.batch);
         v["seq"] = serde_json::json!(tokens.seq);
         v["microbatch_sequences"] = serde_json::json!(run.microbatch_sequences);
+        v["compare"] = serde_json::to_value(&compare).expect("compare serializes");
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print_report(&meas, &run.timeline.device_names, &schedule);
+        print_compare(&compare);
     }
     Ok(())
 }
@@ -129,5 +186,23 @@ fn print_report(m: &Measurement, names: &[String], schedule: &Schedule) {
             "  device {d} {name}: busy {:.2} ms, idle {:.2} ms",
             m.busy_ms[d], m.idle_ms[d]
         );
+    }
+}
+
+fn print_compare(c: &Compare) {
+    if c.one_device_measured {
+        println!(
+            "one device, same work: {:.2} ms measured; speedup {:.2}",
+            c.one_device_ms, c.speedup
+        );
+    } else {
+        println!(
+            "one device, same work: ~{:.2} ms (estimated: M x the stages' forward times here; --compare measures it and says where the speedup goes); speedup ~{:.2}",
+            c.one_device_ms, c.speedup
+        );
+    }
+    if let Some(l) = &c.accounting {
+        println!("where the speedup goes:");
+        print!("{}", l.table());
     }
 }
