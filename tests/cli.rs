@@ -358,7 +358,7 @@ fn run_refuses_bad_splits_and_interleaving_without_layers() {
 #[test]
 fn bench_bubble_json_has_a_row_per_point() {
     let d = tmpdir("bench");
-    let (csv, svg) = (d.join("b.csv"), d.join("b.svg"));
+    let (csv, svg, fall) = (d.join("b.csv"), d.join("b.svg"), d.join("w.svg"));
     let out = wgpipe(&[
         "bench",
         "bubble",
@@ -375,6 +375,8 @@ fn bench_bubble_json_has_a_row_per_point() {
         csv.to_str().unwrap(),
         "--svg",
         svg.to_str().unwrap(),
+        "--waterfall",
+        fall.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -384,6 +386,8 @@ fn bench_bubble_json_has_a_row_per_point() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
+    let w = std::fs::read_to_string(&fall).unwrap();
+    assert!(w.contains("<svg") && w.contains("gpipe M=1") && w.contains("gpipe M=2"));
     for (r, m) in rows.iter().zip([1, 2]) {
         assert_eq!(r["microbatches"], m);
         let analytic = r["bubble_analytic"].as_f64().unwrap();

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::io::write_file;
 use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::schedule::{analytic, ScheduleKind};
-use crate::trace::chart::{bubble_chart, Series};
+use crate::trace::chart::{bubble_chart, waterfall_chart, Series, Waterfall};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -71,12 +71,22 @@ pub struct BubbleArgs {
     /// Write a chart of bubble fraction against M.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Write where the speedup goes as a waterfall chart: one panel per
+    /// forward row, from the ideal speedup through each loss to the measured.
+    #[arg(long, value_name = "FILE")]
+    pub waterfall: Option<PathBuf>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let BenchWhat::Bubble(a) = &args.what;
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
+    check_output_path(a.waterfall.as_deref())?;
+    if a.waterfall.is_some() && a.train {
+        return Err(Error::Input(
+            "--waterfall accounts for forward sweeps; it has no controls with --train".into(),
+        ));
+    }
     let placement = place_devices(&a.devices, 1)?;
     let p = placement.devices();
     let series: Vec<(ScheduleKind, usize)> = a
@@ -179,7 +189,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             bubble_chart(&chart_series(&rows, p, a.train), &title).as_bytes(),
         )?;
     }
+    if let Some(path) = &a.waterfall {
+        let falls: Vec<Waterfall> = rows.iter().map(waterfall).collect();
+        let title = format!("Where the speedup goes, P={p}: ideal, each loss, measured");
+        write_file(path, waterfall_chart(&falls, &title).as_bytes())?;
+    }
     Ok(())
+}
+
+/// A forward row's loss accounting as one waterfall panel.
+fn waterfall(r: &Row) -> Waterfall {
+    let v = if r.virtual_stages > 1 {
+        format!(" v={}", r.virtual_stages)
+    } else {
+        String::new()
+    };
+    Waterfall {
+        label: format!("{}{v} M={}", r.schedule, r.microbatches),
+        ideal: r.speedup_ideal,
+        steps: [
+            ("schedule", r.loss_schedule),
+            ("imbalance", r.loss_imbalance),
+            ("slowdown", r.loss_slowdown),
+            ("orchestration", r.loss_orchestration),
+        ]
+        .iter()
+        .map(|(n, l)| (n.to_string(), *l))
+        .collect(),
+        measured: r.speedup,
+    }
 }
 
 /// One chart series per (schedule, v).

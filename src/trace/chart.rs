@@ -1,6 +1,7 @@
 //! The bubble chart of `wgpipe bench bubble`: bubble fraction against the
 //! number of microbatches M (log2 axis) — per schedule, the analytic curve as
-//! a line, simulated points as rings and measured points as dots.
+//! a line, simulated points as rings and measured points as dots; and the
+//! waterfall of where the speedup goes (`bench bubble --waterfall`).
 
 use std::fmt::Write;
 
@@ -143,4 +144,151 @@ pub fn bubble_chart(series: &[Series], title: &str) -> String {
     );
     s += "</svg>\n";
     s
+}
+
+/// One waterfall: from the ideal speedup, each loss in turn, down to the
+/// measured speedup (the losses add up: `ideal − Σ steps = measured`).
+pub struct Waterfall {
+    /// e.g. `gpipe M=8`.
+    pub label: String,
+    pub ideal: f64,
+    /// (cause, loss in speedup units; negative = a gain).
+    pub steps: Vec<(String, f64)>,
+    pub measured: f64,
+}
+
+const LOSS: &str = "#e0663a";
+const GAIN: &str = "#3fa463";
+const TOTAL: &str = "#3b7dd8";
+
+/// Waterfalls side by side, one panel each, on one speedup axis: the ideal
+/// and the measured speedup as full bars, every loss as a bar hanging from
+/// the running total (orange: a loss; green: a gain).
+pub fn waterfall_chart(falls: &[Waterfall], title: &str) -> String {
+    const BAR: f64 = 22.0;
+    const GAP: f64 = 6.0;
+    const PANEL_GAP: f64 = 34.0;
+    let bars = |f: &Waterfall| f.steps.len() + 2;
+    let panel_w = |f: &Waterfall| bars(f) as f64 * (BAR + GAP);
+    let width = L + falls.iter().map(|f| panel_w(f) + PANEL_GAP).sum::<f64>() + 40.0;
+    let (h, t, b) = (420.0, 50.0, 120.0);
+    let mut ymax: f64 = 1.0;
+    for f in falls {
+        let mut run = f.ideal;
+        ymax = ymax.max(run).max(f.measured);
+        for (_, loss) in &f.steps {
+            run -= loss;
+            ymax = ymax.max(run);
+        }
+    }
+    let ymax = (ymax * 2.0).ceil() / 2.0;
+    let y = |v: f64| t + (1.0 - v.clamp(0.0, ymax) / ymax) * (h - t - b);
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{width:.0}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    let steps = (ymax / 0.5).round() as usize;
+    for i in 0..=steps {
+        let v = 0.5 * i as f64;
+        let yy = y(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" x2="{:.0}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{v:.1}</text>"##,
+            width - 30.0,
+            L - 6.0,
+            yy + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{0}" transform="rotate(-90 16 {0})" text-anchor="middle">speedup over one device</text>"#,
+        (t + h - b) / 2.0
+    );
+    let mut x0 = L + 10.0;
+    for f in falls {
+        let mut bar = |i: usize, top: f64, bottom: f64, fill: &str, name: &str, value: f64| {
+            let x = x0 + i as f64 * (BAR + GAP);
+            let (y0, y1) = (y(top.max(bottom)), y(top.min(bottom)));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{y0:.1}" width="{BAR}" height="{:.1}" fill="{fill}"><title>{}: {value:.3}</title></rect>"#,
+                (y1 - y0).max(0.5),
+                escape(name)
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{0:.1}" y="{1:.1}" text-anchor="middle" font-size="9">{value:.2}</text>"#,
+                x + BAR / 2.0,
+                y0 - 3.0
+            );
+            let (lx, ly) = (x + BAR / 2.0, h - b + 8.0);
+            let _ = writeln!(
+                s,
+                r#"<text x="{lx:.1}" y="{ly:.1}" transform="rotate(60 {lx:.1} {ly:.1})">{}</text>"#,
+                escape(name)
+            );
+        };
+        bar(0, f.ideal, 0.0, TOTAL, "ideal", f.ideal);
+        let mut run = f.ideal;
+        for (i, (name, loss)) in f.steps.iter().enumerate() {
+            let fill = if *loss >= 0.0 { LOSS } else { GAIN };
+            bar(i + 1, run, run - loss, fill, name, -loss);
+            run -= loss;
+        }
+        bar(
+            f.steps.len() + 1,
+            f.measured,
+            0.0,
+            TOTAL,
+            "measured",
+            f.measured,
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
+            x0 + panel_w(f) / 2.0,
+            t - 8.0,
+            escape(&f.label)
+        );
+        x0 += panel_w(f) + PANEL_GAP;
+    }
+    s += "</svg>\n";
+    s
+}
+
+#[cfg(test)]
+mod waterfall_tests {
+    use super::*;
+
+    #[test]
+    fn a_waterfall_hangs_each_loss_from_the_running_total() {
+        let f = Waterfall {
+            label: "gpipe M=8".into(),
+            ideal: 1.78,
+            steps: vec![
+                ("schedule".into(), 0.0),
+                ("imbalance".into(), 0.10),
+                ("slowdown".into(), 0.30),
+                ("orchestration".into(), -0.02),
+            ],
+            measured: 1.40,
+        };
+        let svg = waterfall_chart(&[f], "where the speedup goes");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // ideal, four steps, measured: six bars, after the background.
+        assert_eq!(svg.matches("<rect").count(), 1 + 6);
+        assert!(svg.contains("ideal: 1.780") && svg.contains("measured: 1.400"));
+        // A loss is drawn as a negative change, a gain as a positive one, in its colour.
+        assert!(svg.contains(&format!(r#"fill="{LOSS}"><title>slowdown: -0.300"#)));
+        assert!(svg.contains(&format!(r#"fill="{GAIN}"><title>orchestration: 0.020"#)));
+        assert!(svg.contains("gpipe M=8"));
+    }
 }
