@@ -37,6 +37,11 @@ use crate::model::gpu::{untranspose_token_table, upload_token_table, vocab_chunk
 use crate::model::weights::{Layer, LayerWeights, StagePart, StageWeights};
 use crate::model::Gpt2Config;
 
+mod optim;
+
+use optim::OptimizerState;
+pub use optim::{OptimizerKind, OptimizerStep};
+
 /// A tensor a stage keeps for one microbatch between two of its actions.
 /// Layer indices are local to the stage (0 = its first block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -230,14 +235,6 @@ pub struct HostStage {
     pub wpe: Option<Vec<f32>>,
     pub layers: Vec<LayerWeights>,
     pub ln_f: Option<(Vec<f32>, Vec<f32>)>,
-}
-
-/// The optimizer's per-parameter state and its dispatches.
-struct OptimizerState {
-    /// One update dispatch per tensor, in [`StageBuffers::tensors`] order,
-    /// with whether weight decay applies to it.
-    updates: Vec<(Dispatch, bool)>,
-    _moments: Vec<StageBuffers>,
 }
 
 /// One stage of GPT-2 on a device, for training on microbatches of `b` x `t`.
@@ -1031,17 +1028,7 @@ impl TrainStage {
         };
         let cfg = &self.cfg;
         let c = cfg.n_embd;
-        let wte = if bufs.wte_t.is_empty() {
-            None
-        } else {
-            let data = bufs
-                .wte_t
-                .iter()
-                .zip(&self.chunks)
-                .map(|(b, &(_, len))| download(gpu, b, c * len))
-                .collect::<Result<Vec<_>>>()?;
-            Some(untranspose_token_table(cfg, &self.chunks, &data))
-        };
+        let wte = self.token_table(gpu, bufs)?;
         let wpe = match &bufs.wpe {
             Some(b) => Some(download(gpu, b, cfg.n_positions * c)?),
             None => None,
@@ -1065,12 +1052,17 @@ impl TrainStage {
 
     /// The token table's gradient (V, C), if this stage holds the table.
     pub fn wte_grad(&self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
-        if self.grads.wte_t.is_empty() {
+        self.token_table(gpu, &self.grads)
+    }
+
+    /// The token table of `bufs` (parameters or gradients), read back and
+    /// untransposed to (V, C); `None` on a stage without it.
+    fn token_table(&self, gpu: &Gpu, bufs: &StageBuffers) -> Result<Option<Vec<f32>>> {
+        if bufs.wte_t.is_empty() {
             return Ok(None);
         }
         let c = self.cfg.n_embd;
-        let data = self
-            .grads
+        let data = bufs
             .wte_t
             .iter()
             .zip(&self.chunks)
@@ -1101,102 +1093,6 @@ impl TrainStage {
         }
         Ok(())
     }
-
-    /// Record an optimizer step over every parameter, then the zeroing of
-    /// every gradient, into `enc`. The first call allocates the moments.
-    pub fn encode_optimizer_step(
-        &mut self,
-        gpu: &Gpu,
-        opt: &OptimizerStep,
-        enc: &mut wgpu::CommandEncoder,
-    ) -> Result<()> {
-        if self.optimizer.is_none() {
-            self.optimizer = Some(self.build_optimizer(gpu, opt.kind()));
-        }
-        let state = self.optimizer.as_ref().expect("built");
-        for (d, decay) in &state.updates {
-            opt.set(d, &gpu.queue, *decay)?;
-        }
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for (d, _) in &state.updates {
-                d.encode(&mut pass);
-            }
-        }
-        for (_, g) in self.param_tensors() {
-            enc.clear_buffer(g.buf, 0, None);
-        }
-        Ok(())
-    }
-
-    fn build_optimizer(&self, gpu: &Gpu, kind: OptimizerKind) -> OptimizerState {
-        let (cfg, part, chunks) = (&self.cfg, &self.part, &self.chunks);
-        let moments: Vec<StageBuffers> = match kind {
-            OptimizerKind::AdamW => vec![
-                self.params.zeros_like(gpu, "adam m", cfg, part, chunks),
-                self.params.zeros_like(gpu, "adam v", cfg, part, chunks),
-            ],
-            OptimizerKind::Sgd => vec![self.params.zeros_like(gpu, "momentum", cfg, part, chunks)],
-        };
-        let ts: Vec<Vec<Tensor>> = moments
-            .iter()
-            .map(|m| m.tensors(cfg, part, chunks))
-            .collect();
-        let updates = self
-            .param_tensors()
-            .into_iter()
-            .enumerate()
-            .map(|(i, (p, g))| {
-                let d = match kind {
-                    OptimizerKind::AdamW => {
-                        k::adamw_update(gpu, p.buf, g.buf, ts[0][i].buf, ts[1][i].buf, p.len)
-                    }
-                    OptimizerKind::Sgd => k::sgd_update(gpu, p.buf, g.buf, ts[0][i].buf, p.len),
-                };
-                (d, p.decay)
-            })
-            .collect();
-        drop(ts);
-        OptimizerState {
-            updates,
-            _moments: moments,
-        }
-    }
-
-    /// Σ g² over this stage's gradients, in f64 on the host from per-workgroup
-    /// partial sums made on the device; `with_wte` false leaves the token
-    /// table out (the tied table is counted once, on one stage).
-    pub fn grad_sumsq(&self, gpu: &Gpu, with_wte: bool) -> Result<f64> {
-        let tensors: Vec<_> = self
-            .param_tensors()
-            .into_iter()
-            .map(|(_, g)| g)
-            .filter(|g| with_wte || !g.name.starts_with("wte."))
-            .collect();
-        let lens: Vec<usize> = tensors
-            .iter()
-            .map(|g| k::sumsq_partials_len(g.len))
-            .collect();
-        let total: usize = lens.iter().sum();
-        let partials = zeros(gpu, "sumsq partials", total);
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let mut off = 0;
-        let mut keep = Vec::new();
-        for (g, &len) in tensors.iter().zip(&lens) {
-            let part = zeros(gpu, "sumsq partial", len);
-            let d = k::sumsq_partials(gpu, &part, g.buf, g.len);
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                d.encode(&mut pass);
-            }
-            enc.copy_buffer_to_buffer(&part, 0, &partials, bytes(off), bytes(len));
-            off += len;
-            keep.push((d, part));
-        }
-        gpu.queue.submit([enc.finish()]);
-        let v = download(gpu, &partials, total)?;
-        Ok(v.iter().map(|&x| x as f64).sum())
-    }
 }
 
 /// Parameters or gradients, for [`TrainStage::read`].
@@ -1204,80 +1100,6 @@ impl TrainStage {
 pub enum Which {
     Params,
     Grads,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptimizerKind {
-    AdamW,
-    Sgd,
-}
-
-/// One optimizer step's hyperparameters, as the update kernels take them.
-#[derive(Clone, Copy, Debug)]
-pub enum OptimizerStep {
-    AdamW {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-        /// 1 − β1^t and 1 − β2^t for step t (from 1).
-        bias_correction1: f32,
-        bias_correction2: f32,
-        /// Multiplies every gradient (the clip coefficient; 1 without clipping).
-        grad_scale: f32,
-    },
-    Sgd {
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        grad_scale: f32,
-    },
-}
-
-impl OptimizerStep {
-    pub fn kind(&self) -> OptimizerKind {
-        match self {
-            OptimizerStep::AdamW { .. } => OptimizerKind::AdamW,
-            OptimizerStep::Sgd { .. } => OptimizerKind::Sgd,
-        }
-    }
-
-    /// Write this step into an update dispatch; weight decay only where `decay`.
-    fn set(&self, d: &Dispatch, queue: &wgpu::Queue, decay: bool) -> Result<()> {
-        match *self {
-            OptimizerStep::AdamW {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                bias_correction1,
-                bias_correction2,
-                grad_scale,
-            } => d.update_params(queue, |p: &mut k::AdamWParams| {
-                p.lr = lr;
-                p.beta1 = beta1;
-                p.beta2 = beta2;
-                p.eps = eps;
-                p.weight_decay = if decay { weight_decay } else { 0.0 };
-                p.bias_correction1 = bias_correction1;
-                p.bias_correction2 = bias_correction2;
-                p.grad_scale = grad_scale;
-            }),
-            OptimizerStep::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-                grad_scale,
-            } => d.update_params(queue, |p: &mut k::SgdParams| {
-                p.lr = lr;
-                p.momentum = momentum;
-                p.weight_decay = if decay { weight_decay } else { 0.0 };
-                p.grad_scale = grad_scale;
-            }),
-        }
-    }
 }
 
 fn get(s: &HashMap<Stashed, wgpu::Buffer>, t: Stashed) -> Result<&wgpu::Buffer> {
