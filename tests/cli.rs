@@ -285,7 +285,7 @@ fn run_json_reports_the_three_bubbles() {
     let out = wgpipe(&[
         "run",
         "--model",
-        "tiny",
+        "small-test",
         "--devices",
         "2",
         "--microbatches",
@@ -322,6 +322,21 @@ fn run_json_reports_the_three_bubbles() {
     let measured = v["bubble_measured"].as_f64().unwrap();
     assert!(measured > 0.0 && measured < 1.0, "{measured}");
     // GPU timestamps only on adapters that have timestamp queries, else host clocks.
+    // --split auto (the default): the profile of both devices, and a split
+    // whose predicted makespan is no longer than the even split's.
+    let split = &v["split"];
+    assert_eq!(split["asked"], "auto", "{split}");
+    let layers: Vec<u64> = serde_json::from_value(split["split"].clone()).unwrap();
+    assert_eq!(
+        (layers.len(), layers.iter().sum::<u64>()),
+        (2, 3),
+        "{split}"
+    );
+    let auto = &split["auto"];
+    assert_eq!(auto["chosen"]["split"], split["split"], "{split}");
+    assert_eq!(auto["profile"]["devices"].as_array().unwrap().len(), 2);
+    let makespan = |k: &str| auto[k]["makespan_ms"].as_f64().unwrap();
+    assert!(makespan("chosen") <= makespan("even"), "{split}");
     let clock = v["clock"].as_str().unwrap();
     assert!(["gpu-timestamps", "host"].contains(&clock), "{clock}");
     if clock == "gpu-timestamps" {
@@ -507,7 +522,7 @@ fn run_compare_measures_one_device_and_accounts_for_the_speedup() {
     let out = wgpipe(&[
         "run",
         "--model",
-        "tiny",
+        "small-test",
         "--devices",
         "2",
         "--microbatches",
@@ -517,7 +532,41 @@ fn run_compare_measures_one_device_and_accounts_for_the_speedup() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("one device, same work: ~"),
+        out.status.success() && text.contains(", same work: ~"),
         "{text}"
     );
+    assert!(text.contains("split auto: "), "{text}");
+}
+
+#[test]
+fn split_even_and_counts_skip_the_profile() {
+    for (split, want) in [("even", "[2,1]"), ("1,2", "[1,2]")] {
+        let out = wgpipe(&[
+            "run",
+            "--model",
+            "small-test",
+            "--devices",
+            "2",
+            "--microbatches",
+            "2",
+            "--seq",
+            "8",
+            "--split",
+            split,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["split"]["split"].to_string(), want, "{}", v["split"]);
+        assert!(v["split"]["auto"].is_null(), "{}", v["split"]);
+    }
+    // A malformed --split is a usage error (clap's exit code 2).
+    let out = wgpipe(&["run", "--model", "tiny", "--devices", "2", "--split", "2,x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`x` is not a layer count"), "{err}");
 }

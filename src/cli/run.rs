@@ -7,8 +7,10 @@ use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
 use crate::device::place_devices;
 use crate::error::Result;
 use crate::executor::accounting::{account, Inputs, Losses};
+use crate::executor::balance::resolve_split;
 use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, Measurement};
+use crate::executor::partition::Split;
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::write_file;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -34,9 +36,11 @@ pub struct RunArgs {
     /// Chunks (virtual stages) per device, for interleaved.
     #[arg(long = "virtual", default_value_t = 1)]
     pub virtual_stages: usize,
-    /// Layers per stage, e.g. 3,5,4 (one count per stage = devices x virtual); even by default.
-    #[arg(long, value_delimiter = ',')]
-    pub split: Option<Vec<usize>>,
+    /// Layers per stage: `auto` profiles every layer kind on every device and
+    /// takes the split with the shortest predicted makespan; `even`; or a
+    /// count per stage (devices x virtual), e.g. 7,5.
+    #[arg(long, default_value = "auto")]
+    pub split: Split,
     /// Write the measured timeline as Chrome trace-event JSON (opens in Perfetto).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
@@ -56,9 +60,13 @@ pub struct RunArgs {
 /// pipeline's speedup went.
 #[derive(serde::Serialize)]
 struct Compare {
-    /// ms on one device: measured with `--compare`, else estimated as M × the
-    /// sum of the stages' median forward times in this run.
+    /// ms on one device: measured with `--compare` (on the fastest device by
+    /// the `--split auto` profile, else the first), else estimated: M × the
+    /// fastest device's whole-model time in the profile, or without one M ×
+    /// the sum of the stages' median forward times in this run.
     one_device_ms: f64,
+    /// Which device `one_device_ms` is for.
+    one_device: String,
     one_device_measured: bool,
     /// one_device_ms / this run's wall ms.
     speedup: f64,
@@ -66,6 +74,28 @@ struct Compare {
     controls: Option<Controls>,
     #[serde(skip_serializing_if = "Option::is_none")]
     accounting: Option<Losses>,
+    /// Why one device may still be faster, when the cause is the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// When every device is a software adapter, the "devices" are this machine's
+/// cores: one device given all of them (lavapipe's default threads, as
+/// `wgpipe forward` runs) does the same work without a pipeline.
+fn software_note(groups: &[DeviceGroup]) -> Option<String> {
+    let all_cpu = groups
+        .iter()
+        .flat_map(|g| g.gpus())
+        .all(|g| g.summary.device_type.eq_ignore_ascii_case("cpu"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    all_cpu.then(|| {
+        format!(
+            "note: every device here is a software adapter sharing this machine's {cores} cores; \
+             the pipeline splits the cores between its devices (LP_NUM_THREADS=1 each), it adds no compute. \
+             One software device given every core (`wgpipe forward`, lavapipe's default threads, the whole batch at once) \
+             can match or beat it; on separate GPUs each stage brings its own."
+        )
+    })
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -89,16 +119,36 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .iter()
         .map(|g| DeviceGroup::new(g))
         .collect::<Result<Vec<_>>>()?;
+    let chosen = resolve_split(
+        &args.split,
+        &groups,
+        &w,
+        &schedule,
+        tokens.batch.div_ceil(m),
+        tokens.seq,
+    )?;
+    if !args.json {
+        println!("{}", chosen.describe());
+    }
     let opts = Options {
-        split: args.split.clone(),
+        split: Some(chosen.split.clone()),
     };
     let run = run_inference(&groups, &w, &tokens, &schedule, &opts)?;
     let n_tokens = tokens.batch * tokens.seq;
     let meas = measure(&schedule, &run, n_tokens)?;
+    // The device that would run the whole model fastest, by the profile.
+    let fastest = chosen.auto.as_ref().map(|a| {
+        (0..groups.len())
+            .map(|d| (d, a.profile.whole_model_ms(d, w.config.n_layer)))
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .expect("at least one device")
+    });
     let compare = if args.compare {
-        // The same microbatches through the same executor on the first device.
+        // The same microbatches through the same executor on one device (the
+        // fastest by the profile, else the first).
         let one = Schedule::for_inference(crate::schedule::ScheduleKind::Gpipe, 1, m, 1)?;
-        let single = run_inference(&groups[..1], &w, &tokens, &one, &Options::default())?;
+        let d = fastest.map_or(0, |(d, _)| d);
+        let single = run_inference(&groups[d..=d], &w, &tokens, &one, &Options::default())?;
         let controls = inference_controls(&groups, &w, &tokens, &schedule, &opts)?;
         let one_ms = single.wall_s * 1e3;
         let speedup = one_ms / meas.wall_ms;
@@ -113,19 +163,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
         })?;
         Compare {
             one_device_ms: one_ms,
+            one_device: groups[d].label(),
             one_device_measured: true,
             speedup,
             controls: Some(controls),
             accounting: Some(losses),
+            note: software_note(&groups),
         }
     } else {
-        let one_ms = m as f64 * meas.forward_ms.iter().sum::<f64>();
+        // From the profile when there is one (the fastest device with every
+        // layer), else from this run's stage times.
+        let one_ms = fastest.map_or_else(
+            || m as f64 * meas.forward_ms.iter().sum::<f64>(),
+            |(_, ms)| m as f64 * ms,
+        );
         Compare {
             one_device_ms: one_ms,
+            one_device: groups[fastest.map_or(0, |(d, _)| d)].label(),
             one_device_measured: false,
             speedup: one_ms / meas.wall_ms,
             controls: None,
             accounting: None,
+            note: software_note(&groups),
         }
     };
 
@@ -148,6 +207,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         v["seq"] = serde_json::json!(tokens.seq);
         v["microbatch_sequences"] = serde_json::json!(run.microbatch_sequences);
         v["compare"] = serde_json::to_value(&compare).expect("compare serializes");
+        v["split"] = serde_json::to_value(&chosen).expect("split serializes");
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print_report(&meas, &run.timeline.device_names, &schedule);
@@ -192,17 +252,20 @@ fn print_report(m: &Measurement, names: &[String], schedule: &Schedule) {
 fn print_compare(c: &Compare) {
     if c.one_device_measured {
         println!(
-            "one device, same work: {:.2} ms measured; speedup {:.2}",
-            c.one_device_ms, c.speedup
+            "one device ({}), same work: {:.2} ms measured; speedup {:.2}",
+            c.one_device, c.one_device_ms, c.speedup
         );
     } else {
         println!(
-            "one device, same work: ~{:.2} ms (estimated: M x the stages' forward times here; --compare measures it and says where the speedup goes); speedup ~{:.2}",
-            c.one_device_ms, c.speedup
+            "one device ({}), same work: ~{:.2} ms (estimated from the stages' times; --compare measures it and says where the speedup goes); speedup ~{:.2}",
+            c.one_device, c.one_device_ms, c.speedup
         );
     }
     if let Some(l) = &c.accounting {
         println!("where the speedup goes:");
         print!("{}", l.table());
+    }
+    if let Some(n) = &c.note {
+        println!("{n}");
     }
 }

@@ -12,7 +12,9 @@ use crate::cli::model_args::{check_output_path, ModelArgs};
 use crate::data::TokenStream;
 use crate::device::place_devices;
 use crate::error::{Error, Result};
+use crate::executor::balance::{resolve_split, Chosen};
 use crate::executor::measure::{measure_timeline, median, Measurement};
+use crate::executor::partition::Split;
 use crate::executor::train::{Optimizer, TrainOptions, Trainer};
 use crate::executor::DeviceGroup;
 use crate::io::{self, write_file, TokenBatch};
@@ -57,9 +59,11 @@ pub struct TrainArgs {
     /// Chunks (virtual stages) per device, for interleaved.
     #[arg(long = "virtual", default_value_t = 1)]
     pub virtual_stages: usize,
-    /// Layers per stage, e.g. 3,5,4 (one count per stage = devices x virtual); even by default.
-    #[arg(long, value_delimiter = ',')]
-    pub split: Option<Vec<usize>>,
+    /// Layers per stage: `auto` profiles every layer kind on every device and
+    /// takes the split with the shortest predicted makespan; `even`; or a
+    /// count per stage (devices x virtual), e.g. 7,5.
+    #[arg(long, default_value = "auto")]
+    pub split: Split,
     /// Optimizer steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -129,6 +133,8 @@ struct Report {
     grad_norms: Vec<f64>,
     /// The last step's pipeline, measured.
     last_step: Measurement,
+    /// Layers per stage, and for `--split auto` how they were chosen.
+    split: Chosen,
 }
 
 impl TrainArgs {
@@ -316,8 +322,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .iter()
         .map(|g| DeviceGroup::new(g))
         .collect::<Result<Vec<_>>>()?;
+    let chosen = resolve_split(&args.split, &groups, &w, &schedule, batch.div_ceil(m), seq)?;
+    if !args.json {
+        println!("{}", chosen.describe());
+    }
     let opts = TrainOptions {
-        split: args.split.clone(),
+        split: Some(chosen.split.clone()),
         recompute: args.recompute,
     };
     let mut trainer = Trainer::new(&groups, &w, &schedule, batch, seq, &opts)?;
@@ -408,6 +418,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         peak_activation_bytes: peak,
         grad_norms: norms,
         last_step: meas,
+        split: chosen,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));

@@ -5,7 +5,8 @@
 //! The profile ([`profile_layers`]) times the three kinds of work a stage
 //! can hold — the embedding, one transformer block (every block has the same
 //! shape), and ln_f with the LM head over the whole vocabulary — on every
-//! device, alone, through the executor's own worker and timestamps, for a few
+//! device, all devices at once with no messages between them (as they will
+//! run), through the executor's own worker and timestamps, for a few
 //! microbatches of the run's shape; each figure is the median. A stage's
 //! time is then additive: `n · block (+ embedding on stage 0) (+ head on the
 //! last stage)` of the device that holds it (stage s on device s mod P).
@@ -27,7 +28,7 @@ use serde::Serialize;
 
 use super::corun::Fed;
 use super::measure::median;
-use super::partition::partition;
+use super::partition::{partition, Split};
 use super::plan::{Incoming, Plan, Step};
 use super::program::Gpt2Forward;
 use super::{run_plan, DeviceGroup, InProcess};
@@ -105,11 +106,14 @@ pub fn predict(profile: &Profile, schedule: &Schedule, split: &[usize]) -> Resul
     let n_layer = split.iter().sum();
     partition(n_layer, schedule.stages(), Some(split))?;
     let stage_ms = profile.stage_times(split);
+    // A training schedule's backward actions are priced from the forward's
+    // with the usual ratios (B = 2F, I = W = F); the profile times forwards.
+    let scaled = |k: f64| stage_ms.iter().map(|t| k * t).collect::<Vec<_>>();
     let costs = Costs {
         forward: stage_ms.clone(),
-        backward: vec![0.0; stage_ms.len()],
-        input_grad: vec![0.0; stage_ms.len()],
-        weight_grad: vec![0.0; stage_ms.len()],
+        backward: scaled(2.0),
+        input_grad: scaled(1.0),
+        weight_grad: scaled(1.0),
         transfer: 0.0,
     };
     let makespan_ms = simulate(schedule, &costs)?.makespan;
@@ -352,8 +356,124 @@ pub fn all_splits(n: usize, k: usize) -> impl Iterator<Item = Vec<usize>> {
     })
 }
 
-/// Time each kind of layer of `w` on each device in `groups`, alone, over
-/// `iterations` microbatches of `per` × `seq` tokens (the median of each).
+/// The split a run uses, and for `--split auto` how it was chosen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Chosen {
+    /// `auto`, `even` or `layers`: what was asked for.
+    pub asked: String,
+    /// Layers per stage.
+    pub split: Vec<usize>,
+    /// With `auto`, when there was a choice to make: the profile, the chosen
+    /// split and the even split, both predicted from the profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoSplit>,
+}
+
+/// How `--split auto` chose.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AutoSplit {
+    pub profile: Profile,
+    pub chosen: SplitChoice,
+    pub even: SplitChoice,
+}
+
+/// Profile iterations (microbatches) per layer kind and device for `auto`.
+pub const PROFILE_ITERATIONS: usize = 3;
+
+/// Turn `--split` into layers per stage for `schedule` on `groups`: counts
+/// are checked, `even` is the even partition, and `auto` profiles every
+/// layer kind on every device (microbatches of `per` × `seq` tokens) and
+/// chooses — unless only one split exists, when nothing is profiled.
+pub fn resolve_split(
+    split: &Split,
+    groups: &[DeviceGroup],
+    w: &Gpt2Weights,
+    schedule: &Schedule,
+    per: usize,
+    seq: usize,
+) -> Result<Chosen> {
+    let (n_layer, stages) = (w.config.n_layer, schedule.stages());
+    let counts =
+        |parts: Vec<crate::model::StagePart>| parts.iter().map(|p| p.layers.len()).collect();
+    let even: Vec<usize> = counts(partition(n_layer, stages, None)?);
+    let (asked, split, auto) = match split {
+        Split::Layers(v) => ("layers", counts(partition(n_layer, stages, Some(v))?), None),
+        Split::Even => ("even", even, None),
+        Split::Auto if count_splits(n_layer, stages) <= 1 => ("auto", even, None),
+        Split::Auto => {
+            if groups.len() != schedule.devices {
+                return Err(Error::Input(format!(
+                    "the schedule has {} devices but {} were given",
+                    schedule.devices,
+                    groups.len()
+                )));
+            }
+            let profile = profile_layers(groups, w, per, seq, PROFILE_ITERATIONS)?;
+            let chosen = choose_split(&profile, schedule, n_layer)?;
+            let even = predict(&profile, schedule, &even)?;
+            let split = chosen.split.clone();
+            (
+                "auto",
+                split,
+                Some(AutoSplit {
+                    profile,
+                    chosen,
+                    even,
+                }),
+            )
+        }
+    };
+    Ok(Chosen {
+        asked: asked.into(),
+        split,
+        auto,
+    })
+}
+
+impl Chosen {
+    /// One or a few lines for the terminal: the split, and for `auto` the
+    /// predicted stage times against the even split's and the profile.
+    pub fn describe(&self) -> String {
+        let join = |v: &[usize]| {
+            v.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let ms = |v: &[f64]| {
+            v.iter()
+                .map(|t| format!("{t:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let Some(a) = &self.auto else {
+            let why = match self.asked.as_str() {
+                "auto" => "auto: the only split",
+                asked => asked,
+            };
+            return format!("split {} ({why})", join(&self.split));
+        };
+        let mut s = format!(
+            "split auto: {} — predicted ms per microbatch by stage {} (makespan {:.1} ms); even {} would be {} ({:.1} ms)",
+            join(&a.chosen.split),
+            ms(&a.chosen.stage_ms),
+            a.chosen.makespan_ms,
+            join(&a.even.split),
+            ms(&a.even.stage_ms),
+            a.even.makespan_ms
+        );
+        for (d, c) in a.profile.devices.iter().enumerate() {
+            s += &format!(
+                "\n  profile device {d}: embedding {:.2} ms, block {:.2} ms, head {:.2} ms",
+                c.embedding_ms, c.block_ms, c.head_ms
+            );
+        }
+        s
+    }
+}
+
+/// Time each kind of layer of `w` on each device in `groups`, all devices at
+/// once with no messages between them, over `iterations` microbatches of `per` × `seq` tokens (the median of each).
 pub fn profile_layers(
     groups: &[DeviceGroup],
     w: &Gpt2Weights,
@@ -404,42 +524,38 @@ pub fn profile_layers(
             outputs: Vec::new(),
         })
         .collect();
+    // Every device profiles at once, as they will run in the pipeline (on a
+    // machine whose devices share cores or a bus, alone would flatter them).
     let plan = super::corun::without_messages(&Plan {
-        devices: vec![full.clone()],
+        devices: vec![full.clone(); groups.len()],
     });
-    let mut devices = Vec::new();
-    for g in groups {
-        let (_, timeline, _, _) = run_plan(
-            std::slice::from_ref(g),
-            &plan,
-            &InProcess::new(1),
-            |_, gpu| {
-                Ok(Fed::new(
-                    Gpt2Forward::new(
-                        gpu,
-                        &(0..3).map(|s| (s, w.stage(&parts[s]))).collect::<Vec<_>>(),
-                        &mbs,
-                    )?,
-                    &full,
-                ))
-            },
-        )?;
-        let kind_ms = |k: usize| {
-            let v = timeline
-                .events
-                .iter()
-                .filter(|e| matches!(e.track, Track::Compute { .. }))
-                .filter(|e| e.action.is_some_and(|a| a.stage == k))
-                .map(|e| e.duration_us())
-                .collect();
-            median(v) / 1e3
-        };
-        devices.push(LayerCosts {
-            embedding_ms: kind_ms(0),
-            block_ms: kind_ms(1),
-            head_ms: kind_ms(2),
-        });
-    }
+    let (_, timeline, _, _) = run_plan(groups, &plan, &InProcess::new(groups.len()), |_, gpu| {
+        Ok(Fed::new(
+            Gpt2Forward::new(
+                gpu,
+                &(0..3).map(|s| (s, w.stage(&parts[s]))).collect::<Vec<_>>(),
+                &mbs,
+            )?,
+            &full,
+        ))
+    })?;
+    let kind_ms = |d: usize, k: usize| {
+        let v = timeline
+            .events
+            .iter()
+            .filter(|e| matches!(e.track, Track::Compute { device, .. } if device == d))
+            .filter(|e| e.action.is_some_and(|a| a.stage == k))
+            .map(|e| e.duration_us())
+            .collect();
+        median(v) / 1e3
+    };
+    let devices = (0..groups.len())
+        .map(|d| LayerCosts {
+            embedding_ms: kind_ms(d, 0),
+            block_ms: kind_ms(d, 1),
+            head_ms: kind_ms(d, 2),
+        })
+        .collect();
     Ok(Profile { devices })
 }
 
