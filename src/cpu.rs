@@ -10,6 +10,7 @@
 //! input (inputs are checked by `io::check_input` and checkpoint loading).
 
 pub mod backward;
+pub mod decode;
 pub mod optim;
 
 use crate::model::config::Gpt2Config;

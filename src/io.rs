@@ -289,3 +289,30 @@ pub fn write_named_tensors(
             .map_err(|e| safetensors_write_error(tmp, e))
     })
 }
+
+/// Write `rows` (token ids, every row the same length) as the int64 tensor
+/// `output_ids` [B, T] — as transformers' `generate` returns it — through
+/// [`write_atomic`].
+pub fn write_output_ids(path: &Path, rows: &[Vec<u32>]) -> Result<()> {
+    let t = rows.first().map_or(0, Vec::len);
+    if rows.iter().any(|r| r.len() != t) {
+        return Err(Error::Input(format!(
+            "{}: output_ids rows differ in length",
+            path.display()
+        )));
+    }
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|&id| i64::from(id).to_le_bytes())
+        .collect();
+    let view = safetensors::tensor::TensorView::new(Dtype::I64, vec![rows.len(), t], &bytes)
+        .map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    write_atomic(path, |tmp| {
+        safetensors::serialize_to_file([("output_ids", view)], None, tmp)
+            .map_err(|e| safetensors_write_error(tmp, e))
+    })
+}

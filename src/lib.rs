@@ -25,8 +25,10 @@ pub mod io;
 pub mod kernels;
 pub mod microbatch;
 pub mod model;
+pub mod sampling;
 pub mod schedule;
 pub mod timing;
+pub mod tokenizer;
 pub mod trace;
 
 pub use error::{Error, Result};

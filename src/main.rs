@@ -24,6 +24,8 @@ enum Command {
     Forward(cli::forward::ForwardArgs),
     /// Run the model pipelined across devices and measure the bubble.
     Run(cli::run::RunArgs),
+    /// Generate text: prefill and KV-cache decode pipelined across devices, with TTFT, TPOT and ITL measured.
+    Generate(cli::generate::GenerateArgs),
     /// Train the model pipelined across devices (F, B, I, W executed), with the loss, bubble and memory measured.
     Train(cli::train::TrainArgs),
     /// Benchmarks on real devices (`bench bubble`: the seed's bubble table, measured).
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
     ensure_runtime_dir();
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Train(_) | Command::Bench(_)
+        Command::Run(_) | Command::Generate(_) | Command::Train(_) | Command::Bench(_)
     ) && std::env::var_os("LP_NUM_THREADS").is_none()
     {
         // Mesa's software adapters read this once, when they load: one thread
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Adapters(a) => cli::adapters::run(&a),
         Command::Forward(a) => cli::forward::run(&a),
         Command::Run(a) => cli::run::run(&a),
+        Command::Generate(a) => cli::generate::run(&a),
         Command::Train(a) => cli::train::run(&a),
         Command::Bench(a) => cli::bench::run(&a),
         Command::Plan(a) => cli::plan::run(&a).map_err(wgpipe::Error::from),

@@ -197,6 +197,7 @@ fn deadlocked() -> Schedule {
             row(&["0F0", "0B0", "0F1", "0B1"]),
             row(&["1F1", "1B1", "1F0", "1B0"]),
         ],
+        feedback: 0,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod adapters;
 pub mod bench;
 pub mod forward;
+pub mod generate;
 pub mod model_args;
 pub mod plan;
 pub mod run;

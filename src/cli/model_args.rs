@@ -27,6 +27,46 @@ impl ModelArgs {
             None => Gpt2Weights::init(&Gpt2Config::named(&self.model)?, self.seed),
         }
     }
+
+    /// The end-of-text token: the checkpoint's `eos_token_id` (config.json,
+    /// else generation_config.json), else the last id of the vocabulary —
+    /// where GPT-2 keeps `<|endoftext|>` (50256).
+    pub fn eos_token_id(&self, cfg: &Gpt2Config) -> Result<u32> {
+        let last = (cfg.vocab_size - 1) as u32;
+        let Some(dir) = &self.checkpoint else {
+            return Ok(last);
+        };
+        for file in ["config.json", "generation_config.json"] {
+            let path = dir.join(file);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| Error::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+            match v.get("eos_token_id") {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(id) => {
+                    // A list names several; the first is the end-of-text token.
+                    let first = id.as_array().and_then(|a| a.first()).unwrap_or(id);
+                    return first
+                        .as_u64()
+                        .filter(|&x| x < cfg.vocab_size as u64)
+                        .map(|x| x as u32)
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "{}: eos_token_id {id} is not a token id below vocab_size {}",
+                                path.display(),
+                                cfg.vocab_size
+                            ))
+                        });
+                }
+            }
+        }
+        Ok(last)
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]

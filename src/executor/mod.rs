@@ -17,6 +17,7 @@
 pub mod accounting;
 pub mod balance;
 pub mod corun;
+pub mod decode;
 pub mod measure;
 pub mod partition;
 pub mod plan;

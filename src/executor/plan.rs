@@ -49,7 +49,6 @@ impl Plan {
     /// The messages of a valid schedule (validate it first: a product
     /// nobody makes is simply not received).
     pub fn new(s: &Schedule) -> Plan {
-        let stages = s.stages();
         let mut maker: std::collections::HashMap<Product, (Action, usize)> = Default::default();
         for (d, _, a) in s.actions() {
             maker.insert(a.produces(), (a, d));
@@ -57,7 +56,7 @@ impl Plan {
         let mut inputs: std::collections::HashMap<Action, Vec<Incoming>> = Default::default();
         let mut outputs: std::collections::HashMap<Action, Vec<Outgoing>> = Default::default();
         for (d, _, consumer) in s.actions() {
-            for product in consumer.needs(stages) {
+            for product in s.needs(&consumer) {
                 let Some(&(producer, from)) = maker.get(&product) else {
                     continue;
                 };

@@ -39,6 +39,10 @@ pub trait StageProgram {
     /// Record what `a` hands to the host (logits), after its timed span.
     fn encode_results(&mut self, _gpu: &Gpu, _a: Action, _enc: &mut wgpu::CommandEncoder) {}
 
+    /// `a`'s submission is on the queue: a program may ask for results to
+    /// be mapped as soon as it completes (decoding streams its tokens).
+    fn submitted(&mut self, _gpu: &Gpu, _a: Action) {}
+
     /// After the last action has completed: read the results back.
     fn finish(self, gpu: &Gpu) -> Result<Self::Output>;
 }

@@ -229,6 +229,7 @@ fn run_step<P: StageProgram>(
     let t_submit = dev.now_us();
     gpu.queue.submit([enc.finish()]);
     gpu.check().map_err(|e| dev.fail(at, e.to_string()))?;
+    program.submitted(gpu, a);
     if !remote.is_empty() {
         // An empty submit right behind: measured on lavapipe, a
         // submission's completion (and so the staging map) became visible

@@ -10,11 +10,16 @@
 //! then cheap and allocation-free, which is what the pipeline executor repeats
 //! for every microbatch. Each op has a CPU reference twin of the same name in
 //! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
-//! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares).
+//! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares)
+//! or [`crate::cpu::decode`] (decoding against a KV cache).
 
+pub mod decode;
 pub mod ops;
+pub mod sample;
 
+pub use decode::*;
 pub use ops::*;
+pub use sample::*;
 
 use std::any::TypeId;
 use std::sync::{Arc, Mutex};
@@ -110,6 +115,21 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
     ("sumsq", include_str!("../../shaders/sumsq.wgsl")),
+    // decoding with a KV cache: twins in cpu::decode
+    (
+        "kv_cache_write",
+        include_str!("../../shaders/kv_cache_write.wgsl"),
+    ),
+    (
+        "attention_decode",
+        include_str!("../../shaders/attention_decode.wgsl"),
+    ),
+    (
+        "embedding_decode",
+        include_str!("../../shaders/embedding_decode.wgsl"),
+    ),
+    // generation: twin in sampling
+    ("sample", include_str!("../../shaders/sample.wgsl")),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.

@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::kernels::{self as k, Dispatch};
 use crate::microbatch::Microbatches;
-use crate::model::weights::LayerWeights;
-use crate::model::weights::StageWeights;
+use crate::model::weights::{Layer, StageWeights};
 use crate::model::{Gpt2Config, Gpt2Weights};
 
 pub use crate::model::weights::StagePart;
@@ -144,6 +143,9 @@ pub struct GpuStage {
     pub x: wgpu::Buffer,
     /// (N, Vp) logits, if this stage has the head.
     pub logits: Option<wgpu::Buffer>,
+    /// (N, 2) u32 (slot, position) of each row in the KV cache, when the
+    /// stage reads or writes one ([`Mode::Prefill`], [`Mode::Decode`]).
+    pub rows: Option<wgpu::Buffer>,
     /// (N, C) output of the c_proj matmuls, if this stage has blocks.
     proj: Option<wgpu::Buffer>,
     /// The program, cut into segments; the embedding's dispatches (one per
@@ -151,6 +153,7 @@ pub struct GpuStage {
     segments: Vec<Segment>,
     embedding_dispatches: usize,
     /// Weights and scratch buffers, kept alive for the bind groups.
+    _weights: StageUpload,
     _buffers: Vec<wgpu::Buffer>,
 }
 
@@ -199,6 +202,9 @@ struct Builder<'a> {
     t: usize,
     /// (N, C) residual stream.
     x: &'a wgpu::Buffer,
+    mode: &'a Mode<'a>,
+    /// (N, 2) row table of the KV cache, with a cache.
+    rows: Option<&'a wgpu::Buffer>,
     segments: Vec<Segment>,
     current: Vec<Dispatch>,
     keep: Vec<wgpu::Buffer>,
@@ -219,37 +225,33 @@ impl Builder<'_> {
         self.segments.push(Segment { end, dispatches });
     }
 
-    /// x = wte[ids] + wpe[pos_offset + t], one dispatch per vocabulary chunk
-    /// (position offset 0 until [`GpuStage::set_position_offset`]). Returns
-    /// the (N) token id buffer.
-    fn embedding(
-        &mut self,
-        wpe: &[f32],
-        chunks: &[(usize, usize)],
-        wte_t: &[wgpu::Buffer],
-    ) -> wgpu::Buffer {
+    /// x = wte[ids] + wpe[pos_offset + t] (decoding: wpe[pos_r], each row at
+    /// its own position), one dispatch per vocabulary chunk (position offset
+    /// 0 until [`GpuStage::set_position_offset`]). Returns the (N) token id
+    /// buffer.
+    fn embedding(&mut self, up: &StageUpload, wpe: &wgpu::Buffer) -> wgpu::Buffer {
         let (gpu, n, t, c) = (self.gpu, self.n(), self.t, self.cfg.n_embd);
         let ids = upload_pod(gpu, "ids (N)", &vec![0u32; n]);
-        let wpe = upload(gpu, "wpe", wpe);
-        for (&(v0, len), tb) in chunks.iter().zip(wte_t) {
-            let d = k::embedding_forward(gpu, self.x, &ids, tb, &wpe, n, t, c, v0, len, 0);
+        for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
+            let d = match (self.mode, self.rows) {
+                (Mode::Decode(_), Some(rows)) => {
+                    k::embedding_decode(gpu, self.x, &ids, tb, wpe, rows, n, c, v0, len)
+                }
+                _ => k::embedding_forward(gpu, self.x, &ids, tb, wpe, n, t, c, v0, len, 0),
+            };
             self.push(d);
         }
-        self.keep.push(wpe);
         ids
     }
 
-    /// Block `l`: x2 = x + attn(ln_1(x)); x = x2 + mlp(ln_2(x2)), cut after
-    /// each c_proj matmul.
-    fn block(&mut self, l: usize, lw: &LayerWeights, s: &Scratch) -> Result<()> {
+    /// Block `l` (the `i`-th of the stage): x2 = x + attn(ln_1(x)); x = x2 +
+    /// mlp(ln_2(x2)), cut after each c_proj matmul. With a KV cache the keys
+    /// and values are written into it after the QKV matmul; decoding attends
+    /// over the cache instead of the pass's own rows.
+    fn block(&mut self, l: usize, i: usize, lb: &Layer<wgpu::Buffer>, s: &Scratch) -> Result<()> {
         let (gpu, cfg) = (self.gpu, self.cfg);
         let (b, t, n) = (self.b, self.t, self.n());
         let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
-        // Every tensor of the block, uploaded under its checkpoint name.
-        let lb = lw.try_map(cfg, |name, t, shape| {
-            gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
-            Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
-        })?;
         let x = self.x;
         self.push(k::layernorm_forward(
             gpu, &s.ln, x, &lb.ln_1_g, &lb.ln_1_b, n, c, eps,
@@ -264,7 +266,19 @@ impl Builder<'_> {
             c,
             3 * c,
         ));
-        self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh));
+        match (self.mode, self.rows) {
+            (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
+                let (kc, vc) = (&kv.k[i], &kv.v[i]);
+                self.push(k::kv_cache_write(gpu, kc, vc, &s.qkv, rows, n, c, kv.n_pos));
+                self.push(match self.mode {
+                    Mode::Decode(_) => {
+                        k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, c, nh, kv.n_pos)
+                    }
+                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh),
+                });
+            }
+            _ => self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh)),
+        }
         self.push(k::matmul_forward(
             gpu,
             &s.proj,
@@ -296,8 +310,6 @@ impl Builder<'_> {
         ));
         self.cut(Cut::MlpProj { layer: l });
         self.push(k::residual_forward(gpu, x, &s.x2, &s.proj, n * c));
-        self.keep
-            .extend(lb.named_tensors(cfg).into_iter().map(|(_, b, _)| b.clone()));
         Ok(())
     }
 
@@ -305,36 +317,170 @@ impl Builder<'_> {
     /// its columns. Returns the logits buffer.
     fn head(
         &mut self,
-        ln_f: (&[f32], &[f32]),
-        chunks: &[(usize, usize)],
-        wte_t: &[wgpu::Buffer],
+        up: &StageUpload,
+        ln_f: &(wgpu::Buffer, wgpu::Buffer),
     ) -> Result<wgpu::Buffer> {
         let (gpu, n, c) = (self.gpu, self.n(), self.cfg.n_embd);
         let eps = self.cfg.layer_norm_epsilon;
         let vp = self.cfg.padded_vocab();
         gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
         let lnf = zeros(gpu, "ln_f (N,C)", n * c);
-        let g = upload(gpu, "ln_f.weight", ln_f.0);
-        let bb = upload(gpu, "ln_f.bias", ln_f.1);
         let out = zeros(gpu, "logits (N,Vp)", n * vp);
-        let max_len = chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
+        let max_len = up.chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
         let no_bias = zeros(gpu, "lm_head bias (0)", max_len);
-        self.push(k::layernorm_forward(gpu, &lnf, self.x, &g, &bb, n, c, eps));
-        for (&(v0, len), tb) in chunks.iter().zip(wte_t) {
+        self.push(k::layernorm_forward(
+            gpu, &lnf, self.x, &ln_f.0, &ln_f.1, n, c, eps,
+        ));
+        for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
             self.push(k::matmul_forward_strided(
                 gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
             ));
         }
-        self.keep.extend([lnf, g, bb, no_bias]);
+        self.keep.extend([lnf, no_bias]);
         Ok(out)
     }
 }
 
+/// A stage's weights on one device, uploaded once: every program built over
+/// them ([`GpuStage::build`]: a full forward, a prefill, a decode step)
+/// shares these buffers (cloning it clones handles, not data).
+#[derive(Clone)]
+pub struct StageUpload {
+    pub part: StagePart,
+    pub cfg: Gpt2Config,
+    /// Vocabulary chunks `(v0, len)` of the transposed token table.
+    chunks: Vec<(usize, usize)>,
+    wte_t: Vec<wgpu::Buffer>,
+    wpe: Option<wgpu::Buffer>,
+    layers: Vec<Layer<wgpu::Buffer>>,
+    ln_f: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl StageUpload {
+    /// Upload what `w.part` says the stage holds (embedding, blocks, head).
+    pub fn new(gpu: &Gpu, w: &StageWeights) -> Result<StageUpload> {
+        let (cfg, part) = (w.config.clone(), w.part.clone());
+        if part.layers.end > cfg.n_layer {
+            return Err(Error::Input(format!(
+                "layers {:?} past the model's {} layers",
+                part.layers, cfg.n_layer
+            )));
+        }
+        let missing = |what: &str| {
+            Error::Input(format!(
+                "stage {part:?} was given no {what}: build its weights with Gpt2Weights::stage"
+            ))
+        };
+        let (mut chunks, mut wte_t) = (Vec::new(), Vec::new());
+        if part.embedding || part.head {
+            chunks = vocab_chunks(gpu, &cfg)?;
+            wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
+        }
+        let wpe = match part.embedding {
+            true => {
+                let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;
+                gpu.check_binding("wpe", bytes(wpe.len()))?;
+                Some(upload(gpu, "wpe", wpe))
+            }
+            false => None,
+        };
+        if w.layers.len() != part.layers.len() {
+            return Err(missing("blocks"));
+        }
+        let layers = part
+            .layers
+            .clone()
+            .zip(w.layers)
+            .map(|(l, lw)| {
+                lw.try_map(&cfg, |name, t, shape| {
+                    gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
+                    Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = match part.head {
+            true => {
+                let (g, b) = w.ln_f.ok_or_else(|| missing("ln_f"))?;
+                Some((upload(gpu, "ln_f.weight", g), upload(gpu, "ln_f.bias", b)))
+            }
+            false => None,
+        };
+        Ok(StageUpload {
+            part,
+            cfg,
+            chunks,
+            wte_t,
+            wpe,
+            layers,
+            ln_f,
+        })
+    }
+}
+
+/// The KV cache of a stage's blocks on its device — only the layers this
+/// stage holds: per block a key and a value buffer (slots, n_pos, C), a slot
+/// per sequence, preallocated up to `n_pos` (the model's n_positions).
+pub struct KvCache {
+    pub slots: usize,
+    pub n_pos: usize,
+    k: Vec<wgpu::Buffer>,
+    v: Vec<wgpu::Buffer>,
+}
+
+impl KvCache {
+    /// A zeroed cache for `blocks` blocks and `slots` sequences.
+    pub fn new(gpu: &Gpu, cfg: &Gpt2Config, blocks: usize, slots: usize) -> Result<KvCache> {
+        let n_pos = cfg.n_positions;
+        let len = slots * n_pos * cfg.n_embd;
+        gpu.check_binding(
+            &format!(
+                "KV cache of one block ({slots} sequences x {n_pos} positions x {})",
+                cfg.n_embd
+            ),
+            bytes(len),
+        )?;
+        let make = |what: &str| {
+            (0..blocks)
+                .map(|i| zeros(gpu, &format!("{what} cache block {i}"), len))
+                .collect()
+        };
+        Ok(KvCache {
+            slots,
+            n_pos,
+            k: make("k"),
+            v: make("v"),
+        })
+    }
+
+    /// Bytes the cache holds on its device (keys and values, every block).
+    pub fn bytes(&self) -> u64 {
+        self.k.iter().chain(&self.v).map(|b| b.size()).sum()
+    }
+}
+
+/// What a [`GpuStage`] program computes.
+pub enum Mode<'a> {
+    /// The forward over B x T tokens, no cache.
+    Full,
+    /// The forward over B right-padded prompts of T tokens, writing every
+    /// row's key and value into the cache at its (slot, position).
+    Prefill(&'a KvCache),
+    /// One new token per sequence (T = 1), each at its own position,
+    /// attending over its sequence's cache.
+    Decode(&'a KvCache),
+}
+
 impl GpuStage {
     /// Upload a stage's weights (`w.part` says which: embedding, blocks,
-    /// head) to `gpu` and build its dispatches.
+    /// head) to `gpu` and build its forward over `b` x `t` tokens.
     pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<GpuStage> {
-        let (cfg, part) = (w.config.clone(), w.part.clone());
+        GpuStage::build(gpu, &StageUpload::new(gpu, w)?, b, t, Mode::Full)
+    }
+
+    /// Build a program over weights already on `gpu`: `b` x `t` tokens,
+    /// computing what `mode` says.
+    pub fn build(gpu: &Gpu, up: &StageUpload, b: usize, t: usize, mode: Mode) -> Result<GpuStage> {
+        let (cfg, part) = (up.cfg.clone(), up.part.clone());
         let (c, f) = (cfg.n_embd, cfg.n_inner);
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
@@ -343,64 +489,59 @@ impl GpuStage {
                 cfg.n_positions
             )));
         }
-        if part.layers.end > cfg.n_layer {
-            return Err(Error::Input(format!(
-                "layers {:?} past the model's {} layers",
-                part.layers, cfg.n_layer
-            )));
+        if let Mode::Decode(_) = mode {
+            if t != 1 {
+                return Err(Error::Input(format!(
+                    "a decode step runs one token per sequence, not {t}"
+                )));
+            }
+        }
+        if let Mode::Prefill(kv) | Mode::Decode(kv) = mode {
+            if kv.k.len() != up.layers.len() || kv.n_pos < t {
+                return Err(Error::Input(format!(
+                    "a KV cache of {} blocks and {} positions does not fit a stage of {} blocks over {t} tokens",
+                    kv.k.len(),
+                    kv.n_pos,
+                    up.layers.len()
+                )));
+            }
         }
         gpu.check_binding("activations (N, F)", bytes(n * f.max(3 * c)))?;
 
         let x = zeros(gpu, "x (N,C)", n * c);
+        let rows = match mode {
+            Mode::Full => None,
+            _ => Some(upload_pod(gpu, "KV cache rows (N,2)", &vec![0u32; 2 * n])),
+        };
         let mut bld = Builder {
             gpu,
             cfg: &cfg,
             b,
             t,
             x: &x,
+            mode: &mode,
+            rows: rows.as_ref(),
             segments: Vec::new(),
             current: Vec::new(),
             keep: Vec::new(),
         };
-        let missing = |what: &str| {
-            Error::Input(format!(
-                "stage {part:?} was given no {what}: build its weights with Gpt2Weights::stage"
-            ))
-        };
-        let mut chunks = Vec::new();
-        let mut wte_t = Vec::new();
-        if part.embedding || part.head {
-            chunks = vocab_chunks(gpu, &cfg)?;
-            wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
-        }
-        let ids = if part.embedding {
-            let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;
-            gpu.check_binding("wpe", bytes(wpe.len()))?;
-            Some(bld.embedding(wpe, &chunks, &wte_t))
-        } else {
-            None
-        };
+        let ids = up.wpe.as_ref().map(|wpe| bld.embedding(up, wpe));
         let embedding_dispatches = bld.current.len();
         let mut proj = None;
-        if !part.layers.is_empty() {
+        if !up.layers.is_empty() {
             let scratch = Scratch::new(gpu, n, c, f);
-            if w.layers.len() != part.layers.len() {
-                return Err(missing("blocks"));
-            }
-            for (l, lw) in part.layers.clone().zip(w.layers) {
-                bld.block(l, lw, &scratch)?;
+            for (i, (l, lb)) in part.layers.clone().zip(&up.layers).enumerate() {
+                bld.block(l, i, lb, &scratch)?;
             }
             proj = Some(scratch.proj.clone());
             bld.keep.extend(scratch.into_buffers());
         }
-        let logits = if part.head {
-            Some(bld.head(w.ln_f.ok_or_else(|| missing("ln_f"))?, &chunks, &wte_t)?)
-        } else {
-            None
+        let logits = match &up.ln_f {
+            Some(ln_f) => Some(bld.head(up, ln_f)?),
+            None => None,
         };
         bld.cut(Cut::End);
-        let (segments, mut keep) = (bld.segments, bld.keep);
-        keep.extend(wte_t);
+        let (segments, keep) = (bld.segments, bld.keep);
         Ok(GpuStage {
             part,
             b,
@@ -409,11 +550,22 @@ impl GpuStage {
             ids,
             x,
             logits,
+            rows,
             proj,
             segments,
             embedding_dispatches,
+            _weights: up.clone(),
             _buffers: keep,
         })
+    }
+
+    /// Queue the KV-cache row table for the next pass: (slot, position) of
+    /// each of the N rows. Nothing to do for a stage without a cache.
+    pub fn write_rows(&self, gpu: &Gpu, rows: &[(u32, u32)]) {
+        if let Some(b) = &self.rows {
+            let flat: Vec<u32> = rows.iter().flat_map(|&(s, p)| [s, p]).collect();
+            gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(&flat));
+        }
     }
 
     /// The program, in order, cut where a tensor-parallel all-reduce of a

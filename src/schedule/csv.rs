@@ -81,6 +81,7 @@ pub fn from_csv(text: &str, origin: &str) -> Result<Schedule, ScheduleError> {
         virtual_stages,
         microbatches,
         rows,
+        feedback: 0,
     })
 }
 

@@ -228,6 +228,7 @@ fn finish(
         virtual_stages: v,
         microbatches: m,
         rows,
+        feedback: 0,
     };
     compact.aligned()
 }

@@ -44,6 +44,12 @@ pub struct Schedule {
     pub microbatches: usize,
     /// One row per device; column = step; `None` = deliberate idle step.
     pub rows: Vec<Vec<Option<Action>>>,
+    /// Autoregressive decoding (0 otherwise): microbatch u's first-stage
+    /// forward also needs the last stage's output of microbatch u −
+    /// `feedback` — the tokens sampled for the same group of sequences one
+    /// step earlier ([`Schedule::decode`]).
+    #[serde(default)]
+    pub feedback: usize,
 }
 
 impl Schedule {
@@ -55,6 +61,53 @@ impl Schedule {
     /// Device d holds stages d, d+P, d+2P, …
     pub fn device_of_stage(&self, stage: usize) -> usize {
         stage % self.devices
+    }
+
+    /// What `a` needs before it may start: [`Action::needs`], and in a decode
+    /// schedule, for a first-stage forward, the tokens of its group's
+    /// previous step.
+    pub fn needs(&self, a: &Action) -> Vec<Product> {
+        let mut needs = a.needs(self.stages());
+        if self.feedback > 0 && a.kind == Kind::F && a.stage == 0 && a.microbatch >= self.feedback {
+            needs.push(Product {
+                stage: self.stages() - 1,
+                microbatch: a.microbatch - self.feedback,
+                what: ProductKind::Activation,
+            });
+        }
+        needs
+    }
+
+    /// Pipelined autoregressive decoding over `p` devices: `groups` groups
+    /// of sequences in flight, each through `steps` passes (the prompt's
+    /// prefill, then one new token per pass). Microbatch u is group u mod
+    /// `groups` at step u / `groups`; each device runs its stage on every
+    /// microbatch in order, and stage 0 waits for the last stage's tokens of
+    /// the same group's previous step. With `groups` ≥ `p` every device can
+    /// stay busy; with one group, one device works at a time.
+    pub fn decode(p: usize, groups: usize, steps: usize) -> Result<Schedule, ScheduleError> {
+        for (n, what, flag) in [
+            (p, "device", "--devices"),
+            (groups, "group of sequences", "--groups"),
+            (steps, "decode step", "--max-new-tokens"),
+        ] {
+            if n == 0 {
+                return Err(ScheduleError::Zero { what, flag });
+            }
+        }
+        let m = groups * steps;
+        let rows = (0..p)
+            .map(|d| (0..m).map(|u| Some(Action::new(d, Kind::F, u))).collect())
+            .collect();
+        Schedule {
+            name: "decode".into(),
+            devices: p,
+            virtual_stages: 1,
+            microbatches: m,
+            rows,
+            feedback: groups,
+        }
+        .aligned()
     }
 
     /// True when no device has a backward action (B, I or W).

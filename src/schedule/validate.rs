@@ -88,7 +88,7 @@ fn check_device_order(s: &Schedule) -> Result<(), ScheduleError> {
             .enumerate()
             .filter_map(|(i, c)| c.map(|a| (i, a)))
         {
-            for n in a.needs(stages) {
+            for n in s.needs(&a) {
                 if s.device_of_stage(n.stage) == d && !made[n.index(m)] {
                     let later = row
                         .iter()

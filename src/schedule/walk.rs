@@ -45,7 +45,7 @@ pub(super) fn walk(
                     pos[d] += 1;
                     continue;
                 };
-                let needs = a.needs(stages);
+                let needs = s.needs(&a);
                 let made: Option<Vec<(f64, usize)>> =
                     needs.iter().map(|n| done[n.index(m)]).collect();
                 let Some(made) = made else { break };
@@ -90,7 +90,7 @@ pub(super) fn walk(
 
 /// Names each blocked device, the action it waits at and what it lacks.
 fn deadlock(s: &Schedule, pos: &[usize], done: &[Option<(f64, usize)>]) -> ScheduleError {
-    let (stages, m) = (s.stages(), s.microbatches);
+    let m = s.microbatches;
     let mut waits = Vec::new();
     let mut marks = Vec::new();
     for (d, &step) in pos.iter().enumerate() {
@@ -98,8 +98,8 @@ fn deadlock(s: &Schedule, pos: &[usize], done: &[Option<(f64, usize)>]) -> Sched
             continue;
         };
         marks.push((d, step));
-        for n in a
-            .needs(stages)
+        for n in s
+            .needs(&a)
             .into_iter()
             .filter(|n| done[n.index(m)].is_none())
         {

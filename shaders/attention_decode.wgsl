@@ -1,0 +1,77 @@
+// attention_decode: each row's query against its own sequence's KV cache.
+//   qkv (N, 3C): the row's query at columns h*HD .. (h+1)*HD (keys and values
+//                of the row are already in the cache: kv_cache_write)
+//   rows (N, 2) u32: (slot, pos) — the row is token `pos` of sequence `slot`
+//   k_cache, v_cache (slots, n_pos, C)
+//   out (N, C): out[r, h] = softmax_{t <= pos}(q . k_cache[slot, t, h] / sqrt(HD)) @ v_cache[slot, t, h]
+//
+// Each row attends over positions 0 ..= pos of its own slot only: sequences
+// of different lengths decode side by side, and no padding enters. Same
+// online softmax as attention_forward: one invocation per (row, head, chunk
+// of up to 64 head dims).
+
+struct Params {
+    n: u32,        // rows
+    c: u32,
+    nh: u32,
+    hd: u32,       // head dim = C / NH
+    nchunks: u32,  // ceil(HD / 64)
+    n_pos: u32,    // cache rows per slot
+    scale: f32,    // 1 / sqrt(HD)
+    stride: u32,   // invocations per row of the dispatch grid
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(4) var<storage, read> rows: array<u32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+const CHUNK: u32 = 64u;
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var idx = gid.y * p.stride + gid.x;
+    if (idx >= p.n * p.nh * p.nchunks) {
+        return;
+    }
+    let chunk = idx % p.nchunks;
+    idx = idx / p.nchunks;
+    let h = idx % p.nh;
+    let r = idx / p.nh;
+    let slot = rows[2u * r];
+    let pos = rows[2u * r + 1u];
+
+    let q = r * 3u * p.c + h * p.hd;
+    let d0 = chunk * CHUNK;
+    let dn = min(CHUNK, p.hd - d0);
+
+    var acc: array<f32, 64>;
+    for (var d = 0u; d < dn; d = d + 1u) {
+        acc[d] = 0.0;
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var tk = 0u; tk <= pos; tk = tk + 1u) {
+        let kv = (slot * p.n_pos + tk) * p.c + h * p.hd;
+        var s = 0.0;
+        for (var d = 0u; d < p.hd; d = d + 1u) {
+            s = s + qkv[q + d] * k_cache[kv + d];
+        }
+        s = s * p.scale;
+        let m_new = max(m, s);
+        let corr = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * corr + e;
+        for (var d = 0u; d < dn; d = d + 1u) {
+            acc[d] = acc[d] * corr + e * v_cache[kv + d0 + d];
+        }
+        m = m_new;
+    }
+    let o = r * p.c + h * p.hd + d0;
+    let inv = 1.0 / l;
+    for (var d = 0u; d < dn; d = d + 1u) {
+        out[o + d] = acc[d] * inv;
+    }
+}

@@ -1,0 +1,309 @@
+//! Decoding with a KV cache: the three cache kernels against their CPU twins,
+//! and the pipelined decode (`executor::decode`) against full forwards — the
+//! logits every token was sampled from equal a forward over the whole
+//! sequence so far, at every step, for one device and pipelines of 2 and 3,
+//! with 1 to 4 groups in flight and prompts of different lengths.
+
+mod common;
+
+use common::{assert_close, Rng};
+use wgpipe::cpu;
+use wgpipe::device::{download, upload, upload_pod, zeros, Gpu};
+use wgpipe::executor::decode::{generate, stop_at_eos, DecodeJob, Generation};
+use wgpipe::executor::DeviceGroup;
+use wgpipe::io::TokenBatch;
+use wgpipe::kernels::{self, Dispatch};
+use wgpipe::model::{gpu as model_gpu, Gpt2Config, Gpt2Weights};
+use wgpipe::sampling::SampleSettings;
+
+fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
+    kernels::run(gpu, dispatches).unwrap_or_else(|e| panic!("on {}: {e}", gpu.label));
+}
+
+fn read(gpu: &Gpu, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    download(gpu, buf, len).unwrap_or_else(|e| panic!("download on {}: {e}", gpu.label))
+}
+
+/// Rows of sequences at different positions, a slot each, in a cache of
+/// `slots` x `n_pos`.
+fn rows_table(rng: &mut Rng, n: usize, slots: usize, n_pos: usize) -> Vec<(u32, u32)> {
+    (0..n)
+        .map(|r| {
+            let slot = (r % slots) as u32;
+            let pos = (rng.next_u64() % n_pos as u64) as u32;
+            (slot, pos)
+        })
+        .collect()
+}
+
+fn flat(rows: &[(u32, u32)]) -> Vec<u32> {
+    rows.iter().flat_map(|&(s, p)| [s, p]).collect()
+}
+
+#[test]
+fn cache_kernels_match_their_cpu_twins() {
+    let gpu = common::gpu();
+    let mut rng = Rng::new(3);
+    // (rows, C, NH, slots, n_pos): odd sizes, a head dim over 64 (two chunks).
+    for (n, c, nh, slots, n_pos) in [(3, 36, 3, 4, 9), (5, 50, 5, 3, 17), (2, 160, 2, 2, 6)] {
+        let what = format!("N={n} C={c} NH={nh} slots={slots} n_pos={n_pos}");
+        // Distinct (slot, pos) per row, as decoding writes them.
+        let rows: Vec<(u32, u32)> = (0..n)
+            .map(|r| ((r % slots) as u32, (n_pos - 1 - r / slots) as u32))
+            .collect();
+        let cache_len = slots * n_pos * c;
+        let k0 = rng.vec(cache_len, 1.0);
+        let v0 = rng.vec(cache_len, 1.0);
+        let qkv = rng.vec(n * 3 * c, 1.0);
+
+        let (kc, vc) = (upload(&gpu, "k", &k0), upload(&gpu, "v", &v0));
+        let (qkv_b, rows_b) = (
+            upload(&gpu, "qkv", &qkv),
+            upload_pod(&gpu, "rows", &flat(&rows)),
+        );
+        let out = zeros(&gpu, "out", n * c);
+        let write = kernels::kv_cache_write(&gpu, &kc, &vc, &qkv_b, &rows_b, n, c, n_pos);
+        let att = kernels::attention_decode(&gpu, &out, &qkv_b, &kc, &vc, &rows_b, n, c, nh, n_pos);
+        run(&gpu, &[&write, &att]);
+
+        let (mut k1, mut v1) = (k0.clone(), v0.clone());
+        cpu::decode::kv_cache_write(&mut k1, &mut v1, &qkv, &rows, c, n_pos);
+        assert_eq!(read(&gpu, &kc, cache_len), k1, "kv_cache_write k {what}");
+        assert_eq!(read(&gpu, &vc, cache_len), v1, "kv_cache_write v {what}");
+        let mut want = vec![0.0; n * c];
+        cpu::decode::attention_decode(&mut want, &qkv, &k1, &v1, &rows, c, nh, n_pos);
+        assert_close(
+            &format!("attention_decode {what}"),
+            &read(&gpu, &out, n * c),
+            &want,
+            2e-5,
+            1e-4,
+        );
+    }
+
+    // embedding_decode over two vocabulary chunks, rows at their own positions.
+    let (n, c, v, max_t) = (6, 36, 11, 9);
+    let wte = rng.vec(v * c, 1.0);
+    let wpe = rng.vec(max_t * c, 1.0);
+    let ids: Vec<u32> = (0..n).map(|r| ((r * 7) % v) as u32).collect();
+    let rows = rows_table(&mut rng, n, 3, max_t);
+    let out = zeros(&gpu, "x", n * c);
+    let (ids_b, wpe_b) = (upload_pod(&gpu, "ids", &ids), upload(&gpu, "wpe", &wpe));
+    let rows_b = upload_pod(&gpu, "rows", &flat(&rows));
+    let split = 4;
+    let chunk = |v0: usize, len: usize| {
+        let mut t = vec![0.0f32; c * len];
+        for i in 0..len {
+            for ch in 0..c {
+                t[ch * len + i] = wte[(v0 + i) * c + ch];
+            }
+        }
+        upload(&gpu, "wte_t", &t)
+    };
+    let (c0, c1) = (chunk(0, split), chunk(split, v - split));
+    let d0 = kernels::embedding_decode(&gpu, &out, &ids_b, &c0, &wpe_b, &rows_b, n, c, 0, split);
+    let d1 = kernels::embedding_decode(
+        &gpu,
+        &out,
+        &ids_b,
+        &c1,
+        &wpe_b,
+        &rows_b,
+        n,
+        c,
+        split,
+        v - split,
+    );
+    run(&gpu, &[&d0, &d1]);
+    let mut want = vec![0.0; n * c];
+    cpu::decode::embedding_decode(&mut want, &ids, &wte, &wpe, &rows, c);
+    assert_eq!(read(&gpu, &out, n * c), want, "embedding_decode");
+}
+
+fn greedy(prompts: &[Vec<u32>], new: usize, groups: usize) -> DecodeJob {
+    DecodeJob {
+        prompts: prompts.to_vec(),
+        max_new_tokens: new,
+        groups,
+        sampling: SampleSettings::default(),
+        seed: 0,
+        keep_logits: true,
+    }
+}
+
+fn generate_on(gpus: &[Gpu], w: &Gpt2Weights, job: &DecodeJob) -> Generation {
+    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
+    generate(&groups, w, job, None, None).unwrap_or_else(|e| panic!("generate: {e}"))
+}
+
+/// Prompts of 1 to 7 tokens.
+fn prompts(cfg: &Gpt2Config, lens: &[usize], seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = Rng::new(seed);
+    lens.iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Every token's logits equal a full forward's last row over the sequence
+/// so far (on the first device), and greedy picked its argmax.
+fn check_against_full_forward(
+    gpu: &Gpu,
+    w: &Gpt2Weights,
+    job: &DecodeJob,
+    g: &Generation,
+    what: &str,
+) {
+    let v = w.config.vocab_size;
+    for (s, prompt) in job.prompts.iter().enumerate() {
+        assert_eq!(g.ids[s].len(), prompt.len() + job.max_new_tokens, "{what}");
+        assert_eq!(
+            &g.ids[s][..prompt.len()],
+            &prompt[..],
+            "{what}: the prompt is kept"
+        );
+        for k in 0..job.max_new_tokens {
+            let seq = &g.ids[s][..prompt.len() + k];
+            let tokens = TokenBatch {
+                ids: seq.to_vec(),
+                batch: 1,
+                seq: seq.len(),
+            };
+            let full = model_gpu::forward(gpu, w, &tokens, 1).unwrap().logits;
+            let last = &full[(seq.len() - 1) * v..];
+            let got = &g.logits[s][k];
+            assert_close(
+                &format!("{what}: sequence {s} step {k}"),
+                got,
+                last,
+                1e-5,
+                1e-4,
+            );
+            let argmax = got
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                )
+                .0;
+            assert_eq!(
+                g.ids[s][prompt.len() + k],
+                argmax as u32,
+                "{what}: greedy token {k} of {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cached_decode_equals_full_forwards_on_one_device() {
+    let gpu = common::gpu();
+    for name in ["tiny", "small-test"] {
+        let cfg = Gpt2Config::named(name).unwrap();
+        let w = Gpt2Weights::init(&cfg, 5).unwrap();
+        // Lengths 1..7: one-token prompts and right padding up to 7.
+        let p = prompts(&cfg, &[3, 7, 1, 5], 11);
+        for groups in [1, 2, 4] {
+            let job = greedy(&p, 6, groups);
+            let g = generate_on(std::slice::from_ref(&gpu), &w, &job);
+            check_against_full_forward(&gpu, &w, &job, &g, &format!("{name} P=1 groups={groups}"));
+        }
+    }
+}
+
+#[test]
+fn pipelined_decode_gives_the_single_device_tokens_and_logits() {
+    let gpu = common::gpu();
+    let cfg = Gpt2Config::named("small-test").unwrap();
+    let w = Gpt2Weights::init(&cfg, 9).unwrap();
+    let p = prompts(&cfg, &[4, 2, 6, 1, 3], 21);
+    let one = generate_on(std::slice::from_ref(&gpu), &w, &greedy(&p, 5, 1));
+    for (devices, groups) in [(2, 1), (2, 2), (2, 4), (3, 3), (3, 5)] {
+        let gpus: Vec<Gpu> = (0..devices).map(|_| common::gpu()).collect();
+        let job = greedy(&p, 5, groups);
+        let g = generate_on(&gpus, &w, &job);
+        let what = format!("P={devices} groups={groups}");
+        // The same kernels on the same rows: the same tokens, and logits
+        // within rounding of the single device's.
+        assert_eq!(g.ids, one.ids, "{what}");
+        for s in 0..p.len() {
+            for k in 0..5 {
+                assert_close(
+                    &format!("{what} s={s} k={k}"),
+                    &g.logits[s][k],
+                    &one.logits[s][k],
+                    1e-6,
+                    1e-5,
+                );
+            }
+        }
+        // One prefill and four decode passes per group, on every device;
+        // token times increase.
+        assert_eq!(g.schedule.microbatches, groups * 5, "{what}");
+        for t in &g.token_us {
+            assert!(t.windows(2).all(|w| w[1] > w[0]), "{what}: {t:?}");
+        }
+        assert!(
+            g.kv_bytes.iter().all(|&b| b > 0),
+            "{what}: {:?}",
+            g.kv_bytes
+        );
+    }
+    check_against_full_forward(&gpu, &w, &greedy(&p, 5, 1), &one, "small-test P=1");
+}
+
+#[test]
+fn each_stage_holds_the_cache_of_its_own_layers_only() {
+    let cfg = Gpt2Config::named("small-test").unwrap(); // 3 layers
+    let w = Gpt2Weights::init(&cfg, 1).unwrap();
+    let p = prompts(&cfg, &[2, 3], 4);
+    let one = generate_on(&[common::gpu()], &w, &greedy(&p, 2, 1));
+    let two = generate_on(&[common::gpu(), common::gpu()], &w, &greedy(&p, 2, 2));
+    // Two sequences plus the padding slot, n_positions rows of C floats, a
+    // key and a value per layer: 2 + 1 layers split over two devices.
+    let per_layer = (3 * cfg.n_positions * cfg.n_embd * 4 * 2) as u64;
+    assert_eq!(one.kv_bytes, vec![3 * per_layer]);
+    assert_eq!(two.kv_bytes, vec![2 * per_layer, per_layer]);
+}
+
+#[test]
+fn bad_generation_requests_are_refused_by_name() {
+    let cfg = Gpt2Config::named("tiny").unwrap(); // n_positions 64, vocab 97
+    let w = Gpt2Weights::init(&cfg, 1).unwrap();
+    let gpu = common::gpu();
+    let try_job = |prompts: Vec<Vec<u32>>, new: usize, groups: usize, top_p: f32| {
+        let mut job = greedy(&prompts, new, groups);
+        job.sampling.top_p = top_p;
+        let groups = [DeviceGroup::single(&gpu)];
+        match generate(&groups, &w, &job, None, None) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = try_job(vec![vec![1; 60]], 10, 1, 1.0);
+    assert!(
+        e.contains("at most 54 fit") && e.contains("n_positions 64"),
+        "{e}"
+    );
+    let e = try_job(vec![vec![1, 2], vec![]], 3, 1, 1.0);
+    assert!(e.contains("prompt 1 is empty"), "{e}");
+    let e = try_job(vec![vec![1, 97]], 3, 1, 1.0);
+    assert!(e.contains("token id 97") && e.contains("97"), "{e}");
+    let e = try_job(vec![vec![1]], 3, 2, 1.0);
+    assert!(e.contains("--groups 2"), "{e}");
+    let e = try_job(vec![vec![1]], 3, 1, 0.0);
+    assert!(e.contains("--top-p"), "{e}");
+}
+
+#[test]
+fn stop_at_eos_fills_the_rest_of_the_row() {
+    let mut ids = vec![vec![5, 9, 1, 7, 9, 2], vec![9, 3, 4, 4]];
+    stop_at_eos(&mut ids, &[2, 1], 9);
+    // Row 0: the prompt's own 9 does not count; the first new 9 does.
+    assert_eq!(ids[0], vec![5, 9, 1, 7, 9, 9]);
+    assert_eq!(ids[1], vec![9, 3, 4, 4]);
+}
