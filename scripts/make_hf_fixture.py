@@ -9,8 +9,54 @@ What it makes (under tests/data/, relative to the repo root):
                         n_inner 50, layer_norm_epsilon 1e-6
   tiny-gpt2-4l/         as tiny-gpt2 with n_layer 4 and a [4, 9] input: room for
                         interleaved 1F1B on two devices in the training tests
+  tiny-gpt2-gen/        generation: a tiny byte-level BPE tokenizer and a random
+                        model, with greedy-decoding references from model.generate
+                        (vocab 320, n_positions 48, n_embd 32, n_layer 4, n_head 4)
 
-Each directory holds:
+tiny-gpt2-gen/ holds:
+
+  tokenizer.json, tokenizer_config.json
+      a GPT-2 style byte-level BPE (ByteLevel pre-tokenizer, regex on, no prefix space;
+      ByteLevel decoder; no special tokens added on encode) trained with the `tokenizers`
+      library on GEN_TRAIN_TEXT (below) to 320 tokens: ids 0..255 are the 256 byte
+      symbols, 256..318 the 63 merges in merge order, 319 = <|endoftext|> (eos, like
+      GPT-2's last id). Wrapped as GPT2TokenizerFast(vocab, merges,
+      clean_up_tokenization_spaces=False) and written by its save_pretrained.
+  config.json, model.safetensors, generation_config.json
+      GPT2LMHeadModel.save_pretrained(dir, safe_serialization=True), float32: vocab 320,
+      n_positions 48, n_embd 32, n_layer 4, n_head 4, bos/eos 319, seed 2477, transformers'
+      initializer with initializer_range 0.3 (the default 0.02 makes greedy decoding
+      repeat one token); no bias/LayerNorm noise, no --weight-scale.
+  generate_ref.json
+      greedy generation references from model.generate (do_sample=False, use_cache=True,
+      eager attention, each prompt alone: batch 1, no padding):
+      {"eos_token_id": 319,
+       "cases": [{"prompts": [text...], "prompt_ids": [[id...]...], "max_new_tokens": N,
+                  "output_ids": [[id...]...], "texts": [text...]}, ...],
+       "eos_case": {...}, "step_logits": {...}}
+      cases: the generation config has eos_token_id None, so nothing stops early and no
+        logits processor runs: every row is prompt_ids + exactly N argmax tokens (checked
+        against full no-cache forwards; each beats the runner-up by >= 0.0109, so f32
+        rounding elsewhere does not flip one). texts[i] = tokenizer.decode(output_ids[i]).
+        Case 0: four prompts of 2, 5, 9 and 13 tokens ("The", "The pip", "The pipeline",
+        "Hello, naïve"), N = 10. Case 1: one prompt of 20 tokens ("The pipeline bubble
+        is the idle"), N = 20 (positions up to 39 of 48). Prompts are prefixes of
+        GEN_PROMPT_SOURCES with the wanted token counts. The random model emits lone
+        bytes of multi-byte characters and control bytes, so the texts hold U+FFFD and
+        control characters: what streaming decode must cope with.
+      eos_case: {"prompt_ids", "eos_token_id": X, "max_new_tokens": N, "output_ids"}:
+        case 0's second prompt ("The pip", N = 10) regenerated with eos_token_id =
+        pad_token_id = X, where X is its greedy token at the first generated position
+        p >= 2 whose token did not occur before p (here X = 179, p = 2). transformers
+        stops right after emitting X, so output_ids is prompt + p + 1 tokens (8), fewer
+        than prompt + N; wgpipe's CLI fills the rest of such a row with X (the pad id),
+        as transformers does for a row that finishes early in a batch.
+      step_logits: {"prompt_ids", "generated_ids", "logits"}: for case 0's first prompt,
+        logits[k] (vocab f32 values) are the next-token logits after the prompt and its
+        first k greedy tokens (k = 0..3), from a full forward of the whole sequence (no
+        cache): a reference for KV-cache decode steps.
+
+Each of the first three directories holds:
 
   config.json, model.safetensors (+ generation_config.json if transformers writes it)
       exactly as written by GPT2LMHeadModel.save_pretrained(dir, safe_serialization=True)
@@ -81,6 +127,8 @@ How to run (CPU is enough; needs torch, transformers, safetensors, numpy):
       # and input_ids.safetensors already there; the other files stay byte-identical.
   /work/pyenv/bin/python scripts/make_hf_fixture.py --train-only
       # (re)writes only each fixture's train_ref.json, likewise from the files there.
+  /work/pyenv/bin/python scripts/make_hf_fixture.py --gen-only
+      # (re)writes only tiny-gpt2-gen/ (also: --only tiny-gpt2-gen); needs `tokenizers`.
   (--weight-scale S multiplies every non-LayerNorm weight by S; default 10, which
   the committed fixtures use.)
 
@@ -89,7 +137,8 @@ max|logits| is ~0.3, so at a 1e-5 relative tolerance the fixture does not tell
 gelu_new (tanh) from exact gelu (rel. diff 2e-6 and 3e-7); --weight-scale 10
 makes that 3e-4, and the attention far from uniform; hence the default 10.
 
-Generated with torch 2.15.0, transformers 5.24.0, safetensors 0.8.0, numpy 2.4.6.
+Generated with torch 2.15.0, transformers 5.24.0, safetensors 0.8.0, numpy 2.4.6,
+tokenizers 0.23.3.
 Other versions should give the same weights only if torch's RNG and transformers'
 initializer are unchanged; re-running may change the bytes of the fixtures.
 """
@@ -98,6 +147,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import shutil
 
 import torch
@@ -379,6 +429,242 @@ def make(spec, out_root, weight_scale=1.0):
         print("  config.json:", json.dumps(json.load(fh), sort_keys=True))
 
 
+# The generation fixture (--gen-only): a tokenizer trained here and a random model.
+
+GEN_NAME = "tiny-gpt2-gen"
+GEN_SEED = 2477  # of seeds 2468..2479, one with no near-ties in greedy runs (check_greedy)
+GEN_VOCAB = 320  # 256 byte symbols + 63 merges + <|endoftext|>
+EOS_TOKEN = "<|endoftext|>"
+GEN_CONFIG = dict(
+    n_positions=48,
+    n_embd=32,
+    n_layer=4,
+    n_head=4,
+    n_inner=None,
+    layer_norm_epsilon=1e-5,
+    # The default 0.02 gives near-uniform logits, and greedy decoding repeats one
+    # token; 0.3 makes the generated tokens vary (13 distinct of case 1's 20).
+    initializer_range=0.3,
+)
+
+# Fixed English text the tokenizer is trained on (kept here so the fixture does not
+# depend on any file outside this script).
+GEN_TRAIN_TEXT = """\
+Pipeline parallelism splits the layers of a model across devices. The first device
+runs the first layers, then hands its activations to the next device, and so on
+until the last device produces the logits. With one batch, only one device works at
+a time and the others wait: that idle time is the pipeline bubble. Splitting the
+batch into microbatches lets the devices work on different microbatches at once.
+For P stages and M microbatches the bubble takes (P - 1) / (M + P - 1) of the time,
+so more microbatches make a smaller bubble, at the cost of smaller matrix products.
+During training, the backward pass runs the stages in reverse order; schedules such
+as GPipe and one forward one backward (1F1B) decide when each stage runs each
+microbatch, and how many activations it must keep in memory.
+Generation is different: a model writes one token at a time, and every new token
+needs a forward pass through all the layers. The keys and values of the earlier
+tokens are kept in a cache, so each step only computes the new position. When the
+model is split across devices, the devices take turns on every token, and several
+independent sequences can keep them all busy, like microbatches in training.
+A tokenizer turns text into token ids and back. A byte-level tokenizer can encode
+any text, because every byte has its own token, and merges of frequent pairs make
+common words short. Decoding joins the bytes of the tokens and reads them as UTF-8;
+a token can end in the middle of a character, so a stream of decoded text must wait
+for the rest of the character before it prints it.
+"""
+
+GEN_CASE0_LENGTHS = (2, 5, 9, 13)
+GEN_CASE0_NEW = 10
+GEN_CASE1_LENGTH = 20
+GEN_CASE1_NEW = 20
+GEN_STEP_LOGITS = 3
+
+# Prompts are the shortest word prefixes of these sentences with the wanted token
+# counts; some have non-ASCII characters, so decoding and streaming see multi-byte
+# UTF-8 that the tokenizer never merged.
+GEN_PROMPT_SOURCES = [
+    "The pipeline bubble is the idle time of the devices.",
+    "Hello, naïve café ☕ — the devices take turns on every token.",
+    "Microbatches keep every stage busy while the first device waits for the last one",
+    "When the model is split across devices, the keys and values of the earlier "
+    "tokens are kept in a cache on the device that holds their layer.",
+]
+
+
+def train_gen_tokenizer():
+    """A GPT-2 style byte-level BPE: bytes 0..255, merges, then <|endoftext|> last."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=GEN_VOCAB,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([GEN_TRAIN_TEXT], trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    # The trainer puts the special token first; renumber as GPT-2 does (eos last).
+    ordered = sorted((i, t) for t, i in model["vocab"].items() if t != EOS_TOKEN)
+    vocab = {t: k for k, (_, t) in enumerate(ordered)}
+    vocab[EOS_TOKEN] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    hf = GPT2TokenizerFast(vocab=vocab, merges=merges, clean_up_tokenization_spaces=False)
+    assert len(hf) == GEN_VOCAB, f"tokenizer has {len(hf)} tokens, expected {GEN_VOCAB}"
+    assert hf.eos_token_id == GEN_VOCAB - 1
+    return hf
+
+
+def prompt_of_length(tokenizer, n, used):
+    """A prefix of a GEN_PROMPT_SOURCES sentence that encodes to n tokens: the first
+    whole-word one if any, else the first that ends inside a word."""
+    for source in GEN_PROMPT_SOURCES:
+        words = source.split(" ")
+        for k in range(1, len(words) + 1):
+            text = " ".join(words[:k])
+            if text not in used and len(tokenizer.encode(text)) == n:
+                used.add(text)
+                return text
+    for source in GEN_PROMPT_SOURCES:
+        for k in range(1, len(source) + 1):
+            text = source[:k]
+            if not text[-1].isspace() and text not in used and len(tokenizer.encode(text)) == n:
+                used.add(text)
+                return text
+    raise ValueError(f"no prompt of {n} tokens in GEN_PROMPT_SOURCES")
+
+
+def greedy(model, prompt_ids, n_new, eos_token_id=None, pad_token_id=None):
+    """model.generate for one prompt (batch 1, no padding): the output row as a list."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        do_sample=False,
+        use_cache=True,
+        max_new_tokens=n_new,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+    )
+    ids = torch.tensor([prompt_ids], dtype=torch.int64)
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    return out[0].tolist()
+
+
+def full_logits(model, ids):
+    """Next-token logits after `ids`, from one forward of the whole sequence (no cache)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids], dtype=torch.int64), use_cache=False).logits
+    assert logits.dtype == torch.float32
+    return logits[0, -1]
+
+
+def check_greedy(model, row, n_prompt):
+    """Every generated token is the argmax of a full forward over the row before it, by
+    a clear margin (so f32 rounding elsewhere cannot flip it); the smallest margin."""
+    margin = float("inf")
+    for t in range(n_prompt, len(row)):
+        logits = full_logits(model, row[:t])
+        top2 = torch.topk(logits, 2).values
+        margin = min(margin, (top2[0] - top2[1]).item())
+        assert top2[0] - top2[1] > 1e-3, f"near-tie at position {t}: {top2.tolist()}"
+        assert int(logits.argmax()) == row[t], f"position {t}: generate differs from argmax"
+    return margin
+
+
+def make_gen(out_root):
+    out = os.path.join(out_root, GEN_NAME)
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+
+    tokenizer = train_gen_tokenizer()
+    tokenizer.save_pretrained(out)
+    eos = tokenizer.eos_token_id
+
+    torch.manual_seed(GEN_SEED)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        **GEN_CONFIG,
+    )
+    config._attn_implementation = "eager"
+    model = GPT2LMHeadModel(config).to(torch.float32).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    model = GPT2LMHeadModel.from_pretrained(out, attn_implementation="eager").eval()
+
+    used, margins = set(), []
+    specs = [(GEN_CASE0_LENGTHS, GEN_CASE0_NEW), ((GEN_CASE1_LENGTH,), GEN_CASE1_NEW)]
+    cases = []
+    for lengths, n_new in specs:
+        case = dict(prompts=[], prompt_ids=[], max_new_tokens=n_new, output_ids=[], texts=[])
+        for n in lengths:
+            assert n + n_new <= GEN_CONFIG["n_positions"]
+            text = prompt_of_length(tokenizer, n, used)
+            ids = tokenizer.encode(text)
+            row = greedy(model, ids, n_new, pad_token_id=eos)
+            assert row[:n] == ids and len(row) == n + n_new, f"{text!r}: row {row}"
+            margins.append(check_greedy(model, row, n))
+            case["prompts"].append(text)
+            case["prompt_ids"].append(ids)
+            case["output_ids"].append(row)
+            case["texts"].append(tokenizer.decode(row))
+        cases.append(case)
+
+    # eos_case: case 0's second prompt, stopped by a token first generated at position >= 2.
+    case0 = cases[0]
+    ids, row = case0["prompt_ids"][1], case0["output_ids"][1]
+    generated = row[len(ids) :]
+    pos = next(p for p in range(2, len(generated)) if generated[p] not in generated[:p])
+    x = generated[pos]
+    stopped = greedy(model, ids, case0["max_new_tokens"], eos_token_id=x, pad_token_id=x)
+    assert stopped == row[: len(ids) + pos + 1], f"eos run {stopped} vs greedy {row}"
+    eos_case = dict(
+        prompt_ids=ids, eos_token_id=x, max_new_tokens=case0["max_new_tokens"], output_ids=stopped
+    )
+
+    # step_logits: case 0's first prompt and its first few greedy tokens, full forwards.
+    ids, row = case0["prompt_ids"][0], case0["output_ids"][0]
+    step_logits = dict(
+        prompt_ids=ids,
+        generated_ids=row[len(ids) : len(ids) + GEN_STEP_LOGITS],
+        logits=[
+            full_logits(model, row[: len(ids) + k]).tolist() for k in range(GEN_STEP_LOGITS + 1)
+        ],
+    )
+
+    ref = dict(eos_token_id=eos, cases=cases, eos_case=eos_case, step_logits=step_logits)
+    text = json.dumps(ref, indent=1, ensure_ascii=False)
+    # One line per list of numbers (a row of ids, a logits vector), not one per number.
+    text = re.sub(
+        r"\[\s*(-?[0-9][0-9.eE+-]*(?:,\s*-?[0-9][0-9.eE+-]*)*)\s*\]",
+        lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]",
+        text,
+    )
+    assert json.loads(text) == ref
+    with open(os.path.join(out, "generate_ref.json"), "w") as fh:
+        fh.write(text + "\n")
+
+    print(f"== {out}")
+    print(f"  vocab {len(tokenizer)}, eos {eos}")
+    for case in cases:
+        for text, row in zip(case["prompts"], case["output_ids"]):
+            n = len(row) - case["max_new_tokens"]
+            print(f"  {n:2d} + {case['max_new_tokens']} tokens: {text!r}")
+            print(f"    -> {row[n:]}")
+    print(f"  smallest top-1 minus top-2 logit margin of a generated token: {min(margins):.4g}")
+    print(f"  eos_case: X = {x} at generated position {pos}, row of {len(stopped)} tokens")
+    for fn in sorted(os.listdir(out)):
+        print(f"  {fn:28s} {os.path.getsize(os.path.join(out, fn))} bytes")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "tests", "data"))
@@ -406,10 +692,22 @@ def main():
         metavar="NAME",
         help="make only the fixture of this name (e.g. tiny-gpt2-4l)",
     )
+    ap.add_argument(
+        "--gen-only",
+        action="store_true",
+        help=f"make only the generation fixture {GEN_NAME} (tokenizer, model, generate_ref.json)",
+    )
     args = ap.parse_args()
+    import tokenizers
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"tokenizers {tokenizers.__version__}"
+    )
+    if args.gen_only or args.only == GEN_NAME:
+        make_gen(args.out)
+        return
     for spec in FIXTURES:
         if args.only and spec["name"] != args.only:
             continue
@@ -419,6 +717,8 @@ def main():
             make_loss_grads_only(spec, args.out)
         else:
             make(spec, args.out, args.weight_scale)
+    if not (args.only or args.train_only or args.loss_grads_only):
+        make_gen(args.out)
 
 
 if __name__ == "__main__":

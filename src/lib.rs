@@ -9,6 +9,7 @@
 //! - [`schedule`]: pipeline schedules as pure data: generate, validate, simulate, export.
 //! - [`executor`]: runs schedule data across devices.
 //! - [`trace`]: timelines, bubble statistics, Chrome trace, SVG.
+//! - [`tokenizer`]: text <-> token ids from a checkpoint's Hugging Face `tokenizer.json`.
 //!
 //! [`action`] (what a pipeline does) and [`timing`] (actions placed in time,
 //! the bubble formula) are leaves that `schedule`, `executor` and `trace` share.
