@@ -307,3 +307,39 @@ fn stop_at_eos_fills_the_rest_of_the_row() {
     assert_eq!(ids[0], vec![5, 9, 1, 7, 9, 9]);
     assert_eq!(ids[1], vec![9, 3, 4, 4]);
 }
+
+#[test]
+fn decode_logits_equal_transformers_full_forwards_on_the_fixture() {
+    // transformers' next-token logits (a forward without cache over the
+    // whole sequence) after the prompt and after each of 3 greedy tokens.
+    let dir = common::fixture_dir("tiny-gpt2-gen");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("generate_ref.json")).unwrap())
+            .unwrap();
+    let w = wgpipe::model::checkpoint::load_checkpoint(&dir).unwrap();
+    let prompt: Vec<u32> = serde_json::from_value(r["step_logits"]["prompt_ids"].clone()).unwrap();
+    let next: Vec<u32> = serde_json::from_value(r["step_logits"]["generated_ids"].clone()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(r["step_logits"]["logits"].clone()).unwrap();
+    for devices in [1, 2, 4] {
+        let gpus: Vec<Gpu> = (0..devices).map(|_| common::gpu()).collect();
+        let g = generate_on(
+            &gpus,
+            &w,
+            &greedy(std::slice::from_ref(&prompt), want.len(), 1),
+        );
+        for (k, row) in want.iter().enumerate() {
+            assert_close(
+                &format!("P={devices} step {k}"),
+                &g.logits[0][k],
+                row,
+                1e-5,
+                1e-4,
+            );
+        }
+        assert_eq!(
+            &g.ids[0][prompt.len()..][..next.len()],
+            &next[..],
+            "P={devices}"
+        );
+    }
+}
