@@ -422,3 +422,55 @@ fn bad_generation_input_is_refused() {
         &["320"],
     );
 }
+
+#[test]
+fn bench_decode_reports_every_point() {
+    let dir = common::scratch("bench-decode");
+    let (csv, svg) = (dir.join("d.csv"), dir.join("d.svg"));
+    let v = ok_json(&wgpipe(&[
+        "bench",
+        "decode",
+        "--devices",
+        "1,2",
+        "--layers",
+        "2",
+        "--prompt-len",
+        "4",
+        "--max-new-tokens",
+        "3",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "--json",
+    ]));
+    let rows = v["rows"].as_array().unwrap();
+    // P = 1: groups 1, 2; P = 2: groups 1 to 4.
+    let points: Vec<(u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["devices"].as_u64().unwrap(),
+                r["groups"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(points, vec![(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4)]);
+    for r in rows {
+        for k in [
+            "ttft_ms",
+            "tpot_ms",
+            "itl_ms_p50",
+            "itl_ms_p99",
+            "tokens_per_s",
+        ] {
+            let x = r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
+            assert!(x.is_finite() && x > 0.0, "{k}: {r}");
+        }
+    }
+    // One group on two devices: one device works at a time.
+    assert_eq!(rows[2]["bubble_analytic"].as_f64(), Some(0.5));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 7, "{text}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("P=2"));
+}

@@ -107,13 +107,14 @@ fn check_matmul(
 #[test]
 fn matmul_forward_matches_cpu() {
     // The variant the host picks: on a device with 8-wide subgroups
-    // (lavapipe) the aligned shapes run the subgroup kernel.
+    // (lavapipe) the aligned shapes run the subgroup kernel, except at
+    // decoding's few rows.
     let gpu = common::gpu();
     for (i, &(n, c, oc, aligned)) in MATMUL_SHAPES.iter().enumerate() {
-        let kernel = if aligned {
-            aligned_kernel(&gpu)
-        } else {
-            "matmul_forward"
+        let kernel = match aligned {
+            true if n <= MatmulVariant::FEW_ROWS => "matmul_forward_rows4",
+            true => aligned_kernel(&gpu),
+            false => "matmul_forward",
         };
         check_matmul(&gpu, i as u64, (n, c, oc), kernel, |out, [inp, w, b]| {
             kernels::matmul_forward(&gpu, out, inp, w, b, n, c, oc)
@@ -193,9 +194,11 @@ fn matmul_forward_strided_writes_only_its_columns() {
     let gpu = common::gpu();
     // (N, C, [(OC, col_off) per block], ldo, kernel)
     type Case = (usize, usize, [(usize, usize); 2], usize, &'static str);
-    let cases: [Case; 2] = [
+    let cases: [Case; 3] = [
         (13, 24, [(8, 4), (12, 16)], 32, aligned_kernel(&gpu)),
         (11, 9, [(5, 3), (7, 10)], 19, "matmul_forward"),
+        // A decode step's head: few rows.
+        (3, 24, [(8, 4), (12, 16)], 32, "matmul_forward_rows4"),
     ];
     for (ci, &(n, c, blocks, ldo, kernel)) in cases.iter().enumerate() {
         let out = zeros(&gpu, "out", n * ldo);

@@ -1,4 +1,5 @@
-//! `wgpipe bench bubble`: the seed's bubble table, measured.
+//! `wgpipe bench bubble`: the seed's bubble table, measured (and `bench
+//! decode`, in its own file).
 
 use std::path::PathBuf;
 
@@ -25,6 +26,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Measured vs simulated vs analytic bubble over a sweep of microbatch counts.
     Bubble(BubbleArgs),
+    /// Pipelined KV-cache decoding: TTFT, TPOT, ITL and tokens/s for P devices and G groups in flight.
+    Decode(super::bench_decode::DecodeBenchArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -78,7 +81,10 @@ pub struct BubbleArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let BenchWhat::Bubble(a) = &args.what;
+    let a = match &args.what {
+        BenchWhat::Bubble(a) => a,
+        BenchWhat::Decode(a) => return super::bench_decode::run(a),
+    };
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
     check_output_path(a.waterfall.as_deref())?;

@@ -2,6 +2,7 @@
 
 pub mod adapters;
 pub mod bench;
+pub mod bench_decode;
 pub mod forward;
 pub mod generate;
 pub mod model_args;

@@ -52,6 +52,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_forward_subgroup.wgsl"),
     ),
     (
+        "matmul_forward_rows4",
+        include_str!("../../shaders/matmul_forward_rows4.wgsl"),
+    ),
+    (
         "attention_forward",
         include_str!("../../shaders/attention_forward.wgsl"),
     ),
@@ -146,14 +150,21 @@ pub enum MatmulVariant {
     Vec4,
     /// `matmul_forward_subgroup`: subgroup broadcasts, one invocation per 32x4 block.
     Subgroup8,
+    /// `matmul_forward_rows4`: few rows (decoding), one invocation per
+    /// 4-row x 4-column block, every weight loaded once per 4 rows.
+    Rows4,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [
+    pub const ALL: [MatmulVariant; 4] = [
         MatmulVariant::General,
         MatmulVariant::Vec4,
         MatmulVariant::Subgroup8,
+        MatmulVariant::Rows4,
     ];
+
+    /// Rows up to which [`matmul_forward`] runs Rows4 on aligned shapes.
+    pub const FEW_ROWS: usize = 4;
 
     /// Its name in [`SHADERS`] (and a [`Dispatch`]'s `name`).
     pub fn shader(self) -> &'static str {
@@ -161,6 +172,7 @@ impl MatmulVariant {
             MatmulVariant::General => "matmul_forward",
             MatmulVariant::Vec4 => "matmul_forward_vec4",
             MatmulVariant::Subgroup8 => "matmul_forward_subgroup",
+            MatmulVariant::Rows4 => "matmul_forward_rows4",
         }
     }
 

@@ -111,7 +111,8 @@ pub fn layernorm_forward(
 }
 
 /// out (N, OC) = inp (N, C) @ weight (C, OC) + bias (OC); `weight` in
-/// Conv1D layout [in, out]. When C and OC are multiples of 4, the device's
+/// Conv1D layout [in, out]. When C and OC are multiples of 4: Rows4 for at
+/// most [`MatmulVariant::FEW_ROWS`] rows (decoding), else the device's
 /// aligned variant ([`Kernels::aligned_matmul`]: Subgroup8 on devices with
 /// 8-wide subgroups, else Vec4); the general kernel otherwise.
 #[allow(clippy::too_many_arguments)]
@@ -180,10 +181,10 @@ pub fn matmul_forward_strided(
     col_off: usize,
 ) -> Dispatch {
     let shape = MatmulShape::new(n, c, oc, ldo, col_off);
-    let variant = if shape.aligned() {
-        Kernels::of(gpu).aligned_matmul()
-    } else {
-        MatmulVariant::General
+    let variant = match shape.aligned() {
+        true if n <= MatmulVariant::FEW_ROWS => MatmulVariant::Rows4,
+        true => Kernels::of(gpu).aligned_matmul(),
+        false => MatmulVariant::General,
     };
     matmul_dispatch(gpu, variant, &[out, inp, weight, bias], shape)
 }
@@ -234,6 +235,8 @@ fn matmul_dispatch(
         MatmulVariant::Vec4 => [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)],
         // One invocation per 4x4 block; workgroups of 8x8.
         MatmulVariant::General => [oc.div_ceil(4 * 8), n.div_ceil(4 * 8)],
+        // One invocation per 4-row x 4-column block; workgroups of 64x1.
+        MatmulVariant::Rows4 => [oc.div_ceil(4 * 64), n.div_ceil(4)],
     };
     let groups = [groups[0].max(1), groups[1].max(1), 1];
     dispatch(gpu, variant.shader(), buffers, &p, groups)

@@ -292,3 +292,103 @@ mod waterfall_tests {
         assert!(svg.contains("gpipe M=8"));
     }
 }
+
+/// One line of a [`line_chart`]: (x, y) points in x order.
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Lines on linear axes from 0 (`bench decode`: tokens/s against groups in
+/// flight, one line per pipeline depth), each point marked and labelled.
+pub fn line_chart(lines: &[Line], title: &str, x_label: &str, y_label: &str) -> String {
+    let pts = || lines.iter().flat_map(|l| l.points.iter().copied());
+    let xmax = pts()
+        .map(|p| p.0)
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max);
+    let ymax = pts()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(1e-9f64, f64::max)
+        * 1.1;
+    let x = |v: f64| L + v / xmax * (W - L - R);
+    let y = |v: f64| T + (1.0 - v / ymax) * (H - T - B);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    for i in 0..=5 {
+        let v = ymax * i as f64 / 5.0;
+        let yy = y(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{v:.3}</text>"##,
+            W - R,
+            L - 6.0,
+            yy + 4.0
+        );
+    }
+    for i in 1..=(xmax as usize) {
+        let xx = x(i as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{T}" y2="{}" stroke="#e4e4e4"/><text x="{xx:.1}" y="{}" text-anchor="middle">{i}</text>"##,
+            H - B,
+            H - B + 16.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
+        (L + W - R) / 2.0,
+        H - 14.0,
+        escape(x_label),
+        (T + H - B) / 2.0,
+        (T + H - B) / 2.0,
+        escape(y_label)
+    );
+    for (i, l) in lines.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        let path: Vec<String> = l
+            .points
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
+        for &(a, b) in l.points.iter().filter(|p| p.1.is_finite()) {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{b:.2}</text>"#,
+                x(a),
+                y(b),
+                x(a),
+                y(b) - 8.0
+            );
+        }
+        let ly = T + 10.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            W - R + 16.0,
+            W - R + 40.0,
+            W - R + 46.0,
+            ly + 4.0,
+            escape(&l.label)
+        );
+    }
+    s += "</svg>\n";
+    s
+}
