@@ -10,11 +10,14 @@
 //! then cheap and allocation-free, which is what the pipeline executor repeats
 //! for every microbatch. Each op has a CPU reference twin of the same name in
 //! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
-//! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares).
+//! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares);
+//! the sampler's ([`sample`]) is [`crate::sampling::sample_row`].
 
 pub mod ops;
+pub mod sample;
 
 pub use ops::*;
+pub use sample::*;
 
 use std::any::TypeId;
 use std::sync::{Arc, Mutex};
@@ -110,10 +113,18 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
     ("sumsq", include_str!("../../shaders/sumsq.wgsl")),
+    // generation: twin in sampling
+    ("sample", include_str!("../../shaders/sample.wgsl")),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
 pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
+
+/// Shaders compiled without zeroing their workgroup memory first (WebGPU's
+/// default), because they write every workgroup variable before reading it.
+/// On GL, wgpu zeroes workgroup memory with shader code that for `sample`'s
+/// large arrays took Mesa's llvmpipe ~90 s to compile (3 s without).
+pub const NO_WORKGROUP_ZEROING: &[&str] = &["sample"];
 
 /// The three matmul kernels. Vec4 and Subgroup8 need C, OC (and the strided
 /// form's row length and column offset) to be multiples of 4; Subgroup8 also
@@ -194,7 +205,11 @@ impl Kernels {
                             layout: None,
                             module: &module,
                             entry_point: Some("main"),
-                            compilation_options: Default::default(),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                zero_initialize_workgroup_memory: !NO_WORKGROUP_ZEROING
+                                    .contains(name),
+                                ..Default::default()
+                            },
                             cache: None,
                         }),
                 )
