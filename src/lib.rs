@@ -6,6 +6,8 @@
 //! - [`kernels`]: one WGSL shader per op (see `shaders/`) and one Rust dispatch function each;
 //!   [`cpu`] is the plain CPU reference twin of every op.
 //! - [`model`]: GPT-2 config, weights (seeded init or Hugging Face checkpoint), forward.
+//! - [`sampling`]: next-token settings (temperature, top-k, top-p), seeded uniforms, and the CPU
+//!   reference of the device sampler ([`kernels::sample`]).
 //! - [`schedule`]: pipeline schedules as pure data: generate, validate, simulate, export.
 //! - [`executor`]: runs schedule data across devices.
 //! - [`trace`]: timelines, bubble statistics, Chrome trace, SVG.

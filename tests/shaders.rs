@@ -102,3 +102,13 @@ fn every_matmul_variant_names_a_shader() {
         );
     }
 }
+
+#[test]
+fn every_shader_compiled_without_zeroing_exists() {
+    for name in wgpipe::kernels::NO_WORKGROUP_ZEROING {
+        assert!(
+            SHADERS.iter().any(|(n, _)| n == name),
+            "NO_WORKGROUP_ZEROING names `{name}`, which is not in SHADERS"
+        );
+    }
+}

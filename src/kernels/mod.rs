@@ -11,7 +11,8 @@
 //! for every microbatch. Each op has a CPU reference twin of the same name in
 //! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
 //! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares)
-//! or [`crate::cpu::decode`] (decoding against a KV cache).
+//! or [`crate::cpu::decode`] (decoding against a KV cache); the sampler's
+//! ([`sample`]) is [`crate::sampling::sample_row`].
 
 pub mod decode;
 pub mod ops;
@@ -139,6 +140,12 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// Shaders that need subgroup operations with a subgroup size of 8.
 pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
 
+/// Shaders compiled without zeroing their workgroup memory first (WebGPU's
+/// default), because they write every workgroup variable before reading it.
+/// On GL, wgpu zeroes workgroup memory with shader code that for `sample`'s
+/// large arrays took Mesa's llvmpipe ~90 s to compile (3 s without).
+pub const NO_WORKGROUP_ZEROING: &[&str] = &["sample"];
+
 /// The three matmul kernels. Vec4 and Subgroup8 need C, OC (and the strided
 /// form's row length and column offset) to be multiples of 4; Subgroup8 also
 /// needs a device with 8-wide subgroups ([`Gpu::supports_subgroup8`]).
@@ -226,7 +233,11 @@ impl Kernels {
                             layout: None,
                             module: &module,
                             entry_point: Some("main"),
-                            compilation_options: Default::default(),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                zero_initialize_workgroup_memory: !NO_WORKGROUP_ZEROING
+                                    .contains(name),
+                                ..Default::default()
+                            },
                             cache: None,
                         }),
                 )

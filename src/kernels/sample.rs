@@ -1,6 +1,13 @@
 //! The `sample` kernel's dispatch: the next token of each output, drawn on
-//! the device (see `shaders/sample.wgsl`); its CPU twin is
+//! the device (see `shaders/sample.wgsl` for the algorithm); its CPU twin is
 //! [`crate::sampling::sample_row`].
+//!
+//! One workgroup of 64 invocations per output, ~15 KB of workgroup memory
+//! (within WebGPU's default 16 KiB). Measured on lavapipe (2 cores) at
+//! V = 50257, one row alone: greedy ~0.8 ms, temperature only ~2.1 ms, top-k
+//! 50 ~3.6 ms, top-p 0.9 ~4-8 ms (the more tokens in the nucleus, the more
+//! passes over the row); rows run in parallel across cores. A workgroup of
+//! 256 was 1.5-2x slower there, 32 the same as 64.
 
 use bytemuck::{Pod, Zeroable};
 
