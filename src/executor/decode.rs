@@ -222,7 +222,7 @@ impl<'a> Gpt2Decode<'a> {
             .collect();
         for (s, w) in held {
             let up = StageUpload::new(gpu, w)?;
-            let cache = KvCache::new(gpu, &w.config, w.part.layers.len(), slots)?;
+            let cache = KvCache::new(gpu, w.config, w.part.layers.len(), slots)?;
             let prefill = GpuStage::build(gpu, &up, per, layout.t_max, Mode::Prefill(&cache))?;
             let decode = GpuStage::build(gpu, &up, per, 1, Mode::Decode(&cache))?;
             if *s == last {

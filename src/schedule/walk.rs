@@ -99,7 +99,7 @@ fn deadlock(s: &Schedule, pos: &[usize], done: &[Option<(f64, usize)>]) -> Sched
         };
         marks.push((d, step));
         for n in s
-            .needs(&a)
+            .needs(a)
             .into_iter()
             .filter(|n| done[n.index(m)].is_none())
         {

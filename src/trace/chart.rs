@@ -264,35 +264,6 @@ pub fn waterfall_chart(falls: &[Waterfall], title: &str) -> String {
     s
 }
 
-#[cfg(test)]
-mod waterfall_tests {
-    use super::*;
-
-    #[test]
-    fn a_waterfall_hangs_each_loss_from_the_running_total() {
-        let f = Waterfall {
-            label: "gpipe M=8".into(),
-            ideal: 1.78,
-            steps: vec![
-                ("schedule".into(), 0.0),
-                ("imbalance".into(), 0.10),
-                ("slowdown".into(), 0.30),
-                ("orchestration".into(), -0.02),
-            ],
-            measured: 1.40,
-        };
-        let svg = waterfall_chart(&[f], "where the speedup goes");
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        // ideal, four steps, measured: six bars, after the background.
-        assert_eq!(svg.matches("<rect").count(), 1 + 6);
-        assert!(svg.contains("ideal: 1.780") && svg.contains("measured: 1.400"));
-        // A loss is drawn as a negative change, a gain as a positive one, in its colour.
-        assert!(svg.contains(&format!(r#"fill="{LOSS}"><title>slowdown: -0.300"#)));
-        assert!(svg.contains(&format!(r#"fill="{GAIN}"><title>orchestration: 0.020"#)));
-        assert!(svg.contains("gpipe M=8"));
-    }
-}
-
 /// One line of a [`line_chart`]: (x, y) points in x order.
 pub struct Line {
     pub label: String,
@@ -391,4 +362,33 @@ pub fn line_chart(lines: &[Line], title: &str, x_label: &str, y_label: &str) -> 
     }
     s += "</svg>\n";
     s
+}
+
+#[cfg(test)]
+mod waterfall_tests {
+    use super::*;
+
+    #[test]
+    fn a_waterfall_hangs_each_loss_from_the_running_total() {
+        let f = Waterfall {
+            label: "gpipe M=8".into(),
+            ideal: 1.78,
+            steps: vec![
+                ("schedule".into(), 0.0),
+                ("imbalance".into(), 0.10),
+                ("slowdown".into(), 0.30),
+                ("orchestration".into(), -0.02),
+            ],
+            measured: 1.40,
+        };
+        let svg = waterfall_chart(&[f], "where the speedup goes");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // ideal, four steps, measured: six bars, after the background.
+        assert_eq!(svg.matches("<rect").count(), 1 + 6);
+        assert!(svg.contains("ideal: 1.780") && svg.contains("measured: 1.400"));
+        // A loss is drawn as a negative change, a gain as a positive one, in its colour.
+        assert!(svg.contains(&format!(r#"fill="{LOSS}"><title>slowdown: -0.300"#)));
+        assert!(svg.contains(&format!(r#"fill="{GAIN}"><title>orchestration: 0.020"#)));
+        assert!(svg.contains("gpipe M=8"));
+    }
 }
