@@ -271,16 +271,21 @@ where
                         transport: net,
                     };
                     let r = worker::run_device(&dev, |gpu| make(d, gpu));
-                    net.finish(d);
-                    match r {
+                    // A failure is recorded, and the run aborted, before this
+                    // device says it has finished: otherwise a device waiting
+                    // on it could report "finished without sending" first,
+                    // naming the wrong device.
+                    let out = match r {
                         Ok(o) => Some(o),
                         Err(worker::Stop::Aborted) => None,
                         Err(worker::Stop::Failed(e)) => {
-                            net.abort();
                             errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                            net.abort();
                             None
                         }
-                    }
+                    };
+                    net.finish(d);
+                    out
                 })
             })
             .collect();
