@@ -12,8 +12,20 @@ use wgpipe::cli;
     about = "GPT-2 as microbatched pipelines across wgpu devices, with the bubble measured"
 )]
 struct Cli {
+    /// How pipeline devices talk: `in-process` (every device a thread of
+    /// this process) or `mpi` (one MPI rank per device, started by `mpirun
+    /// -np P`; `run`, `generate` and `bench hop`; needs a build with
+    /// `--features mpi`).
+    #[arg(long, value_enum, global = true, default_value_t = TransportKind::InProcess)]
+    transport: TransportKind,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum TransportKind {
+    InProcess,
+    Mpi,
 }
 
 #[derive(Subcommand)]
@@ -52,7 +64,20 @@ fn main() -> ExitCode {
         env_logger::Env::default().default_filter_or("warn,wgpu_hal=off"),
     )
     .init();
-    let result = match cli.command {
+    if cli.transport == TransportKind::Mpi {
+        return mpi::main(cli.command);
+    }
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> wgpipe::Result<()> {
+    match command {
         Command::Adapters(a) => cli::adapters::run(&a),
         Command::Forward(a) => cli::forward::run(&a),
         Command::Run(a) => cli::run::run(&a),
@@ -60,13 +85,74 @@ fn main() -> ExitCode {
         Command::Train(a) => cli::train::run(&a),
         Command::Bench(a) => cli::bench::run(&a),
         Command::Plan(a) => cli::plan::run(&a).map_err(wgpipe::Error::from),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    }
+}
+
+/// `--transport mpi`: this process is one rank of an mpirun job.
+mod mpi {
+    use super::*;
+
+    /// Which commands run across ranks; the others say so.
+    fn supported(command: &Command) -> Result<(), String> {
+        let name = match command {
+            Command::Run(_) | Command::Generate(_) => return Ok(()),
+            Command::Bench(b) if matches!(b.what, cli::bench::BenchWhat::Hop(_)) => return Ok(()),
+            Command::Adapters(_) => "adapters",
+            Command::Forward(_) => "forward",
+            Command::Train(_) => "train",
+            Command::Bench(_) => "bench bubble/decode",
+            Command::Plan(_) => "plan",
+        };
+        Err(format!(
+            "`wgpipe {name}` does not run across MPI ranks (yet): --transport mpi works with `run`, `generate` and `bench hop`"
+        ))
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    pub fn main(command: Command) -> ExitCode {
+        let _ = supported(&command);
+        eprintln!("error: --transport mpi: this wgpipe was built without MPI: rebuild with --features mpi");
+        ExitCode::FAILURE
+    }
+
+    /// Run `command` as this rank; any failure ends the whole job with a
+    /// message naming the rank and host (and, from the executor, the device,
+    /// stage and action).
+    #[cfg(feature = "mpi")]
+    pub fn main(command: Command) -> ExitCode {
+        use wgpipe::executor::mpi;
+        if let Err(e) = supported(&command) {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+        let guard = match mpi::init() {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let c = mpi::cluster().expect("initialised");
+        let who = format!("rank {} of {} on {}", c.rank, c.size, c.host);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(command)));
+        let msg = match result {
+            Ok(Ok(())) => {
+                drop(guard); // MPI_Finalize: every rank gets here together.
+                return ExitCode::SUCCESS;
+            }
+            Ok(Err(e)) => format!("error: {who}: {e}"),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("error: {who}: panicked: {what}")
+            }
+        };
+        mpi::report(&msg);
+        mpi::report(&format!("{who}: aborting the MPI job"));
+        guard.abort(1)
     }
 }
 

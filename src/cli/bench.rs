@@ -28,6 +28,8 @@ pub enum BenchWhat {
     Bubble(BubbleArgs),
     /// Pipelined KV-cache decoding: TTFT, TPOT, ITL and tokens/s for P devices and G groups in flight.
     Decode(super::bench_decode::DecodeBenchArgs),
+    /// One hop between two devices by message size: in-process, or across two MPI ranks (--transport mpi).
+    Hop(super::bench_hop::HopArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -84,6 +86,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let a = match &args.what {
         BenchWhat::Bubble(a) => a,
         BenchWhat::Decode(a) => return super::bench_decode::run(a),
+        BenchWhat::Hop(a) => return super::bench_hop::run(a),
     };
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;

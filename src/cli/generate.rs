@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use crate::cli::model_args::{check_output_path, ModelArgs};
 use crate::device::place_devices;
+use crate::executor::net::{device_groups, mpi_line, mpi_rank, mpi_summary, open_local};
 use crate::error::{Error, Result};
 use crate::executor::balance::resolve_split;
 use crate::executor::decode::{generate, stop_at_eos, DecodeJob, DecodeMetrics, TokenSink};
 use crate::executor::measure::{measure_timeline, Measurement};
 use crate::executor::partition::Split;
-use crate::executor::DeviceGroup;
 use crate::io::{self, write_file};
 use crate::sampling::SampleSettings;
 use crate::tokenizer::{TextStream, Tokenizer};
@@ -158,11 +158,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     // Refuse bad prompts before opening devices or profiling.
     let layout = crate::executor::decode::Layout::new(&job, cfg.n_positions, cfg.vocab_size)?;
-    let gpus = placement.open()?;
-    let groups = gpus
-        .iter()
-        .map(|g| DeviceGroup::new(g))
-        .collect::<Result<Vec<_>>>()?;
+    let gpus = open_local(&placement, &args.devices)?;
+    let groups = device_groups(&gpus, p)?;
     let schedule = crate::schedule::Schedule::decode(p, groups_n, args.max_new_tokens)?;
     let chosen = resolve_split(&args.split, &groups, &w, &schedule, layout.per, 1)?;
     if !args.json {
@@ -171,7 +168,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 
     // One prompt: stream its text (or ids) as the tokens come back. The
     // device threads hand each token to a channel; this thread prints.
-    let streaming = !args.json && job.prompts.len() == 1;
+    // (Not under MPI: the tokens come back on the last rank, rank 0 prints.)
+    let streaming = !args.json && job.prompts.len() == 1 && mpi_rank().is_none();
     let (tx, rx) = std::sync::mpsc::channel::<u32>();
     let sink: Option<TokenSink> = streaming.then(|| {
         let tx = Mutex::new(tx);
@@ -257,8 +255,15 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         pipeline,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+        let mut v = serde_json::to_value(&report).expect("report serializes");
+        if let Some(m) = mpi_summary() {
+            v["mpi"] = m;
+        }
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(());
+    }
+    if let Some(line) = mpi_line() {
+        eprintln!("{line}");
     }
     if !streaming {
         for (i, s) in report.sequences.iter().enumerate() {

@@ -3,6 +3,7 @@
 pub mod adapters;
 pub mod bench;
 pub mod bench_decode;
+pub mod bench_hop;
 pub mod forward;
 pub mod generate;
 pub mod model_args;

@@ -11,6 +11,7 @@ use crate::executor::balance::resolve_split;
 use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, Measurement};
 use crate::executor::partition::Split;
+use crate::executor::net::{device_groups, mpi_line, mpi_summary, open_local, refuse_mpi};
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::write_file;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -99,6 +100,9 @@ fn software_note(groups: &[DeviceGroup]) -> Option<String> {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    if args.compare {
+        refuse_mpi("--compare (its one-device and solo runs)")?;
+    }
     args.input.check_outputs()?;
     check_output_path(args.trace.as_deref())?;
     check_output_path(args.svg.as_deref())?;
@@ -114,11 +118,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let placement = place_devices(&args.devices, 1)?;
     let schedule =
         Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
-    let gpus = placement.open()?;
-    let groups = gpus
-        .iter()
-        .map(|g| DeviceGroup::new(g))
-        .collect::<Result<Vec<_>>>()?;
+    let gpus = open_local(&placement, &args.devices)?;
+    let groups = device_groups(&gpus, placement.devices())?;
     let chosen = resolve_split(
         &args.split,
         &groups,
@@ -179,7 +180,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
         Compare {
             one_device_ms: one_ms,
-            one_device: groups[fastest.map_or(0, |(d, _)| d)].label(),
+            one_device: run.timeline.device_names[fastest.map_or(0, |(d, _)| d)].clone(),
             one_device_measured: false,
             speedup: one_ms / meas.wall_ms,
             controls: None,
@@ -208,9 +209,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
         v["microbatch_sequences"] = serde_json::json!(run.microbatch_sequences);
         v["compare"] = serde_json::to_value(&compare).expect("compare serializes");
         v["split"] = serde_json::to_value(&chosen).expect("split serializes");
+        if let Some(m) = mpi_summary() {
+            v["mpi"] = m;
+        }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print_report(&meas, &run.timeline.device_names, &schedule);
+        if let Some(line) = mpi_line() {
+            println!("{line}");
+        }
         print_compare(&compare);
     }
     Ok(())

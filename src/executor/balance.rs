@@ -31,7 +31,7 @@ use super::measure::median;
 use super::partition::{partition, Split};
 use super::plan::{Incoming, Plan, Step};
 use super::program::Gpt2Forward;
-use super::{run_plan, DeviceGroup, InProcess};
+use super::{run_plan, DeviceGroup, Net};
 use crate::action::{Action, Kind};
 use crate::error::{Error, Result};
 use crate::io::random_input_ids;
@@ -529,7 +529,7 @@ pub fn profile_layers(
     let plan = super::corun::without_messages(&Plan {
         devices: vec![full.clone(); groups.len()],
     });
-    let (_, timeline, _, _) = run_plan(groups, &plan, &InProcess::new(groups.len()), |_, gpu| {
+    let (_, timeline, _, _) = run_plan(groups, &plan, &Net::new(groups.len())?, |_, gpu| {
         Ok(Fed::new(
             Gpt2Forward::new(
                 gpu,

@@ -147,6 +147,13 @@ impl<P: StageProgram> StageProgram for Fed<P> {
     fn finish(self, gpu: &Gpu) -> Result<Self::Output> {
         self.inner.finish(gpu)
     }
+
+    fn output_to_bytes(o: &Self::Output) -> Option<Vec<u8>> {
+        P::output_to_bytes(o)
+    }
+    fn output_from_bytes(b: &[u8]) -> Option<Self::Output> {
+        P::output_from_bytes(b)
+    }
 }
 
 /// Run both controls of `schedule` over `groups`: device `d`'s program is

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{run_programs, DeviceGroup, InProcess, TransferRecord};
+use super::{run_programs, DeviceGroup, Net, TransferRecord};
 use crate::action::{Action, Kind, Product};
 use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
@@ -507,6 +507,13 @@ impl StageProgram for Gpt2Decode<'_> {
             .collect::<Result<Vec<_>>>()
             .map(|ids| (kv, ids, logits))
     }
+
+    fn output_to_bytes(o: &Self::Output) -> Option<Vec<u8>> {
+        Some(super::wire::to_bytes(o))
+    }
+    fn output_from_bytes(b: &[u8]) -> Option<Self::Output> {
+        super::wire::from_bytes(b)
+    }
 }
 
 /// What a generation produced and how long it took.
@@ -545,7 +552,7 @@ pub fn generate(
     let schedule = Schedule::decode(p, layout.groups(), layout.steps)?;
     let parts = partition(cfg.n_layer, schedule.stages(), split)?;
     let (outputs, timeline, wall_s, transfers) =
-        run_programs(groups, &schedule, &InProcess::new(p), |d, gpu| {
+        run_programs(groups, &schedule, &Net::new(p)?, |d, gpu| {
             let held = vec![(d, w.stage(&parts[d]))];
             Gpt2Decode::new(gpu, &held, p, &layout, job, sink.clone())
         })?;

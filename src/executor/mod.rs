@@ -19,11 +19,15 @@ pub mod balance;
 pub mod corun;
 pub mod decode;
 pub mod measure;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod net;
 pub mod partition;
 pub mod plan;
 pub mod program;
 pub mod train;
 pub mod transport;
+mod wire;
 mod worker;
 
 #[cfg(test)]
@@ -41,6 +45,7 @@ use crate::trace::{Event, Timeline, Track};
 
 pub use plan::Plan;
 pub use program::{Gpt2Forward, StageProgram};
+pub use net::Net;
 pub use transport::{Control, InProcess, Transport};
 pub use worker::TransferRecord;
 
@@ -135,7 +140,7 @@ pub fn run_inference(
 ) -> Result<PipelineRun> {
     let job = Inference::prepare(w, tokens, schedule, opts)?;
     let (outputs, timeline, wall_s, transfers) =
-        run_programs(groups, schedule, &InProcess::new(groups.len()), |d, gpu| {
+        run_programs(groups, schedule, &Net::new(groups.len())?, |d, gpu| {
             Gpt2Forward::new(gpu, &job.held(w, schedule, d), &job.mbs)
         })?;
     let row = tokens.seq * w.config.vocab_size;
@@ -253,13 +258,15 @@ where
     }
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let outcomes = std::thread::scope(|scope| {
-        for (d, g) in groups.iter().enumerate() {
+        // Under MPI only this rank's device runs here.
+        for (d, g) in groups.iter().enumerate().filter(|(d, _)| net.local(*d)) {
             let gpu = g.lead();
             scope.spawn(move || transport::poll_until(&gpu.device, &|| net.finished(d)));
         }
         let handles: Vec<_> = groups
             .iter()
             .enumerate()
+            .filter(|(d, _)| net.local(*d))
             .map(|(d, g)| {
                 let (errors, make) = (&errors, &make);
                 scope.spawn(move || {
@@ -285,14 +292,17 @@ where
                         }
                     };
                     net.finish(d);
-                    out
+                    (d, out)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(None))
-            .collect::<Vec<_>>()
+        let mut outcomes: Vec<Option<_>> = (0..groups.len()).map(|_| None).collect();
+        for h in handles {
+            if let Ok((d, out)) = h.join() {
+                outcomes[d] = out;
+            }
+        }
+        outcomes
     });
     if let Some(e) = errors
         .into_inner()
@@ -302,15 +312,13 @@ where
     {
         return Err(e);
     }
-    let outcomes = outcomes
-        .into_iter()
-        .map(|o| o.ok_or_else(|| Error::Other("a device stopped without saying why".into())))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(assemble(groups, outcomes))
+    let names = groups.iter().map(DeviceGroup::label).collect();
+    let (outcomes, names) = wire::gather::<P>(net, names, outcomes)?;
+    Ok(assemble(names, outcomes))
 }
 
 /// The devices' outcomes on one timeline.
-fn assemble<O>(groups: &[DeviceGroup], outcomes: Vec<worker::Outcome<O>>) -> Ran<O> {
+fn assemble<O>(device_names: Vec<String>, outcomes: Vec<worker::Outcome<O>>) -> Ran<O> {
     let mut events: Vec<Event> = Vec::new();
     let mut transfers = Vec::new();
     let mut outputs = Vec::new();
@@ -349,7 +357,7 @@ fn assemble<O>(groups: &[DeviceGroup], outcomes: Vec<worker::Outcome<O>>) -> Ran
     }));
     events.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
     let timeline = Timeline {
-        device_names: groups.iter().map(DeviceGroup::label).collect(),
+        device_names,
         events,
         clock: clock.into(),
     };

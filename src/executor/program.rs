@@ -45,6 +45,15 @@ pub trait StageProgram {
 
     /// After the last action has completed: read the results back.
     fn finish(self, gpu: &Gpu) -> Result<Self::Output>;
+
+    /// Under MPI: the output as bytes for the other ranks, and back
+    /// (`super::wire`). `None`: this program's output cannot cross processes.
+    fn output_to_bytes(_o: &Self::Output) -> Option<Vec<u8>> {
+        None
+    }
+    fn output_from_bytes(_b: &[u8]) -> Option<Self::Output> {
+        None
+    }
 }
 
 /// GPT-2 inference on the stages one device holds: each `F` runs a stage's
@@ -139,5 +148,12 @@ impl StageProgram for Gpt2Forward<'_> {
                 Ok((m, stage.strip_logits(&padded)))
             })
             .collect()
+    }
+
+    fn output_to_bytes(o: &Self::Output) -> Option<Vec<u8>> {
+        Some(super::wire::to_bytes(o))
+    }
+    fn output_from_bytes(b: &[u8]) -> Option<Self::Output> {
+        super::wire::from_bytes(b)
     }
 }

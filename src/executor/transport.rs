@@ -52,6 +52,19 @@ pub trait Control: Sync {
     /// Device `d`'s thread has ended (successfully or not).
     fn finish(&self, d: usize);
     fn finished(&self, d: usize) -> bool;
+
+    /// Whether device `d` runs in this process: all do in-process; under
+    /// MPI only this rank's (`super::mpi`).
+    fn local(&self, _d: usize) -> bool {
+        true
+    }
+
+    /// Across processes: every process's `mine`, in rank order, on every
+    /// process (collective: each calls it once per run, after its devices
+    /// finish). In-process there is only this one.
+    fn exchange(&self, mine: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+        Ok(vec![mine])
+    }
 }
 
 /// Moving a product's bytes between devices.

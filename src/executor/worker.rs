@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::trace::{Event, Track};
 
 /// A message moved between two devices, as the consumer saw it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TransferRecord {
     pub product: Product,
     pub producer: Action,
