@@ -526,7 +526,7 @@ impl Control for MpiNet {
 impl Transport for MpiNet {
     fn send(&self, _from: usize, to: usize, product: Product, staging: &wgpu::Buffer, bytes: u64) {
         if let Some(FailTest::Kill) = self.fail_test {
-            eprintln!("rank {}: WGPIPE_MPI_TEST_KILL_RANK: dying at the send of {product}", self.rank);
+            report(&format!("rank {}: WGPIPE_MPI_TEST_KILL_RANK: dying at the send of {product}", self.rank));
             std::process::abort();
         }
         let (tx, rx) = mpsc::channel();
