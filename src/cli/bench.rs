@@ -28,6 +28,8 @@ pub enum BenchWhat {
     Bubble(BubbleArgs),
     /// Pipelined KV-cache decoding: TTFT, TPOT, ITL and tokens/s for P devices and G groups in flight.
     Decode(super::bench_decode::DecodeBenchArgs),
+    /// Every layout P x T of N devices (pipeline x tensor parallel) on the same work: the seed's PP-vs-TP table, measured.
+    Layouts(super::bench_layouts::LayoutsBenchArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -84,6 +86,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let a = match &args.what {
         BenchWhat::Bubble(a) => a,
         BenchWhat::Decode(a) => return super::bench_decode::run(a),
+        BenchWhat::Layouts(a) => return super::bench_layouts::run(a),
     };
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;

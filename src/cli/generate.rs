@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::cli::model_args::{check_output_path, ModelArgs};
-use crate::device::place_devices;
+use crate::cli::model_args::{check_output_path, place, ModelArgs, TP_HELP};
 use crate::error::{Error, Result};
 use crate::executor::balance::resolve_split;
 use crate::executor::decode::{generate, stop_at_eos, DecodeJob, DecodeMetrics, TokenSink};
@@ -51,6 +50,8 @@ pub struct GenerateArgs {
     /// Pipeline devices: a count or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "1")]
     pub devices: String,
+    #[arg(long, default_value_t = 1, help = TP_HELP)]
+    pub tp: usize,
     /// Layers per stage: auto (profile each layer kind at the decode
     /// step's shape), even, or counts like 7,5.
     #[arg(long, default_value = "auto")]
@@ -145,7 +146,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             ))
         }
     };
-    let placement = place_devices(&args.devices, 1)?;
+    let placement = place(&args.devices, args.tp, &w.config)?;
     let p = placement.devices();
     let groups_n = args.groups.unwrap_or(p.min(prompts.len()));
     let job = DecodeJob {

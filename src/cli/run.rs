@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
-use crate::device::place_devices;
+use crate::cli::model_args::{check_output_path, place, InputArgs, ModelArgs, TP_HELP};
 use crate::error::Result;
 use crate::executor::accounting::{account, Inputs, Losses};
 use crate::executor::balance::resolve_split;
@@ -25,6 +24,8 @@ pub struct RunArgs {
     /// Pipeline devices: a count (one per physical adapter, cycling) or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "2")]
     pub devices: String,
+    #[arg(long, default_value_t = 1, help = TP_HELP)]
+    pub tp: usize,
     /// Microbatches M the batch is split into (default: one per sequence; 4 random sequences without --batch or --input-ids).
     #[arg(long)]
     pub microbatches: Option<usize>,
@@ -111,7 +112,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let tokens = input.tokens(&w.config, args.model.seed)?;
     let m = args.microbatches.unwrap_or(tokens.batch);
-    let placement = place_devices(&args.devices, 1)?;
+    let placement = place(&args.devices, args.tp, &w.config)?;
     let schedule =
         Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
     let gpus = placement.open()?;
