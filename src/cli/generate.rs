@@ -88,11 +88,16 @@ struct Report {
     #[serde(flatten)]
     metrics: DecodeMetrics,
     devices: usize,
+    /// Gpus per pipeline stage (tensor-parallel degree).
+    tp: usize,
     groups: usize,
     device_names: Vec<String>,
     max_new_tokens: usize,
-    /// KV-cache bytes per device (only the layers each device holds).
+    /// KV-cache bytes per Gpu (only the layers each stage holds; under
+    /// tensor parallelism only each rank's heads), device × T + rank.
     kv_bytes: Vec<u64>,
+    /// Weight bytes per Gpu, in the same order.
+    weight_bytes: Vec<u64>,
     split: Vec<usize>,
     /// The decode schedule's bubble: measured, and simulated with the
     /// measured median pass per stage.
@@ -246,10 +251,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .collect(),
         metrics,
         devices: p,
+        tp: args.tp,
         groups: groups_n,
         device_names: gen.timeline.device_names.clone(),
         max_new_tokens: args.max_new_tokens,
         kv_bytes: gen.kv_bytes.clone(),
+        weight_bytes: gen.weight_bytes.clone(),
         split: chosen.split.clone(),
         bubble_measured: pipeline.bubble_measured,
         bubble_simulated: pipeline.bubble_simulated,

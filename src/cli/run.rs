@@ -149,7 +149,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         // fastest by the profile, else the first).
         let one = Schedule::for_inference(crate::schedule::ScheduleKind::Gpipe, 1, m, 1)?;
         let d = fastest.map_or(0, |(d, _)| d);
-        let single = run_inference(&groups[d..=d], &w, &tokens, &one, &Options::default())?;
+        // One Gpu: under tensor parallelism, the group's first.
+        let alone = [DeviceGroup::single(groups[d].lead())];
+        let single = run_inference(&alone, &w, &tokens, &one, &Options::default())?;
         let controls = inference_controls(&groups, &w, &tokens, &schedule, &opts)?;
         let one_ms = single.wall_s * 1e3;
         let speedup = one_ms / meas.wall_ms;
@@ -164,7 +166,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         })?;
         Compare {
             one_device_ms: one_ms,
-            one_device: groups[d].label(),
+            one_device: alone[0].label(),
             one_device_measured: true,
             speedup,
             controls: Some(controls),
@@ -207,11 +209,21 @@ pub fn run(args: &RunArgs) -> Result<()> {
         v["batch"] = serde_json::json!(tokens.batch);
         v["seq"] = serde_json::json!(tokens.seq);
         v["microbatch_sequences"] = serde_json::json!(run.microbatch_sequences);
+        v["tp"] = serde_json::json!(args.tp);
+        v["all_reduce_bytes"] = serde_json::json!(run.reduced_bytes);
         v["compare"] = serde_json::to_value(&compare).expect("compare serializes");
         v["split"] = serde_json::to_value(&chosen).expect("split serializes");
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print_report(&meas, &run.timeline.device_names, &schedule);
+        if args.tp > 1 {
+            println!(
+                "tensor parallel: {} Gpus per stage; all-reduces moved {} bytes through the host, messages {} bytes",
+                args.tp,
+                run.reduced_bytes,
+                run.bytes_moved()
+            );
+        }
         print_compare(&compare);
     }
     Ok(())

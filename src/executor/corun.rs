@@ -214,12 +214,13 @@ pub fn inference_controls(
     })
 }
 
-/// (device, action, µs) of every compute event with an action.
+/// (device, action, µs) of every compute event with an action (a
+/// tensor-parallel group's rank 0's, as the bubble counts them).
 fn action_times(t: &Timeline) -> Vec<(usize, Action, f64)> {
     t.events
         .iter()
         .filter_map(|e| match (e.track, e.action) {
-            (Track::Compute { device, .. }, Some(a)) => Some((device, a, e.duration_us())),
+            (Track::Compute { device, gpu: 0 }, Some(a)) => Some((device, a, e.duration_us())),
             _ => None,
         })
         .collect()
