@@ -50,10 +50,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any wgpu call: the Vulkan loader reads it when it loads.
     ensure_runtime_dir();
-    if matches!(
-        cli.command,
-        Command::Run(_) | Command::Generate(_) | Command::Train(_) | Command::Bench(_)
-    ) && std::env::var_os("LP_NUM_THREADS").is_none()
+    let pipelined = match &cli.command {
+        Command::Run(_) | Command::Generate(_) | Command::Train(_) | Command::Bench(_) => true,
+        Command::Forward(f) => f.tp > 1,
+        _ => false,
+    };
+    if pipelined && std::env::var_os("LP_NUM_THREADS").is_none()
     {
         // Mesa's software adapters read this once, when they load: one thread
         // per device lets pipeline devices run in parallel instead of sharing

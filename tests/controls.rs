@@ -41,18 +41,19 @@ fn a_plan_without_messages_computes_what_the_pipeline_does_on_one_device() {
     let mbs = Microbatches::split(&tokens, 3).unwrap();
     let parts = wgpipe::executor::partition::partition(8, 1, None).unwrap();
     let groups = [DeviceGroup::single(&g[0])];
-    let (outputs, timeline, _, transfers) = run_plan(
+    let ran = run_plan(
         &groups,
         &without_messages(&plan),
         &InProcess::new(1),
-        |_, gpu| {
+        |_, shard, gpu| {
             Ok(Fed::new(
-                Gpt2Forward::new(gpu, &[(0, w.stage(&parts[0]))], &mbs)?,
+                Gpt2Forward::new(gpu, shard, &[(0, w.stage(&parts[0]))], &mbs)?,
                 &plan.devices[0],
             ))
         },
     )
     .unwrap();
+    let (outputs, timeline, transfers) = (ran.outputs, ran.timeline, ran.transfers);
     let results: Vec<(usize, Vec<f32>)> = outputs.into_iter().flatten().collect();
     let row = tokens.seq * w.config.vocab_size;
     assert!(mbs.gather(&results, row) == want, "logits differ");

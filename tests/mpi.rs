@@ -138,7 +138,17 @@ fn same_logits(np: usize, flags: &[&str]) {
 #[test]
 fn run_over_two_ranks_gives_the_in_process_logits() {
     same_logits(2, &["--microbatches", "4", "--split", "even"]);
-    same_logits(2, &["--microbatches", "4", "--schedule", "interleaved", "--virtual", "2"]);
+    same_logits(
+        2,
+        &[
+            "--microbatches",
+            "4",
+            "--schedule",
+            "interleaved",
+            "--virtual",
+            "2",
+        ],
+    );
 }
 
 #[test]
@@ -172,7 +182,10 @@ fn same_tokens(np: usize) {
     let mut a = args.to_vec();
     a.extend(["--ids-out", path(&remote)]);
     let there: Value = serde_json::from_str(&ok(&mpirun(np, &a, &[]))).unwrap();
-    assert_eq!(std::fs::read(&local).unwrap(), std::fs::read(&remote).unwrap());
+    assert_eq!(
+        std::fs::read(&local).unwrap(),
+        std::fs::read(&remote).unwrap()
+    );
     assert_eq!(here["sequences"], there["sequences"], "{np} ranks");
     assert_eq!(there["mpi"]["ranks"], np);
 }
@@ -187,12 +200,28 @@ fn generate_over_two_and_four_ranks_gives_the_in_process_tokens() {
 fn a_failing_rank_ends_the_job_naming_rank_device_stage_and_action() {
     let out = mpirun(
         2,
-        &["run", "--model", "tiny", "--devices", "2", "--microbatches", "2", "--split", "even"],
+        &[
+            "run",
+            "--model",
+            "tiny",
+            "--devices",
+            "2",
+            "--microbatches",
+            "2",
+            "--split",
+            "even",
+        ],
         &[("WGPIPE_MPI_TEST_FAIL_RANK", "1")],
     );
     fails_with(
         &out,
-        &["rank 1 of 2", "device 1", "stage 1", "action 1F0", "on purpose"],
+        &[
+            "rank 1 of 2",
+            "device 1",
+            "stage 1",
+            "action 1F0",
+            "on purpose",
+        ],
     );
 }
 
@@ -200,7 +229,17 @@ fn a_failing_rank_ends_the_job_naming_rank_device_stage_and_action() {
 fn a_rank_that_dies_ends_the_job() {
     let out = mpirun(
         2,
-        &["run", "--model", "tiny", "--devices", "2", "--microbatches", "2", "--split", "even"],
+        &[
+            "run",
+            "--model",
+            "tiny",
+            "--devices",
+            "2",
+            "--microbatches",
+            "2",
+            "--split",
+            "even",
+        ],
         &[("WGPIPE_MPI_TEST_KILL_RANK", "0")],
     );
     // mpirun names the rank that died; rank 0 is schedule device 0.
@@ -210,7 +249,10 @@ fn a_rank_that_dies_ends_the_job() {
 #[test]
 fn more_ranks_than_devices_is_refused() {
     let out = mpirun(3, &["run", "--model", "tiny", "--devices", "2"], &[]);
-    fails_with(&out, &["gives 2 pipeline devices but mpirun started 3 ranks"]);
+    fails_with(
+        &out,
+        &["gives 2 pipeline devices but mpirun started 3 ranks"],
+    );
 }
 
 #[test]
@@ -225,7 +267,17 @@ fn mpi_outside_mpirun_and_unsupported_commands_are_refused() {
 fn bench_hop_moves_every_message_across_ranks() {
     let out = mpirun(
         2,
-        &["bench", "hop", "--bytes", "4K,1M", "--repeat", "3", "--pace-ms", "1", "--json"],
+        &[
+            "bench",
+            "hop",
+            "--bytes",
+            "4K,1M",
+            "--repeat",
+            "3",
+            "--pace-ms",
+            "1",
+            "--json",
+        ],
         &[],
     );
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();

@@ -30,6 +30,8 @@ pub enum BenchWhat {
     Decode(super::bench_decode::DecodeBenchArgs),
     /// One hop between two devices by message size: in-process, or across two MPI ranks (--transport mpi).
     Hop(super::bench_hop::HopArgs),
+    /// Every layout P x T of N devices (pipeline x tensor parallel) on the same work: the seed's PP-vs-TP table, measured.
+    Layouts(super::bench_layouts::LayoutsBenchArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -87,6 +89,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchWhat::Bubble(a) => a,
         BenchWhat::Decode(a) => return super::bench_decode::run(a),
         BenchWhat::Hop(a) => return super::bench_hop::run(a),
+        BenchWhat::Layouts(a) => return super::bench_layouts::run(a),
     };
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;

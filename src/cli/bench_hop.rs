@@ -16,7 +16,7 @@ use crate::device::{place_devices, Gpu};
 use crate::error::Result;
 use crate::executor::measure::median;
 use crate::executor::net::{device_groups, is_root, open_local};
-use crate::executor::{run_programs, Net, StageProgram};
+use crate::executor::{run_programs, ActionEncoder, Net, StageProgram};
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trace::Track;
 
@@ -76,7 +76,7 @@ impl StageProgram for Hop {
     fn output(&self, _producer: Action) -> &wgpu::Buffer {
         &self.x
     }
-    fn encode(&mut self, _gpu: &Gpu, a: Action, _enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    fn encode(&mut self, _gpu: &Gpu, a: Action, _enc: &mut ActionEncoder) -> Result<()> {
         if a.stage == 0 {
             std::thread::sleep(self.pace);
         }
@@ -125,13 +125,14 @@ pub fn run(args: &HopArgs) -> Result<()> {
     let mut names = Vec::new();
     for &bytes in &sizes {
         let pace = Duration::from_millis(args.pace_ms);
-        let (_, timeline, _, _) = run_programs(&groups, &schedule, &Net::new(2)?, |_, gpu| {
+        let timeline = run_programs(&groups, &schedule, &Net::new(2)?, |_, _, gpu| {
             Ok(Hop {
                 x: crate::device::zeros(gpu, "hop", (bytes as usize).div_ceil(4)),
                 bytes,
                 pace,
             })
-        })?;
+        })?
+        .timeline;
         let ms: Vec<f64> = timeline
             .events
             .iter()

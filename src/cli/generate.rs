@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::cli::model_args::{check_output_path, ModelArgs};
-use crate::device::place_devices;
-use crate::executor::net::{device_groups, mpi_line, mpi_rank, mpi_summary, open_local};
+use crate::cli::model_args::{check_output_path, place, ModelArgs, TP_HELP};
 use crate::error::{Error, Result};
 use crate::executor::balance::resolve_split;
 use crate::executor::decode::{generate, stop_at_eos, DecodeJob, DecodeMetrics, TokenSink};
 use crate::executor::measure::{measure_timeline, Measurement};
+use crate::executor::net::{device_groups, mpi_line, mpi_rank, mpi_summary, open_local};
 use crate::executor::partition::Split;
 use crate::io::{self, write_file};
 use crate::sampling::SampleSettings;
@@ -51,6 +50,8 @@ pub struct GenerateArgs {
     /// Pipeline devices: a count or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "1")]
     pub devices: String,
+    #[arg(long, default_value_t = 1, help = TP_HELP)]
+    pub tp: usize,
     /// Layers per stage: auto (profile each layer kind at the decode
     /// step's shape), even, or counts like 7,5.
     #[arg(long, default_value = "auto")]
@@ -87,11 +88,16 @@ struct Report {
     #[serde(flatten)]
     metrics: DecodeMetrics,
     devices: usize,
+    /// Gpus per pipeline stage (tensor-parallel degree).
+    tp: usize,
     groups: usize,
     device_names: Vec<String>,
     max_new_tokens: usize,
-    /// KV-cache bytes per device (only the layers each device holds).
+    /// KV-cache bytes per Gpu (only the layers each stage holds; under
+    /// tensor parallelism only each rank's heads), device × T + rank.
     kv_bytes: Vec<u64>,
+    /// Weight bytes per Gpu, in the same order.
+    weight_bytes: Vec<u64>,
     split: Vec<usize>,
     /// The decode schedule's bubble: measured, and simulated with the
     /// measured median pass per stage.
@@ -145,7 +151,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             ))
         }
     };
-    let placement = place_devices(&args.devices, 1)?;
+    let placement = place(&args.devices, args.tp, &w.config)?;
     let p = placement.devices();
     let groups_n = args.groups.unwrap_or(p.min(prompts.len()));
     let job = DecodeJob {
@@ -243,10 +249,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .collect(),
         metrics,
         devices: p,
+        tp: args.tp,
         groups: groups_n,
         device_names: gen.timeline.device_names.clone(),
         max_new_tokens: args.max_new_tokens,
         kv_bytes: gen.kv_bytes.clone(),
+        weight_bytes: gen.weight_bytes.clone(),
         split: chosen.split.clone(),
         bubble_measured: pipeline.bubble_measured,
         bubble_simulated: pipeline.bubble_simulated,

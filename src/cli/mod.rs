@@ -4,6 +4,7 @@ pub mod adapters;
 pub mod bench;
 pub mod bench_decode;
 pub mod bench_hop;
+pub mod bench_layouts;
 pub mod forward;
 pub mod generate;
 pub mod model_args;

@@ -135,3 +135,18 @@ pub fn check_output_path(path: Option<&std::path::Path>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Help for every command's `--tp`.
+pub const TP_HELP: &str = "Tensor-parallel degree T: each pipeline stage spans T devices (Megatron's split: attention by heads, the MLP by columns then rows, the vocabulary for the embedding and head; two all-reduces per block). --devices then names P x T Gpus, stage-major: --tp 4 --devices 8 is 4-way TP x 2-way PP";
+
+/// `--devices` placed into groups of `--tp` Gpus, after checking that the
+/// model splits T ways (before any device is opened).
+pub fn place(devices: &str, tp: usize, cfg: &Gpt2Config) -> Result<crate::device::Placement> {
+    crate::model::shard::check_degree(cfg, tp)?;
+    crate::device::place_devices(devices, tp).map_err(|e| match e {
+        crate::Error::Input(msg) if tp > 1 && msg.contains("groups of") => crate::Error::Input(
+            format!("{msg}: with --tp {tp}, --devices must name P x {tp} Gpus (a count or a list)"),
+        ),
+        e => e,
+    })
+}

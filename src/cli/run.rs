@@ -3,15 +3,14 @@
 
 use std::path::PathBuf;
 
-use crate::cli::model_args::{check_output_path, InputArgs, ModelArgs};
-use crate::device::place_devices;
+use crate::cli::model_args::{check_output_path, place, InputArgs, ModelArgs, TP_HELP};
 use crate::error::Result;
 use crate::executor::accounting::{account, Inputs, Losses};
 use crate::executor::balance::resolve_split;
 use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, Measurement};
-use crate::executor::partition::Split;
 use crate::executor::net::{device_groups, mpi_line, mpi_summary, open_local, refuse_mpi};
+use crate::executor::partition::Split;
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::write_file;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -26,6 +25,8 @@ pub struct RunArgs {
     /// Pipeline devices: a count (one per physical adapter, cycling) or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "2")]
     pub devices: String,
+    #[arg(long, default_value_t = 1, help = TP_HELP)]
+    pub tp: usize,
     /// Microbatches M the batch is split into (default: one per sequence; 4 random sequences without --batch or --input-ids).
     #[arg(long)]
     pub microbatches: Option<usize>,
@@ -115,7 +116,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let tokens = input.tokens(&w.config, args.model.seed)?;
     let m = args.microbatches.unwrap_or(tokens.batch);
-    let placement = place_devices(&args.devices, 1)?;
+    let placement = place(&args.devices, args.tp, &w.config)?;
     let schedule =
         Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
     let gpus = open_local(&placement, &args.devices)?;
@@ -149,7 +150,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         // fastest by the profile, else the first).
         let one = Schedule::for_inference(crate::schedule::ScheduleKind::Gpipe, 1, m, 1)?;
         let d = fastest.map_or(0, |(d, _)| d);
-        let single = run_inference(&groups[d..=d], &w, &tokens, &one, &Options::default())?;
+        // One Gpu: under tensor parallelism, the group's first.
+        let alone = [DeviceGroup::single(groups[d].lead())];
+        let single = run_inference(&alone, &w, &tokens, &one, &Options::default())?;
         let controls = inference_controls(&groups, &w, &tokens, &schedule, &opts)?;
         let one_ms = single.wall_s * 1e3;
         let speedup = one_ms / meas.wall_ms;
@@ -164,7 +167,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         })?;
         Compare {
             one_device_ms: one_ms,
-            one_device: groups[d].label(),
+            one_device: alone[0].label(),
             one_device_measured: true,
             speedup,
             controls: Some(controls),
@@ -207,6 +210,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
         v["batch"] = serde_json::json!(tokens.batch);
         v["seq"] = serde_json::json!(tokens.seq);
         v["microbatch_sequences"] = serde_json::json!(run.microbatch_sequences);
+        v["tp"] = serde_json::json!(args.tp);
+        v["all_reduce_bytes"] = serde_json::json!(run.reduced_bytes);
         v["compare"] = serde_json::to_value(&compare).expect("compare serializes");
         v["split"] = serde_json::to_value(&chosen).expect("split serializes");
         if let Some(m) = mpi_summary() {
@@ -217,6 +222,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         print_report(&meas, &run.timeline.device_names, &schedule);
         if let Some(line) = mpi_line() {
             println!("{line}");
+        }
+        if args.tp > 1 {
+            println!(
+                "tensor parallel: {} Gpus per stage; all-reduces moved {} bytes through the host, messages {} bytes",
+                args.tp,
+                run.reduced_bytes,
+                run.bytes_moved()
+            );
         }
         print_compare(&compare);
     }

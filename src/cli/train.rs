@@ -51,6 +51,9 @@ pub struct TrainArgs {
     /// Pipeline devices: a count or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "2")]
     pub devices: String,
+    /// Tensor-parallel degree; training runs with 1 only (see `wgpipe run --help`).
+    #[arg(long, default_value_t = 1)]
+    pub tp: usize,
     /// Microbatches M per step (default: one per sequence).
     #[arg(long)]
     pub microbatches: Option<usize>,
@@ -278,6 +281,12 @@ impl Batches<'_> {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if args.tp != 1 {
+        return Err(Error::Input(format!(
+            "--tp {}: tensor parallelism is not implemented for training (its backward would all-reduce each split block's input gradient); train with --tp 1, or use --tp with run, forward or generate",
+            args.tp
+        )));
+    }
     let opt = args.check()?;
     let w = args.model.load()?;
     let cfg = &w.config;

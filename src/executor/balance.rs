@@ -529,21 +529,24 @@ pub fn profile_layers(
     let plan = super::corun::without_messages(&Plan {
         devices: vec![full.clone(); groups.len()],
     });
-    let (_, timeline, _, _) = run_plan(groups, &plan, &Net::new(groups.len())?, |_, gpu| {
+    let net = Net::for_groups(groups)?;
+    let timeline = run_plan(groups, &plan, &net, |_, shard, gpu| {
         Ok(Fed::new(
             Gpt2Forward::new(
                 gpu,
+                shard,
                 &(0..3).map(|s| (s, w.stage(&parts[s]))).collect::<Vec<_>>(),
                 &mbs,
             )?,
             &full,
         ))
-    })?;
+    })?
+    .timeline;
     let kind_ms = |d: usize, k: usize| {
         let v = timeline
             .events
             .iter()
-            .filter(|e| matches!(e.track, Track::Compute { device, .. } if device == d))
+            .filter(|e| e.track == Track::compute(d))
             .filter(|e| e.action.is_some_and(|a| a.stage == k))
             .map(|e| e.duration_us())
             .collect();

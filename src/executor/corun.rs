@@ -24,12 +24,12 @@ use serde::Serialize;
 use super::measure::median;
 use super::plan::{Plan, Step};
 use super::program::{Gpt2Forward, StageProgram};
-use super::{run_plan, DeviceGroup, InProcess, Options};
+use super::{run_plan, ActionEncoder, DeviceGroup, InProcess, Options};
 use crate::action::{Action, Product};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
-use crate::model::Gpt2Weights;
+use crate::model::{Gpt2Weights, Shard};
 use crate::schedule::Schedule;
 use crate::trace::{Timeline, Track};
 
@@ -129,7 +129,7 @@ impl<P: StageProgram> StageProgram for Fed<P> {
         self.inner.output(producer)
     }
 
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> Result<()> {
         if let Some(products) = self.feeds.get(&a) {
             for &p in products {
                 let bytes = self.inner.message_bytes(p) as usize;
@@ -157,12 +157,12 @@ impl<P: StageProgram> StageProgram for Fed<P> {
 }
 
 /// Run both controls of `schedule` over `groups`: device `d`'s program is
-/// `make(d, gpu)`, fed fixed inputs where its messages were. The solo runs
+/// `make(d, shard, gpu)`, fed fixed inputs where its messages were. The solo runs
 /// go one device after the other, then the co-run.
 pub fn run_controls<P, F>(groups: &[DeviceGroup], schedule: &Schedule, make: F) -> Result<Controls>
 where
     P: StageProgram,
-    F: Fn(usize, &Gpu) -> Result<P> + Sync,
+    F: Fn(usize, Shard, &Gpu) -> Result<P> + Sync,
 {
     if groups.len() != schedule.devices {
         return Err(Error::Input(format!(
@@ -174,7 +174,8 @@ where
     crate::schedule::validate::validate(schedule)?;
     let plan = Plan::new(schedule);
     let bare = without_messages(&plan);
-    let fed = |d: usize, gpu: &Gpu| Ok(Fed::new(make(d, gpu)?, &plan.devices[d]));
+    let fed =
+        |d: usize, sh: Shard, gpu: &Gpu| Ok(Fed::new(make(d, sh, gpu)?, &plan.devices[d]));
     let stages = schedule.stages();
 
     let mut solo_events = Vec::new();
@@ -182,12 +183,11 @@ where
         let one = Plan {
             devices: vec![bare.devices[d].clone()],
         };
-        let (_, timeline, _, _) = run_plan(
-            std::slice::from_ref(g),
-            &one,
-            &InProcess::new(1),
-            |_, gpu| fed(d, gpu),
-        )?;
+        let solo = std::slice::from_ref(g);
+        let timeline = run_plan(solo, &one, &InProcess::for_groups(solo), |_, sh, gpu| {
+            fed(d, sh, gpu)
+        })?
+        .timeline;
         // The single-device run calls its device 0: put it back at d.
         solo_events.extend(
             action_times(&timeline)
@@ -195,7 +195,7 @@ where
                 .map(|(_, a, t)| (d, a, t)),
         );
     }
-    let (_, timeline, _, _) = run_plan(groups, &bare, &InProcess::new(groups.len()), fed)?;
+    let timeline = run_plan(groups, &bare, &InProcess::for_groups(groups), fed)?.timeline;
     let corun_events = action_times(&timeline);
 
     Ok(Controls {
@@ -216,17 +216,18 @@ pub fn inference_controls(
     opts: &Options,
 ) -> Result<Controls> {
     let job = super::Inference::prepare(w, tokens, schedule, opts)?;
-    run_controls(groups, schedule, |d, gpu| {
-        Gpt2Forward::new(gpu, &job.held(w, schedule, d), &job.mbs)
+    run_controls(groups, schedule, |d, shard, gpu| {
+        Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d), &job.mbs)
     })
 }
 
-/// (device, action, µs) of every compute event with an action.
+/// (device, action, µs) of every compute event with an action (a
+/// tensor-parallel group's rank 0's, as the bubble counts them).
 fn action_times(t: &Timeline) -> Vec<(usize, Action, f64)> {
     t.events
         .iter()
         .filter_map(|e| match (e.track, e.action) {
-            (Track::Compute { device, .. }, Some(a)) => Some((device, a, e.duration_us())),
+            (Track::Compute { device, gpu: 0 }, Some(a)) => Some((device, a, e.duration_us())),
             _ => None,
         })
         .collect()

@@ -23,15 +23,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{run_programs, DeviceGroup, Net, TransferRecord};
+use super::{run_programs, ActionEncoder, DeviceGroup, Net, TransferRecord};
 use crate::action::{Action, Kind, Product};
 use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
 use crate::executor::partition::partition;
 use crate::executor::program::StageProgram;
 use crate::kernels::{self as k, Dispatch};
-use crate::model::gpu::{GpuStage, KvCache, Mode, StageUpload};
-use crate::model::{Gpt2Weights, StageWeights};
+use crate::model::gpu::{GpuStage, KvCache, Mode, StageEncoder, StageUpload};
+use crate::model::{Gpt2Weights, Shard, StageWeights};
 use crate::sampling::{uniform, SampleSettings};
 use crate::schedule::Schedule;
 use crate::trace::{Timeline, Track};
@@ -201,11 +201,17 @@ pub struct Gpt2Decode<'a> {
     logits: Vec<wgpu::Buffer>,
     arrived: Arrived,
     sink: Option<TokenSink>,
+    weight_bytes: u64,
 }
 
 impl<'a> Gpt2Decode<'a> {
+    /// `shard`'s part of the stages `held` on `gpu` (a tensor-parallel
+    /// rank holds its heads' part of each block and of the KV cache; the
+    /// last stage's ranks sum their logits columns before sampling, so each
+    /// samples the same tokens).
     pub fn new(
         gpu: &Gpu,
+        shard: Shard,
         held: &[(usize, StageWeights)],
         stages_total: usize,
         layout: &'a Layout,
@@ -216,13 +222,15 @@ impl<'a> Gpt2Decode<'a> {
         let slots = layout.lens.len() + 1;
         let mut stages = BTreeMap::new();
         let mut sampler = None;
+        let mut weight_bytes = 0;
         let last = stages_total - 1;
         let next_ids: Vec<wgpu::Buffer> = (0..layout.groups())
             .map(|g| device::zeros(gpu, &format!("next ids group {g}"), per))
             .collect();
         for (s, w) in held {
-            let up = StageUpload::new(gpu, w)?;
-            let cache = KvCache::new(gpu, w.config, w.part.layers.len(), slots)?;
+            let up = StageUpload::shard(gpu, w, shard)?;
+            weight_bytes += up.bytes();
+            let cache = KvCache::new(gpu, w.config, shard, w.part.layers.len(), slots)?;
             let prefill = GpuStage::build(gpu, &up, per, layout.t_max, Mode::Prefill(&cache))?;
             let decode = GpuStage::build(gpu, &up, per, 1, Mode::Decode(&cache))?;
             if *s == last {
@@ -297,6 +305,7 @@ impl<'a> Gpt2Decode<'a> {
             logits,
             arrived: Arc::new(Mutex::new(vec![None; m])),
             sink,
+            weight_bytes,
         })
     }
 
@@ -323,7 +332,7 @@ impl StageProgram for Gpt2Decode<'_> {
     /// KV-cache bytes on the device and, when it holds the last stage, per
     /// microbatch the sampled ids of the group's members (and their logits
     /// with `keep_logits`).
-    type Output = (u64, Vec<Vec<u32>>, Vec<Vec<f32>>);
+    type Output = DecodeOutput;
 
     fn message_bytes(&self, p: Product) -> u64 {
         let (_, step) = self.split(p.microbatch);
@@ -355,7 +364,7 @@ impl StageProgram for Gpt2Decode<'_> {
         }
     }
 
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> Result<()> {
         if a.kind != Kind::F {
             return Err(Error::Input(format!(
                 "{a}: decoding runs forward actions only"
@@ -377,8 +386,12 @@ impl StageProgram for Gpt2Decode<'_> {
                 enc.copy_buffer_to_buffer(&self.next_ids[g], 0, ids, 0, (4 * layout.per) as u64);
             }
         }
-        prog.encode(enc);
+        prog.encode_in(enc)?;
         if a.stage == self.last {
+            if prog.shard.split() {
+                let logits = prog.logits.as_ref().expect("the last stage has the head");
+                enc.all_reduce(logits, prog.logits_bytes())?;
+            }
             let sm = self.sampler.as_ref().expect("the last stage samples");
             let which = usize::from(step > 0);
             let rows = layout.sample_rows(g, step);
@@ -465,9 +478,14 @@ impl StageProgram for Gpt2Decode<'_> {
     }
 
     fn finish(self, gpu: &Gpu) -> Result<Self::Output> {
-        let kv = self.kv_bytes();
+        let out = |sampled, logits| DecodeOutput {
+            kv_bytes: self.kv_bytes(),
+            weight_bytes: self.weight_bytes,
+            sampled,
+            logits,
+        };
         if self.sampler.is_none() {
-            return Ok((kv, Vec::new(), Vec::new()));
+            return Ok(out(Vec::new(), Vec::new()));
         }
         let v = self.stages[&self.last].decode.cfg.vocab_size;
         let logits = self
@@ -505,15 +523,39 @@ impl StageProgram for Gpt2Decode<'_> {
                 })
             })
             .collect::<Result<Vec<_>>>()
-            .map(|ids| (kv, ids, logits))
+            .map(|ids| out(ids, logits))
     }
 
     fn output_to_bytes(o: &Self::Output) -> Option<Vec<u8>> {
-        Some(super::wire::to_bytes(o))
+        let o = (
+            o.kv_bytes,
+            o.weight_bytes,
+            (o.sampled.clone(), o.logits.clone()),
+        );
+        Some(super::wire::to_bytes(&o))
     }
     fn output_from_bytes(b: &[u8]) -> Option<Self::Output> {
-        super::wire::from_bytes(b)
+        let (kv_bytes, weight_bytes, (sampled, logits)) = super::wire::from_bytes(b)?;
+        Some(DecodeOutput {
+            kv_bytes,
+            weight_bytes,
+            sampled,
+            logits,
+        })
     }
+}
+
+/// What one Gpu's [`Gpt2Decode`] hands back.
+pub struct DecodeOutput {
+    /// Bytes of the KV caches on the Gpu.
+    pub kv_bytes: u64,
+    /// Bytes of weights on the Gpu.
+    pub weight_bytes: u64,
+    /// With the last stage: per microbatch, the sampled ids of the group's
+    /// sequences.
+    pub sampled: Vec<Vec<u32>>,
+    /// With `keep_logits`: per microbatch, (per, V) logits rows.
+    pub logits: Vec<Vec<f32>>,
 }
 
 /// What a generation produced and how long it took.
@@ -528,8 +570,13 @@ pub struct Generation {
     pub timeline: Timeline,
     pub wall_s: f64,
     pub transfers: Vec<TransferRecord>,
-    /// KV-cache bytes per schedule device.
+    /// Bytes the tensor-parallel ranks moved through the host in all-reduces.
+    pub reduced_bytes: u64,
+    /// KV-cache bytes per Gpu: per schedule device, or per rank of each
+    /// device's tensor-parallel group (device × T + rank).
     pub kv_bytes: Vec<u64>,
+    /// Weight bytes per Gpu, in the same order.
+    pub weight_bytes: Vec<u64>,
     /// With `keep_logits`: per sequence, per new token, the V logits it was
     /// sampled from.
     pub logits: Vec<Vec<Vec<f32>>>,
@@ -551,13 +598,22 @@ pub fn generate(
     let p = groups.len();
     let schedule = Schedule::decode(p, layout.groups(), layout.steps)?;
     let parts = partition(cfg.n_layer, schedule.stages(), split)?;
+    super::check_groups(cfg, groups)?;
+    let tp = groups[0].tp();
+    let net = Net::for_groups(groups)?;
+    let ran = run_programs(groups, &schedule, &net, |d, shard, gpu| {
+        let held = vec![(d, w.stage(&parts[d]))];
+        // Every rank of the last stage samples the same tokens: rank 0 streams them.
+        let sink = sink.clone().filter(|_| shard.rank == 0);
+        Gpt2Decode::new(gpu, shard, &held, p, &layout, job, sink)
+    })?;
     let (outputs, timeline, wall_s, transfers) =
-        run_programs(groups, &schedule, &Net::new(p)?, |d, gpu| {
-            let held = vec![(d, w.stage(&parts[d]))];
-            Gpt2Decode::new(gpu, &held, p, &layout, job, sink.clone())
-        })?;
-    let kv_bytes = outputs.iter().map(|o| o.0).collect();
-    let (sampled, kept) = (&outputs[p - 1].1, &outputs[p - 1].2);
+        (ran.outputs, ran.timeline, ran.wall_s, ran.transfers);
+    let reduced_bytes = ran.reduced_bytes;
+    let kv_bytes = outputs.iter().map(|o| o.kv_bytes).collect();
+    let weight_bytes = outputs.iter().map(|o| o.weight_bytes).collect();
+    let last_rank0 = &outputs[(p - 1) * tp];
+    let (sampled, kept) = (&last_rank0.sampled, &last_rank0.logits);
     let v = cfg.vocab_size;
     let mut logits = vec![Vec::new(); job.prompts.len()];
     for (u, rows) in kept.iter().enumerate() {
@@ -569,7 +625,7 @@ pub fn generate(
     let end_of: std::collections::HashMap<usize, f64> = timeline
         .events
         .iter()
-        .filter(|e| matches!(e.track, Track::Compute { .. }))
+        .filter(|e| matches!(e.track, Track::Compute { gpu: 0, .. }))
         .filter_map(|e| {
             e.action
                 .filter(|a| a.stage == last)
@@ -598,7 +654,9 @@ pub fn generate(
         timeline,
         wall_s,
         transfers,
+        reduced_bytes,
         kv_bytes,
+        weight_bytes,
         logits,
         schedule,
     })

@@ -18,6 +18,7 @@ pub mod accounting;
 pub mod balance;
 pub mod corun;
 pub mod decode;
+mod encoder;
 pub mod measure;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -39,19 +40,20 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
-use crate::model::{Gpt2Weights, StageWeights};
+use crate::model::{Gpt2Weights, Shard, StageWeights};
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::{Event, Timeline, Track};
 
+pub use encoder::ActionEncoder;
+pub use net::Net;
 pub use plan::Plan;
 pub use program::{Gpt2Forward, StageProgram};
-pub use net::Net;
-pub use transport::{Control, InProcess, Transport};
+pub use transport::{Collective, Control, InProcess, Transport};
 pub use worker::TransferRecord;
 
-/// The Gpus of one schedule device (one row of the schedule). One Gpu
-/// today; under tensor parallelism a stage spans several, and its program
-/// inserts the collectives between its segments.
+/// The Gpus of one schedule device (one row of the schedule): one, or under
+/// tensor parallelism T of them, each running a rank's shard of the
+/// device's stages with the all-reduces between their segments.
 #[derive(Clone, Copy)]
 pub struct DeviceGroup<'a> {
     gpus: &'a [Gpu],
@@ -77,9 +79,14 @@ impl<'a> DeviceGroup<'a> {
         self.gpus
     }
 
-    /// The Gpu that owns the group's message buffers and timestamps.
+    /// Rank 0's Gpu.
     pub fn lead(&self) -> &'a Gpu {
         &self.gpus[0]
+    }
+
+    /// Tensor-parallel degree: the Gpus in the group.
+    pub fn tp(&self) -> usize {
+        self.gpus.len()
     }
 
     /// `vulkan:0 (llvmpipe …)`, joined with `+` for a group.
@@ -107,6 +114,9 @@ pub struct PipelineRun {
     pub microbatch_sequences: usize,
     /// Every message moved between two devices.
     pub transfers: Vec<TransferRecord>,
+    /// Bytes the tensor-parallel ranks moved through the host in
+    /// all-reduces (each rank's partials out and sums back).
+    pub reduced_bytes: u64,
 }
 
 impl PipelineRun {
@@ -139,19 +149,48 @@ pub fn run_inference(
     opts: &Options,
 ) -> Result<PipelineRun> {
     let job = Inference::prepare(w, tokens, schedule, opts)?;
-    let (outputs, timeline, wall_s, transfers) =
-        run_programs(groups, schedule, &Net::new(groups.len())?, |d, gpu| {
-            Gpt2Forward::new(gpu, &job.held(w, schedule, d), &job.mbs)
-        })?;
+    check_groups(&w.config, groups)?;
+    let ran = run_programs(
+        groups,
+        schedule,
+        &Net::for_groups(groups)?,
+        |d, shard, gpu| Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d), &job.mbs),
+    )?;
     let row = tokens.seq * w.config.vocab_size;
-    let results: Vec<(usize, Vec<f32>)> = outputs.into_iter().flatten().collect();
+    // The ranks' logits of a microbatch add up to the whole (each holds its
+    // vocabulary range; zeros elsewhere).
+    let mut results: std::collections::BTreeMap<usize, Vec<f32>> = Default::default();
+    for (m, l) in ran.outputs.into_iter().flatten() {
+        match results.get_mut(&m) {
+            Some(sum) => sum.iter_mut().zip(&l).for_each(|(s, x)| *s += x),
+            None => {
+                results.insert(m, l);
+            }
+        }
+    }
+    let results: Vec<(usize, Vec<f32>)> = results.into_iter().collect();
     Ok(PipelineRun {
         logits: job.mbs.gather(&results, row),
-        timeline,
-        wall_s,
+        timeline: ran.timeline,
+        wall_s: ran.wall_s,
         microbatch_sequences: job.mbs.per,
-        transfers,
+        transfers: ran.transfers,
+        reduced_bytes: ran.reduced_bytes,
     })
+}
+
+/// Tensor-parallel groups must all be of one size that splits the model
+/// (heads, MLP width, vocabulary).
+pub fn check_groups(cfg: &crate::model::Gpt2Config, groups: &[DeviceGroup]) -> Result<()> {
+    let tp = groups.first().map_or(1, DeviceGroup::tp);
+    if let Some(g) = groups.iter().find(|g| g.tp() != tp) {
+        return Err(Error::Input(format!(
+            "device group {} has {} Gpus but the first has {tp}: every stage needs the same tensor-parallel degree",
+            g.label(),
+            g.tp()
+        )));
+    }
+    crate::model::shard::check_degree(cfg, tp)
 }
 
 /// GPT-2 inference over a schedule, checked once: each stage's layers and
@@ -197,14 +236,25 @@ impl Inference {
     }
 }
 
-/// What [`run_programs`] hands back: each device's program output, the
-/// timeline, the wall seconds and the transfers.
-pub type Ran<O> = (Vec<O>, Timeline, f64, Vec<TransferRecord>);
+/// What [`run_programs`] hands back.
+pub struct Ran<O> {
+    /// Each thread's program output, by endpoint: device × T + rank.
+    pub outputs: Vec<O>,
+    /// Compute (every rank), all-reduce and transfer events on one clock.
+    pub timeline: Timeline,
+    /// Host seconds from the common start to the last device finishing.
+    pub wall_s: f64,
+    /// Every message moved between two devices.
+    pub transfers: Vec<TransferRecord>,
+    /// Bytes moved through the host by all-reduces, over every rank.
+    pub reduced_bytes: u64,
+}
 
-/// Run `schedule` over `groups`, device `d` computing with the program
-/// `make(d, gpu)` builds on its own thread (so each thread holds only its
-/// own stages), moving messages through `net`. Any device failing stops
-/// them all; the first failure is returned.
+/// Run `schedule` over `groups`, rank r of device `d`'s group computing
+/// with the program `make(d, shard, gpu)` builds on its own thread (so each
+/// thread holds only its own stages, or its shard of them), moving messages
+/// through `net`. Any device failing stops them all; the first failure is
+/// returned.
 pub fn run_programs<N, P, F>(
     groups: &[DeviceGroup],
     schedule: &Schedule,
@@ -212,22 +262,15 @@ pub fn run_programs<N, P, F>(
     make: F,
 ) -> Result<Ran<P::Output>>
 where
-    N: Transport + Control,
+    N: Transport + Control + Collective,
     P: StageProgram,
-    F: Fn(usize, &Gpu) -> Result<P> + Sync,
+    F: Fn(usize, Shard, &Gpu) -> Result<P> + Sync,
 {
     if groups.len() != schedule.devices {
         return Err(Error::Input(format!(
             "the schedule has {} devices but {} were given",
             schedule.devices,
             groups.len()
-        )));
-    }
-    if let Some(g) = groups.iter().find(|g| g.gpus().len() > 1) {
-        return Err(Error::Input(format!(
-            "device group {} spans {} Gpus: tensor parallelism within a stage is not implemented yet; give one Gpu per schedule device",
-            g.label(),
-            g.gpus().len()
         )));
     }
     validate(schedule)?;
@@ -245,9 +288,9 @@ pub fn run_plan<N, P, F>(
     make: F,
 ) -> Result<Ran<P::Output>>
 where
-    N: Transport + Control,
+    N: Transport + Control + Collective,
     P: StageProgram,
-    F: Fn(usize, &Gpu) -> Result<P> + Sync,
+    F: Fn(usize, Shard, &Gpu) -> Result<P> + Sync,
 {
     if groups.len() != plan.devices.len() {
         return Err(Error::Input(format!(
@@ -256,28 +299,46 @@ where
             groups.len()
         )));
     }
+    let tp = groups.first().map_or(1, DeviceGroup::tp);
+    if let Some(g) = groups.iter().find(|g| g.tp() != tp) {
+        return Err(Error::Input(format!(
+            "device group {} has {} Gpus but the first has {tp}: every device needs the same tensor-parallel degree",
+            g.label(),
+            g.tp()
+        )));
+    }
+    // One thread per Gpu: (device, its shard, its Gpu), by endpoint.
+    let ranks: Vec<(usize, Shard, &Gpu)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(d, g)| {
+            g.gpus()
+                .iter()
+                .enumerate()
+                .map(move |(rank, gpu)| (d, Shard { rank, of: tp }, gpu))
+        })
+        .collect();
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let outcomes = std::thread::scope(|scope| {
-        // Under MPI only this rank's device runs here.
-        for (d, g) in groups.iter().enumerate().filter(|(d, _)| net.local(*d)) {
-            let gpu = g.lead();
-            scope.spawn(move || transport::poll_until(&gpu.device, &|| net.finished(d)));
+        // Under MPI only this rank's endpoint runs here.
+        let local = || ranks.iter().enumerate().filter(|(e, _)| net.local(*e));
+        for (e, &(_, _, gpu)) in local() {
+            scope.spawn(move || transport::poll_until(&gpu.device, &|| net.finished(e)));
         }
-        let handles: Vec<_> = groups
-            .iter()
-            .enumerate()
-            .filter(|(d, _)| net.local(*d))
-            .map(|(d, g)| {
+        let handles: Vec<_> = local()
+            .map(|(e, &(d, shard, gpu))| {
                 let (errors, make) = (&errors, &make);
                 scope.spawn(move || {
                     let dev = worker::Device {
                         index: d,
-                        gpu: g.lead(),
+                        shard,
+                        gpu,
                         steps: &plan.devices[d],
                         control: net,
                         transport: net,
+                        collective: net,
                     };
-                    let r = worker::run_device(&dev, |gpu| make(d, gpu));
+                    let r = worker::run_device(&dev, |gpu| make(d, shard, gpu));
                     // A failure is recorded, and the run aborted, before this
                     // device says it has finished: otherwise a device waiting
                     // on it could report "finished without sending" first,
@@ -291,15 +352,15 @@ where
                             None
                         }
                     };
-                    net.finish(d);
-                    (d, out)
+                    net.finish(e);
+                    (e, out)
                 })
             })
             .collect();
-        let mut outcomes: Vec<Option<_>> = (0..groups.len()).map(|_| None).collect();
+        let mut outcomes: Vec<Option<_>> = (0..ranks.len()).map(|_| None).collect();
         for h in handles {
-            if let Ok((d, out)) = h.join() {
-                outcomes[d] = out;
+            if let Ok((e, out)) = h.join() {
+                outcomes[e] = out;
             }
         }
         outcomes
@@ -314,33 +375,44 @@ where
     }
     let names = groups.iter().map(DeviceGroup::label).collect();
     let (outcomes, names) = wire::gather::<P>(net, names, outcomes)?;
-    Ok(assemble(names, outcomes))
+    Ok(assemble(groups, names, outcomes))
 }
 
-/// The devices' outcomes on one timeline.
-fn assemble<O>(device_names: Vec<String>, outcomes: Vec<worker::Outcome<O>>) -> Ran<O> {
+/// The devices' outcomes (by endpoint) on one timeline, `device_names` one
+/// per schedule device.
+fn assemble<O>(
+    groups: &[DeviceGroup],
+    device_names: Vec<String>,
+    outcomes: Vec<worker::Outcome<O>>,
+) -> Ran<O> {
     let mut events: Vec<Event> = Vec::new();
     let mut transfers = Vec::new();
     let mut outputs = Vec::new();
     let mut clock = "gpu-timestamps";
     let mut wall_s: f64 = 0.0;
+    let mut reduced_bytes = 0;
     for o in outcomes {
         if !o.gpu_clock {
             clock = "host";
         }
         wall_s = wall_s.max(o.finished_s);
+        reduced_bytes += o.reduced_bytes;
         events.extend(o.events);
         transfers.extend(o.received);
         outputs.push(o.output);
     }
     // A transfer's host clock starts when the consumer asked for the data;
-    // the data exists only from its producer's end (GPU clock) on.
+    // the data exists only from its producer's end (GPU clock) on: the
+    // producing rank's compute event.
     let produced: std::collections::HashMap<_, f64> = events
         .iter()
-        .filter_map(|e| Some((e.action?, e.end_us)))
+        .filter_map(|e| match e.track {
+            Track::Compute { gpu, .. } => Some(((e.action?, gpu), e.end_us)),
+            _ => None,
+        })
         .collect();
     for t in &mut transfers {
-        if let Some(&end) = produced.get(&t.producer) {
+        if let Some(&end) = produced.get(&(t.producer, t.rank)) {
             t.start_us = t.start_us.max(end).min(t.end_us);
         }
     }
@@ -349,7 +421,10 @@ fn assemble<O>(device_names: Vec<String>, outcomes: Vec<worker::Outcome<O>>) -> 
             from: t.from,
             to: t.to,
         },
-        name: format!("{} {}->{}", t.consumer, t.from, t.to),
+        name: match groups.first().map_or(1, DeviceGroup::tp) {
+            1 => format!("{} {}->{}", t.consumer, t.from, t.to),
+            _ => format!("{} {}->{} rank {}", t.consumer, t.from, t.to, t.rank),
+        },
         action: Some(t.consumer),
         start_us: t.start_us,
         end_us: t.end_us,
@@ -361,5 +436,11 @@ fn assemble<O>(device_names: Vec<String>, outcomes: Vec<worker::Outcome<O>>) -> 
         events,
         clock: clock.into(),
     };
-    (outputs, timeline, wall_s, transfers)
+    Ran {
+        outputs,
+        timeline,
+        wall_s,
+        transfers,
+        reduced_bytes,
+    }
 }

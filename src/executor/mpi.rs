@@ -98,9 +98,14 @@ impl Guard {
 
 /// Whether this process was started by an MPI launcher.
 fn launched() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
 }
 
 /// Initialise MPI and align this rank's clock with rank 0's.
@@ -120,10 +125,14 @@ pub fn init() -> Result<Guard> {
     let world = universe.world();
     let rank = world.rank() as usize;
     let size = world.size() as usize;
-    let local_rank = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
-        .unwrap_or(rank);
+    let local_rank = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "PMI_LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(rank);
     let host = mpi::environment::processor_name().unwrap_or_else(|_| "?".into());
     let (base, err) = align_clock(&world, rank, size);
     let mut clock_error_us = vec![0.0f64; size];
@@ -241,7 +250,9 @@ fn tag_of(p: Product) -> std::result::Result<i32, String> {
     };
     let t = (((p.microbatch as u64) * 3 + what) << 10 | p.stage as u64) + 2;
     if p.stage >= 1024 || t > i32::MAX as u64 {
-        return Err(format!("{p}: too many stages or microbatches for an MPI tag"));
+        return Err(format!(
+            "{p}: too many stages or microbatches for an MPI tag"
+        ));
     }
     Ok(t as i32)
 }
@@ -511,8 +522,7 @@ impl Control for MpiNet {
         let total: usize = counts.iter().map(|&n| n as usize).sum();
         let mut all = vec![0u8; total];
         {
-            let mut part =
-                mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+            let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             world.all_gather_varcount_into(&mine[..], &mut part);
         }
         Ok(counts
@@ -526,7 +536,10 @@ impl Control for MpiNet {
 impl Transport for MpiNet {
     fn send(&self, _from: usize, to: usize, product: Product, staging: &wgpu::Buffer, bytes: u64) {
         if let Some(FailTest::Kill) = self.fail_test {
-            report(&format!("rank {}: WGPIPE_MPI_TEST_KILL_RANK: dying at the send of {product}", self.rank));
+            report(&format!(
+                "rank {}: WGPIPE_MPI_TEST_KILL_RANK: dying at the send of {product}",
+                self.rank
+            ));
             std::process::abort();
         }
         let (tx, rx) = mpsc::channel();
@@ -542,7 +555,12 @@ impl Transport for MpiNet {
             bytes,
             mapped: rx,
         };
-        if let Some(tx) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(tx) = self
+            .outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             let _ = tx.send(out);
         }
     }
@@ -572,7 +590,12 @@ impl Transport for MpiNet {
             if control.aborted() {
                 return Err(WaitError::Aborted);
             }
-            if let Some(e) = self.send_error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            if let Some(e) = self
+                .send_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
                 return Err(WaitError::Failed(e));
             }
             slots = mb
@@ -598,7 +621,12 @@ mod tests {
         for stage in 0..8 {
             for microbatch in 0..64 {
                 for what in [ProductKind::Activation, ProductKind::InputGradient] {
-                    let t = tag_of(Product { stage, microbatch, what }).unwrap();
+                    let t = tag_of(Product {
+                        stage,
+                        microbatch,
+                        what,
+                    })
+                    .unwrap();
                     assert!(t > CLOCK_TAG);
                     assert!(seen.insert(t));
                 }

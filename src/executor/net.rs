@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use super::transport::{Control, InProcess, Transport, WaitError};
+use super::transport::{Collective, Control, InProcess, Transport, WaitError};
 use super::DeviceGroup;
 use crate::action::Product;
 use crate::device::{Gpu, Placement};
@@ -30,6 +30,23 @@ impl Net {
             return Ok(Net::Mpi(super::mpi::MpiNet::new(devices)?));
         }
         Ok(Net::InProcess(InProcess::new(devices)))
+    }
+
+    /// The net for `groups`: in-process [`InProcess::for_groups`]; under MPI
+    /// one rank per schedule device, so groups of one Gpu only.
+    pub fn for_groups(groups: &[DeviceGroup]) -> Result<Net> {
+        #[cfg(feature = "mpi")]
+        if super::mpi::cluster().is_some() {
+            if let Some(g) = groups.iter().find(|g| g.tp() > 1) {
+                return Err(Error::Input(format!(
+                    "--transport mpi runs one Gpu per rank; device group {} has {} (tensor parallelism across ranks is not implemented)",
+                    g.label(),
+                    g.tp()
+                )));
+            }
+            return Net::new(groups.len());
+        }
+        Ok(Net::InProcess(InProcess::for_groups(groups)))
     }
 }
 
@@ -98,6 +115,12 @@ pub fn open_local(placement: &Placement, spec: &str) -> Result<Vec<Vec<Gpu>>> {
             return Err(Error::Input(format!(
                 "--transport mpi: --devices {spec} gives {p} pipeline devices but mpirun started {} ranks: start one rank per device (mpirun -np {p})",
                 c.size
+            )));
+        }
+        if let Some(g) = placement.groups.iter().find(|g| g.len() > 1) {
+            return Err(Error::Input(format!(
+                "--transport mpi runs one Gpu per rank, not tensor-parallel groups of {}: leave out --tp",
+                g.len()
             )));
         }
         let counted = spec.trim().parse::<usize>().is_ok();
@@ -207,6 +230,24 @@ impl Transport for Net {
             Net::InProcess(n) => n.receive(to, from, product, queue, dst, control),
             #[cfg(feature = "mpi")]
             Net::Mpi(n) => n.receive(to, from, product, queue, dst, control),
+        }
+    }
+}
+
+impl Collective for Net {
+    fn all_reduce(
+        &self,
+        endpoint: usize,
+        data: Vec<f32>,
+        control: &dyn Control,
+    ) -> std::result::Result<Vec<f32>, WaitError> {
+        match self {
+            Net::InProcess(n) => n.all_reduce(endpoint, data, control),
+            // One Gpu per rank (`for_groups` refuses groups): no group to sum over.
+            #[cfg(feature = "mpi")]
+            Net::Mpi(_) => Err(WaitError::Failed(
+                "all-reduce across MPI ranks is not implemented (no tensor parallelism under --transport mpi)".into(),
+            )),
         }
     }
 }

@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use super::ActionEncoder;
 use crate::action::{Action, Kind, Product};
 use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
 use crate::microbatch::Microbatches;
-use crate::model::gpu::GpuStage;
-use crate::model::StageWeights;
+use crate::model::gpu::{GpuStage, Mode, StageUpload};
+use crate::model::{Shard, StageWeights};
 
 /// One schedule device's share of the model. Called from the device's
 /// thread; the worker encodes, submits and moves messages around it.
@@ -33,8 +34,10 @@ pub trait StageProgram {
     fn output(&self, producer: Action) -> &wgpu::Buffer;
 
     /// Record action `a`'s compute into `enc`, queueing any host input it
-    /// takes (token ids) on the device's queue. Timed.
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()>;
+    /// takes (token ids) on the device's queue. Timed. A rank of a
+    /// tensor-parallel group all-reduces through `enc` between segments
+    /// ([`GpuStage::encode_in`]).
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> Result<()>;
 
     /// Record what `a` hands to the host (logits), after its timed span.
     fn encode_results(&mut self, _gpu: &Gpu, _a: Action, _enc: &mut wgpu::CommandEncoder) {}
@@ -56,9 +59,11 @@ pub trait StageProgram {
     }
 }
 
-/// GPT-2 inference on the stages one device holds: each `F` runs a stage's
-/// layers on one microbatch in its residual buffer `x`, which is both the
-/// stage's input and its output message.
+/// GPT-2 inference on the stages one device holds (or its rank's shard of
+/// them, under tensor parallelism): each `F` runs a stage's layers on one
+/// microbatch in its residual buffer `x`, which is both the stage's input
+/// and its output message. A rank's logits hold its vocabulary range's
+/// columns and zeros elsewhere: the ranks' logits add up to the whole.
 pub struct Gpt2Forward<'a> {
     stages: BTreeMap<usize, GpuStage>,
     mbs: &'a Microbatches,
@@ -67,16 +72,19 @@ pub struct Gpt2Forward<'a> {
 }
 
 impl<'a> Gpt2Forward<'a> {
-    /// Upload each `(stage, its weights)` of this device to `gpu`.
+    /// Upload `shard`'s part of each `(stage, its weights)` of this device
+    /// to `gpu`.
     pub fn new(
         gpu: &Gpu,
+        shard: Shard,
         stages: &[(usize, StageWeights)],
         mbs: &'a Microbatches,
     ) -> Result<Gpt2Forward<'a>> {
         let mut map = BTreeMap::new();
         let mut logits = BTreeMap::new();
         for (s, w) in stages {
-            let stage = GpuStage::new(gpu, w, mbs.per, mbs.seq)?;
+            let up = StageUpload::shard(gpu, w, shard)?;
+            let stage = GpuStage::build(gpu, &up, mbs.per, mbs.seq, Mode::Full)?;
             if stage.part.head {
                 for m in 0..mbs.list.len() {
                     logits.insert(m, device::staging(gpu, "logits out", stage.logits_bytes()));
@@ -115,7 +123,7 @@ impl StageProgram for Gpt2Forward<'_> {
         &self.stage(producer.stage).x
     }
 
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> Result<()> {
         if a.kind != Kind::F {
             return Err(Error::Input(format!(
                 "{a}: GPT-2 inference runs forward actions only"
@@ -125,8 +133,7 @@ impl StageProgram for Gpt2Forward<'_> {
         if stage.part.embedding {
             stage.write_ids(gpu, &self.mbs.list[a.microbatch].ids);
         }
-        stage.encode(enc);
-        Ok(())
+        stage.encode_in(enc)
     }
 
     fn encode_results(&mut self, _gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) {

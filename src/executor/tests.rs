@@ -135,7 +135,7 @@ impl StageProgram for Relay {
         &mut self,
         _gpu: &Gpu,
         a: Action,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut ActionEncoder,
     ) -> crate::Result<()> {
         let s = a.stage;
         match a.kind {
@@ -191,13 +191,12 @@ impl StageProgram for Relay {
 fn run_relay(schedule: &Schedule, gpus: &[Gpu]) -> (Vec<RelayOut>, Vec<TransferRecord>) {
     let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
     let (s_total, m) = (schedule.stages(), schedule.microbatches);
-    let (out, _, _, transfers) =
-        run_programs(&groups, schedule, &InProcess::new(gpus.len()), |d, gpu| {
-            let stages = (d..s_total).step_by(schedule.devices).collect();
-            Ok(Relay::new(gpu, stages, s_total, m))
-        })
-        .unwrap();
-    (out, transfers)
+    let ran = run_programs(&groups, schedule, &InProcess::new(gpus.len()), |d, _, gpu| {
+        let stages = (d..s_total).step_by(schedule.devices).collect();
+        Ok(Relay::new(gpu, stages, s_total, m))
+    })
+    .unwrap();
+    (ran.outputs, ran.transfers)
 }
 
 #[test]
@@ -284,7 +283,7 @@ where
         &mut self,
         gpu: &Gpu,
         a: Action,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut ActionEncoder,
     ) -> crate::Result<()> {
         (self.hook)(gpu, a, &self.inner)?;
         self.inner.encode(gpu, a, enc)
@@ -331,7 +330,7 @@ fn devices_run_their_rows_at_the_same_time() {
             Action::new(1, Kind::F, 0)
         }
     };
-    run_programs(&groups, &s, &InProcess::new(2), |d, gpu| {
+    run_programs(&groups, &s, &InProcess::new(2), |d, _, gpu| {
         let gate = &gate;
         Ok(Hooked {
             inner: Relay::new(gpu, vec![d], 2, 4),
@@ -368,9 +367,9 @@ fn injected(fault: Fault) -> String {
     let g = gpus(3);
     let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
     let at = Action::new(1, Kind::F, 2);
-    let r = run_programs(&groups, &s, &InProcess::new(3), |d, gpu| {
+    let r = run_programs(&groups, &s, &InProcess::new(3), |d, shard, gpu| {
         Ok(Hooked {
-            inner: Gpt2Forward::new(gpu, &[(d, w.stage(&parts[d]))], &mbs)?,
+            inner: Gpt2Forward::new(gpu, shard, &[(d, w.stage(&parts[d]))], &mbs)?,
             hook: move |gpu: &Gpu, a: Action, inner: &Gpt2Forward| {
                 if d == 1 && a == at {
                     match fault {

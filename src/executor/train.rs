@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use super::plan::Plan;
 use super::program::StageProgram;
 use super::worker::TransferRecord;
-use super::{partition, run_plan, DeviceGroup, InProcess};
+use super::{partition, run_plan, ActionEncoder, DeviceGroup, InProcess};
 use crate::action::{Action, Kind, Product};
 use crate::cpu::backward::{next_token_targets, Gpt2Grads};
 use crate::device::{self, Gpu};
@@ -249,7 +249,7 @@ impl StageProgram for Gpt2Train {
         }
     }
 
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> Result<()> {
         let stage = &self.stages[&a.stage];
         if stage.part.embedding || stage.part.head {
             let (ids, targets) = self.batch.get(a.microbatch).ok_or_else(|| {
@@ -468,11 +468,11 @@ impl<'g> Trainer<'g> {
             Ok(())
         })?;
         let programs = &self.programs;
-        let (outputs, timeline, wall_s, transfers) = run_plan(
+        let ran = run_plan(
             &self.groups,
             &self.plan,
             &InProcess::new(self.groups.len()),
-            |d, _gpu| {
+            |d, _shard, _gpu| {
                 programs[d]
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -485,7 +485,8 @@ impl<'g> Trainer<'g> {
             },
         )?;
         let mut loss = 0.0;
-        for (slot, p) in self.programs.iter().zip(outputs) {
+        let (timeline, wall_s, transfers) = (ran.timeline, ran.wall_s, ran.transfers);
+        for (slot, p) in self.programs.iter().zip(ran.outputs) {
             loss += p.loss_sums.iter().sum::<f64>();
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
         }

@@ -1,9 +1,16 @@
 //! How a run's devices talk: [`Transport`] moves a product's bytes from one
-//! device to another; [`Control`] is the run's shared state (start barrier,
-//! abort, which devices are done). The worker sees only these two traits, so
-//! another implementation (processes under MPI, say) slots in without
-//! touching it. [`InProcess`] is today's: every device a thread of this
-//! process, products handed over through the host.
+//! device to another; [`Collective`] sums a partial result over the devices
+//! of a tensor-parallel group; [`Control`] is the run's shared state (start
+//! barrier, abort, which devices are done). The worker sees only these
+//! traits, so another implementation (processes under MPI, say) slots in
+//! without touching it. [`InProcess`] is today's: every device a thread of
+//! this process, products handed over through the host.
+//!
+//! The indices these traits take are *endpoints*: one per Gpu of the run,
+//! `device × T + rank` for rank `rank` of schedule device `device`'s
+//! tensor-parallel group of T (so simply the schedule device when T = 1).
+//! A message goes from rank r of one group to rank r of the next: every rank
+//! holds the whole activation after its group's last all-reduce.
 //!
 //! In-process transfer: the producing device copies its product into a
 //! MAP_READ staging buffer in the same submission as the compute, and
@@ -88,6 +95,20 @@ pub trait Transport: Sync {
     ) -> Result<u64, WaitError>;
 }
 
+/// Summing over a tensor-parallel group.
+pub trait Collective: Sync {
+    /// Endpoint `endpoint`'s contribution `data` to its group's next sum;
+    /// returns the elementwise sum over the group's T ranks, added in rank
+    /// order (so every rank gets the same bits). Every rank of a group calls
+    /// it the same number of times, with equally long data.
+    fn all_reduce(
+        &self,
+        endpoint: usize,
+        data: Vec<f32>,
+        control: &dyn Control,
+    ) -> Result<Vec<f32>, WaitError>;
+}
+
 /// A product ready (or about to be ready) in the producer's staging buffer.
 struct Packet {
     staging: wgpu::Buffer,
@@ -103,27 +124,63 @@ struct Mailbox {
     cv: Condvar,
 }
 
-/// Every device a thread of this process: [`Control`] on atomics, and
-/// [`Transport`] through the host with one mailbox per consumer device.
+/// One tensor-parallel group's sums in progress, by round (each rank's
+/// n-th call is round n).
+#[derive(Default)]
+struct Rounds {
+    /// Per rank, how many sums it has taken part in.
+    calls: Vec<u64>,
+    /// Round → (contributions by rank, the sum once complete, ranks that took it).
+    open: HashMap<u64, (Vec<Option<Vec<f32>>>, Option<std::sync::Arc<Vec<f32>>>, usize)>,
+}
+
+#[derive(Default)]
+struct Group {
+    rounds: Mutex<Rounds>,
+    cv: Condvar,
+}
+
+/// Every device a thread of this process: [`Control`] on atomics,
+/// [`Transport`] through the host with one mailbox per consumer endpoint,
+/// and [`Collective`] as a host gather-sum-scatter per group.
 pub struct InProcess {
     epoch: Instant,
-    devices: usize,
+    endpoints: usize,
+    /// Ranks per tensor-parallel group.
+    tp: usize,
     abort: AtomicBool,
     ready: AtomicUsize,
     done: Vec<AtomicBool>,
     mailboxes: Vec<Mailbox>,
+    groups: Vec<Group>,
 }
 
 impl InProcess {
+    /// `devices` endpoints, each a group of one.
     pub fn new(devices: usize) -> InProcess {
+        InProcess::with_groups(devices, 1)
+    }
+
+    /// `devices` schedule devices of `tp` Gpus each: `devices × tp` endpoints.
+    pub fn with_groups(devices: usize, tp: usize) -> InProcess {
+        let tp = tp.max(1);
+        let endpoints = devices * tp;
         InProcess {
             epoch: Instant::now(),
-            devices,
+            endpoints,
+            tp,
             abort: AtomicBool::new(false),
             ready: AtomicUsize::new(0),
-            done: (0..devices).map(|_| AtomicBool::new(false)).collect(),
-            mailboxes: (0..devices).map(|_| Mailbox::default()).collect(),
+            done: (0..endpoints).map(|_| AtomicBool::new(false)).collect(),
+            mailboxes: (0..endpoints).map(|_| Mailbox::default()).collect(),
+            groups: (0..devices).map(|_| Group::default()).collect(),
         }
+    }
+
+    /// For `groups` (all of one size): see [`InProcess::with_groups`].
+    pub fn for_groups(groups: &[super::DeviceGroup]) -> InProcess {
+        let tp = groups.first().map_or(1, |g| g.gpus().len());
+        InProcess::with_groups(groups.len(), tp)
     }
 
     /// Wait for `product` in device `to`'s mailbox.
@@ -162,7 +219,7 @@ impl Control for InProcess {
 
     fn start(&self, _d: usize) -> Result<(), WaitError> {
         self.ready.fetch_add(1, Ordering::SeqCst);
-        while self.ready.load(Ordering::SeqCst) < self.devices {
+        while self.ready.load(Ordering::SeqCst) < self.endpoints {
             if self.aborted() {
                 return Err(WaitError::Aborted);
             }
@@ -173,9 +230,7 @@ impl Control for InProcess {
 
     fn abort(&self) {
         self.abort.store(true, Ordering::SeqCst);
-        for m in &self.mailboxes {
-            m.cv.notify_all();
-        }
+        self.wake_all();
     }
 
     fn aborted(&self) -> bool {
@@ -184,13 +239,91 @@ impl Control for InProcess {
 
     fn finish(&self, d: usize) {
         self.done[d].store(true, Ordering::SeqCst);
-        for m in &self.mailboxes {
-            m.cv.notify_all();
-        }
+        self.wake_all();
     }
 
     fn finished(&self, d: usize) -> bool {
         self.done[d].load(Ordering::SeqCst)
+    }
+}
+
+impl InProcess {
+    fn wake_all(&self) {
+        for m in &self.mailboxes {
+            m.cv.notify_all();
+        }
+        for g in &self.groups {
+            g.cv.notify_all();
+        }
+    }
+}
+
+impl Collective for InProcess {
+    fn all_reduce(
+        &self,
+        endpoint: usize,
+        data: Vec<f32>,
+        control: &dyn Control,
+    ) -> Result<Vec<f32>, WaitError> {
+        let (d, rank) = (endpoint / self.tp, endpoint % self.tp);
+        if self.tp == 1 {
+            return Ok(data);
+        }
+        let group = &self.groups[d];
+        let mut st = group.rounds.lock().unwrap_or_else(|e| e.into_inner());
+        if st.calls.is_empty() {
+            st.calls = vec![0; self.tp];
+        }
+        let round = st.calls[rank];
+        st.calls[rank] += 1;
+        let tp = self.tp;
+        let slot = st
+            .open
+            .entry(round)
+            .or_insert_with(|| (vec![None; tp], None, 0));
+        slot.0[rank] = Some(data);
+        if slot.0.iter().all(Option::is_some) {
+            // The last to arrive sums, in rank order.
+            let mut parts = slot.0.iter_mut().map(|c| c.take().unwrap_or_default());
+            let mut sum = parts.next().unwrap_or_default();
+            for p in parts {
+                if p.len() != sum.len() {
+                    return Err(WaitError::Failed(format!(
+                        "device {d}'s ranks all-reduced {} and {} values",
+                        sum.len(),
+                        p.len()
+                    )));
+                }
+                for (s, x) in sum.iter_mut().zip(&p) {
+                    *s += x;
+                }
+            }
+            slot.1 = Some(std::sync::Arc::new(sum));
+            group.cv.notify_all();
+        }
+        loop {
+            let slot = st.open.get_mut(&round).expect("an open round");
+            if let Some(sum) = slot.1.clone() {
+                slot.2 += 1;
+                if slot.2 == tp {
+                    st.open.remove(&round);
+                }
+                return Ok(std::sync::Arc::try_unwrap(sum).unwrap_or_else(|a| (*a).clone()));
+            }
+            if control.aborted() {
+                return Err(WaitError::Aborted);
+            }
+            if let Some(gone) =
+                (0..tp).find(|&r| r != rank && slot.0[r].is_none() && control.finished(d * tp + r))
+            {
+                return Err(WaitError::ProducerGone(d * tp + gone));
+            }
+            st = group
+                .cv
+                .wait_timeout(st, TICK)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 

@@ -115,6 +115,7 @@ struct Header {
     received: Vec<TransferRecord>,
     gpu_clock: bool,
     finished_s: f64,
+    reduced_bytes: u64,
 }
 
 /// Device `d`'s outcome as bytes: a JSON header, then the output.
@@ -129,6 +130,7 @@ pub(super) fn pack<O>(
         received: o.received.clone(),
         gpu_clock: o.gpu_clock,
         finished_s: o.finished_s,
+        reduced_bytes: o.reduced_bytes,
     };
     let json = serde_json::to_vec(&header).map_err(|e| Error::Other(e.to_string()))?;
     let out = output(&o.output).ok_or_else(|| {
@@ -159,13 +161,15 @@ pub(super) fn unpack<O>(
             output: out,
             gpu_clock: h.gpu_clock,
             finished_s: h.finished_s,
+            reduced_bytes: h.reduced_bytes,
         },
     ))
 }
 
-/// Every device's outcome, with the devices' names: in-process all were
-/// local; across processes each rank packs its own, every rank gets them
-/// all ([`Control::exchange`]), and the names are the ranks' own labels.
+/// Every endpoint's outcome, with the devices' names: in-process all were
+/// local; across processes (one endpoint per rank: no tensor parallelism)
+/// each rank packs its own, every rank gets them all
+/// ([`Control::exchange`]), and the names are the ranks' own labels.
 pub(super) fn gather<P: StageProgram>(
     net: &dyn Control,
     names: Vec<String>,
@@ -185,7 +189,8 @@ pub(super) fn gather<P: StageProgram>(
         let o = o
             .as_ref()
             .ok_or_else(|| Error::Other(format!("device {d} stopped without saying why")))?;
-        let bytes = pack(&names[d], o, P::output_to_bytes)?;
+        let label = names.get(d).map_or("?", String::as_str);
+        let bytes = pack(label, o, P::output_to_bytes)?;
         d.put(&mut mine);
         bytes.len().put(&mut mine);
         mine.extend_from_slice(&bytes);
@@ -221,7 +226,8 @@ mod tests {
     fn values_round_trip() {
         let v: Vec<(usize, Vec<f32>)> = vec![(3, vec![1.5, -0.0, f32::MAX]), (0, vec![])];
         assert_eq!(from_bytes::<Vec<(usize, Vec<f32>)>>(&to_bytes(&v)), Some(v));
-        let d: (u64, Vec<Vec<u32>>, Vec<Vec<f32>>) = (7, vec![vec![1, 2], vec![]], vec![vec![0.25]]);
+        let d: (u64, Vec<Vec<u32>>, Vec<Vec<f32>>) =
+            (7, vec![vec![1, 2], vec![]], vec![vec![0.25]]);
         assert_eq!(from_bytes(&to_bytes(&d)), Some(d));
     }
 

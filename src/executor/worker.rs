@@ -13,13 +13,15 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::encoder::{ActionEncoder, Rank, ReduceStaging};
 use super::plan::{Outgoing, Step};
 use super::program::StageProgram;
-use super::transport::{Control, Transport, WaitError};
+use super::transport::{Collective, Control, Transport, WaitError};
 use crate::action::{Action, Product};
 use crate::device::timestamps::{ClockMap, TimestampLog};
 use crate::device::{self as buffers, wait_idle, Gpu};
 use crate::error::Error;
+use crate::model::Shard;
 use crate::trace::{Event, Track};
 
 /// A message moved between two devices, as the consumer saw it.
@@ -28,8 +30,11 @@ pub struct TransferRecord {
     pub product: Product,
     pub producer: Action,
     pub consumer: Action,
+    /// Schedule devices; under tensor parallelism rank `rank` of the one
+    /// group sends to rank `rank` of the other.
     pub from: usize,
     pub to: usize,
+    pub rank: usize,
     /// Host clock, µs from the run's epoch: from the consumer asking to the
     /// bytes being on its queue (the run clips the start to the producer's end).
     pub start_us: f64,
@@ -48,6 +53,9 @@ pub(super) struct Outcome<O> {
     pub gpu_clock: bool,
     /// Seconds from the common start to this device finishing.
     pub finished_s: f64,
+    /// Bytes this rank moved through the host in all-reduces (each partial
+    /// sent and each sum received).
+    pub reduced_bytes: u64,
 }
 
 pub(super) enum Stop {
@@ -64,18 +72,36 @@ enum At {
     Finish,
 }
 
-/// Everything one device thread works with.
+/// Everything one device thread works with: a schedule device's Gpu, or
+/// one rank's of a tensor-parallel group (each rank runs every step of its
+/// device, on its shard, meeting the others at each all-reduce).
 pub(super) struct Device<'a> {
     pub index: usize,
-    /// The Gpu that runs the device's actions and owns its message buffers
-    /// (the first of its group).
+    /// This thread's rank in the device's group.
+    pub shard: Shard,
+    /// The Gpu this thread runs the device's actions on.
     pub gpu: &'a Gpu,
     pub steps: &'a [Step],
     pub control: &'a dyn Control,
     pub transport: &'a dyn Transport,
+    pub collective: &'a dyn Collective,
 }
 
 impl Device<'_> {
+    /// The endpoint of rank `self.shard.rank` of schedule device `d`.
+    fn endpoint(&self, d: usize) -> usize {
+        d * self.shard.of + self.shard.rank
+    }
+
+    /// `device 2` or, in a tensor-parallel group, `device 2 rank 1`.
+    fn name(&self, endpoint: usize) -> String {
+        let tp = self.shard.of;
+        match tp {
+            1 => format!("device {endpoint}"),
+            _ => format!("device {} rank {}", endpoint / tp, endpoint % tp),
+        }
+    }
+
     fn fail(&self, at: At, msg: impl Into<String>) -> Stop {
         let (stage, action) = match at {
             At::Setup => ("-".to_string(), "setup".to_string()),
@@ -83,7 +109,7 @@ impl Device<'_> {
             At::Action(a) => (a.stage.to_string(), a.to_string()),
         };
         Stop::Failed(Error::Pipeline {
-            device: format!("device {}: {}", self.index, self.gpu.label),
+            device: format!("{}: {}", self.name(self.endpoint(self.index)), self.gpu.label),
             stage,
             action,
             msg: msg.into(),
@@ -97,7 +123,7 @@ impl Device<'_> {
             _ if self.control.aborted() => Stop::Aborted,
             WaitError::ProducerGone(f) => self.fail(
                 at,
-                format!("device {f} finished without sending its output"),
+                format!("{} finished without sending its output", self.name(f)),
             ),
             WaitError::Failed(msg) => self.fail(at, msg),
         }
@@ -145,16 +171,17 @@ fn body<P: StageProgram>(
     gpu.check().map_err(setup_err)?;
 
     dev.control
-        .start(dev.index)
+        .start(dev.endpoint(dev.index))
         .map_err(|e| dev.wait_failed(At::Setup, e))?;
     let start_us = dev.now_us();
     let mut rec = Record::default();
+    let mut reduce = ReduceStaging::default();
     for step in dev.steps {
         at.set(At::Action(step.action));
         if dev.control.aborted() {
             return Err(Stop::Aborted);
         }
-        run_step(dev, &mut program, &buffers, ts.as_mut(), step, &mut rec)?;
+        run_step(dev, &mut program, &buffers, ts.as_mut(), step, &mut rec, &mut reduce)?;
     }
 
     at.set(At::Finish);
@@ -172,7 +199,7 @@ fn body<P: StageProgram>(
                 clock.to_host_us(ticks[b as usize]),
                 clock.to_host_us(ticks[e as usize]),
             );
-            rec.events.push(compute_event(dev.index, a, b, e.max(b)));
+            rec.events.push(compute_event(dev, a, b, e.max(b)));
         }
     }
     let output = program
@@ -184,6 +211,7 @@ fn body<P: StageProgram>(
         output,
         gpu_clock: clock.is_some(),
         finished_s,
+        reduced_bytes: rec.reduced_bytes,
     })
 }
 
@@ -194,6 +222,7 @@ struct Record {
     /// (action, begin timestamp index, end timestamp index)
     stamps: Vec<(Action, u32, u32)>,
     received: Vec<TransferRecord>,
+    reduced_bytes: u64,
 }
 
 /// One step: messages in, the action between two timestamps, messages out.
@@ -204,19 +233,31 @@ fn run_step<P: StageProgram>(
     ts: Option<&mut TimestampLog>,
     step: &Step,
     rec: &mut Record,
+    reduce: &mut ReduceStaging,
 ) -> Result<(), Stop> {
     let (gpu, a) = (dev.gpu, step.action);
     let at = At::Action(a);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    let rank = Rank {
+        device: dev.index,
+        rank: dev.shard.rank,
+        tp: dev.shard.of,
+        endpoint: dev.endpoint(dev.index),
+        collective: dev.collective,
+        control: dev.control,
+    };
+    let mut enc = ActionEncoder::for_rank(gpu, rank, reduce);
     receive(dev, program, buffers, step, &mut enc, rec)?;
-    // Compute, between two timestamps.
+    // Compute, between two timestamps (in the action's first and last
+    // submission when it all-reduces in between).
     let mut ts = ts;
     let begin = ts.as_mut().map(|t| t.write(&mut enc));
-    program
-        .encode(gpu, a, &mut enc)
-        .map_err(|e| dev.fail(at, e.to_string()))?;
+    program.encode(gpu, a, &mut enc).map_err(|e| match dev.control.aborted() {
+        true => Stop::Aborted,
+        false => dev.fail(at, e.to_string()),
+    })?;
     let end = ts.as_mut().map(|t| t.write(&mut enc));
     program.encode_results(gpu, a, &mut enc);
+    rec.reduced_bytes += enc.reduced_bytes;
     // Outgoing messages, copied out in the same submission.
     let mut remote: Vec<(&Outgoing, &wgpu::Buffer, u64)> = Vec::new();
     for out in &step.outputs {
@@ -227,7 +268,13 @@ fn run_step<P: StageProgram>(
         }
     }
     let t_submit = dev.now_us();
-    gpu.queue.submit([enc.finish()]);
+    let (commands, reduces) = enc.finish();
+    rec.events.extend(reduces.into_iter().map(|e| Event {
+        name: format!("{a} all-reduce"),
+        action: Some(a),
+        ..e
+    }));
+    gpu.queue.submit([commands]);
     gpu.check().map_err(|e| dev.fail(at, e.to_string()))?;
     program.submitted(gpu, a);
     if !remote.is_empty() {
@@ -238,8 +285,13 @@ fn run_step<P: StageProgram>(
         // 0.7-1.3 ms, max 7-9 ms; with this: 0.05, 0.2).
         gpu.queue.submit([]);
         for (out, staging, bytes) in remote {
-            dev.transport
-                .send(dev.index, out.to, out.product, staging, bytes);
+            dev.transport.send(
+                dev.endpoint(dev.index),
+                dev.endpoint(out.to),
+                out.product,
+                staging,
+                bytes,
+            );
         }
     }
     match (begin, end) {
@@ -249,7 +301,7 @@ fn run_step<P: StageProgram>(
             wait_idle(&gpu.device, &|| dev.control.aborted())
                 .map_err(|msg| dev.wait_failed(at, WaitError::Failed(msg)))?;
             rec.events
-                .push(compute_event(dev.index, a, t_submit, dev.now_us()));
+                .push(compute_event(dev, a, t_submit, dev.now_us()));
         }
     }
     Ok(())
@@ -276,8 +328,8 @@ fn receive<P: StageProgram>(
         let bytes = dev
             .transport
             .receive(
-                dev.index,
-                inc.from,
+                dev.endpoint(dev.index),
+                dev.endpoint(inc.from),
                 inc.product,
                 &dev.gpu.queue,
                 dst,
@@ -290,6 +342,7 @@ fn receive<P: StageProgram>(
             consumer: a,
             from: inc.from,
             to: dev.index,
+            rank: dev.shard.rank,
             start_us: t0,
             end_us: dev.now_us(),
             bytes,
@@ -339,9 +392,12 @@ impl MessageBuffers {
     }
 }
 
-fn compute_event(d: usize, a: Action, start_us: f64, end_us: f64) -> Event {
+fn compute_event(dev: &Device, a: Action, start_us: f64, end_us: f64) -> Event {
     Event {
-        track: Track::compute(d),
+        track: Track::Compute {
+            device: dev.index,
+            gpu: dev.shard.rank,
+        },
         name: a.to_string(),
         action: Some(a),
         start_us,

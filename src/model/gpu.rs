@@ -17,16 +17,22 @@ use crate::io::TokenBatch;
 use crate::kernels::{self as k, Dispatch};
 use crate::microbatch::Microbatches;
 use crate::model::weights::{Layer, StageWeights};
-use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::model::{Gpt2Config, Gpt2Weights, Shard};
 
 pub use crate::model::weights::StagePart;
 
 mod resident;
 pub use resident::{KvCache, StageUpload};
 
-/// The vocabulary split into chunks whose transposed table (C, len) fits one
-/// binding: `(v0, padded_len)` pairs; every length is a multiple of 4.
-pub(crate) fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, usize)>> {
+/// The vocabulary (or the `range` of it a tensor-parallel rank holds; all of
+/// it: `0..cfg.padded_vocab()`) split into chunks whose transposed table
+/// (C, len) fits one binding: `(v0, padded_len)` pairs; every length is a
+/// multiple of 4 (`range` starts at a multiple of 4).
+pub(crate) fn vocab_chunks(
+    gpu: &Gpu,
+    cfg: &Gpt2Config,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<(usize, usize)>> {
     let c = cfg.n_embd;
     let limit = gpu.max_binding().min(gpu.limits.max_buffer_size);
     let per_chunk = ((limit / (4 * c as u64)) as usize) / 4 * 4;
@@ -35,10 +41,10 @@ pub(crate) fn vocab_chunks(gpu: &Gpu, cfg: &Gpt2Config) -> Result<Vec<(usize, us
             .check_binding("wte (one column of the token table)", 16 * c as u64)
             .map(|_| Vec::new());
     }
-    let vp = cfg.padded_vocab();
-    Ok((0..vp)
+    let end = range.end;
+    Ok(range
         .step_by(per_chunk)
-        .map(|v0| (v0, per_chunk.min(vp - v0)))
+        .map(|v0| (v0, per_chunk.min(end - v0)))
         .collect())
 }
 
@@ -101,11 +107,15 @@ pub(crate) fn untranspose_token_table(
 /// Where one [`Segment`] of a stage's program ends.
 ///
 /// A stage's dispatches are cut where a Megatron-style tensor-parallel stage
-/// would all-reduce a partial sum: right after each block's attention
-/// c_proj matmul and its MLP c_proj matmul have written their (N, C) output
-/// into [`GpuStage::partial_sum`], before the residual add that reads it.
+/// all-reduces a partial sum ([`GpuStage::reduced`]): after the embedding
+/// (each rank embeds its vocabulary range's tokens), and right after each
+/// block's attention c_proj matmul and its MLP c_proj matmul have written
+/// their (N, C) output into [`GpuStage::partial_sum`], before the residual
+/// add that reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cut {
+    /// After the embedding (a stage that embeds).
+    Embedding,
     /// After block `layer`'s attention c_proj matmul.
     AttnProj { layer: usize },
     /// After block `layer`'s MLP c_proj matmul.
@@ -134,9 +144,35 @@ impl Segment {
     }
 }
 
+/// Where a stage's program is recorded, and how a tensor-parallel stage
+/// sums a partial result across its group between two segments.
+pub trait StageEncoder {
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder;
+
+    /// Sum the first `bytes` of `buf` over every device of the group, in
+    /// place, after the work recorded so far; later work sees the sum.
+    fn all_reduce(&mut self, buf: &wgpu::Buffer, bytes: u64) -> Result<()>;
+}
+
+/// A plain encoder: one device, nothing to sum with.
+impl StageEncoder for wgpu::CommandEncoder {
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self
+    }
+
+    fn all_reduce(&mut self, _buf: &wgpu::Buffer, _bytes: u64) -> Result<()> {
+        Err(Error::Other(
+            "a tensor-parallel stage was recorded without its group: run it through the executor"
+                .into(),
+        ))
+    }
+}
+
 /// One stage of GPT-2 resident on a device, for microbatches of `b` x `t` tokens.
 pub struct GpuStage {
     pub part: StagePart,
+    /// Which tensor-parallel part of the stage this device computes.
+    pub shard: Shard,
     pub b: usize,
     pub t: usize,
     pub cfg: Gpt2Config,
@@ -160,27 +196,29 @@ pub struct GpuStage {
     _buffers: Vec<wgpu::Buffer>,
 }
 
-/// The per-block scratch buffers, shared by every block of a stage.
+/// The per-block scratch buffers, shared by every block of a stage. Under
+/// tensor parallelism (T devices) the attention and MLP widths are this
+/// rank's: C/T and F/T.
 struct Scratch {
     ln: wgpu::Buffer,   // (N, C) layernorm output
-    qkv: wgpu::Buffer,  // (N, 3C)
-    att: wgpu::Buffer,  // (N, C) attention output
+    qkv: wgpu::Buffer,  // (N, 3C/T)
+    att: wgpu::Buffer,  // (N, C/T) attention output
     proj: wgpu::Buffer, // (N, C) c_proj output (attention, then MLP)
     x2: wgpu::Buffer,   // (N, C) residual stream after attention
-    fch: wgpu::Buffer,  // (N, F)
-    fcg: wgpu::Buffer,  // (N, F) gelu(fch)
+    fch: wgpu::Buffer,  // (N, F/T)
+    fcg: wgpu::Buffer,  // (N, F/T) gelu(fch)
 }
 
 impl Scratch {
-    fn new(gpu: &Gpu, n: usize, c: usize, f: usize) -> Scratch {
+    fn new(gpu: &Gpu, n: usize, c: usize, cl: usize, fl: usize) -> Scratch {
         Scratch {
             ln: zeros(gpu, "ln (N,C)", n * c),
-            qkv: zeros(gpu, "qkv (N,3C)", n * 3 * c),
-            att: zeros(gpu, "att (N,C)", n * c),
+            qkv: zeros(gpu, "qkv (N,3C/T)", n * 3 * cl),
+            att: zeros(gpu, "att (N,C/T)", n * cl),
             proj: zeros(gpu, "proj (N,C)", n * c),
             x2: zeros(gpu, "x2 (N,C)", n * c),
-            fch: zeros(gpu, "fch (N,F)", n * f),
-            fcg: zeros(gpu, "fch_gelu (N,F)", n * f),
+            fch: zeros(gpu, "fch (N,F/T)", n * fl),
+            fcg: zeros(gpu, "fch_gelu (N,F/T)", n * fl),
         }
     }
 
@@ -251,10 +289,19 @@ impl Builder<'_> {
     /// mlp(ln_2(x2)), cut after each c_proj matmul. With a KV cache the keys
     /// and values are written into it after the QKV matmul; decoding attends
     /// over the cache instead of the pass's own rows.
-    fn block(&mut self, l: usize, i: usize, lb: &Layer<wgpu::Buffer>, s: &Scratch) -> Result<()> {
+    fn block(
+        &mut self,
+        l: usize,
+        i: usize,
+        lb: &Layer<wgpu::Buffer>,
+        s: &Scratch,
+        tp: usize,
+    ) -> Result<()> {
         let (gpu, cfg) = (self.gpu, self.cfg);
         let (b, t, n) = (self.b, self.t, self.n());
-        let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
+        let (c, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+        // This rank's attention channels, heads and MLP width.
+        let (cl, nh, f) = (c / tp, cfg.n_head / tp, cfg.n_inner / tp);
         let x = self.x;
         self.push(k::layernorm_forward(
             gpu, &s.ln, x, &lb.ln_1_g, &lb.ln_1_b, n, c, eps,
@@ -267,20 +314,20 @@ impl Builder<'_> {
             &lb.c_attn_b,
             n,
             c,
-            3 * c,
+            3 * cl,
         ));
         match (self.mode, self.rows) {
             (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
                 let (kc, vc) = (&kv.k[i], &kv.v[i]);
-                self.push(k::kv_cache_write(gpu, kc, vc, &s.qkv, rows, n, c, kv.n_pos));
+                self.push(k::kv_cache_write(gpu, kc, vc, &s.qkv, rows, n, cl, kv.n_pos));
                 self.push(match self.mode {
                     Mode::Decode(_) => {
-                        k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, c, nh, kv.n_pos)
+                        k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, cl, nh, kv.n_pos)
                     }
-                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh),
+                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh),
                 });
             }
-            _ => self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, c, nh)),
+            _ => self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh)),
         }
         self.push(k::matmul_forward(
             gpu,
@@ -289,7 +336,7 @@ impl Builder<'_> {
             &lb.attn_proj_w,
             &lb.attn_proj_b,
             n,
-            c,
+            cl,
             c,
         ));
         self.cut(Cut::AttnProj { layer: l });
@@ -366,7 +413,7 @@ impl GpuStage {
     /// Build a program over weights already on `gpu`: `b` x `t` tokens,
     /// computing what `mode` says.
     pub fn build(gpu: &Gpu, up: &StageUpload, b: usize, t: usize, mode: Mode) -> Result<GpuStage> {
-        let (cfg, part) = (up.cfg.clone(), up.part.clone());
+        let (cfg, part, shard) = (up.cfg.clone(), up.part.clone(), up.shard);
         let (c, f) = (cfg.n_embd, cfg.n_inner);
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
@@ -413,11 +460,14 @@ impl GpuStage {
         };
         let ids = up.wpe.as_ref().map(|wpe| bld.embedding(up, wpe));
         let embedding_dispatches = bld.current.len();
+        if ids.is_some() {
+            bld.cut(Cut::Embedding);
+        }
         let mut proj = None;
         if !up.layers.is_empty() {
-            let scratch = Scratch::new(gpu, n, c, f);
+            let scratch = Scratch::new(gpu, n, c, c / shard.of, f / shard.of);
             for (i, (l, lb)) in part.layers.clone().zip(&up.layers).enumerate() {
-                bld.block(l, i, lb, &scratch)?;
+                bld.block(l, i, lb, &scratch, shard.of)?;
             }
             proj = Some(scratch.proj.clone());
             bld.keep.extend(scratch.into_buffers());
@@ -430,6 +480,7 @@ impl GpuStage {
         let (segments, keep) = (bld.segments, bld.keep);
         Ok(GpuStage {
             part,
+            shard,
             b,
             t,
             cfg,
@@ -461,6 +512,19 @@ impl GpuStage {
     /// inserted between segments instead.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// The buffer a tensor-parallel group sums at `cut`, and its bytes:
+    /// the residual stream after the embedding, the c_proj output after a
+    /// projection; `None` at the end.
+    pub fn reduced(&self, cut: Cut) -> Option<(&wgpu::Buffer, u64)> {
+        match cut {
+            Cut::Embedding => Some((&self.x, self.activation_bytes())),
+            Cut::AttnProj { .. } | Cut::MlpProj { .. } => {
+                self.proj.as_ref().map(|p| (p, self.activation_bytes()))
+            }
+            Cut::End => None,
+        }
     }
 
     /// (N, C) buffer the attention and MLP c_proj matmuls write, which holds
@@ -516,8 +580,44 @@ impl GpuStage {
         }
     }
 
+    /// Record this stage's forward pass into `enc`: on one device every
+    /// segment in one compute pass ([`GpuStage::encode`]); on a rank of a
+    /// tensor-parallel group each segment in its own pass with the group's
+    /// all-reduce of [`GpuStage::reduced`] at each cut. A rank embeds only
+    /// its vocabulary range's tokens, so it clears the residual stream first
+    /// and the sum after the embedding is exact; its logits hold its range's
+    /// columns and zeros.
+    pub fn encode_in(&self, enc: &mut dyn StageEncoder) -> Result<()> {
+        if !self.shard.split() {
+            self.encode(enc.encoder());
+            return Ok(());
+        }
+        if self.ids.is_some() {
+            enc.encoder().clear_buffer(&self.x, 0, None);
+        }
+        // Likewise the logits: a rank writes its vocabulary range's columns
+        // only, and a sum of them (decoding samples from it) must not find
+        // the last pass's sum in the others.
+        if let Some(logits) = &self.logits {
+            enc.encoder().clear_buffer(logits, 0, None);
+        }
+        for s in &self.segments {
+            {
+                let mut pass = enc.encoder().begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("stage forward segment"),
+                    timestamp_writes: None,
+                });
+                s.encode(&mut pass);
+            }
+            if let Some((buf, bytes)) = self.reduced(s.end) {
+                enc.all_reduce(buf, bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Record this stage's forward pass, every segment in order, as one
-    /// compute pass.
+    /// compute pass (a stage on one device: see [`GpuStage::encode_in`]).
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("stage forward"),
@@ -607,13 +707,15 @@ mod tests {
         let stage = GpuStage::new(&g, &w.stage(&whole), 2, t).unwrap();
 
         let ends: Vec<Cut> = stage.segments().iter().map(|s| s.end).collect();
-        let mut want = Vec::new();
+        let mut want = vec![Cut::Embedding];
         for layer in 0..cfg.n_layer {
             want.extend([Cut::AttnProj { layer }, Cut::MlpProj { layer }]);
         }
         want.push(Cut::End);
         assert_eq!(ends, want);
-        for s in &stage.segments()[..want.len() - 1] {
+        let embedding = stage.segments()[0].dispatches();
+        assert!(embedding.iter().all(|d| d.name == "embedding_forward"));
+        for s in &stage.segments()[1..want.len() - 1] {
             let last = s.dispatches().last().expect("non-empty segment").name;
             assert!(
                 last.starts_with("matmul_forward"),
@@ -621,7 +723,7 @@ mod tests {
                 s.end
             );
         }
-        for s in &stage.segments()[1..] {
+        for s in &stage.segments()[2..] {
             let first = s.dispatches()[0].name;
             assert_eq!(first, "residual_forward", "segment after a cut");
         }

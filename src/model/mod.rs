@@ -3,6 +3,8 @@ pub mod config;
 pub mod weights;
 
 pub use config::Gpt2Config;
+pub use shard::Shard;
 pub use weights::{Gpt2Weights, LayerWeights, StagePart, StageWeights};
 pub mod gpu;
+pub mod shard;
 pub mod train;

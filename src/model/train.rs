@@ -309,7 +309,7 @@ impl TrainStage {
         let mut chunks = Vec::new();
         let mut wte_t = Vec::new();
         if part.embedding || part.head {
-            chunks = vocab_chunks(gpu, &cfg)?;
+            chunks = vocab_chunks(gpu, &cfg, 0..cfg.padded_vocab())?;
             wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
         }
         let wpe = if part.embedding {

@@ -25,6 +25,10 @@ pub enum Track {
     Compute { device: usize, gpu: usize },
     /// A copy between two devices (it occupies neither device's compute).
     Transfer { from: usize, to: usize },
+    /// An all-reduce of tensor-parallel rank `gpu` of schedule device
+    /// `device`'s group, host side: from its partial sum being on the host
+    /// to the group's sum being queued back (inside the rank's compute span).
+    AllReduce { device: usize, gpu: usize },
 }
 
 impl Track {
@@ -37,7 +41,7 @@ impl Track {
     pub fn compute_device(&self) -> Option<usize> {
         match *self {
             Track::Compute { device, .. } => Some(device),
-            Track::Transfer { .. } => None,
+            Track::Transfer { .. } | Track::AllReduce { .. } => None,
         }
     }
 }
@@ -74,12 +78,13 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Compute events of one device, in time order.
+    /// Compute events of one device (its rank 0's, for a tensor-parallel
+    /// group), in time order.
     pub fn device_events(&self, device: usize) -> Vec<&Event> {
         let mut v: Vec<&Event> = self
             .events
             .iter()
-            .filter(|e| e.track.compute_device() == Some(device))
+            .filter(|e| e.track == Track::compute(device))
             .collect();
         v.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
         v
@@ -102,12 +107,14 @@ impl Timeline {
     }
 
     /// Busy/idle per device and the bubble fraction, over compute events.
-    /// Events on devices beyond `device_names` are ignored.
+    /// Events on devices beyond `device_names` are ignored. A device that is
+    /// a tensor-parallel group counts its rank 0's events: its ranks run the
+    /// same actions in lockstep, meeting at every all-reduce.
     pub fn stats(&self) -> BubbleStats {
-        let compute = self
-            .events
-            .iter()
-            .filter_map(|e| e.track.compute_device().map(|d| (d, e.start_us, e.end_us)));
+        let compute = self.events.iter().filter_map(|e| match e.track {
+            Track::Compute { device, gpu: 0 } => Some((device, e.start_us, e.end_us)),
+            _ => None,
+        });
         BubbleStats::from_compute(self.device_names.len(), compute)
     }
 

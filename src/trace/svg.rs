@@ -96,6 +96,18 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
         .iter()
         .filter_map(|e| e.action)
         .any(|a| p > 0 && a.stage >= p);
+    // A tensor-parallel group's row is split into one strip per rank, its
+    // all-reduces drawn dark over its compute.
+    let ranks = t
+        .events
+        .iter()
+        .filter_map(|e| match e.track {
+            Track::Compute { gpu, .. } | Track::AllReduce { gpu, .. } => Some(gpu + 1),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1);
+    let sub = ROW / ranks as f64;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -186,14 +198,22 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
             let kind = e.action.map(|a| a.kind);
             let light = chunked && e.action.is_some_and(|a| (a.stage / p) % 2 == 1);
             let opacity = if light { 0.62 } else { 1.0 };
+            let rank = match e.track {
+                Track::Compute { gpu, .. } => gpu,
+                _ => 0,
+            };
+            let ry = y + rank as f64 * sub;
             let _ = writeln!(
                 s,
-                r##"<rect x="{bx:.2}" y="{y:.1}" width="{bw:.2}" height="{ROW}" fill="{}" fill-opacity="{opacity}" stroke="white" stroke-width="0.6"><title>{} · {:.3}–{:.3} {unit}</title></rect>"##,
+                r##"<rect x="{bx:.2}" y="{ry:.1}" width="{bw:.2}" height="{sub:.1}" fill="{}" fill-opacity="{opacity}" stroke="white" stroke-width="0.6"><title>{} · {:.3}–{:.3} {unit}</title></rect>"##,
                 colour(kind),
                 escape(&e.name),
                 e.start_us - t0,
                 e.end_us - t0
             );
+            if ranks > 1 {
+                continue;
+            }
             if let Some(a) = e.action {
                 let label = a.microbatch.to_string();
                 if bw >= 7.0 * label.len() as f64 + 4.0 {
@@ -205,6 +225,22 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
                     );
                 }
             }
+        }
+        for e in &t.events {
+            let Track::AllReduce { device, gpu } = e.track else {
+                continue;
+            };
+            if device != d {
+                continue;
+            }
+            let (bx, bw) = (x(e.start_us), (x(e.end_us) - x(e.start_us)).max(0.5));
+            let ry = y + gpu as f64 * sub;
+            let _ = writeln!(
+                s,
+                r##"<rect x="{bx:.2}" y="{ry:.1}" width="{bw:.2}" height="{sub:.1}" fill="#222" fill-opacity="0.75"><title>{} rank {gpu} ({} bytes)</title></rect>"##,
+                escape(&e.name),
+                e.bytes
+            );
         }
         if has_transfers {
             let sy = y + ROW + 2.0;
@@ -289,7 +325,12 @@ fn legend(s: &mut String, t: &Timeline, has_transfers: bool) {
 /// `vulkan:0` rather than `vulkan:0 (llvmpipe (LLVM 15.0.6, 256 bits))` —
 /// and the device index when that is not already the name.
 fn row_label(d: usize, name: &str) -> String {
-    let short = name.split(" (").next().unwrap_or(name);
+    // A tensor-parallel group's name joins its Gpus' with " + ".
+    let short = name
+        .split(" + ")
+        .map(|n| n.split(" (").next().unwrap_or(n))
+        .collect::<Vec<_>>()
+        .join(" + ");
     if short.starts_with("dev") {
         short.to_string()
     } else {

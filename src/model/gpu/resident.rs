@@ -6,7 +6,7 @@ use super::{bytes, upload_token_table, vocab_chunks};
 use crate::device::{upload, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::model::weights::{Layer, StageWeights};
-use crate::model::{Gpt2Config, StagePart};
+use crate::model::{Gpt2Config, Shard, StagePart};
 
 /// A stage's weights on one device, uploaded once: every program built over
 /// them ([`GpuStage::build`]: a full forward, a prefill, a decode step)
@@ -15,6 +15,9 @@ use crate::model::{Gpt2Config, StagePart};
 pub struct StageUpload {
     pub part: StagePart,
     pub cfg: Gpt2Config,
+    /// Which tensor-parallel part of the stage this device holds
+    /// ([`Shard::WHOLE`] without tensor parallelism).
+    pub shard: Shard,
     /// Vocabulary chunks `(v0, len)` of the transposed token table.
     pub(super) chunks: Vec<(usize, usize)>,
     pub(super) wte_t: Vec<wgpu::Buffer>,
@@ -26,7 +29,15 @@ pub struct StageUpload {
 impl StageUpload {
     /// Upload what `w.part` says the stage holds (embedding, blocks, head).
     pub fn new(gpu: &Gpu, w: &StageWeights) -> Result<StageUpload> {
+        StageUpload::shard(gpu, w, Shard::WHOLE)
+    }
+
+    /// Upload `shard`'s part of what `w.part` says the stage holds: its
+    /// heads' and MLP columns' part of each block, its vocabulary range of
+    /// the token table (see [`crate::model::shard`]).
+    pub fn shard(gpu: &Gpu, w: &StageWeights, shard: Shard) -> Result<StageUpload> {
         let (cfg, part) = (w.config.clone(), w.part.clone());
+        crate::model::shard::check_degree(&cfg, shard.of)?;
         if part.layers.end > cfg.n_layer {
             return Err(Error::Input(format!(
                 "layers {:?} past the model's {} layers",
@@ -40,7 +51,7 @@ impl StageUpload {
         };
         let (mut chunks, mut wte_t) = (Vec::new(), Vec::new());
         if part.embedding || part.head {
-            chunks = vocab_chunks(gpu, &cfg)?;
+            chunks = vocab_chunks(gpu, &cfg, shard.vocab(cfg.padded_vocab()))?;
             wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
         }
         let wpe = match part.embedding {
@@ -59,7 +70,16 @@ impl StageUpload {
             .clone()
             .zip(w.layers)
             .map(|(l, lw)| {
-                lw.try_map(&cfg, |name, t, shape| {
+                let sharded;
+                let lw = match shard.split() {
+                    true => {
+                        sharded = shard.layer(&cfg, lw);
+                        &sharded
+                    }
+                    false => lw,
+                };
+                lw.try_map(&cfg, |name, t, _| {
+                    let shape = [t.len()];
                     gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
                     Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
                 })
@@ -75,6 +95,7 @@ impl StageUpload {
         Ok(StageUpload {
             part,
             cfg,
+            shard,
             chunks,
             wte_t,
             wpe,
@@ -82,10 +103,27 @@ impl StageUpload {
             ln_f,
         })
     }
+
+    /// Bytes of weights this upload holds on its device.
+    pub fn bytes(&self) -> u64 {
+        let layers = self.layers.iter().flat_map(|l| {
+            l.named_tensors(&self.cfg)
+                .into_iter()
+                .map(|(_, b, _)| b.size())
+        });
+        let rest = self
+            .wte_t
+            .iter()
+            .chain(&self.wpe)
+            .chain(self.ln_f.iter().flat_map(|(g, b)| [g, b]))
+            .map(|b| b.size());
+        layers.chain(rest).sum()
+    }
 }
 
 /// The KV cache of a stage's blocks on its device — only the layers this
-/// stage holds: per block a key and a value buffer (slots, n_pos, C), a slot
+/// stage holds: per block a key and a value buffer (slots, n_pos, C/T) (a
+/// tensor-parallel rank holds its own heads' channels, C/T of them), a slot
 /// per sequence, preallocated up to `n_pos` (the model's n_positions).
 pub struct KvCache {
     pub slots: usize,
@@ -95,14 +133,21 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// A zeroed cache for `blocks` blocks and `slots` sequences.
-    pub fn new(gpu: &Gpu, cfg: &Gpt2Config, blocks: usize, slots: usize) -> Result<KvCache> {
+    /// A zeroed cache for `blocks` blocks and `slots` sequences, for
+    /// `shard`'s heads.
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &Gpt2Config,
+        shard: Shard,
+        blocks: usize,
+        slots: usize,
+    ) -> Result<KvCache> {
         let n_pos = cfg.n_positions;
-        let len = slots * n_pos * cfg.n_embd;
+        let width = cfg.n_embd / shard.of;
+        let len = slots * n_pos * width;
         gpu.check_binding(
             &format!(
-                "KV cache of one block ({slots} sequences x {n_pos} positions x {})",
-                cfg.n_embd
+                "KV cache of one block ({slots} sequences x {n_pos} positions x {width})"
             ),
             bytes(len),
         )?;
