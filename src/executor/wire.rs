@@ -166,6 +166,9 @@ pub(super) fn unpack<O>(
     ))
 }
 
+/// Every endpoint's outcome, and each schedule device's name.
+type Gathered<O> = (Vec<Outcome<O>>, Vec<String>);
+
 /// Every endpoint's outcome, with the devices' names: in-process all were
 /// local; across processes (one endpoint per rank: no tensor parallelism)
 /// each rank packs its own, every rank gets them all
@@ -174,7 +177,7 @@ pub(super) fn gather<P: StageProgram>(
     net: &dyn Control,
     names: Vec<String>,
     outcomes: Vec<Option<Outcome<P::Output>>>,
-) -> Result<(Vec<Outcome<P::Output>>, Vec<String>)> {
+) -> Result<Gathered<P::Output>> {
     let n = outcomes.len();
     if (0..n).all(|d| net.local(d)) {
         let all = outcomes
