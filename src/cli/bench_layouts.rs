@@ -21,7 +21,7 @@ use crate::executor::train::{TrainOptions, Trainer};
 use crate::executor::measure::median;
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::{random_input_ids, write_file};
-use crate::model::{shard::check_degree, Gpt2Config, Gpt2Weights};
+use crate::model::{shard::check_degree, Gpt2Weights};
 use crate::sampling::SampleSettings;
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trace::chart::{line_chart, Line};
@@ -98,22 +98,12 @@ pub struct LayoutRow {
 pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
-    let mut cfg = match &a.model {
-        Some(name) => Gpt2Config::named(name)?,
-        None => crate::bench::bench_config(
-            a.layers.unwrap_or(4),
-            (a.seq + a.max_new_tokens).max(a.context.unwrap_or(0)),
-        ),
-    };
-    if let (Some(l), Some(_)) = (a.layers, &a.model) {
-        if l == 0 || l > cfg.n_layer {
-            return Err(Error::Input(format!(
-                "--layers {l}: the model has {} blocks",
-                cfg.n_layer
-            )));
-        }
-        cfg.n_layer = l;
-    }
+    let cfg = crate::bench::bench_model(
+        a.model.as_deref(),
+        a.layers,
+        4,
+        (a.seq + a.max_new_tokens).max(a.context.unwrap_or(0)),
+    )?;
     if a.devices == 0 || a.batch == 0 || a.seq == 0 || a.repeat == 0 {
         return Err(Error::Input(
             "--devices, --batch, --seq and --repeat must be at least 1".into(),
