@@ -41,6 +41,31 @@ pub fn bench_config(layers: usize, seq: usize) -> Gpt2Config {
     }
 }
 
+/// The model a bench's `--model` / `--layers` pick: a built-in model cut to
+/// its first `layers` blocks, or (no `--model`) the bench model with
+/// `layers` blocks (`default_layers` without) and `n_positions` positions.
+pub fn bench_model(
+    model: Option<&str>,
+    layers: Option<usize>,
+    default_layers: usize,
+    n_positions: usize,
+) -> Result<Gpt2Config> {
+    let Some(name) = model else {
+        return Ok(bench_config(layers.unwrap_or(default_layers), n_positions));
+    };
+    let mut cfg = Gpt2Config::named(name)?;
+    if let Some(l) = layers {
+        if l == 0 || l > cfg.n_layer {
+            return Err(Error::Input(format!(
+                "--layers {l}: the model has {} blocks",
+                cfg.n_layer
+            )));
+        }
+        cfg.n_layer = l;
+    }
+    Ok(cfg)
+}
+
 #[derive(Clone, Debug)]
 pub struct Sweep {
     /// (schedule, v) per series, e.g. (Gpipe, 1), (Interleaved, 2).

@@ -113,6 +113,24 @@ fn every_schedule_runs_across_tensor_parallel_groups() {
         }
         assert_eq!(r.timeline.device_names.len(), 2);
         assert!(r.timeline.stats().bubble.is_finite());
+        // The Chrome trace has a thread for every rank of every group and
+        // for each rank's all-reduces.
+        let trace = wgpipe::trace::chrome::to_chrome_json(&r.timeline);
+        let threads: Vec<String> = trace["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "thread_name")
+            .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+            .collect();
+        for d in 0..2 {
+            for rank in 0..2 {
+                let compute = format!("device {d} rank {rank}");
+                assert!(threads.iter().any(|t| t.starts_with(&compute)), "{threads:?}");
+                let reduce = format!("device {d} rank {rank} all-reduce");
+                assert!(threads.contains(&reduce), "{threads:?}");
+            }
+        }
     }
 }
 

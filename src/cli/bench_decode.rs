@@ -15,7 +15,7 @@ use crate::executor::decode::{generate, DecodeJob};
 use crate::executor::measure::median;
 use crate::executor::DeviceGroup;
 use crate::io::{random_input_ids, write_file};
-use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::model::Gpt2Weights;
 use crate::sampling::SampleSettings;
 use crate::schedule::Schedule;
 use crate::trace::chart::{line_chart, Line};
@@ -83,19 +83,12 @@ pub struct DecodeRow {
 pub fn run(a: &DecodeBenchArgs) -> Result<()> {
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
-    let mut cfg = match &a.model {
-        Some(name) => Gpt2Config::named(name)?,
-        None => crate::bench::bench_config(a.layers.unwrap_or(4), a.prompt_len + a.max_new_tokens),
-    };
-    if let (Some(l), Some(_)) = (a.layers, &a.model) {
-        if l == 0 || l > cfg.n_layer {
-            return Err(Error::Input(format!(
-                "--layers {l}: the model has {} blocks",
-                cfg.n_layer
-            )));
-        }
-        cfg.n_layer = l;
-    }
+    let cfg = crate::bench::bench_model(
+        a.model.as_deref(),
+        a.layers,
+        4,
+        a.prompt_len + a.max_new_tokens,
+    )?;
     if a.devices.contains(&0) || a.sequences_per_group == 0 || a.repeat == 0 {
         return Err(Error::Input(
             "--devices, --sequences-per-group and --repeat must be at least 1".into(),

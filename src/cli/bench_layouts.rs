@@ -18,9 +18,10 @@ use crate::device::place_devices;
 use crate::error::{Error, Result};
 use crate::executor::decode::{generate, DecodeJob, Generation};
 use crate::executor::train::{TrainOptions, Trainer};
+use crate::executor::measure::median;
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::{random_input_ids, write_file};
-use crate::model::{shard::check_degree, Gpt2Config, Gpt2Weights};
+use crate::model::{shard::check_degree, Gpt2Weights};
 use crate::sampling::SampleSettings;
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trace::chart::{line_chart, Line};
@@ -53,6 +54,9 @@ pub struct LayoutsBenchArgs {
     /// Skip the training step.
     #[arg(long)]
     pub no_train: bool,
+    /// Measurements per layout; the median of each figure is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -94,25 +98,15 @@ pub struct LayoutRow {
 pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
     check_output_path(a.csv.as_deref())?;
     check_output_path(a.svg.as_deref())?;
-    let mut cfg = match &a.model {
-        Some(name) => Gpt2Config::named(name)?,
-        None => crate::bench::bench_config(
-            a.layers.unwrap_or(4),
-            (a.seq + a.max_new_tokens).max(a.context.unwrap_or(0)),
-        ),
-    };
-    if let (Some(l), Some(_)) = (a.layers, &a.model) {
-        if l == 0 || l > cfg.n_layer {
-            return Err(Error::Input(format!(
-                "--layers {l}: the model has {} blocks",
-                cfg.n_layer
-            )));
-        }
-        cfg.n_layer = l;
-    }
-    if a.devices == 0 || a.batch == 0 || a.seq == 0 {
+    let cfg = crate::bench::bench_model(
+        a.model.as_deref(),
+        a.layers,
+        4,
+        (a.seq + a.max_new_tokens).max(a.context.unwrap_or(0)),
+    )?;
+    if a.devices == 0 || a.batch == 0 || a.seq == 0 || a.repeat == 0 {
         return Err(Error::Input(
-            "--devices, --batch and --seq must be at least 1".into(),
+            "--devices, --batch, --seq and --repeat must be at least 1".into(),
         ));
     }
     if a.max_new_tokens < 2 || a.seq + a.max_new_tokens > cfg.n_positions {
@@ -156,7 +150,10 @@ pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
             .chunks(tp)
             .map(DeviceGroup::new)
             .collect::<Result<_>>()?;
-        let row = measure_layout(a, &w, &groups, tp, pp, context)?;
+        let runs = (0..a.repeat)
+            .map(|_| measure_layout(a, &w, &groups, tp, pp, context))
+            .collect::<Result<Vec<_>>>()?;
+        let row = median_row(runs);
         if !a.json {
             eprintln!(
                 "  TP {tp} x PP {pp}: prefill {:.0} tokens/s, ITL {:.1} ms, decode {:.1} tokens/s, {:.0} / {:.0} bytes per token, {:.1} syncs per token",
@@ -326,6 +323,20 @@ fn train_step(
     )?;
     t.forward_backward(tokens)?;
     Ok(t.forward_backward(tokens)?.wall_s * 1e3)
+}
+
+/// Each timed figure's median over `runs` (the counted ones are the same
+/// every run).
+fn median_row(runs: Vec<LayoutRow>) -> LayoutRow {
+    let med = |f: fn(&LayoutRow) -> f64| median(runs.iter().map(f).collect());
+    let train = runs.iter().filter_map(|r| r.train_step_ms).collect::<Vec<_>>();
+    LayoutRow {
+        prefill_tokens_per_s: med(|r| r.prefill_tokens_per_s),
+        itl_ms: med(|r| r.itl_ms),
+        decode_tokens_per_s: med(|r| r.decode_tokens_per_s),
+        train_step_ms: (!train.is_empty()).then(|| median(train)),
+        ..runs[0].clone()
+    }
 }
 
 fn join<T: ToString>(v: &[T]) -> String {

@@ -45,15 +45,7 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
         out.seconds * 1e3,
         n as f64 / out.seconds
     );
-    if let Some(p) = &args.input.logits_out {
-        println!(
-            "logits [{}, {}, {}] written to {}",
-            tokens.batch,
-            tokens.seq,
-            w.config.vocab_size,
-            p.display()
-        );
-    }
+    report_logits(args, &tokens, w.config.vocab_size);
     Ok(())
 }
 
@@ -95,14 +87,18 @@ fn tensor_parallel(
         n as f64 / run.wall_s,
         run.reduced_bytes
     );
+    report_logits(args, tokens, w.config.vocab_size);
+    Ok(())
+}
+
+/// Say where `--logits-out` went.
+fn report_logits(args: &ForwardArgs, tokens: &crate::io::TokenBatch, vocab: usize) {
     if let Some(p) = &args.input.logits_out {
         println!(
-            "logits [{}, {}, {}] written to {}",
+            "logits [{}, {}, {vocab}] written to {}",
             tokens.batch,
             tokens.seq,
-            w.config.vocab_size,
             p.display()
         );
     }
-    Ok(())
 }

@@ -282,8 +282,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
     }
     let m = &report.metrics;
+    let stages = match args.tp {
+        1 => format!("{p} device(s)"),
+        tp => format!("{p} stage(s) of {tp} tensor-parallel Gpus"),
+    };
     eprintln!(
-        "{} sequences x {} new tokens on {p} device(s), {groups_n} group(s) in flight: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} / p99 {:.1} ms, {:.1} tokens/s; decode bubble measured {:.1}% (simulated {:.1}%, steady-state {:.1}%); KV cache per device {}",
+        "{} sequences x {} new tokens on {stages}, {groups_n} group(s) in flight: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} / p99 {:.1} ms, {:.1} tokens/s; decode bubble measured {:.1}% (simulated {:.1}%, steady-state {:.1}%); KV cache per Gpu {}",
         report.sequences.len(),
         args.max_new_tokens,
         m.ttft_ms,

@@ -176,11 +176,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     } else {
         // From the profile when there is one (the fastest device with every
-        // layer), else from this run's stage times.
-        let one_ms = fastest.map_or_else(
-            || m as f64 * meas.forward_ms.iter().sum::<f64>(),
-            |(_, ms)| m as f64 * ms,
-        );
+        // layer), else from this run's stage times. Not under tensor
+        // parallelism: a group's times are not one Gpu's (null in JSON).
+        let one_ms = match args.tp {
+            1 => fastest.map_or_else(
+                || m as f64 * meas.forward_ms.iter().sum::<f64>(),
+                |(_, ms)| m as f64 * ms,
+            ),
+            _ => f64::NAN,
+        };
         Compare {
             one_device_ms: one_ms,
             one_device: run.timeline.device_names[fastest.map_or(0, |(d, _)| d)].clone(),
@@ -274,6 +278,10 @@ fn print_compare(c: &Compare) {
         println!(
             "one device ({}), same work: {:.2} ms measured; speedup {:.2}",
             c.one_device, c.one_device_ms, c.speedup
+        );
+    } else if c.one_device_ms.is_nan() {
+        println!(
+            "one Gpu, same work: not estimated under --tp (a tensor-parallel group's stage times are not one Gpu's); --compare measures it"
         );
     } else {
         println!(

@@ -182,15 +182,20 @@ pub fn run_inference(
 /// Tensor-parallel groups must all be of one size that splits the model
 /// (heads, MLP width, vocabulary).
 pub fn check_groups(cfg: &crate::model::Gpt2Config, groups: &[DeviceGroup]) -> Result<()> {
+    crate::model::shard::check_degree(cfg, uniform_tp(groups)?)
+}
+
+/// The groups' one tensor-parallel degree; an error when they differ.
+fn uniform_tp(groups: &[DeviceGroup]) -> Result<usize> {
     let tp = groups.first().map_or(1, DeviceGroup::tp);
-    if let Some(g) = groups.iter().find(|g| g.tp() != tp) {
-        return Err(Error::Input(format!(
-            "device group {} has {} Gpus but the first has {tp}: every stage needs the same tensor-parallel degree",
+    match groups.iter().find(|g| g.tp() != tp) {
+        Some(g) => Err(Error::Input(format!(
+            "device group {} has {} Gpus but the first has {tp}: every device needs the same tensor-parallel degree",
             g.label(),
             g.tp()
-        )));
+        ))),
+        None => Ok(tp),
     }
-    crate::model::shard::check_degree(cfg, tp)
 }
 
 /// GPT-2 inference over a schedule, checked once: each stage's layers and
@@ -299,14 +304,7 @@ where
             groups.len()
         )));
     }
-    let tp = groups.first().map_or(1, DeviceGroup::tp);
-    if let Some(g) = groups.iter().find(|g| g.tp() != tp) {
-        return Err(Error::Input(format!(
-            "device group {} has {} Gpus but the first has {tp}: every device needs the same tensor-parallel degree",
-            g.label(),
-            g.tp()
-        )));
-    }
+    let tp = uniform_tp(groups)?;
     // One thread per Gpu: (device, its shard, its Gpu), by endpoint.
     let ranks: Vec<(usize, Shard, &Gpu)> = groups
         .iter()

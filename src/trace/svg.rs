@@ -319,18 +319,32 @@ fn legend(s: &mut String, t: &Timeline, has_transfers: bool) {
     if has_transfers {
         key(colour(None), "transfer (under the receiving device)");
     }
+    if t
+        .events
+        .iter()
+        .any(|e| matches!(e.track, Track::AllReduce { .. }))
+    {
+        key("#222", "all-reduce (one strip per tensor-parallel rank)");
+    }
 }
 
 /// A row label that fits the left margin: the name up to its first " (" —
 /// `vulkan:0` rather than `vulkan:0 (llvmpipe (LLVM 15.0.6, 256 bits))` —
 /// and the device index when that is not already the name.
 fn row_label(d: usize, name: &str) -> String {
-    // A tensor-parallel group's name joins its Gpus' with " + ".
-    let short = name
+    // A tensor-parallel group's name joins its Gpus' with " + ":
+    // `2×vulkan:0` when they are alike, else `vulkan:0+gl:0`.
+    let parts: Vec<&str> = name
         .split(" + ")
         .map(|n| n.split(" (").next().unwrap_or(n))
-        .collect::<Vec<_>>()
-        .join(" + ");
+        .collect();
+    let short = match parts.as_slice() {
+        [one] => one.to_string(),
+        [first, rest @ ..] if rest.iter().all(|p| p == first) => {
+            format!("{}×{first}", parts.len())
+        }
+        _ => parts.join("+"),
+    };
     if short.starts_with("dev") {
         short.to_string()
     } else {
