@@ -247,12 +247,27 @@ fn a_rank_that_dies_ends_the_job() {
 }
 
 #[test]
-fn more_ranks_than_devices_is_refused() {
+fn more_ranks_than_devices_and_tensor_parallel_groups_are_refused() {
     let out = mpirun(3, &["run", "--model", "tiny", "--devices", "2"], &[]);
     fails_with(
         &out,
         &["gives 2 pipeline devices but mpirun started 3 ranks"],
     );
+    let fixture = common::fixture_dir("tiny-gpt2-gen");
+    let out = mpirun(
+        2,
+        &[
+            "run",
+            "--checkpoint",
+            path(&fixture),
+            "--tp",
+            "2",
+            "--devices",
+            "4",
+        ],
+        &[],
+    );
+    fails_with(&out, &["one Gpu per rank", "leave out --tp"]);
 }
 
 #[test]
