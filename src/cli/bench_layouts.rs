@@ -124,7 +124,7 @@ pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
     }
     let n = a.devices;
     let layouts: Vec<(usize, usize)> = (1..=n)
-        .filter(|t| n % t == 0)
+        .filter(|t| n.is_multiple_of(*t))
         .map(|t| (t, n / t))
         .filter(|&(t, p)| {
             let ok = check_degree(&cfg, t).is_ok() && p <= cfg.n_layer;

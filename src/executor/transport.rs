@@ -130,9 +130,11 @@ struct Mailbox {
 struct Rounds {
     /// Per rank, how many sums it has taken part in.
     calls: Vec<u64>,
-    /// Round → (contributions by rank, the sum once complete, ranks that took it).
-    open: HashMap<u64, (Vec<Option<Vec<f32>>>, Option<std::sync::Arc<Vec<f32>>>, usize)>,
+    open: HashMap<u64, Round>,
 }
+
+/// One sum: contributions by rank, the sum once complete, ranks that took it.
+type Round = (Vec<Option<Vec<f32>>>, Option<std::sync::Arc<Vec<f32>>>, usize);
 
 #[derive(Default)]
 struct Group {

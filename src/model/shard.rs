@@ -104,13 +104,13 @@ pub fn check_degree(cfg: &Gpt2Config, tp: usize) -> Result<()> {
     if tp == 0 {
         return Err(Error::Input("--tp must be at least 1".into()));
     }
-    if cfg.n_head % tp != 0 {
+    if !cfg.n_head.is_multiple_of(tp) {
         return Err(Error::Input(format!(
             "--tp {tp} does not divide the model's {} attention heads: tensor parallelism splits attention by heads",
             cfg.n_head
         )));
     }
-    if cfg.n_inner % tp != 0 {
+    if !cfg.n_inner.is_multiple_of(tp) {
         return Err(Error::Input(format!(
             "--tp {tp} does not divide the model's MLP width {} (n_inner)",
             cfg.n_inner
@@ -192,7 +192,7 @@ mod tests {
             for r in 0..tp {
                 let v = Shard { rank: r, of: tp }.vocab(vp);
                 assert_eq!(v.start, next);
-                assert!(v.start % 4 == 0 && (v.end % 4 == 0 || v.end == vp));
+                assert!(v.start.is_multiple_of(4) && (v.end.is_multiple_of(4) || v.end == vp));
                 next = v.end;
             }
             assert_eq!(next, vp);
