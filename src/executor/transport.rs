@@ -126,7 +126,6 @@ struct Mailbox {
 
 /// One tensor-parallel group's sums in progress, by round (each rank's
 /// n-th call is round n).
-#[derive(Default)]
 struct Rounds {
     /// Per rank, how many sums it has taken part in.
     calls: Vec<u64>,
@@ -136,10 +135,21 @@ struct Rounds {
 /// One sum: contributions by rank, the sum once complete, ranks that took it.
 type Round = (Vec<Option<Vec<f32>>>, Option<std::sync::Arc<Vec<f32>>>, usize);
 
-#[derive(Default)]
 struct Group {
     rounds: Mutex<Rounds>,
     cv: Condvar,
+}
+
+impl Group {
+    fn new(tp: usize) -> Group {
+        Group {
+            rounds: Mutex::new(Rounds {
+                calls: vec![0; tp],
+                open: HashMap::new(),
+            }),
+            cv: Condvar::new(),
+        }
+    }
 }
 
 /// Every device a thread of this process: [`Control`] on atomics,
@@ -175,7 +185,7 @@ impl InProcess {
             ready: AtomicUsize::new(0),
             done: (0..endpoints).map(|_| AtomicBool::new(false)).collect(),
             mailboxes: (0..endpoints).map(|_| Mailbox::default()).collect(),
-            groups: (0..devices).map(|_| Group::default()).collect(),
+            groups: (0..devices).map(|_| Group::new(tp)).collect(),
         }
     }
 
@@ -273,9 +283,6 @@ impl Collective for InProcess {
         }
         let group = &self.groups[d];
         let mut st = group.rounds.lock().unwrap_or_else(|e| e.into_inner());
-        if st.calls.is_empty() {
-            st.calls = vec![0; self.tp];
-        }
         let round = st.calls[rank];
         st.calls[rank] += 1;
         let tp = self.tp;
