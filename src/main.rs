@@ -55,8 +55,7 @@ fn main() -> ExitCode {
         Command::Forward(f) => f.tp > 1,
         _ => false,
     };
-    if pipelined && std::env::var_os("LP_NUM_THREADS").is_none()
-    {
+    if pipelined && std::env::var_os("LP_NUM_THREADS").is_none() {
         // Mesa's software adapters read this once, when they load: one thread
         // per device lets pipeline devices run in parallel instead of sharing
         // one pool (../shared/wgpu-notes.md). No effect on real GPUs.
@@ -97,16 +96,15 @@ mod mpi {
     /// Which commands run across ranks; the others say so.
     fn supported(command: &Command) -> Result<(), String> {
         let name = match command {
-            Command::Run(_) | Command::Generate(_) => return Ok(()),
+            Command::Run(_) | Command::Generate(_) | Command::Train(_) => return Ok(()),
             Command::Bench(b) if matches!(b.what, cli::bench::BenchWhat::Hop(_)) => return Ok(()),
             Command::Adapters(_) => "adapters",
             Command::Forward(_) => "forward",
-            Command::Train(_) => "train",
             Command::Bench(_) => "bench bubble/decode",
             Command::Plan(_) => "plan",
         };
         Err(format!(
-            "`wgpipe {name}` does not run across MPI ranks (yet): --transport mpi works with `run`, `generate` and `bench hop`"
+            "`wgpipe {name}` does not run across MPI ranks (yet): --transport mpi works with `run`, `generate`, `train` and `bench hop`"
         ))
     }
 

@@ -577,20 +577,59 @@ fn tensor_parallel_forward_and_run_give_the_single_device_logits() {
     let ck = ck.to_str().unwrap();
     let dir = tmpdir("tp");
     let file = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    let input = ["--checkpoint", ck, "--batch", "2", "--seq", "6", "--seed", "3"];
+    let input = [
+        "--checkpoint",
+        ck,
+        "--batch",
+        "2",
+        "--seq",
+        "6",
+        "--seed",
+        "3",
+    ];
     let one = wgpipe(&[&["forward"][..], &input, &["--logits-out", &file("one")]].concat());
-    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
-    let tp = wgpipe(&[&["forward", "--tp", "2"][..], &input, &["--logits-out", &file("tp")]].concat());
-    assert!(tp.status.success(), "{}", String::from_utf8_lossy(&tp.stderr));
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let tp = wgpipe(
+        &[
+            &["forward", "--tp", "2"][..],
+            &input,
+            &["--logits-out", &file("tp")],
+        ]
+        .concat(),
+    );
+    assert!(
+        tp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tp.stderr)
+    );
     let run = wgpipe(
         &[
-            &["run", "--tp", "2", "--devices", "4", "--split", "even", "--microbatches", "2", "--json"][..],
+            &[
+                "run",
+                "--tp",
+                "2",
+                "--devices",
+                "4",
+                "--split",
+                "even",
+                "--microbatches",
+                "2",
+                "--json",
+            ][..],
             &input,
             &["--logits-out", &file("run")],
         ]
         .concat(),
     );
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(v["tp"], 2);
     assert!(v["all_reduce_bytes"].as_u64().unwrap() > 0);
@@ -599,11 +638,17 @@ fn tensor_parallel_forward_and_run_give_the_single_device_logits() {
         let (s, got) = read_logits(&dir.join(f));
         assert_eq!(s, shape);
         let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst <= 1e-5 * scale.max(1.0), "{f}: max |Δ| {worst}");
     }
     // Bad layouts, before any device work.
-    fails_with(&wgpipe(&[&["run", "--tp", "3"][..], &input].concat()), &["--tp 3", "attention heads"]);
+    fails_with(
+        &wgpipe(&[&["run", "--tp", "3"][..], &input].concat()),
+        &["--tp 3", "attention heads"],
+    );
     fails_with(
         &wgpipe(&[&["run", "--tp", "2", "--devices", "3"][..], &input].concat()),
         &["3 Gpus", "P x 2"],

@@ -480,11 +480,18 @@ fn tensor_parallel_generation_equals_transformers_and_bad_layouts_are_refused() 
     let r = reference();
     let case = &r["cases"][0];
     // 2-way TP x 2-way PP, and 4-way TP on one stage.
-    for extra in [&["--tp", "2", "--devices", "4"][..], &["--tp", "4", "--devices", "4"]] {
+    for extra in [
+        &["--tp", "2", "--devices", "4"][..],
+        &["--tp", "4", "--devices", "4"],
+    ] {
         let out = generate_case(case, extra);
         let want: Vec<Vec<u32>> = serde_json::from_value(case["output_ids"].clone()).unwrap();
         for (s, w) in want.iter().enumerate() {
-            assert_eq!(ids(&out["sequences"][s]["ids"]), *w, "{extra:?} sequence {s}");
+            assert_eq!(
+                ids(&out["sequences"][s]["ids"]),
+                *w,
+                "{extra:?} sequence {s}"
+            );
         }
         let tp: usize = extra[1].parse().unwrap();
         assert_eq!(out["tp"], tp as u64);
@@ -492,9 +499,20 @@ fn tensor_parallel_generation_equals_transformers_and_bad_layouts_are_refused() 
     }
     let dir = fixture();
     let d = dir.to_str().unwrap();
-    let base = ["generate", "--checkpoint", d, "--prompt", "The", "--max-new-tokens", "2"];
+    let base = [
+        "generate",
+        "--checkpoint",
+        d,
+        "--prompt",
+        "The",
+        "--max-new-tokens",
+        "2",
+    ];
     let with = |extra: &[&str]| wgpipe(&[&base[..], extra].concat());
     fails_with(&with(&["--tp", "3"]), &["--tp 3", "4 attention heads"]);
-    fails_with(&with(&["--tp", "2", "--devices", "3"]), &["--tp 2", "P x 2"]);
+    fails_with(
+        &with(&["--tp", "2", "--devices", "3"]),
+        &["--tp 2", "P x 2"],
+    );
     fails_with(&with(&["--tp", "0"]), &["--tp must be at least 1"]);
 }

@@ -1,6 +1,7 @@
 //! Stages as MPI ranks (`--features mpi`): `mpirun -np 2` and `-np 4` on
 //! this one machine, every rank on the software adapter, give exactly the
-//! in-process run's logits and generated tokens; a rank that fails or dies
+//! in-process run's logits, training losses, gradients and trained weights,
+//! and generated tokens; a rank that fails or dies
 //! ends the job with a message naming it; bad launches are refused.
 //!
 //! Needs Open MPI's `mpirun` (`.ci/run` installs it). Running as root needs
@@ -196,6 +197,73 @@ fn generate_over_two_and_four_ranks_gives_the_in_process_tokens() {
     same_tokens(4);
 }
 
+/// `train` over `np` ranks: the in-process run's losses and gradient norms
+/// (clipped, so the norm crosses ranks), first-step gradients and trained
+/// checkpoint, byte for byte; the tied token table's two gradient shares
+/// live on the first and last ranks.
+fn same_training(np: usize, flags: &[&str]) {
+    let fixture = common::fixture_dir("tiny-gpt2-4l");
+    let devices = np.to_string();
+    let mut args = vec![
+        "train",
+        "--checkpoint",
+        path(&fixture),
+        "--devices",
+        &devices,
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--seq",
+        "8",
+        "--grad-clip",
+        "1.0",
+        "--json",
+    ];
+    args.extend_from_slice(flags);
+    let run = |launch: &dyn Fn(&[&str]) -> Output| {
+        let dir = tempfile::tempdir().unwrap();
+        let (grads, save) = (
+            dir.path().join("grads.safetensors"),
+            dir.path().join("saved"),
+        );
+        let mut a = args.clone();
+        a.extend(["--grads-out", path(&grads), "--save", path(&save)]);
+        let v: Value = serde_json::from_str(&ok(&launch(&a))).unwrap();
+        let grads = std::fs::read(&grads).unwrap();
+        let saved = std::fs::read(save.join("model.safetensors")).unwrap();
+        (v, grads, saved)
+    };
+    let (here, grads_here, saved_here) = run(&|a| wgpipe(a));
+    let (there, grads_there, saved_there) = run(&|a| mpirun(np, a, &[]));
+    for key in ["losses", "grad_norms", "peak_activation_bytes", "split"] {
+        assert_eq!(here[key], there[key], "{key}: {np} ranks ({flags:?})");
+    }
+    assert!(
+        grads_here == grads_there,
+        "first-step gradients differ ({np} ranks, {flags:?})"
+    );
+    assert!(
+        saved_here == saved_there,
+        "trained weights differ ({np} ranks, {flags:?})"
+    );
+    assert_eq!(there["mpi"]["ranks"], np);
+    assert_eq!(there["device_names"].as_array().unwrap().len(), np);
+    let measured = there["bubble_measured"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&measured), "measured bubble {measured}");
+}
+
+#[test]
+fn train_over_two_ranks_gives_the_in_process_gradients_and_weights() {
+    same_training(2, &["--schedule", "1f1b", "--split", "3,1"]);
+    same_training(2, &["--schedule", "interleaved", "--virtual", "2"]);
+}
+
+#[test]
+fn train_over_four_ranks_gives_the_in_process_gradients_and_weights() {
+    same_training(4, &["--schedule", "zb-h1", "--microbatches", "4"]);
+}
+
 #[test]
 fn a_failing_rank_ends_the_job_naming_rank_device_stage_and_action() {
     let out = mpirun(
@@ -274,8 +342,8 @@ fn more_ranks_than_devices_and_tensor_parallel_groups_are_refused() {
 fn mpi_outside_mpirun_and_unsupported_commands_are_refused() {
     let out = wgpipe(&["run", "--model", "tiny", "--transport", "mpi"]);
     fails_with(&out, &["not started by an MPI launcher", "mpirun -np"]);
-    let out = wgpipe(&["train", "--model", "tiny", "--transport", "mpi"]);
-    fails_with(&out, &["`wgpipe train` does not run across MPI ranks"]);
+    let out = wgpipe(&["adapters", "--transport", "mpi"]);
+    fails_with(&out, &["`wgpipe adapters` does not run across MPI ranks"]);
 }
 
 #[test]

@@ -40,7 +40,9 @@ fn tokens(w: &Gpt2Weights, batch: usize, seq: usize) -> TokenBatch {
 
 /// `gpus` in groups of `tp`, stage-major.
 fn groups(gpus: &[Gpu], tp: usize) -> Vec<DeviceGroup<'_>> {
-    gpus.chunks(tp).map(|g| DeviceGroup::new(g).unwrap()).collect()
+    gpus.chunks(tp)
+        .map(|g| DeviceGroup::new(g).unwrap())
+        .collect()
 }
 
 fn run(gpus: &[Gpu], tp: usize, w: &Gpt2Weights, t: &TokenBatch, s: &Schedule) -> PipelineRun {
@@ -67,15 +69,31 @@ fn a_tensor_parallel_stage_gives_the_single_device_logits() {
                 .timeline
                 .events
                 .iter()
-                .filter(|e| e.track == Track::Compute { device: 0, gpu: rank })
+                .filter(|e| {
+                    e.track
+                        == Track::Compute {
+                            device: 0,
+                            gpu: rank,
+                        }
+                })
                 .count();
             let reduces = r
                 .timeline
                 .events
                 .iter()
-                .filter(|e| e.track == Track::AllReduce { device: 0, gpu: rank })
+                .filter(|e| {
+                    e.track
+                        == Track::AllReduce {
+                            device: 0,
+                            gpu: rank,
+                        }
+                })
                 .count();
-            assert_eq!((compute, reduces), (3, 3 * (1 + 2 * l)), "TP {tp} rank {rank}");
+            assert_eq!(
+                (compute, reduces),
+                (3, 3 * (1 + 2 * l)),
+                "TP {tp} rank {rank}"
+            );
         }
         // Each rank sends its (N, C) partial and gets the sum back.
         let n = t.seq; // one sequence per microbatch
@@ -103,7 +121,13 @@ fn every_schedule_runs_across_tensor_parallel_groups() {
     ] {
         let s = Schedule::for_inference(kind, 2, 4, v).unwrap();
         let r = run(&g, 2, &w, &t, &s);
-        assert_close(&format!("TP 2 x PP 2 {}", s.name), &r.logits, &want, 1e-5, 1e-5);
+        assert_close(
+            &format!("TP 2 x PP 2 {}", s.name),
+            &r.logits,
+            &want,
+            1e-5,
+            1e-5,
+        );
         // Rank r of one group sends to rank r of the next, each the whole
         // activation: twice the messages of PP 2 alone.
         let stages = 2 * v;
@@ -126,7 +150,10 @@ fn every_schedule_runs_across_tensor_parallel_groups() {
         for d in 0..2 {
             for rank in 0..2 {
                 let compute = format!("device {d} rank {rank}");
-                assert!(threads.iter().any(|t| t.starts_with(&compute)), "{threads:?}");
+                assert!(
+                    threads.iter().any(|t| t.starts_with(&compute)),
+                    "{threads:?}"
+                );
                 let reduce = format!("device {d} rank {rank} all-reduce");
                 assert!(threads.contains(&reduce), "{threads:?}");
             }
@@ -160,7 +187,10 @@ fn greedy_generation_with_tensor_parallelism_gives_the_same_tokens() {
         let run = generate(&groups(&g[..tp * p], tp), &w, &job(n_groups), None, None)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         for (s, want) in want.iter().enumerate() {
-            assert_eq!(&run.ids[s], want, "{what}: sequence {s} against transformers");
+            assert_eq!(
+                &run.ids[s], want,
+                "{what}: sequence {s} against transformers"
+            );
         }
         for (s, steps) in run.logits.iter().enumerate() {
             for (k, l) in steps.iter().enumerate() {

@@ -17,8 +17,8 @@ use crate::cli::model_args::check_output_path;
 use crate::device::place_devices;
 use crate::error::{Error, Result};
 use crate::executor::decode::{generate, DecodeJob, Generation};
-use crate::executor::train::{TrainOptions, Trainer};
 use crate::executor::measure::median;
+use crate::executor::train::{TrainOptions, Trainer};
 use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::{random_input_ids, write_file};
 use crate::model::{shard::check_degree, Gpt2Weights};
@@ -201,8 +201,13 @@ pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
         );
         write_file(
             path,
-            line_chart(&lines, &title, "tensor-parallel degree T (P = N / T)", "tokens/s")
-                .as_bytes(),
+            line_chart(
+                &lines,
+                &title,
+                "tensor-parallel degree T (P = N / T)",
+                "tokens/s",
+            )
+            .as_bytes(),
         )?;
     }
     Ok(())
@@ -229,7 +234,10 @@ fn measure_layout(
     // Decode: one sequence alone, then P groups of one.
     let prompts = |b: usize| {
         let ids = random_input_ids(b, a.seq, cfg.vocab_size, a.seed + 1);
-        ids.ids.chunks(a.seq).map(<[u32]>::to_vec).collect::<Vec<_>>()
+        ids.ids
+            .chunks(a.seq)
+            .map(<[u32]>::to_vec)
+            .collect::<Vec<_>>()
     };
     let job = |b: usize, g: usize| DecodeJob {
         prompts: prompts(b),
@@ -329,7 +337,10 @@ fn train_step(
 /// every run).
 fn median_row(runs: Vec<LayoutRow>) -> LayoutRow {
     let med = |f: fn(&LayoutRow) -> f64| median(runs.iter().map(f).collect());
-    let train = runs.iter().filter_map(|r| r.train_step_ms).collect::<Vec<_>>();
+    let train = runs
+        .iter()
+        .filter_map(|r| r.train_step_ms)
+        .collect::<Vec<_>>();
     LayoutRow {
         prefill_tokens_per_s: med(|r| r.prefill_tokens_per_s),
         itl_ms: med(|r| r.itl_ms),
@@ -385,8 +396,16 @@ pub fn table(rows: &[LayoutRow]) -> String {
             r.prefill_tokens_per_s,
             r.itl_ms,
             r.decode_tokens_per_s,
-            r.weight_bytes.iter().map(|&b| mib(b)).collect::<Vec<_>>().join(" / "),
-            r.kv_bytes.iter().map(|&b| mib(b)).collect::<Vec<_>>().join(" / "),
+            r.weight_bytes
+                .iter()
+                .map(|&b| mib(b))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            r.kv_bytes
+                .iter()
+                .map(|&b| mib(b))
+                .collect::<Vec<_>>()
+                .join(" / "),
             r.context,
             r.train_step_ms.map_or("—".into(), |x| format!("{x:.0}"))
         );

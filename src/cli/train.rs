@@ -14,9 +14,9 @@ use crate::device::place_devices;
 use crate::error::{Error, Result};
 use crate::executor::balance::{resolve_split, Chosen};
 use crate::executor::measure::{measure_timeline, median, Measurement};
+use crate::executor::net::{device_groups, is_root, mpi_line, mpi_summary, open_local};
 use crate::executor::partition::Split;
 use crate::executor::train::{Optimizer, TrainOptions, Trainer};
-use crate::executor::DeviceGroup;
 use crate::io::{self, write_file, TokenBatch};
 use crate::model::checkpoint::save_checkpoint;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -138,6 +138,9 @@ struct Report {
     last_step: Measurement,
     /// Layers per stage, and for `--split auto` how they were chosen.
     split: Chosen,
+    /// Under `--transport mpi`: the ranks and their clocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpi: Option<serde_json::Value>,
 }
 
 impl TrainArgs {
@@ -204,11 +207,14 @@ impl TrainArgs {
                 "--batch and --seq come from the --input-ids file; give one or the other".into(),
             ));
         }
-        for p in [&self.grads_out, &self.trace, &self.svg] {
-            check_output_path(p.as_deref())?;
-        }
-        if let Some(dir) = &self.save {
-            check_save_dir(dir)?;
+        // Rank 0 writes every file (under MPI the others' paths may not exist).
+        if is_root() {
+            for p in [&self.grads_out, &self.trace, &self.svg] {
+                check_output_path(p.as_deref())?;
+            }
+            if let Some(dir) = &self.save {
+                check_save_dir(dir)?;
+            }
         }
         self.optimizer()
     }
@@ -326,11 +332,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.virtual_stages,
         false,
     )?;
-    let gpus = placement.open()?;
-    let groups = gpus
-        .iter()
-        .map(|g| DeviceGroup::new(g))
-        .collect::<Result<Vec<_>>>()?;
+    let gpus = open_local(&placement, &args.devices)?;
+    let groups = device_groups(&gpus, placement.devices())?;
     let chosen = resolve_split(&args.split, &groups, &w, &schedule, batch.div_ceil(m), seq)?;
     if !args.json {
         println!("{}", chosen.describe());
@@ -363,6 +366,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let run = trainer.forward_backward(&tokens)?;
         if step == 0 {
             if let Some(path) = &args.grads_out {
+                // Every rank takes part in reading them back; rank 0 writes.
                 let g = trainer.grads()?;
                 io::write_named_tensors(path, &g.named_tensors(cfg), "transformer.")?;
             }
@@ -395,7 +399,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let step = median(step_ms);
     let peak = trainer.peak_activation_bytes()?;
     if let Some(dir) = &args.save {
-        save_into(&trainer.weights()?, dir)?;
+        let w = trainer.weights()?;
+        if is_root() {
+            save_into(&w, dir)?;
+        }
     }
     if let Some(p) = &args.trace {
         let json = serde_json::to_string(&to_chrome_json(&run.timeline)).expect("trace serializes");
@@ -428,6 +435,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         grad_norms: norms,
         last_step: meas,
         split: chosen,
+        mpi: mpi_summary(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));
@@ -467,5 +475,8 @@ fn print_report(r: &Report) {
             r.peak_activation_bytes[d] as f64 / 1e6,
             if r.recompute { " (recompute)" } else { "" }
         );
+    }
+    if let Some(line) = mpi_line() {
+        println!("{line}");
     }
 }

@@ -174,8 +174,7 @@ where
     crate::schedule::validate::validate(schedule)?;
     let plan = Plan::new(schedule);
     let bare = without_messages(&plan);
-    let fed =
-        |d: usize, sh: Shard, gpu: &Gpu| Ok(Fed::new(make(d, sh, gpu)?, &plan.devices[d]));
+    let fed = |d: usize, sh: Shard, gpu: &Gpu| Ok(Fed::new(make(d, sh, gpu)?, &plan.devices[d]));
     let stages = schedule.stages();
 
     let mut solo_events = Vec::new();

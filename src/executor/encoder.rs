@@ -149,7 +149,9 @@ impl StageEncoder for ActionEncoder<'_> {
                     return Err(Error::Other("the run was aborted".into()))
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Other("the all-reduce staging map was dropped".into()))
+                    return Err(Error::Other(
+                        "the all-reduce staging map was dropped".into(),
+                    ))
                 }
                 Err(_) => {}
             }

@@ -282,7 +282,6 @@ struct Mailbox {
 /// One run's transport and control across the ranks.
 pub struct MpiNet {
     rank: usize,
-    size: usize,
     epoch: Instant,
     /// The run's own communicator for products (a duplicate of the world:
     /// no run's messages can match another's, nor the collectives).
@@ -355,7 +354,6 @@ impl MpiNet {
         };
         Ok(MpiNet {
             rank: c.rank,
-            size: c.size,
             epoch,
             p2p,
             abort,
@@ -508,36 +506,40 @@ impl Control for MpiNet {
         d == self.rank
     }
 
-    /// Every rank's bytes on every rank: the lengths, then the bytes
-    /// (`MPI_Allgatherv` on the world).
     fn exchange(&self, mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
-        let c = cluster().expect("an MpiNet implies a cluster");
-        let world = &c.world.0;
-        let n = i32::try_from(mine.len())
-            .map_err(|_| format!("rank {}'s results exceed 2 GiB", self.rank))?;
-        let mut counts = vec![0i32; self.size];
-        world.all_gather_into(&n, &mut counts[..]);
-        let displs: Vec<i32> = counts
-            .iter()
-            .scan(0i64, |acc, &n| {
-                let d = *acc;
-                *acc += n as i64;
-                Some(i32::try_from(d).ok())
-            })
-            .collect::<Option<Vec<i32>>>()
-            .ok_or("the ranks' results exceed 2 GiB together")?;
-        let total: usize = counts.iter().map(|&n| n as usize).sum();
-        let mut all = vec![0u8; total];
-        {
-            let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
-            world.all_gather_varcount_into(&mine[..], &mut part);
-        }
-        Ok(counts
-            .iter()
-            .zip(&displs)
-            .map(|(&n, &d)| all[d as usize..][..n as usize].to_vec())
-            .collect())
+        all_gather(&mine)
     }
+}
+
+/// Every rank's bytes on every rank, in rank order: the lengths, then the
+/// bytes (`MPI_Allgatherv` on the world). Collective: every rank calls it.
+pub fn all_gather(mine: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let c = cluster().ok_or("MPI is not initialised")?;
+    let world = &c.world.0;
+    let n =
+        i32::try_from(mine.len()).map_err(|_| format!("rank {}'s share exceeds 2 GiB", c.rank))?;
+    let mut counts = vec![0i32; c.size];
+    world.all_gather_into(&n, &mut counts[..]);
+    let displs: Vec<i32> = counts
+        .iter()
+        .scan(0i64, |acc, &n| {
+            let d = *acc;
+            *acc += n as i64;
+            Some(i32::try_from(d).ok())
+        })
+        .collect::<Option<Vec<i32>>>()
+        .ok_or("the ranks' shares exceed 2 GiB together")?;
+    let total: usize = counts.iter().map(|&n| n as usize).sum();
+    let mut all = vec![0u8; total];
+    {
+        let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+        world.all_gather_varcount_into(mine, &mut part);
+    }
+    Ok(counts
+        .iter()
+        .zip(&displs)
+        .map(|(&n, &d)| all[d as usize..][..n as usize].to_vec())
+        .collect())
 }
 
 impl Transport for MpiNet {

@@ -93,6 +93,32 @@ pub fn is_root() -> bool {
     mpi_rank().is_none_or(|(r, _)| r == 0)
 }
 
+/// Whether schedule device `d` runs in this process: every device
+/// in-process; under MPI only this rank's (rank r is device r).
+pub fn local_device(d: usize) -> bool {
+    mpi_rank().is_none_or(|(r, _)| r == d)
+}
+
+/// Every process's `mine`, in rank order (device order): in-process just
+/// `[mine]`; under MPI encoded, all-gathered and decoded, which every rank
+/// must do, in the same order. For what is combined outside a run
+/// (training's tied-embedding sum, gradient norm, tensors read back).
+pub(crate) fn share<T: super::wire::Wire>(mine: T) -> Result<Vec<T>> {
+    #[cfg(feature = "mpi")]
+    if super::mpi::cluster().is_some() {
+        let all = super::mpi::all_gather(&super::wire::to_bytes(&mine)).map_err(Error::Other)?;
+        return all
+            .iter()
+            .enumerate()
+            .map(|(r, b)| {
+                super::wire::from_bytes(b)
+                    .ok_or_else(|| Error::Other(format!("rank {r}'s share arrived corrupt")))
+            })
+            .collect();
+    }
+    Ok(vec![mine])
+}
+
 /// Refuse `--transport mpi` where a command cannot run across ranks yet.
 pub fn refuse_mpi(what: &str) -> Result<()> {
     match mpi_rank() {

@@ -131,12 +131,7 @@ impl StageProgram for Relay {
         }
     }
 
-    fn encode(
-        &mut self,
-        _gpu: &Gpu,
-        a: Action,
-        enc: &mut ActionEncoder,
-    ) -> crate::Result<()> {
+    fn encode(&mut self, _gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::Result<()> {
         let s = a.stage;
         match a.kind {
             Kind::F => {
@@ -191,10 +186,15 @@ impl StageProgram for Relay {
 fn run_relay(schedule: &Schedule, gpus: &[Gpu]) -> (Vec<RelayOut>, Vec<TransferRecord>) {
     let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
     let (s_total, m) = (schedule.stages(), schedule.microbatches);
-    let ran = run_programs(&groups, schedule, &InProcess::new(gpus.len()), |d, _, gpu| {
-        let stages = (d..s_total).step_by(schedule.devices).collect();
-        Ok(Relay::new(gpu, stages, s_total, m))
-    })
+    let ran = run_programs(
+        &groups,
+        schedule,
+        &InProcess::new(gpus.len()),
+        |d, _, gpu| {
+            let stages = (d..s_total).step_by(schedule.devices).collect();
+            Ok(Relay::new(gpu, stages, s_total, m))
+        },
+    )
     .unwrap();
     (ran.outputs, ran.transfers)
 }
@@ -279,12 +279,7 @@ where
     fn output(&self, a: Action) -> &wgpu::Buffer {
         self.inner.output(a)
     }
-    fn encode(
-        &mut self,
-        gpu: &Gpu,
-        a: Action,
-        enc: &mut ActionEncoder,
-    ) -> crate::Result<()> {
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::Result<()> {
         (self.hook)(gpu, a, &self.inner)?;
         self.inner.encode(gpu, a, enc)
     }

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use super::plan::Plan;
 use super::program::StageProgram;
 use super::worker::TransferRecord;
-use super::{partition, run_plan, ActionEncoder, DeviceGroup, InProcess};
+use super::{net, partition, run_plan, ActionEncoder, DeviceGroup, Net};
 use crate::action::{Action, Kind, Product};
 use crate::cpu::backward::{next_token_targets, Gpt2Grads};
 use crate::device::{self, Gpu};
@@ -117,8 +117,6 @@ pub struct Gpt2Train {
     losses: Vec<wgpu::Buffer>,
     /// Per microbatch of the current step: (ids, next-token targets), padded.
     batch: Vec<(Vec<u32>, Vec<u32>)>,
-    /// Per microbatch: Σ of its rows' losses, read back by `finish`.
-    loss_sums: Vec<f64>,
 }
 
 impl Gpt2Train {
@@ -208,7 +206,6 @@ impl Gpt2Train {
             pool,
             losses,
             batch: Vec::new(),
-            loss_sums: Vec::new(),
         })
     }
 
@@ -222,9 +219,12 @@ impl Gpt2Train {
     }
 }
 
-impl StageProgram for Gpt2Train {
-    /// The program itself, kept for the next step.
-    type Output = Gpt2Train;
+/// A step borrows each device's program: it stays on its device (weights,
+/// gradients, optimizer state) for the next step, and what crosses back —
+/// under MPI, to every rank — is its per-microbatch loss sums.
+impl StageProgram for &mut Gpt2Train {
+    /// Per microbatch: Σ of its rows' losses (empty without the head).
+    type Output = Vec<f64>;
 
     fn message_bytes(&self, p: Product) -> u64 {
         let s = self
@@ -265,27 +265,34 @@ impl StageProgram for Gpt2Train {
         Ok(())
     }
 
-    fn finish(mut self, gpu: &Gpu) -> Result<Gpt2Train> {
-        self.loss_sums.clear();
-        if let Some(n) = self
+    fn finish(self, gpu: &Gpu) -> Result<Vec<f64>> {
+        let Some(n) = self
             .stages
             .values()
             .find(|s| s.part.head)
             .map(TrainStage::rows)
-        {
-            let st = device::staging(gpu, "losses out", (n * 4 * self.losses.len()) as u64);
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            for (m, l) in self.losses.iter().enumerate() {
-                enc.copy_buffer_to_buffer(l, 0, &st, (m * n * 4) as u64, (n * 4) as u64);
-            }
-            gpu.queue.submit([enc.finish()]);
-            let all: Vec<f32> = device::read_mapped(gpu, &st, n * self.losses.len())?;
-            self.loss_sums = all
-                .chunks(n)
-                .map(|c| c.iter().map(|&x| x as f64).sum())
-                .collect();
+        else {
+            return Ok(Vec::new());
+        };
+        let st = device::staging(gpu, "losses out", (n * 4 * self.losses.len()) as u64);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for (m, l) in self.losses.iter().enumerate() {
+            enc.copy_buffer_to_buffer(l, 0, &st, (m * n * 4) as u64, (n * 4) as u64);
         }
-        Ok(self)
+        gpu.queue.submit([enc.finish()]);
+        let all: Vec<f32> = device::read_mapped(gpu, &st, n * self.losses.len())?;
+        Ok(all
+            .chunks(n)
+            .map(|c| c.iter().map(|&x| x as f64).sum())
+            .collect())
+    }
+
+    fn output_to_bytes(o: &Vec<f64>) -> Option<Vec<u8>> {
+        Some(super::wire::to_bytes(o))
+    }
+
+    fn output_from_bytes(b: &[u8]) -> Option<Vec<f64>> {
+        super::wire::from_bytes(b)
     }
 }
 
@@ -299,14 +306,21 @@ pub struct StepRun {
 }
 
 /// A model being trained across devices: its stages stay on their devices
-/// between steps.
+/// between steps. Under MPI each rank holds only its own device's program;
+/// what is combined across devices outside the pipeline (the tied token
+/// table's gradient, the gradient norm, tensors read back) goes through
+/// [`net::share`], in device order, so every rank computes the same sums
+/// as one process would, bit for bit.
 pub struct Trainer<'g> {
     groups: Vec<DeviceGroup<'g>>,
     schedule: Schedule,
     plan: Plan,
     pub parts: Vec<StagePart>,
     cfg: Gpt2Config,
-    programs: Vec<Mutex<Option<Gpt2Train>>>,
+    /// By device: its program, when it runs in this process.
+    programs: Vec<Option<Mutex<Gpt2Train>>>,
+    /// A step failed: the devices' state is no longer a training state.
+    broken: bool,
     batch: usize,
     seq: usize,
     /// Optimizer steps taken.
@@ -314,7 +328,8 @@ pub struct Trainer<'g> {
 }
 
 impl<'g> Trainer<'g> {
-    /// Check the schedule and layout, and put each device's stages on it.
+    /// Check the schedule and layout, and put each device's stages on it
+    /// (under MPI, this rank's device's only).
     pub fn new(
         groups: &[DeviceGroup<'g>],
         w: &Gpt2Weights,
@@ -374,8 +389,11 @@ impl<'g> Trainer<'g> {
                 .iter()
                 .enumerate()
                 .map(|(d, g)| {
+                    if !net::local_device(d) {
+                        return None;
+                    }
                     let (parts, plan) = (&parts, &plan);
-                    scope.spawn(move || {
+                    Some(scope.spawn(move || {
                         let held: Vec<(usize, StageWeights)> = (d..schedule.stages())
                             .step_by(schedule.devices)
                             .map(|s| (s, w.stage(&parts[s])))
@@ -392,14 +410,20 @@ impl<'g> Trainer<'g> {
                             scale,
                             opts.recompute,
                         )
-                    })
+                    }))
                 })
                 .collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Other("a device's setup panicked".into())))
+                    h.map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| {
+                                Err(Error::Other("a device's setup panicked".into()))
+                            })
+                            .map(Mutex::new)
+                    })
+                    .transpose()
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
@@ -409,7 +433,8 @@ impl<'g> Trainer<'g> {
             plan,
             parts,
             cfg: w.config.clone(),
-            programs: programs.into_iter().map(|p| Mutex::new(Some(p))).collect(),
+            programs,
+            broken: false,
             batch,
             seq,
             steps: 0,
@@ -420,26 +445,28 @@ impl<'g> Trainer<'g> {
         &self.schedule
     }
 
+    /// `f` on each of this process's devices, in device order.
     fn with_programs<T>(
         &self,
         mut f: impl FnMut(&Gpu, &mut Gpt2Train) -> Result<T>,
     ) -> Result<Vec<T>> {
+        if self.broken {
+            return Err(Error::Other(
+                "a previous step failed; this trainer's devices are gone".into(),
+            ));
+        }
         self.programs
             .iter()
             .zip(&self.groups)
-            .map(|(p, g)| {
-                let mut guard = p.lock().unwrap_or_else(|e| e.into_inner());
-                let prog = guard.as_mut().ok_or_else(|| {
-                    Error::Other("a previous step failed; this trainer's devices are gone".into())
-                })?;
-                f(g.lead(), prog)
-            })
+            .filter_map(|(p, g)| Some((p.as_ref()?, g)))
+            .map(|(p, g)| f(g.lead(), &mut p.lock().unwrap_or_else(|e| e.into_inner())))
             .collect()
     }
 
     /// The most stashed-activation bytes each device held (its stash pool).
     pub fn peak_activation_bytes(&self) -> Result<Vec<u64>> {
-        self.with_programs(|_, p| Ok(p.peak_activation_bytes()))
+        let mine = self.with_programs(|_, p| Ok(p.peak_activation_bytes()))?;
+        Ok(net::share(mine)?.concat())
     }
 
     /// Forward and backward over `tokens` (B x T as given to [`Trainer::new`]),
@@ -467,36 +494,41 @@ impl<'g> Trainer<'g> {
             p.set_batch(batch.clone());
             Ok(())
         })?;
-        let programs = &self.programs;
-        let ran = run_plan(
-            &self.groups,
-            &self.plan,
-            &InProcess::new(self.groups.len()),
-            |d, _shard, _gpu| {
-                programs[d]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .ok_or_else(|| {
-                        Error::Other(
-                            "a previous step failed; this trainer's devices are gone".into(),
-                        )
-                    })
-            },
-        )?;
-        let mut loss = 0.0;
-        let (timeline, wall_s, transfers) = (ran.timeline, ran.wall_s, ran.transfers);
-        for (slot, p) in self.programs.iter().zip(ran.outputs) {
-            loss += p.loss_sums.iter().sum::<f64>();
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
-        }
-        loss /= (self.batch * (self.seq - 1)) as f64;
+        // Each device's thread borrows its program for the step.
+        let lent: Vec<Mutex<Option<&mut Gpt2Train>>> = self
+            .programs
+            .iter_mut()
+            .map(|p| {
+                Mutex::new(
+                    p.as_mut()
+                        .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner())),
+                )
+            })
+            .collect();
+        let net = Net::new(self.groups.len())?;
+        let ran = run_plan(&self.groups, &self.plan, &net, |d, _shard, _gpu| {
+            lent[d]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or_else(|| Error::Other(format!("bug: device {d}'s program is not here")))
+        });
+        drop(net);
+        let ran = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        // Every device's loss sums (gathered from every rank), in device order.
+        let loss = ran.outputs.iter().flatten().sum::<f64>() / (self.batch * (self.seq - 1)) as f64;
         self.sum_tied_embedding()?;
         Ok(StepRun {
             loss,
-            timeline,
-            wall_s,
-            transfers,
+            timeline: ran.timeline,
+            wall_s: ran.wall_s,
+            transfers: ran.transfers,
         })
     }
 
@@ -509,15 +541,20 @@ impl<'g> Trainer<'g> {
         if holders < 2 || same_stage {
             return Ok(());
         }
-        let shares = self.with_programs(|gpu, p| {
-            p.stages
-                .values()
-                .filter(|s| s.part.embedding || s.part.head)
-                .map(|s| s.wte_grad(gpu))
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let mine: Vec<Vec<f32>> = self
+            .with_programs(|gpu, p| {
+                p.stages
+                    .values()
+                    .filter(|s| s.part.embedding || s.part.head)
+                    .map(|s| s.wte_grad(gpu))
+                    .collect::<Result<Vec<_>>>()
+            })?
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
         let mut sum = vec![0f32; self.cfg.vocab_size * self.cfg.n_embd];
-        for share in shares.iter().flatten().flatten() {
+        for share in net::share(mine)?.iter().flatten() {
             for (a, b) in sum.iter_mut().zip(share) {
                 *a += b;
             }
@@ -538,13 +575,13 @@ impl<'g> Trainer<'g> {
 
     /// The global L2 norm of the accumulated gradients (the tied table once).
     pub fn grad_norm(&self) -> Result<f64> {
-        let parts = self.with_programs(|gpu, p| {
+        let mine = self.with_programs(|gpu, p| {
             p.stages
                 .values()
                 .map(|s| s.grad_sumsq(gpu, s.part.embedding))
                 .sum::<Result<f64>>()
         })?;
-        Ok(parts.iter().sum::<f64>().sqrt())
+        Ok(net::share(mine)?.concat().iter().sum::<f64>().sqrt())
     }
 
     /// One optimizer step on every device, gradients first clipped to a
@@ -572,7 +609,7 @@ impl<'g> Trainer<'g> {
     }
 
     /// The accumulated gradients, in checkpoint layout (`wte` holding both
-    /// tied shares).
+    /// tied shares). Under MPI every rank gets them all.
     pub fn grads(&self) -> Result<Gpt2Grads> {
         let mut g = Gpt2Grads::zeros(&self.cfg);
         self.gather(Which::Grads, |part| match part {
@@ -587,7 +624,8 @@ impl<'g> Trainer<'g> {
         Ok(g)
     }
 
-    /// The current weights, read back from the devices.
+    /// The current weights, read back from the devices. Under MPI every
+    /// rank gets them all.
     pub fn weights(&self) -> Result<Gpt2Weights> {
         let z = Gpt2Grads::zeros(&self.cfg);
         let mut w = Gpt2Weights {
@@ -613,27 +651,31 @@ impl<'g> Trainer<'g> {
     /// Read every stage's tensors and hand each to `put` (the token table
     /// from the embedding stage).
     fn gather(&self, which: Which, mut put: impl FnMut(Gathered)) -> Result<()> {
-        let stages = self.with_programs(|gpu, p| {
-            p.stages
-                .iter()
-                .map(|(&s, st)| Ok((s, st.part.clone(), st.read(gpu, which)?)))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        for (_, part, host) in stages.into_iter().flatten() {
-            if part.embedding {
-                if let Some(v) = host.wte {
-                    put(Gathered::Wte(v));
+        let cfg = &self.cfg;
+        let mine: Vec<Vec<Piece>> = self.with_programs(|gpu, p| {
+            let mut pieces = Vec::new();
+            for st in p.stages.values() {
+                let host = st.read(gpu, which)?;
+                let part = &st.part;
+                if part.embedding {
+                    if let Some(v) = host.wte {
+                        pieces.push(Gathered::Wte(v).piece(cfg));
+                    }
+                }
+                if let Some(v) = host.wpe {
+                    pieces.push(Gathered::Wpe(v).piece(cfg));
+                }
+                for (l, lw) in part.layers.clone().zip(host.layers) {
+                    pieces.push(Gathered::Layer(l, Box::new(lw)).piece(cfg));
+                }
+                if let Some((a, b)) = host.ln_f {
+                    pieces.push(Gathered::LnF(a, b).piece(cfg));
                 }
             }
-            if let Some(v) = host.wpe {
-                put(Gathered::Wpe(v));
-            }
-            for (l, lw) in part.layers.clone().zip(host.layers) {
-                put(Gathered::Layer(l, Box::new(lw)));
-            }
-            if let Some((a, b)) = host.ln_f {
-                put(Gathered::LnF(a, b));
-            }
+            Ok(pieces)
+        })?;
+        for piece in net::share(mine.concat())?.into_iter().flatten() {
+            put(Gathered::from_piece(cfg, piece)?);
         }
         Ok(())
     }
@@ -644,4 +686,42 @@ enum Gathered {
     Wpe(Vec<f32>),
     Layer(usize, Box<crate::model::LayerWeights>),
     LnF(Vec<f32>, Vec<f32>),
+}
+
+/// A [`Gathered`] tensor set as plain data, to cross processes: (what,
+/// layer, tensors in checkpoint order).
+type Piece = (u32, usize, Vec<Vec<f32>>);
+
+impl Gathered {
+    fn piece(self, cfg: &Gpt2Config) -> Piece {
+        match self {
+            Gathered::Wte(v) => (0, 0, vec![v]),
+            Gathered::Wpe(v) => (1, 0, vec![v]),
+            Gathered::Layer(l, lw) => (
+                2,
+                l,
+                lw.named_tensors(cfg)
+                    .into_iter()
+                    .map(|(_, t, _)| t.clone())
+                    .collect(),
+            ),
+            Gathered::LnF(a, b) => (3, 0, vec![a, b]),
+        }
+    }
+
+    fn from_piece(cfg: &Gpt2Config, (what, l, tensors): Piece) -> Result<Gathered> {
+        let bad = || Error::Other("a rank's tensors arrived corrupt".into());
+        let mut it = tensors.into_iter();
+        let mut next = || it.next().ok_or_else(bad);
+        Ok(match what {
+            0 => Gathered::Wte(next()?),
+            1 => Gathered::Wpe(next()?),
+            2 if l < cfg.n_layer => Gathered::Layer(
+                l,
+                Box::new(crate::model::LayerWeights::try_from_fn(cfg, |_, _| next())?),
+            ),
+            3 => Gathered::LnF(next()?, next()?),
+            _ => return Err(bad()),
+        })
+    }
 }

@@ -133,7 +133,11 @@ struct Rounds {
 }
 
 /// One sum: contributions by rank, the sum once complete, ranks that took it.
-type Round = (Vec<Option<Vec<f32>>>, Option<std::sync::Arc<Vec<f32>>>, usize);
+type Round = (
+    Vec<Option<Vec<f32>>>,
+    Option<std::sync::Arc<Vec<f32>>>,
+    usize,
+);
 
 struct Group {
     rounds: Mutex<Rounds>,

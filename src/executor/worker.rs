@@ -109,7 +109,11 @@ impl Device<'_> {
             At::Action(a) => (a.stage.to_string(), a.to_string()),
         };
         Stop::Failed(Error::Pipeline {
-            device: format!("{}: {}", self.name(self.endpoint(self.index)), self.gpu.label),
+            device: format!(
+                "{}: {}",
+                self.name(self.endpoint(self.index)),
+                self.gpu.label
+            ),
             stage,
             action,
             msg: msg.into(),
@@ -181,7 +185,15 @@ fn body<P: StageProgram>(
         if dev.control.aborted() {
             return Err(Stop::Aborted);
         }
-        run_step(dev, &mut program, &buffers, ts.as_mut(), step, &mut rec, &mut reduce)?;
+        run_step(
+            dev,
+            &mut program,
+            &buffers,
+            ts.as_mut(),
+            step,
+            &mut rec,
+            &mut reduce,
+        )?;
     }
 
     at.set(At::Finish);
@@ -251,10 +263,12 @@ fn run_step<P: StageProgram>(
     // submission when it all-reduces in between).
     let mut ts = ts;
     let begin = ts.as_mut().map(|t| t.write(&mut enc));
-    program.encode(gpu, a, &mut enc).map_err(|e| match dev.control.aborted() {
-        true => Stop::Aborted,
-        false => dev.fail(at, e.to_string()),
-    })?;
+    program
+        .encode(gpu, a, &mut enc)
+        .map_err(|e| match dev.control.aborted() {
+            true => Stop::Aborted,
+            false => dev.fail(at, e.to_string()),
+        })?;
     let end = ts.as_mut().map(|t| t.write(&mut enc));
     program.encode_results(gpu, a, &mut enc);
     rec.reduced_bytes += enc.reduced_bytes;

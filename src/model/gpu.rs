@@ -243,7 +243,9 @@ impl Builder<'_> {
         match (self.mode, self.rows) {
             (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
                 let (kc, vc) = (&kv.k[i], &kv.v[i]);
-                self.push(k::kv_cache_write(gpu, kc, vc, &s.qkv, rows, n, cl, kv.n_pos));
+                self.push(k::kv_cache_write(
+                    gpu, kc, vc, &s.qkv, rows, n, cl, kv.n_pos,
+                ));
                 self.push(match self.mode {
                     Mode::Decode(_) => {
                         k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, cl, nh, kv.n_pos)
@@ -527,10 +529,12 @@ impl GpuStage {
         }
         for s in &self.segments {
             {
-                let mut pass = enc.encoder().begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("stage forward segment"),
-                    timestamp_writes: None,
-                });
+                let mut pass = enc
+                    .encoder()
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("stage forward segment"),
+                        timestamp_writes: None,
+                    });
                 s.encode(&mut pass);
             }
             if let Some((buf, bytes)) = self.reduced(s.end) {

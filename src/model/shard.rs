@@ -127,7 +127,8 @@ pub fn check_degree(cfg: &Gpt2Config, tp: usize) -> Result<()> {
 
 /// The given column ranges of a row-major (rows, width) matrix, side by side.
 fn columns(m: &[f32], width: usize, ranges: &[Range<usize>]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(m.len() / width * ranges.iter().map(|r| r.len()).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(m.len() / width * ranges.iter().map(|r| r.len()).sum::<usize>());
     for row in m.chunks(width) {
         for r in ranges {
             out.extend_from_slice(&row[r.clone()]);
@@ -180,7 +181,9 @@ mod tests {
             assert_eq!(cat(|s| &s.mlp_proj_w), l.mlp_proj_w);
             assert_eq!(cat(|s| &s.c_fc_b), l.c_fc_b);
             assert_eq!(shards[0].mlp_proj_b, l.mlp_proj_b);
-            assert!(shards[1..].iter().all(|s| s.attn_proj_b.iter().all(|&b| b == 0.0)));
+            assert!(shards[1..]
+                .iter()
+                .all(|s| s.attn_proj_b.iter().all(|&b| b == 0.0)));
             assert_eq!(shards[1].c_fc_w.len(), c * f / tp);
         }
     }

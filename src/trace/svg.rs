@@ -319,8 +319,7 @@ fn legend(s: &mut String, t: &Timeline, has_transfers: bool) {
     if has_transfers {
         key(colour(None), "transfer (under the receiving device)");
     }
-    if t
-        .events
+    if t.events
         .iter()
         .any(|e| matches!(e.track, Track::AllReduce { .. }))
     {

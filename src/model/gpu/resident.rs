@@ -146,9 +146,7 @@ impl KvCache {
         let width = cfg.n_embd / shard.of;
         let len = slots * n_pos * width;
         gpu.check_binding(
-            &format!(
-                "KV cache of one block ({slots} sequences x {n_pos} positions x {width})"
-            ),
+            &format!("KV cache of one block ({slots} sequences x {n_pos} positions x {width})"),
             bytes(len),
         )?;
         let make = |what: &str| {
