@@ -87,10 +87,21 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// `run` over `np` ranks writes exactly the in-process run's logits, with
-/// every rank's device in the report and the ranks' clocks aligned.
+/// `run` over `np` ranks (one per Gpu: `--devices np`) writes exactly the
+/// in-process run's logits, with every schedule device in the report (np /
+/// `--tp` of them), the ranks' clocks aligned and every rank's compute in
+/// the trace.
 fn same_logits(np: usize, flags: &[&str]) {
-    let fixture = common::fixture_dir("tiny-gpt2-4l");
+    let tp: usize = flags
+        .iter()
+        .position(|&f| f == "--tp")
+        .map_or(1, |i| flags[i + 1].parse().unwrap());
+    // tiny-gpt2-4l's 3 heads and 97 tokens do not split in two; -gen's 4 and 320 do.
+    let fixture = common::fixture_dir(if tp > 1 {
+        "tiny-gpt2-gen"
+    } else {
+        "tiny-gpt2-4l"
+    });
     let devices = np.to_string();
     let mut args = vec![
         "run",
@@ -121,7 +132,7 @@ fn same_logits(np: usize, flags: &[&str]) {
         std::fs::read(&remote).unwrap(),
         "logits differ between in-process and {np} ranks ({flags:?})"
     );
-    assert_eq!(v["device_names"].as_array().unwrap().len(), np);
+    assert_eq!(v["device_names"].as_array().unwrap().len(), np / tp);
     assert_eq!(v["mpi"]["ranks"], np);
     assert_eq!(v["mpi"]["clock_error_us"].as_array().unwrap().len(), np);
     assert_eq!(v["mpi"]["clock_error_us"][0], 0.0);
@@ -157,11 +168,32 @@ fn run_over_four_ranks_gives_the_in_process_logits() {
     same_logits(4, &["--microbatches", "3", "--split", "auto"]);
 }
 
+#[test]
+fn tensor_parallel_ranks_give_the_in_process_logits() {
+    // One device of two ranks (TP 2), and two devices of two (TP 2 x PP 2):
+    // every all-reduce crosses processes and adds in rank order, as
+    // in-process does, so the logits are the same bits.
+    same_logits(2, &["--tp", "2", "--microbatches", "2"]);
+    same_logits(
+        4,
+        &[
+            "--tp",
+            "2",
+            "--microbatches",
+            "4",
+            "--schedule",
+            "1f1b",
+            "--split",
+            "even",
+        ],
+    );
+}
+
 /// `generate` over `np` ranks: the in-process tokens and text.
-fn same_tokens(np: usize) {
+fn same_tokens(np: usize, flags: &[&str]) {
     let fixture = common::fixture_dir("tiny-gpt2-gen");
     let devices = np.to_string();
-    let args = [
+    let mut args = vec![
         "generate",
         "--checkpoint",
         path(&fixture),
@@ -175,26 +207,38 @@ fn same_tokens(np: usize) {
         &devices,
         "--json",
     ];
+    args.extend_from_slice(flags);
     let (_d1, local) = tmp("local.safetensors");
     let (_d2, remote) = tmp("mpi.safetensors");
-    let mut a = args.to_vec();
+    let mut a = args.clone();
     a.extend(["--ids-out", path(&local)]);
     let here: Value = serde_json::from_str(&ok(&wgpipe(&a))).unwrap();
-    let mut a = args.to_vec();
+    let mut a = args.clone();
     a.extend(["--ids-out", path(&remote)]);
     let there: Value = serde_json::from_str(&ok(&mpirun(np, &a, &[]))).unwrap();
     assert_eq!(
         std::fs::read(&local).unwrap(),
         std::fs::read(&remote).unwrap()
     );
-    assert_eq!(here["sequences"], there["sequences"], "{np} ranks");
+    assert_eq!(
+        here["sequences"], there["sequences"],
+        "{np} ranks ({flags:?})"
+    );
     assert_eq!(there["mpi"]["ranks"], np);
 }
 
 #[test]
 fn generate_over_two_and_four_ranks_gives_the_in_process_tokens() {
-    same_tokens(2);
-    same_tokens(4);
+    same_tokens(2, &[]);
+    same_tokens(4, &[]);
+}
+
+#[test]
+fn tensor_parallel_ranks_give_the_in_process_tokens() {
+    // TP 2 on one device, and TP 2 x PP 2: the logits are all-reduced
+    // across processes before sampling, so every rank samples the same token.
+    same_tokens(2, &["--tp", "2"]);
+    same_tokens(4, &["--tp", "2"]);
 }
 
 /// `train` over `np` ranks: the in-process run's losses and gradient norms
@@ -315,7 +359,7 @@ fn a_rank_that_dies_ends_the_job() {
 }
 
 #[test]
-fn more_ranks_than_devices_and_tensor_parallel_groups_are_refused() {
+fn ranks_that_are_not_one_per_gpu_are_refused() {
     let out = mpirun(3, &["run", "--model", "tiny", "--devices", "2"], &[]);
     fails_with(
         &out,
@@ -335,7 +379,13 @@ fn more_ranks_than_devices_and_tensor_parallel_groups_are_refused() {
         ],
         &[],
     );
-    fails_with(&out, &["one Gpu per rank", "leave out --tp"]);
+    fails_with(
+        &out,
+        &[
+            "2 pipeline devices x --tp 2 = 4 Gpus but mpirun started 2 ranks",
+            "-np 4",
+        ],
+    );
 }
 
 #[test]

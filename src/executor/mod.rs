@@ -53,10 +53,15 @@ pub use worker::TransferRecord;
 
 /// The Gpus of one schedule device (one row of the schedule): one, or under
 /// tensor parallelism T of them, each running a rank's shard of the
-/// device's stages with the all-reduces between their segments.
+/// device's stages with the all-reduces between their segments. Under MPI a
+/// process holds one member of a group ([`DeviceGroup::member`]); the other
+/// ranks' Gpus are in other processes.
 #[derive(Clone, Copy)]
 pub struct DeviceGroup<'a> {
+    /// The group's Gpus held here: ranks `first..first + gpus.len()` of `tp`.
     gpus: &'a [Gpu],
+    tp: usize,
+    first: usize,
 }
 
 impl<'a> DeviceGroup<'a> {
@@ -64,6 +69,8 @@ impl<'a> DeviceGroup<'a> {
     pub fn single(gpu: &'a Gpu) -> DeviceGroup<'a> {
         DeviceGroup {
             gpus: std::slice::from_ref(gpu),
+            tp: 1,
+            first: 0,
         }
     }
 
@@ -72,21 +79,46 @@ impl<'a> DeviceGroup<'a> {
         if gpus.is_empty() {
             return Err(Error::Input("a device group needs at least one Gpu".into()));
         }
-        Ok(DeviceGroup { gpus })
+        Ok(DeviceGroup {
+            gpus,
+            tp: gpus.len(),
+            first: 0,
+        })
     }
 
+    /// Rank `rank` of a group of `tp` whose other ranks run elsewhere (MPI).
+    pub fn member(gpu: &'a Gpu, tp: usize, rank: usize) -> Result<DeviceGroup<'a>> {
+        if rank >= tp {
+            return Err(Error::Other(format!("bug: rank {rank} of a group of {tp}")));
+        }
+        Ok(DeviceGroup {
+            gpus: std::slice::from_ref(gpu),
+            tp,
+            first: rank,
+        })
+    }
+
+    /// The Gpus held here (all of the group's, unless a [`DeviceGroup::member`]).
     pub fn gpus(&self) -> &'a [Gpu] {
         self.gpus
     }
 
-    /// Rank 0's Gpu.
+    /// The first Gpu held here (rank 0's, unless a [`DeviceGroup::member`]).
     pub fn lead(&self) -> &'a Gpu {
         &self.gpus[0]
     }
 
     /// Tensor-parallel degree: the Gpus in the group.
     pub fn tp(&self) -> usize {
-        self.gpus.len()
+        self.tp
+    }
+
+    /// Each Gpu held here with its rank in the group.
+    pub fn ranks(&self) -> impl Iterator<Item = (usize, &'a Gpu)> + '_ {
+        self.gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (self.first + i, g))
     }
 
     /// `vulkan:0 (llvmpipe …)`, joined with `+` for a group.
@@ -305,26 +337,25 @@ where
         )));
     }
     let tp = uniform_tp(groups)?;
-    // One thread per Gpu: (device, its shard, its Gpu), by endpoint.
-    let ranks: Vec<(usize, Shard, &Gpu)> = groups
+    // One thread per Gpu held here: (endpoint, device, its shard, its Gpu).
+    let ranks: Vec<(usize, usize, Shard, &Gpu)> = groups
         .iter()
         .enumerate()
         .flat_map(|(d, g)| {
-            g.gpus()
-                .iter()
-                .enumerate()
-                .map(move |(rank, gpu)| (d, Shard { rank, of: tp }, gpu))
+            g.ranks()
+                .map(move |(rank, gpu)| (d * tp + rank, d, Shard { rank, of: tp }, gpu))
         })
         .collect();
+    let endpoints = groups.len() * tp;
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let outcomes = std::thread::scope(|scope| {
         // Under MPI only this rank's endpoint runs here.
-        let local = || ranks.iter().enumerate().filter(|(e, _)| net.local(*e));
-        for (e, &(_, _, gpu)) in local() {
+        let local = || ranks.iter().filter(|r| net.local(r.0));
+        for &(e, _, _, gpu) in local() {
             scope.spawn(move || transport::poll_until(&gpu.device, &|| net.finished(e)));
         }
         let handles: Vec<_> = local()
-            .map(|(e, &(d, shard, gpu))| {
+            .map(|&(e, d, shard, gpu)| {
                 let (errors, make) = (&errors, &make);
                 scope.spawn(move || {
                     let dev = worker::Device {
@@ -355,7 +386,7 @@ where
                 })
             })
             .collect();
-        let mut outcomes: Vec<Option<_>> = (0..ranks.len()).map(|_| None).collect();
+        let mut outcomes: Vec<Option<_>> = (0..endpoints).map(|_| None).collect();
         for h in handles {
             if let Ok((e, out)) = h.join() {
                 outcomes[e] = out;
@@ -371,8 +402,12 @@ where
     {
         return Err(e);
     }
-    let names = groups.iter().map(DeviceGroup::label).collect();
-    let (outcomes, names) = wire::gather::<P>(net, names, outcomes)?;
+    // Each endpoint's Gpu by name, where it is held here.
+    let mut labels = vec![String::new(); endpoints];
+    for &(e, _, _, gpu) in &ranks {
+        labels[e] = gpu.label.clone();
+    }
+    let (outcomes, names) = wire::gather::<P>(net, labels, tp, outcomes)?;
     Ok(assemble(groups, names, outcomes))
 }
 

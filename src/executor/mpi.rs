@@ -36,7 +36,7 @@ use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 
-use super::transport::{Control, Transport, WaitError, TICK};
+use super::transport::{Collective, Control, Transport, WaitError, TICK};
 use crate::action::{Product, ProductKind};
 use crate::error::{Error, Result};
 
@@ -295,6 +295,8 @@ pub struct MpiNet {
     send_error: std::sync::Arc<Mutex<Option<String>>>,
     threads: Vec<JoinHandle<()>>,
     fail_test: Option<FailTest>,
+    /// The ranks of this rank's schedule device under tensor parallelism.
+    group: Option<Comm>,
 }
 
 /// Test hooks (environment variables, read once per run): make this rank's
@@ -317,17 +319,30 @@ fn fail_test(rank: usize) -> Option<FailTest> {
 }
 
 impl MpiNet {
-    /// A run over `devices` schedule devices: one per rank. Every rank
-    /// calls this (it is collective), in the same order of runs.
-    pub fn new(devices: usize) -> Result<MpiNet> {
+    /// A run over `endpoints` Gpus, one per rank: schedule devices of `tp`
+    /// ranks each (the ranks of a device consecutive). Every rank calls this
+    /// (it is collective), in the same order of runs.
+    pub fn new(endpoints: usize, tp: usize) -> Result<MpiNet> {
         let c = cluster().ok_or_else(|| Error::Other("MPI is not initialised".into()))?;
-        if devices != c.size {
+        if endpoints != c.size {
             return Err(Error::Input(format!(
-                "--transport mpi: the run has {devices} pipeline devices but mpirun started {} ranks: start one rank per device (mpirun -np {devices})",
+                "--transport mpi: the run has {endpoints} Gpus ({} pipeline devices x tp {tp}) but mpirun started {} ranks: start one rank per Gpu (mpirun -np {endpoints})",
+                endpoints / tp.max(1),
                 c.size
             )));
         }
         let world = &c.world.0;
+        // This rank's tensor-parallel group: the ranks of its device, in
+        // rank order.
+        let group = if tp > 1 {
+            let color = mpi::topology::Color::with_value((c.rank / tp) as i32);
+            let comm = world.split_by_color(color).ok_or_else(|| {
+                Error::Other("MPI did not make this rank's tensor-parallel group".into())
+            })?;
+            Some(Comm(comm))
+        } else {
+            None
+        };
         // The run's epoch: rank 0's now, on every rank's clock.
         let mut since_base = c.base.elapsed().as_secs_f64();
         world.process_at_rank(0).broadcast_into(&mut since_base);
@@ -363,6 +378,7 @@ impl MpiNet {
             send_error,
             threads: vec![receiver, sender],
             fail_test: fail_test(c.rank),
+            group,
         })
     }
 }
@@ -628,6 +644,83 @@ impl Transport for MpiNet {
         queue.write_buffer(dst, 0, &data);
         Ok(data.len() as u64)
     }
+}
+
+impl Collective for MpiNet {
+    /// Sum `data` over this rank's tensor-parallel group: every member's
+    /// part gathered to every member (`MPI_Iallgather`, polled so that an
+    /// abort ends the wait), then added in rank order from rank 0's, as
+    /// [`super::InProcess`] adds them: the same bits on every rank and in
+    /// both transports.
+    fn all_reduce(
+        &self,
+        _endpoint: usize,
+        data: Vec<f32>,
+        control: &dyn Control,
+    ) -> std::result::Result<Vec<f32>, WaitError> {
+        let Some(group) = &self.group else {
+            return Ok(data);
+        };
+        let comm = &group.0;
+        let n = data.len() as u64;
+        let lens = gather_polled(comm, vec![n], control)?;
+        if let Some(l) = lens.iter().find(|&&l| l != n) {
+            return Err(WaitError::Failed(format!(
+                "the tensor-parallel ranks all-reduced {n} and {l} values"
+            )));
+        }
+        if data.is_empty() {
+            return Ok(data);
+        }
+        let all = gather_polled(comm, data, control)?;
+        let mut parts = all.chunks(n as usize);
+        let mut sum = parts.next().unwrap_or_default().to_vec();
+        for p in parts {
+            for (s, x) in sum.iter_mut().zip(p) {
+                *s += x;
+            }
+        }
+        Ok(sum)
+    }
+}
+
+/// Every member's `mine` (all the same length), concatenated in rank
+/// order: `MPI_Iallgather` on `comm`, polled with sleeps between polls so
+/// that this rank stops waiting when the run is aborted.
+fn gather_polled<T>(
+    comm: &SimpleCommunicator,
+    mine: Vec<T>,
+    control: &dyn Control,
+) -> std::result::Result<Vec<T>, WaitError>
+where
+    T: mpi::datatype::Equivalence + Copy + Default,
+{
+    let mut all = vec![T::default(); mine.len() * comm.size() as usize];
+    let mut abandoned = false;
+    mpi::request::scope(|scope| {
+        let mut req = comm.immediate_all_gather_into(scope, &mine[..], &mut all[..]);
+        loop {
+            match req.test() {
+                Ok(_) => return,
+                Err(r) => req = r,
+            }
+            if control.aborted() {
+                // SAFETY: the request is left to MPI unfinished; its buffers
+                // are leaked below, so MPI can never write into freed memory.
+                // The CLI aborts the job right after.
+                let _ = unsafe { req.into_raw() };
+                abandoned = true;
+                return;
+            }
+            std::thread::sleep(WANTED);
+        }
+    });
+    if abandoned {
+        std::mem::forget(mine);
+        std::mem::forget(all);
+        return Err(WaitError::Aborted);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -21,30 +21,25 @@ pub enum Net {
 }
 
 impl Net {
-    /// The net for a run over `devices` schedule devices: across the MPI
-    /// ranks when this process is one of them, else in-process. Under MPI
-    /// every rank must make the same runs in the same order.
+    /// The net for a run over `devices` schedule devices of one Gpu each:
+    /// across the MPI ranks when this process is one of them, else
+    /// in-process. Under MPI every rank must make the same runs in the same
+    /// order.
     pub fn new(devices: usize) -> Result<Net> {
         #[cfg(feature = "mpi")]
         if super::mpi::cluster().is_some() {
-            return Ok(Net::Mpi(super::mpi::MpiNet::new(devices)?));
+            return Ok(Net::Mpi(super::mpi::MpiNet::new(devices, 1)?));
         }
         Ok(Net::InProcess(InProcess::new(devices)))
     }
 
     /// The net for `groups`: in-process [`InProcess::for_groups`]; under MPI
-    /// one rank per schedule device, so groups of one Gpu only.
+    /// one rank per Gpu (endpoint), the groups' all-reduces among their ranks.
     pub fn for_groups(groups: &[DeviceGroup]) -> Result<Net> {
         #[cfg(feature = "mpi")]
         if super::mpi::cluster().is_some() {
-            if let Some(g) = groups.iter().find(|g| g.tp() > 1) {
-                return Err(Error::Input(format!(
-                    "--transport mpi runs one Gpu per rank; device group {} has {} (tensor parallelism across ranks is not implemented)",
-                    g.label(),
-                    g.tp()
-                )));
-            }
-            return Net::new(groups.len());
+            let tp = super::uniform_tp(groups)?;
+            return Ok(Net::Mpi(super::mpi::MpiNet::new(groups.len() * tp, tp)?));
         }
         Ok(Net::InProcess(InProcess::for_groups(groups)))
     }
@@ -130,50 +125,53 @@ pub fn refuse_mpi(what: &str) -> Result<()> {
 }
 
 /// Open the Gpus of `placement` this process drives: every group
-/// in-process; under MPI only this rank's (rank r is schedule device r: a
+/// in-process; under MPI only this rank's Gpu. Rank r is endpoint r: Gpu
+/// `r mod T` of schedule device `r / T` (T the tensor-parallel degree). A
 /// `--devices` list is indexed by rank, a count by the rank on its host, so
-/// that each host's ranks take its adapters in turn).
+/// that each host's ranks take its adapters in turn.
 pub fn open_local(placement: &Placement, spec: &str) -> Result<Vec<Vec<Gpu>>> {
     #[cfg(feature = "mpi")]
     if let Some(c) = super::mpi::cluster() {
-        let p = placement.devices();
-        if p != c.size {
+        let all: Vec<_> = placement.groups.iter().flatten().collect();
+        let (p, n) = (placement.devices(), all.len());
+        if n != c.size {
+            let tp = n / p.max(1);
+            let what = if tp > 1 {
+                format!("{p} pipeline devices x --tp {tp} = {n} Gpus")
+            } else {
+                format!("{p} pipeline devices")
+            };
             return Err(Error::Input(format!(
-                "--transport mpi: --devices {spec} gives {p} pipeline devices but mpirun started {} ranks: start one rank per device (mpirun -np {p})",
+                "--transport mpi: --devices {spec} gives {what} but mpirun started {} ranks: start one rank per Gpu (mpirun -np {n})",
                 c.size
             )));
         }
-        if let Some(g) = placement.groups.iter().find(|g| g.len() > 1) {
-            return Err(Error::Input(format!(
-                "--transport mpi runs one Gpu per rank, not tensor-parallel groups of {}: leave out --tp",
-                g.len()
-            )));
-        }
         let counted = spec.trim().parse::<usize>().is_ok();
-        let mine = if counted { c.local_rank % p } else { c.rank };
-        let group = placement.groups[mine]
-            .iter()
-            .map(Gpu::open_summary)
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(vec![group]);
+        let mine = if counted { c.local_rank % n } else { c.rank };
+        return Ok(vec![vec![Gpu::open_summary(all[mine])?]]);
     }
     let _ = spec;
     placement.open()
 }
 
 /// The schedule devices' groups over what [`open_local`] opened: in-process
-/// one per group; under MPI `devices` entries, every one this rank's group
-/// (only this rank's device runs here; the others' names come back with
-/// their results).
+/// one per group; under MPI `devices` entries, every one this rank's Gpu as
+/// its member of the group (only this rank's endpoint runs here; the
+/// others' names come back with their results).
 pub fn device_groups(gpus: &[Vec<Gpu>], devices: usize) -> Result<Vec<DeviceGroup<'_>>> {
-    let groups = gpus
-        .iter()
-        .map(|g| DeviceGroup::new(g))
-        .collect::<Result<Vec<_>>>()?;
-    if mpi_rank().is_some() && groups.len() == 1 {
-        return Ok(vec![groups[0]; devices]);
+    #[cfg(feature = "mpi")]
+    if let Some(c) = super::mpi::cluster() {
+        let gpu = gpus
+            .first()
+            .and_then(|g| g.first())
+            .ok_or_else(|| Error::Other("bug: no Gpu opened on this rank".into()))?;
+        let tp = c.size / devices.max(1);
+        return (0..devices)
+            .map(|_| DeviceGroup::member(gpu, tp, c.rank % tp))
+            .collect();
     }
-    Ok(groups)
+    let _ = devices;
+    gpus.iter().map(|g| DeviceGroup::new(g)).collect()
 }
 
 impl Control for Net {
@@ -269,11 +267,8 @@ impl Collective for Net {
     ) -> std::result::Result<Vec<f32>, WaitError> {
         match self {
             Net::InProcess(n) => n.all_reduce(endpoint, data, control),
-            // One Gpu per rank (`for_groups` refuses groups): no group to sum over.
             #[cfg(feature = "mpi")]
-            Net::Mpi(_) => Err(WaitError::Failed(
-                "all-reduce across MPI ranks is not implemented (no tensor parallelism under --transport mpi)".into(),
-            )),
+            Net::Mpi(n) => n.all_reduce(endpoint, data, control),
         }
     }
 }

@@ -169,32 +169,36 @@ pub(super) fn unpack<O>(
 /// Every endpoint's outcome, and each schedule device's name.
 type Gathered<O> = (Vec<Outcome<O>>, Vec<String>);
 
-/// Every endpoint's outcome, with the devices' names: in-process all were
-/// local; across processes (one endpoint per rank: no tensor parallelism)
-/// each rank packs its own, every rank gets them all
-/// ([`Control::exchange`]), and the names are the ranks' own labels.
+/// Every endpoint's outcome, with each schedule device's name (its group's
+/// Gpus' `labels`, by endpoint, joined with `+`): in-process all were local;
+/// across processes (one endpoint per rank) each rank packs its own with its
+/// label, and every rank gets them all ([`Control::exchange`]).
 pub(super) fn gather<P: StageProgram>(
     net: &dyn Control,
-    names: Vec<String>,
+    labels: Vec<String>,
+    tp: usize,
     outcomes: Vec<Option<Outcome<P::Output>>>,
 ) -> Result<Gathered<P::Output>> {
     let n = outcomes.len();
-    if (0..n).all(|d| net.local(d)) {
+    let names = |labels: &[String]| -> Vec<String> {
+        labels.chunks(tp.max(1)).map(|g| g.join(" + ")).collect()
+    };
+    if (0..n).all(|e| net.local(e)) {
         let all = outcomes
             .into_iter()
             .map(|o| o.ok_or_else(|| Error::Other("a device stopped without saying why".into())))
             .collect::<Result<Vec<_>>>()?;
-        return Ok((all, names));
+        return Ok((all, names(&labels)));
     }
-    // This process's devices: (device, packed outcome) each.
+    // This process's endpoints: (endpoint, packed outcome) each.
     let mut mine = Vec::new();
-    for (d, o) in outcomes.iter().enumerate().filter(|(d, _)| net.local(*d)) {
+    for (e, o) in outcomes.iter().enumerate().filter(|(e, _)| net.local(*e)) {
         let o = o
             .as_ref()
-            .ok_or_else(|| Error::Other(format!("device {d} stopped without saying why")))?;
-        let label = names.get(d).map_or("?", String::as_str);
+            .ok_or_else(|| Error::Other(format!("endpoint {e} stopped without saying why")))?;
+        let label = labels.get(e).map_or("?", String::as_str);
         let bytes = pack(label, o, P::output_to_bytes)?;
-        d.put(&mut mine);
+        e.put(&mut mine);
         bytes.len().put(&mut mine);
         mine.extend_from_slice(&bytes);
     }
@@ -204,21 +208,21 @@ pub(super) fn gather<P: StageProgram>(
     for theirs in &everyone {
         let mut inp = &theirs[..];
         while !inp.is_empty() {
-            let d = usize::take(&mut inp).filter(|&d| d < n).ok_or_else(bad)?;
+            let e = usize::take(&mut inp).filter(|&e| e < n).ok_or_else(bad)?;
             let len = usize::take(&mut inp).ok_or_else(bad)?;
             let bytes = take_n(&mut inp, len).ok_or_else(bad)?;
-            slots[d] = Some(unpack(bytes, P::output_from_bytes)?);
+            slots[e] = Some(unpack(bytes, P::output_from_bytes)?);
         }
     }
     let mut all = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
-    for (d, s) in slots.into_iter().enumerate() {
+    for (e, s) in slots.into_iter().enumerate() {
         let (label, o) =
-            s.ok_or_else(|| Error::Other(format!("no rank reported device {d}'s outcome")))?;
+            s.ok_or_else(|| Error::Other(format!("no rank reported endpoint {e}'s outcome")))?;
         labels.push(label);
         all.push(o);
     }
-    Ok((all, labels))
+    Ok((all, names(&labels)))
 }
 
 #[cfg(test)]
