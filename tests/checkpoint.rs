@@ -8,8 +8,10 @@ use safetensors::{Dtype, SafeTensors};
 use wgpipe::cpu::*;
 use wgpipe::error::Error;
 use wgpipe::io::random_input_ids;
-use wgpipe::model::checkpoint::{save_checkpoint, save_checkpoint_with, SaveOptions, StoreDtype};
-use wgpipe::model::{Gpt2Config, Gpt2Weights};
+use wgpipe::model::checkpoint::{
+    save_checkpoint, save_checkpoint_with, Checkpoint, SaveOptions, StoreDtype,
+};
+use wgpipe::model::{Gpt2Config, Gpt2Weights, PartialWeights, StagePart, StageSource, TensorSet};
 
 #[test]
 fn checkpoint_round_trip_with_and_without_prefix() {
@@ -302,4 +304,227 @@ fn save_then_forward_is_unchanged() {
         gpt2_forward(&w, &ids.ids, 2, 5),
         gpt2_forward(&back, &ids.ids, 2, 5)
     );
+}
+
+/// Bytes of the tensors `set` names in a checkpoint of `cfg` stored with
+/// `elem` bytes per value.
+fn set_bytes(cfg: &Gpt2Config, set: &TensorSet, elem: u64) -> u64 {
+    let (v, p, c, f) = (
+        cfg.vocab_size as u64,
+        cfg.n_positions as u64,
+        cfg.n_embd as u64,
+        cfg.n_inner as u64,
+    );
+    // ln_1, c_attn, attn c_proj, ln_2, c_fc, mlp c_proj: weights and biases.
+    let block = 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + 2 * c + (c * f + f) + (f * c + c);
+    let blocks = set.layers.iter().filter(|&&x| x).count() as u64;
+    elem * (u64::from(set.wte) * v * c
+        + u64::from(set.wpe) * p * c
+        + blocks * block
+        + u64::from(set.ln_f) * 2 * c)
+}
+
+fn part(layers: std::ops::Range<usize>, embedding: bool, head: bool) -> StagePart {
+    StagePart {
+        layers,
+        embedding,
+        head,
+    }
+}
+
+#[test]
+fn partial_load_reads_only_its_parts_and_gives_the_full_loads_tensors() {
+    let cfg = Gpt2Config::named("small-test").unwrap(); // 3 layers
+    let w = Gpt2Weights::init(&cfg, 21).unwrap();
+    for (dtype, elem) in [(StoreDtype::F32, 4), (StoreDtype::BF16, 2)] {
+        let dir = scratch(&format!("ckpt_partial_{dtype:?}"));
+        let opts = SaveOptions {
+            prefix: true,
+            dtype,
+        };
+        save_checkpoint_with(&w, &dir, opts).unwrap();
+        let full = Gpt2Weights::load_checkpoint(&dir).unwrap();
+
+        // The last two stages of a 3-stage split: blocks 1 and 2, the head.
+        let parts = [part(1..2, false, false), part(2..3, false, true)];
+        let mut ckpt = Checkpoint::open(&dir).unwrap();
+        assert_eq!(ckpt.config(), &cfg);
+        assert_eq!(ckpt.bytes_read(), 0, "opening reads the header alone");
+        let all = TensorSet::all(&cfg);
+        assert_eq!(ckpt.tensor_bytes(), set_bytes(&cfg, &all, elem));
+        let mine = ckpt.load(&parts).unwrap();
+        let set = TensorSet::of(&cfg, &parts).unwrap();
+        assert_eq!(
+            set,
+            TensorSet {
+                wte: true,
+                wpe: false,
+                layers: vec![false, true, true],
+                ln_f: true,
+            }
+        );
+        assert_eq!(mine.held(), &set);
+        assert_eq!(ckpt.bytes_read(), set_bytes(&cfg, &set, elem), "{dtype:?}");
+        assert!(ckpt.bytes_read() < ckpt.tensor_bytes());
+        for p in &parts {
+            let (a, b) = (mine.stage(p).unwrap(), full.stage(p));
+            assert_eq!(a.layers, b.layers, "{dtype:?} {p:?}");
+            assert_eq!((a.wte, a.wpe, a.ln_f), (b.wte, b.wpe, b.ln_f));
+        }
+        // Through the trait the executors use, too.
+        let src: &dyn StageSource = &mine;
+        assert_eq!(
+            src.try_stage(&parts[1]).unwrap().layers,
+            full.stage(&parts[1]).layers
+        );
+
+        // Loading more reads only what is not there yet.
+        let mut more = mine.clone();
+        let before = ckpt.bytes_read();
+        ckpt.load_into(&mut more, &[part(0..2, true, false)])
+            .unwrap();
+        let added = TensorSet {
+            wte: false,
+            wpe: true,
+            layers: vec![true, false, false],
+            ln_f: false,
+        };
+        assert_eq!(ckpt.bytes_read() - before, set_bytes(&cfg, &added, elem));
+        assert_eq!(more.whole().unwrap(), &full);
+        // ... and dropping gives back exactly the smaller set.
+        more.retain(&set);
+        assert_eq!(more, mine);
+        let (_, s) = err_string(more.into_whole().map(drop));
+        assert!(s.contains("wpe, layer 0 are not loaded"), "{s}");
+    }
+}
+
+#[test]
+fn a_part_that_was_not_loaded_is_an_error_naming_it() {
+    let cfg = Gpt2Config::named("small-test").unwrap();
+    let w = Gpt2Weights::init(&cfg, 22).unwrap();
+    let dir = scratch("ckpt_partial_missing");
+    save_checkpoint(&w, &dir).unwrap();
+    let mut ckpt = Checkpoint::open(&dir).unwrap();
+    let mine = ckpt.load(&[part(0..1, true, false)]).unwrap();
+    let (e, s) = err_string(mine.stage(&part(1..3, false, true)));
+    assert!(matches!(e, Error::Other(_)), "{e:?}");
+    assert!(
+        s.contains("stage") && s.contains("layers 1-2, ln_f are not loaded in this process"),
+        "{s}"
+    );
+    assert!(s.contains("it loaded wte, wpe, layer 0"), "{s}");
+    let (_, s) = err_string(mine.stage(&part(2..3, false, false)));
+    assert!(s.contains("layer 2 is not loaded"), "{s}");
+    let (_, s) = err_string(mine.whole().map(drop));
+    assert!(
+        s.contains("the whole model: layers 1-2, ln_f are not loaded"),
+        "{s}"
+    );
+    // A stage past the model's layers is an error too, from either kind of weights.
+    let (_, s) = err_string(mine.stage(&part(2..4, false, false)));
+    assert!(s.contains("past the model's 3 layers"), "{s}");
+    let (_, s) = err_string(StageSource::try_stage(&w, &part(2..4, false, false)).map(drop));
+    assert!(s.contains("past the model's 3 layers"), "{s}");
+    // Nothing loaded at all.
+    let none = PartialWeights::empty(cfg.clone());
+    let (_, s) = err_string(none.stage(&part(0..1, true, false)).map(drop));
+    assert!(
+        s.contains("wte, wpe, layer 0 are not loaded") && s.contains("it loaded nothing"),
+        "{s}"
+    );
+}
+
+#[test]
+fn partial_load_checks_what_it_reads() {
+    let w = Gpt2Weights::init(&tiny(), 23).unwrap(); // 2 layers
+    let dir = scratch("ckpt_partial_checks");
+    save_checkpoint(&w, &dir).unwrap();
+    // Layer 1 lacks a tensor and layer 0's c_fc is mis-shaped.
+    let mut t: Vec<_> = tensors_of(&w, "transformer.")
+        .into_iter()
+        .filter(|t| t.0 != "transformer.h.1.mlp.c_fc.bias")
+        .collect();
+    let i = t
+        .iter()
+        .position(|t| t.0 == "transformer.h.0.mlp.c_fc.weight")
+        .unwrap();
+    t[i].2 = vec![144, 36];
+    write_st(&dir.join("model.safetensors"), &t);
+    // The head alone needs neither: it loads.
+    let mut ckpt = Checkpoint::open(&dir).unwrap();
+    let head = ckpt.load(&[part(0..0, false, true)]).unwrap();
+    assert_eq!(
+        head.stage(&part(0..0, false, true)).unwrap().wte.unwrap(),
+        &w.wte[..]
+    );
+    // Layer 1: the missing tensor, named, and nothing read.
+    let before = ckpt.bytes_read();
+    let (e, _) = err_string(ckpt.load(&[part(1..2, false, true)]));
+    match e {
+        Error::MissingTensor { name, .. } => assert_eq!(name, "transformer.h.1.mlp.c_fc.bias"),
+        other => panic!("wrong error {other:?}"),
+    }
+    assert_eq!(ckpt.bytes_read(), before, "checked before reading");
+    // Layer 0: both shapes.
+    let (e, _) = err_string(ckpt.load(&[part(0..1, true, false)]));
+    assert!(matches!(e, Error::TensorShape { .. }), "{e:?}");
+    // The config and header checks come with opening.
+    let mut three = tiny();
+    three.n_layer = 3;
+    write_st(
+        &dir.join("model.safetensors"),
+        &tensors_of(&Gpt2Weights::init(&three, 1).unwrap(), ""),
+    );
+    let (e, s) = err_string(Checkpoint::open(&dir).map(drop));
+    assert!(matches!(e, Error::Config(_)) && s.contains("h.2"), "{s}");
+}
+
+#[test]
+fn full_load_skips_the_tensors_the_model_ignores() {
+    // An HF file with lm_head and the mask buffers: the full load reads only
+    // the model's tensors.
+    let w = Gpt2Weights::init(&tiny(), 24).unwrap();
+    let dir = scratch("ckpt_partial_extras");
+    save_checkpoint(&w, &dir).unwrap();
+    let mut t = tensors_of(&w, "transformer.");
+    t.push((
+        "lm_head.weight".into(),
+        Dtype::F32,
+        vec![97, 36],
+        f32_bytes(&w.wte),
+    ));
+    t.push((
+        "transformer.h.0.attn.bias".into(),
+        Dtype::F32,
+        vec![1, 1, 64, 64],
+        f32_bytes(&vec![1.0; 64 * 64]),
+    ));
+    write_st(&dir.join("model.safetensors"), &t);
+    let mut ckpt = Checkpoint::open(&dir).unwrap();
+    let cfg = ckpt.config().clone();
+    let back = ckpt
+        .load(&[StagePart::whole(&cfg)])
+        .unwrap()
+        .into_whole()
+        .unwrap();
+    assert_eq!(back, w);
+    let model = set_bytes(&cfg, &TensorSet::all(&cfg), 4);
+    assert_eq!(ckpt.bytes_read(), model);
+    assert_eq!(ckpt.tensor_bytes(), model + 4 * (97 * 36 + 64 * 64));
+}
+
+#[test]
+fn tensor_sets_describe_themselves() {
+    let mut s = TensorSet::none(&Gpt2Config::named("gpt2").unwrap());
+    assert_eq!(s.describe(), "nothing");
+    for l in [0, 1, 2, 5, 7, 8] {
+        s.layers[l] = true;
+    }
+    s.ln_f = true;
+    assert_eq!(s.describe(), "layers 0-2, 5 and 7-8, ln_f");
+    s.wte = true;
+    s.layers = vec![false; 12];
+    s.layers[11] = true;
+    assert_eq!(s.describe(), "wte, layer 11, ln_f");
 }

@@ -90,8 +90,8 @@ fn path(p: &Path) -> &str {
 /// `run` over `np` ranks (one per Gpu: `--devices np`) writes exactly the
 /// in-process run's logits, with every schedule device in the report (np /
 /// `--tp` of them), the ranks' clocks aligned and every rank's compute in
-/// the trace.
-fn same_logits(np: usize, flags: &[&str]) {
+/// the trace. Returns the MPI run's report.
+fn same_logits(np: usize, flags: &[&str]) -> Value {
     let tp: usize = flags
         .iter()
         .position(|&f| f == "--tp")
@@ -145,6 +145,7 @@ fn same_logits(np: usize, flags: &[&str]) {
         .map(|e| e["pid"].to_string() + &e["tid"].to_string())
         .collect();
     assert_eq!(computing.len(), np, "compute tracks: {computing:?}");
+    v
 }
 
 #[test]
@@ -165,7 +166,15 @@ fn run_over_two_ranks_gives_the_in_process_logits() {
 
 #[test]
 fn run_over_four_ranks_gives_the_in_process_logits() {
-    same_logits(4, &["--microbatches", "3", "--split", "auto"]);
+    let v = same_logits(4, &["--microbatches", "3", "--split", "auto"]);
+    // 4 layers over 4 stages: the one split, nothing profiled; each rank
+    // read its one block (and the embedding or the head).
+    let s = sizes(&common::fixture_dir("tiny-gpt2-4l"));
+    assert_eq!(split_of(&v["split"]["split"]), [1, 1, 1, 1]);
+    assert!(v["split"]["auto"].is_null(), "{v}");
+    let (read, file) = reads_of(&v);
+    assert_eq!(read, expected_reads(&s, &[1, 1, 1, 1], 4, false));
+    assert_eq!(file, s.file);
 }
 
 #[test]
@@ -174,7 +183,7 @@ fn tensor_parallel_ranks_give_the_in_process_logits() {
     // every all-reduce crosses processes and adds in rank order, as
     // in-process does, so the logits are the same bits.
     same_logits(2, &["--tp", "2", "--microbatches", "2"]);
-    same_logits(
+    let v = same_logits(
         4,
         &[
             "--tp",
@@ -187,10 +196,19 @@ fn tensor_parallel_ranks_give_the_in_process_logits() {
             "even",
         ],
     );
+    // Ranks 0 and 1 are device 0, ranks 2 and 3 device 1: each reads its
+    // device's stages (and uploads its shard of them).
+    let s = sizes(&common::fixture_dir("tiny-gpt2-gen"));
+    let per_device = expected_reads(&s, &[2, 2], 2, false);
+    let (read, _) = reads_of(&v);
+    assert_eq!(
+        read,
+        [per_device[0], per_device[0], per_device[1], per_device[1]]
+    );
 }
 
 /// `generate` over `np` ranks: the in-process tokens and text.
-fn same_tokens(np: usize, flags: &[&str]) {
+fn same_tokens(np: usize, flags: &[&str]) -> Value {
     let fixture = common::fixture_dir("tiny-gpt2-gen");
     let devices = np.to_string();
     let mut args = vec![
@@ -225,12 +243,21 @@ fn same_tokens(np: usize, flags: &[&str]) {
         "{np} ranks ({flags:?})"
     );
     assert_eq!(there["mpi"]["ranks"], np);
+    there
 }
 
 #[test]
 fn generate_over_two_and_four_ranks_gives_the_in_process_tokens() {
-    same_tokens(2, &[]);
-    same_tokens(4, &[]);
+    // --split auto (the default): over 2 ranks it profiles (each rank reads
+    // the profile's tensors too), over 4 there is one split.
+    let s = sizes(&common::fixture_dir("tiny-gpt2-gen"));
+    for (np, profiled) in [(2, true), (4, false)] {
+        let v = same_tokens(np, &[]);
+        let (read, file) = reads_of(&v);
+        let split = split_of(&v["split"]);
+        assert_eq!(read, expected_reads(&s, &split, np, profiled), "{np} ranks");
+        assert_eq!(file, s.file);
+    }
 }
 
 #[test]
@@ -293,6 +320,12 @@ fn same_training(np: usize, flags: &[&str]) {
     );
     assert_eq!(there["mpi"]["ranks"], np);
     assert_eq!(there["device_names"].as_array().unwrap().len(), np);
+    // Each rank read only its own stages' tensors.
+    let split = split_of(&there["split"]["split"]);
+    let profiled = !there["split"]["auto"].is_null();
+    let (read, _) = reads_of(&there);
+    let s = sizes(&fixture);
+    assert_eq!(read, expected_reads(&s, &split, np, profiled), "{flags:?}");
     let measured = there["bubble_measured"].as_f64().unwrap();
     assert!((0.0..1.0).contains(&measured), "measured bubble {measured}");
 }
@@ -306,6 +339,146 @@ fn train_over_two_ranks_gives_the_in_process_gradients_and_weights() {
 #[test]
 fn train_over_four_ranks_gives_the_in_process_gradients_and_weights() {
     same_training(4, &["--schedule", "zb-h1", "--microbatches", "4"]);
+}
+
+/// The F32 tensor bytes of a fixture's parts, from its config.json, and of
+/// every tensor in its model.safetensors (all of it after the 8-byte length
+/// and the header).
+struct Sizes {
+    wte: u64,
+    wpe: u64,
+    block: u64,
+    ln_f: u64,
+    n_layer: usize,
+    file: u64,
+}
+
+fn sizes(fixture: &Path) -> Sizes {
+    let text = std::fs::read_to_string(fixture.join("config.json")).unwrap();
+    let c: Value = serde_json::from_str(&text).unwrap();
+    let g = |k: &str| c[k].as_u64().unwrap();
+    let (v, p, e) = (g("vocab_size"), g("n_positions"), g("n_embd"));
+    let f = c["n_inner"].as_u64().unwrap_or(4 * e);
+    // ln_1, attn c_attn and c_proj, ln_2, mlp c_fc and c_proj: weights, biases.
+    let block = 2 * e + (e * 3 * e + 3 * e) + (e * e + e) + 2 * e + (e * f + f) + (f * e + e);
+    let bytes = std::fs::read(fixture.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    Sizes {
+        wte: 4 * v * e,
+        wpe: 4 * p * e,
+        block: 4 * block,
+        ln_f: 4 * 2 * e,
+        n_layer: g("n_layer") as usize,
+        file: bytes.len() as u64 - 8 - n,
+    }
+}
+
+/// The bytes each of `np` ranks must read for `split` (layers per stage;
+/// rank r holds stages r, r+np, …): its stages' blocks, wte and wpe with
+/// the embedding, wte and ln_f with the head, and with `profiled` the
+/// `--split auto` profile's embedding, block 0 and head as well; each
+/// tensor once.
+fn expected_reads(s: &Sizes, split: &[usize], np: usize, profiled: bool) -> Vec<u64> {
+    let stages = split.len();
+    (0..np)
+        .map(|r| {
+            let (mut wte, mut wpe, mut ln_f) = (profiled, profiled, profiled);
+            let mut layers = vec![false; s.n_layer];
+            layers[0] = profiled;
+            let mut start = 0;
+            for (st, &n) in split.iter().enumerate() {
+                if st % np == r {
+                    layers[start..start + n].fill(true);
+                    wte |= st == 0 || st + 1 == stages;
+                    wpe |= st == 0;
+                    ln_f |= st + 1 == stages;
+                }
+                start += n;
+            }
+            let blocks = layers.iter().filter(|&&x| x).count() as u64;
+            u64::from(wte) * s.wte
+                + u64::from(wpe) * s.wpe
+                + blocks * s.block
+                + u64::from(ln_f) * s.ln_f
+        })
+        .collect()
+}
+
+/// A report's `mpi.checkpoint_bytes_read` (by rank) and
+/// `mpi.checkpoint_tensor_bytes`.
+fn reads_of(v: &Value) -> (Vec<u64>, u64) {
+    let m = &v["mpi"];
+    let read = m["checkpoint_bytes_read"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checkpoint_bytes_read: {m}"))
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    (read, m["checkpoint_tensor_bytes"].as_u64().unwrap())
+}
+
+fn split_of(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a split: {v}"))
+        .iter()
+        .map(|c| c.as_u64().unwrap() as usize)
+        .collect()
+}
+
+#[test]
+fn each_rank_reads_only_its_own_stages_tensors_and_computes_the_same_logits() {
+    let s = sizes(&common::fixture_dir("tiny-gpt2-4l"));
+    // Rank 0: wte, wpe and h.0; rank 1: h.1-h.3, ln_f and wte (the tied head).
+    assert_eq!(
+        expected_reads(&s, &[1, 3], 2, false),
+        [s.wte + s.wpe + s.block, 3 * s.block + s.ln_f + s.wte]
+    );
+    for (flags, split) in [
+        (vec!["--split", "1,3"], vec![1, 3]),
+        // Interleaved: rank 0 holds h.0 and h.2, rank 1 h.1 and h.3.
+        (
+            vec![
+                "--schedule",
+                "interleaved",
+                "--virtual",
+                "2",
+                "--split",
+                "even",
+            ],
+            vec![1, 1, 1, 1],
+        ),
+    ] {
+        let mut f = vec!["--microbatches", "4"];
+        f.extend(flags);
+        let v = same_logits(2, &f);
+        assert_eq!(split_of(&v["split"]["split"]), split);
+        let (read, file) = reads_of(&v);
+        assert_eq!(read, expected_reads(&s, &split, 2, false), "{f:?}");
+        assert_eq!(file, s.file);
+        assert!(read.iter().all(|&r| r < file), "{read:?} of {file}");
+    }
+    // generate with an explicit split reads just as little.
+    let g = sizes(&common::fixture_dir("tiny-gpt2-gen"));
+    let v = same_tokens(2, &["--split", "3,1"]);
+    assert_eq!(split_of(&v["split"]), [3, 1]);
+    let (read, file) = reads_of(&v);
+    assert_eq!(
+        read,
+        [g.wte + g.wpe + 3 * g.block, g.block + g.ln_f + g.wte]
+    );
+    assert!(read.iter().all(|&r| r < file));
+}
+
+#[test]
+fn split_auto_over_ranks_reads_the_profiles_tensors_and_its_own() {
+    let s = sizes(&common::fixture_dir("tiny-gpt2-4l"));
+    let v = same_logits(2, &["--microbatches", "4", "--split", "auto"]);
+    assert!(!v["split"]["auto"].is_null(), "it profiled: {v}");
+    let split = split_of(&v["split"]["split"]);
+    let (read, file) = reads_of(&v);
+    assert_eq!(read, expected_reads(&s, &split, 2, true), "split {split:?}");
+    // Rank 0 never needs the last block (the split leaves it to rank 1).
+    assert!(read[0] < file, "{read:?} of {file}");
 }
 
 #[test]

@@ -119,8 +119,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         top_p: args.top_p,
     };
     sampling.check()?;
-    let w = args.model.load()?;
-    let cfg = &w.config;
+    // Under MPI with a checkpoint, only the config so far: the tensors are
+    // read once the split says which stage this rank holds.
+    let mut w = args.model.load_for_rank()?;
+    let cfg = &w.config().clone();
     let tokenizer = match &args.model.checkpoint {
         Some(dir) => Tokenizer::load(dir)?,
         None => None,
@@ -151,7 +153,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             ))
         }
     };
-    let placement = place(&args.devices, args.tp, &w.config)?;
+    let placement = place(&args.devices, args.tp, cfg)?;
     let p = placement.devices();
     let groups_n = args.groups.unwrap_or(p.min(prompts.len()));
     let job = DecodeJob {
@@ -167,7 +169,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let gpus = open_local(&placement, &args.devices)?;
     let groups = device_groups(&gpus, p)?;
     let schedule = crate::schedule::Schedule::decode(p, groups_n, args.max_new_tokens)?;
-    let chosen = resolve_split(&args.split, &groups, &w, &schedule, layout.per, 1)?;
+    w.for_profile(&args.split, &schedule)?;
+    let chosen = resolve_split(&args.split, &groups, w.weights(), &schedule, layout.per, 1)?;
+    w.for_split(&chosen.split, &schedule)?;
     if !args.json {
         eprintln!("{}", chosen.describe());
     }
@@ -184,7 +188,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }) as TokenSink
     });
     let gen = std::thread::scope(|scope| {
-        let worker = scope.spawn(|| generate(&groups, &w, &job, Some(&chosen.split), sink));
+        let worker =
+            scope.spawn(|| generate(&groups, w.weights(), &job, Some(&chosen.split), sink));
         if streaming {
             print_stream(tokenizer.as_ref(), &job.prompts[0], rx);
         }
@@ -192,6 +197,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .join()
             .unwrap_or_else(|_| Err(Error::Other("the generation thread panicked".into())))
     })?;
+    let reads = w.checkpoint_reads();
     let mut ids = gen.ids.clone();
     let lens: Vec<usize> = job.prompts.iter().map(Vec::len).collect();
     let eos = args.model.eos_token_id(cfg)?;
@@ -264,7 +270,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     if args.json {
         let mut v = serde_json::to_value(&report).expect("report serializes");
-        if let Some(m) = mpi_summary() {
+        if let Some(mut m) = mpi_summary() {
+            if let Some(r) = &reads {
+                r.add_to(&mut m);
+            }
             v["mpi"] = m;
         }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
@@ -272,6 +281,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     if let Some(line) = mpi_line() {
         eprintln!("{line}");
+    }
+    if let Some(r) = &reads {
+        eprintln!("{}", r.line());
     }
     if !streaming {
         for (i, s) in report.sequences.iter().enumerate() {

@@ -4,8 +4,13 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::executor::balance::{profile_parts, profiles};
+use crate::executor::net::mpi_rank;
+use crate::executor::partition::{device_parts, partition, Split};
 use crate::io::{self, TokenBatch};
-use crate::model::{checkpoint, Gpt2Config, Gpt2Weights};
+use crate::model::checkpoint::{self, Checkpoint};
+use crate::model::{Gpt2Config, Gpt2Weights, PartialWeights, TensorSet};
+use crate::schedule::Schedule;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -26,6 +31,27 @@ impl ModelArgs {
             Some(dir) => checkpoint::load_checkpoint(dir),
             None => Gpt2Weights::init(&Gpt2Config::named(&self.model)?, self.seed),
         }
+    }
+
+    /// The weights for `run`, `generate` and `train`: see [`RankWeights`].
+    pub fn load_for_rank(&self) -> Result<RankWeights> {
+        if let (Some(dir), Some(ranks)) = (&self.checkpoint, mpi_rank()) {
+            let ckpt = Checkpoint::open(dir)?;
+            return Ok(RankWeights {
+                w: PartialWeights::empty(ckpt.config().clone()),
+                ckpt: Some((ckpt, ranks)),
+            });
+        }
+        // In-process every device is this process's, so it needs every
+        // tensor. The seeded random models (`--model tiny` …) are made whole
+        // on every rank too: the init draws the tensors from one stream in
+        // order, so a rank could not make its own without drawing the rest,
+        // and nothing is read from a file; what loading per rank saves is a
+        // checkpoint's reading and host memory.
+        Ok(RankWeights {
+            w: self.load()?.into(),
+            ckpt: None,
+        })
     }
 
     /// The end-of-text token: the checkpoint's `eos_token_id` (config.json,
@@ -66,6 +92,105 @@ impl ModelArgs {
             }
         }
         Ok(last)
+    }
+}
+
+/// The weights `run`, `generate` and `train` compute with. In-process, and for the
+/// seeded random models, the whole model as [`ModelArgs::load`] makes it.
+/// Under `--transport mpi` with `--checkpoint`: at first the config alone;
+/// [`RankWeights::for_profile`] and [`RankWeights::for_split`] then read
+/// from the file the tensors this rank's work needs, and no other bytes.
+pub struct RankWeights {
+    w: PartialWeights,
+    /// Under MPI with a checkpoint: the open checkpoint, this rank and the
+    /// number of ranks.
+    ckpt: Option<(Checkpoint, (usize, usize))>,
+}
+
+impl RankWeights {
+    pub fn config(&self) -> &Gpt2Config {
+        self.w.config()
+    }
+
+    /// The tensors held: every one, or under MPI what this rank read.
+    pub fn weights(&self) -> &PartialWeights {
+        &self.w
+    }
+
+    /// Before [`crate::executor::balance::resolve_split`]: under MPI, read
+    /// what its `--split auto` profile runs on every device (the embedding,
+    /// block 0 and the head), when it profiles.
+    pub fn for_profile(&mut self, split: &Split, schedule: &Schedule) -> Result<()> {
+        let Some((ckpt, _)) = &mut self.ckpt else {
+            return Ok(());
+        };
+        if profiles(split, ckpt.config().n_layer, schedule.stages()) {
+            ckpt.load_into(&mut self.w, &profile_parts())?;
+        }
+        Ok(())
+    }
+
+    /// Once the split (layers per stage of `schedule`) is chosen: under MPI,
+    /// read this rank's stages' tensors that are not here yet, and drop any
+    /// others (those only the profile needed). Rank r is Gpu `r mod T` of
+    /// schedule device d = `r / T` (T = ranks / devices, the `--tp`
+    /// degree), which holds stages d, d+P, …; a tensor-parallel rank reads
+    /// its device's whole stages and uploads its shard.
+    pub fn for_split(&mut self, split: &[usize], schedule: &Schedule) -> Result<()> {
+        let Some((ckpt, (rank, ranks))) = &mut self.ckpt else {
+            return Ok(());
+        };
+        let cfg = ckpt.config().clone();
+        let parts = partition(cfg.n_layer, schedule.stages(), Some(split))?;
+        let tp = (*ranks / schedule.devices.max(1)).max(1);
+        let mine = device_parts(&parts, schedule.devices, *rank / tp);
+        ckpt.load_into(&mut self.w, &mine)?;
+        self.w.retain(&TensorSet::of(&cfg, &mine)?);
+        Ok(())
+    }
+
+    /// Under MPI with a checkpoint, for the report: every rank's tensor
+    /// bytes read from the checkpoint, by rank, and the bytes of every
+    /// tensor in the file. Every rank must call it (an all-gather).
+    pub fn checkpoint_reads(&self) -> Option<CheckpointReads> {
+        #[cfg(feature = "mpi")]
+        if let (Some((ckpt, _)), Some(c)) = (&self.ckpt, crate::executor::mpi::cluster()) {
+            return Some(CheckpointReads {
+                checkpoint_bytes_read: c.all_gather_u64(ckpt.bytes_read()),
+                checkpoint_tensor_bytes: ckpt.tensor_bytes(),
+            });
+        }
+        None
+    }
+}
+
+/// What the ranks read of the checkpoint (fields of the report's `mpi`).
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct CheckpointReads {
+    /// Tensor bytes each rank read, by rank.
+    pub checkpoint_bytes_read: Vec<u64>,
+    /// The bytes of every tensor in model.safetensors.
+    pub checkpoint_tensor_bytes: u64,
+}
+
+impl CheckpointReads {
+    /// Add the fields to the report's `mpi` object.
+    pub fn add_to(&self, mpi: &mut serde_json::Value) {
+        mpi["checkpoint_bytes_read"] = serde_json::json!(self.checkpoint_bytes_read);
+        mpi["checkpoint_tensor_bytes"] = serde_json::json!(self.checkpoint_tensor_bytes);
+    }
+
+    /// One line for a text report.
+    pub fn line(&self) -> String {
+        let mb = |b: u64| format!("{:.2} MB", b as f64 / 1e6);
+        let ranks: Vec<String> = (self.checkpoint_bytes_read.iter().enumerate())
+            .map(|(r, &b)| format!("rank {r} {}", mb(b)))
+            .collect();
+        format!(
+            "checkpoint: tensor bytes read by each rank (its stages', and the profile's under --split auto): {} of the file's {}",
+            ranks.join(", "),
+            mb(self.checkpoint_tensor_bytes)
+        )
     }
 }
 

@@ -107,24 +107,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
     args.input.check_outputs()?;
     check_output_path(args.trace.as_deref())?;
     check_output_path(args.svg.as_deref())?;
-    let w = args.model.load()?;
+    // Under MPI with a checkpoint, only the config so far: the tensors are
+    // read once the split says which stages this rank holds.
+    let mut w = args.model.load_for_rank()?;
+    let cfg = w.config().clone();
     // Without --microbatches: one microbatch per sequence (of the file, or of
     // --batch, default 4).
     let mut input = args.input.clone();
     if input.input_ids.is_none() && input.batch.is_none() {
         input.batch = Some(args.microbatches.unwrap_or(4));
     }
-    let tokens = input.tokens(&w.config, args.model.seed)?;
+    let tokens = input.tokens(&cfg, args.model.seed)?;
     let m = args.microbatches.unwrap_or(tokens.batch);
-    let placement = place(&args.devices, args.tp, &w.config)?;
+    let placement = place(&args.devices, args.tp, &cfg)?;
     let schedule =
         Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
     let gpus = open_local(&placement, &args.devices)?;
     let groups = device_groups(&gpus, placement.devices())?;
+    w.for_profile(&args.split, &schedule)?;
     let chosen = resolve_split(
         &args.split,
         &groups,
-        &w,
+        w.weights(),
         &schedule,
         tokens.batch.div_ceil(m),
         tokens.seq,
@@ -135,13 +139,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let opts = Options {
         split: Some(chosen.split.clone()),
     };
-    let run = run_inference(&groups, &w, &tokens, &schedule, &opts)?;
+    w.for_split(&chosen.split, &schedule)?;
+    let run = run_inference(&groups, w.weights(), &tokens, &schedule, &opts)?;
+    let reads = w.checkpoint_reads();
     let n_tokens = tokens.batch * tokens.seq;
     let meas = measure(&schedule, &run, n_tokens)?;
     // The device that would run the whole model fastest, by the profile.
     let fastest = chosen.auto.as_ref().map(|a| {
         (0..groups.len())
-            .map(|d| (d, a.profile.whole_model_ms(d, w.config.n_layer)))
+            .map(|d| (d, a.profile.whole_model_ms(d, cfg.n_layer)))
             .min_by(|x, y| x.1.total_cmp(&y.1))
             .expect("at least one device")
     });
@@ -152,8 +158,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let d = fastest.map_or(0, |(d, _)| d);
         // One Gpu: under tensor parallelism, the group's first.
         let alone = [DeviceGroup::single(groups[d].lead())];
-        let single = run_inference(&alone, &w, &tokens, &one, &Options::default())?;
-        let controls = inference_controls(&groups, &w, &tokens, &schedule, &opts)?;
+        let single = run_inference(&alone, w.weights(), &tokens, &one, &Options::default())?;
+        let controls =
+            inference_controls(&groups, w.weights().whole()?, &tokens, &schedule, &opts)?;
         let one_ms = single.wall_s * 1e3;
         let speedup = one_ms / meas.wall_ms;
         let losses = account(&Inputs {
@@ -196,7 +203,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     };
 
-    input.write_logits(&run.logits, &tokens, w.config.vocab_size)?;
+    input.write_logits(&run.logits, &tokens, cfg.vocab_size)?;
     if let Some(p) = &args.trace {
         let json = serde_json::to_string(&to_chrome_json(&run.timeline)).expect("trace serializes");
         write_file(p, json.as_bytes())?;
@@ -218,7 +225,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         v["all_reduce_bytes"] = serde_json::json!(run.reduced_bytes);
         v["compare"] = serde_json::to_value(&compare).expect("compare serializes");
         v["split"] = serde_json::to_value(&chosen).expect("split serializes");
-        if let Some(m) = mpi_summary() {
+        if let Some(mut m) = mpi_summary() {
+            if let Some(r) = &reads {
+                r.add_to(&mut m);
+            }
             v["mpi"] = m;
         }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
@@ -226,6 +236,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         print_report(&meas, &run.timeline.device_names, &schedule);
         if let Some(line) = mpi_line() {
             println!("{line}");
+        }
+        if let Some(r) = &reads {
+            println!("{}", r.line());
         }
         if args.tp > 1 {
             println!(

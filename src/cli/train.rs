@@ -294,8 +294,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         )));
     }
     let opt = args.check()?;
-    let w = args.model.load()?;
-    let cfg = &w.config;
+    // Under MPI with a checkpoint, only the config so far: the tensors are
+    // read once the split says which stages this rank holds.
+    let mut w = args.model.load_for_rank()?;
+    let cfg = &w.config().clone();
     let seq = args.seq.unwrap_or(cfg.n_positions.min(64));
     let stream = match (&args.input_ids, &args.data) {
         (None, Some(path)) => Some(TokenStream::read(path, cfg.vocab_size)?),
@@ -334,7 +336,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     )?;
     let gpus = open_local(&placement, &args.devices)?;
     let groups = device_groups(&gpus, placement.devices())?;
-    let chosen = resolve_split(&args.split, &groups, &w, &schedule, batch.div_ceil(m), seq)?;
+    w.for_profile(&args.split, &schedule)?;
+    let chosen = resolve_split(
+        &args.split,
+        &groups,
+        w.weights(),
+        &schedule,
+        batch.div_ceil(m),
+        seq,
+    )?;
+    w.for_split(&chosen.split, &schedule)?;
+    let reads = w.checkpoint_reads();
     if !args.json {
         println!("{}", chosen.describe());
     }
@@ -342,7 +354,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         split: Some(chosen.split.clone()),
         recompute: args.recompute,
     };
-    let mut trainer = Trainer::new(&groups, &w, &schedule, batch, seq, &opts)?;
+    let mut trainer = Trainer::new(&groups, w.weights(), &schedule, batch, seq, &opts)?;
 
     let bar = if args.json {
         ProgressBar::hidden()
@@ -435,12 +447,20 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         grad_norms: norms,
         last_step: meas,
         split: chosen,
-        mpi: mpi_summary(),
+        mpi: mpi_summary().map(|mut m| {
+            if let Some(r) = &reads {
+                r.add_to(&mut m);
+            }
+            m
+        }),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));
     } else {
         print_report(&report);
+        if let Some(r) = &reads {
+            println!("{}", r.line());
+        }
     }
     Ok(())
 }

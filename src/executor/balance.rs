@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::io::random_input_ids;
 use crate::microbatch::Microbatches;
 use crate::model::gpu::StagePart;
-use crate::model::Gpt2Weights;
+use crate::model::StageSource;
 use crate::schedule::{simulate, Costs, Schedule};
 use crate::trace::Track;
 
@@ -387,19 +387,19 @@ pub const PROFILE_ITERATIONS: usize = 3;
 pub fn resolve_split(
     split: &Split,
     groups: &[DeviceGroup],
-    w: &Gpt2Weights,
+    w: &dyn StageSource,
     schedule: &Schedule,
     per: usize,
     seq: usize,
 ) -> Result<Chosen> {
-    let (n_layer, stages) = (w.config.n_layer, schedule.stages());
+    let (n_layer, stages) = (w.config().n_layer, schedule.stages());
     let counts =
         |parts: Vec<crate::model::StagePart>| parts.iter().map(|p| p.layers.len()).collect();
     let even: Vec<usize> = counts(partition(n_layer, stages, None)?);
     let (asked, split, auto) = match split {
         Split::Layers(v) => ("layers", counts(partition(n_layer, stages, Some(v))?), None),
         Split::Even => ("even", even, None),
-        Split::Auto if count_splits(n_layer, stages) <= 1 => ("auto", even, None),
+        Split::Auto if !profiles(split, n_layer, stages) => ("auto", even, None),
         Split::Auto => {
             if groups.len() != schedule.devices {
                 return Err(Error::Input(format!(
@@ -472,24 +472,17 @@ impl Chosen {
     }
 }
 
-/// Time each kind of layer of `w` on each device in `groups`, all devices at
-/// once with no messages between them, over `iterations` microbatches of `per` × `seq` tokens (the median of each).
-pub fn profile_layers(
-    groups: &[DeviceGroup],
-    w: &Gpt2Weights,
-    per: usize,
-    seq: usize,
-    iterations: usize,
-) -> Result<Profile> {
-    if w.config.n_layer == 0 {
-        return Err(Error::Input("the model has no layers to profile".into()));
-    }
-    let iterations = iterations.max(1);
-    let tokens = random_input_ids(iterations * per, seq, w.config.vocab_size, 0);
-    crate::io::check_input(&w.config, &tokens)?;
-    let mbs = Microbatches::split(&tokens, iterations)?;
-    // Three stages of one device: the embedding, one block, the head.
-    let parts = [
+/// Whether [`resolve_split`] profiles for `split` of `n_layer` layers over
+/// `stages` stages: `auto` when more than one split exists. It then needs
+/// the tensors of [`profile_parts`] on every device.
+pub fn profiles(split: &Split, n_layer: usize, stages: usize) -> bool {
+    matches!(split, Split::Auto) && count_splits(n_layer, stages) > 1
+}
+
+/// The three one-device stages the profile times: the embedding, one block
+/// (block 0), the head.
+pub fn profile_parts() -> [StagePart; 3] {
+    [
         StagePart {
             layers: 0..0,
             embedding: true,
@@ -505,7 +498,31 @@ pub fn profile_layers(
             embedding: false,
             head: true,
         },
-    ];
+    ]
+}
+
+/// Time each kind of layer of `w` on each device in `groups`, all devices at
+/// once with no messages between them, over `iterations` microbatches of `per` × `seq` tokens (the median of each).
+pub fn profile_layers(
+    groups: &[DeviceGroup],
+    w: &dyn StageSource,
+    per: usize,
+    seq: usize,
+    iterations: usize,
+) -> Result<Profile> {
+    let cfg = w.config();
+    if cfg.n_layer == 0 {
+        return Err(Error::Input("the model has no layers to profile".into()));
+    }
+    let iterations = iterations.max(1);
+    let tokens = random_input_ids(iterations * per, seq, cfg.vocab_size, 0);
+    crate::io::check_input(cfg, &tokens)?;
+    let mbs = Microbatches::split(&tokens, iterations)?;
+    // Three stages of one device: the embedding, one block, the head.
+    let parts = profile_parts();
+    let held = (0..3)
+        .map(|s| Ok((s, w.try_stage(&parts[s])?)))
+        .collect::<Result<Vec<_>>>()?;
     // Each block and head reads the output of the one before, fed as a fixed
     // input (the plan it runs carries no messages).
     let full: Vec<Step> = (0..iterations)
@@ -531,15 +548,7 @@ pub fn profile_layers(
     });
     let net = Net::for_groups(groups)?;
     let timeline = run_plan(groups, &plan, &net, |_, shard, gpu| {
-        Ok(Fed::new(
-            Gpt2Forward::new(
-                gpu,
-                shard,
-                &(0..3).map(|s| (s, w.stage(&parts[s]))).collect::<Vec<_>>(),
-                &mbs,
-            )?,
-            &full,
-        ))
+        Ok(Fed::new(Gpt2Forward::new(gpu, shard, &held, &mbs)?, &full))
     })?
     .timeline;
     let kind_ms = |d: usize, k: usize| {

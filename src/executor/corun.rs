@@ -216,7 +216,7 @@ pub fn inference_controls(
 ) -> Result<Controls> {
     let job = super::Inference::prepare(w, tokens, schedule, opts)?;
     run_controls(groups, schedule, |d, shard, gpu| {
-        Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d), &job.mbs)
+        Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d)?, &job.mbs)
     })
 }
 

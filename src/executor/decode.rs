@@ -31,7 +31,7 @@ use crate::executor::partition::partition;
 use crate::executor::program::StageProgram;
 use crate::kernels::{self as k, Dispatch};
 use crate::model::gpu::{GpuStage, KvCache, Mode, StageEncoder, StageUpload};
-use crate::model::{Gpt2Weights, Shard, StageWeights};
+use crate::model::{Shard, StageSource, StageWeights};
 use crate::sampling::{uniform, SampleSettings};
 use crate::schedule::Schedule;
 use crate::trace::{Timeline, Track};
@@ -588,12 +588,12 @@ pub struct Generation {
 /// it comes back.
 pub fn generate(
     groups: &[DeviceGroup],
-    w: &Gpt2Weights,
+    w: &dyn StageSource,
     job: &DecodeJob,
     split: Option<&[usize]>,
     sink: Option<TokenSink>,
 ) -> Result<Generation> {
-    let cfg = &w.config;
+    let cfg = w.config();
     let layout = Layout::new(job, cfg.n_positions, cfg.vocab_size)?;
     let p = groups.len();
     let schedule = Schedule::decode(p, layout.groups(), layout.steps)?;
@@ -602,7 +602,7 @@ pub fn generate(
     let tp = groups[0].tp();
     let net = Net::for_groups(groups)?;
     let ran = run_programs(groups, &schedule, &net, |d, shard, gpu| {
-        let held = vec![(d, w.stage(&parts[d]))];
+        let held = vec![(d, w.try_stage(&parts[d])?)];
         // Every rank of the last stage samples the same tokens: rank 0 streams them.
         let sink = sink.clone().filter(|_| shard.rank == 0);
         Gpt2Decode::new(gpu, shard, &held, p, &layout, job, sink)

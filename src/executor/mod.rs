@@ -40,7 +40,7 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
-use crate::model::{Gpt2Weights, Shard, StageWeights};
+use crate::model::{Gpt2Weights, Shard, StageSource, StageWeights};
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::{Event, Timeline, Track};
 
@@ -175,20 +175,20 @@ pub fn run_pipeline(
 /// schedule device) on `tokens`.
 pub fn run_inference(
     groups: &[DeviceGroup],
-    w: &Gpt2Weights,
+    w: &dyn StageSource,
     tokens: &TokenBatch,
     schedule: &Schedule,
     opts: &Options,
 ) -> Result<PipelineRun> {
     let job = Inference::prepare(w, tokens, schedule, opts)?;
-    check_groups(&w.config, groups)?;
+    check_groups(w.config(), groups)?;
     let ran = run_programs(
         groups,
         schedule,
         &Net::for_groups(groups)?,
-        |d, shard, gpu| Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d), &job.mbs),
+        |d, shard, gpu| Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d)?, &job.mbs),
     )?;
-    let row = tokens.seq * w.config.vocab_size;
+    let row = tokens.seq * w.config().vocab_size;
     // The ranks' logits of a microbatch add up to the whole (each holds its
     // vocabulary range; zeros elsewhere).
     let mut results: std::collections::BTreeMap<usize, Vec<f32>> = Default::default();
@@ -241,7 +241,7 @@ impl Inference {
     /// Refuse a schedule with backward actions, bad token ids, a bad split
     /// or microbatch count; then partition and split.
     pub fn prepare(
-        w: &Gpt2Weights,
+        w: &dyn StageSource,
         tokens: &TokenBatch,
         schedule: &Schedule,
         opts: &Options,
@@ -252,23 +252,23 @@ impl Inference {
                 schedule.name
             )));
         }
-        crate::io::check_input(&w.config, tokens)?;
-        let parts =
-            partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
+        let cfg = w.config();
+        crate::io::check_input(cfg, tokens)?;
+        let parts = partition::partition(cfg.n_layer, schedule.stages(), opts.split.as_deref())?;
         let mbs = Microbatches::split(tokens, schedule.microbatches)?;
         Ok(Inference { parts, mbs })
     }
 
-    /// Device `d`'s stages with their weights: all a device is handed.
+    /// Device `d`'s stages with their weights: all a device is handed (an
+    /// error naming what `w` lacks when it was loaded without them).
     pub fn held<'w>(
         &'w self,
-        w: &'w Gpt2Weights,
+        w: &'w dyn StageSource,
         schedule: &Schedule,
         d: usize,
-    ) -> Vec<(usize, StageWeights<'w>)> {
-        (d..schedule.stages())
-            .step_by(schedule.devices)
-            .map(|s| (s, w.stage(&self.parts[s])))
+    ) -> Result<Vec<(usize, StageWeights<'w>)>> {
+        partition::device_stages(schedule.stages(), schedule.devices, d)
+            .map(|s| Ok((s, w.try_stage(&self.parts[s])?)))
             .collect()
     }
 }

@@ -85,6 +85,16 @@ pub fn cluster() -> Option<&'static Cluster> {
     CLUSTER.get()
 }
 
+impl Cluster {
+    /// Every rank's `x`, by rank (`MPI_Allgather` on the world). Every rank
+    /// must call it, with no run in progress.
+    pub fn all_gather_u64(&self, x: u64) -> Vec<u64> {
+        let mut all = vec![0u64; self.size];
+        self.world.0.all_gather_into(&x, &mut all[..]);
+        all
+    }
+}
+
 /// Keeps MPI initialised; finalises it when dropped (after a successful run).
 pub struct Guard {
     _universe: mpi::environment::Universe,

@@ -109,6 +109,19 @@ pub fn partition(n_layer: usize, stages: usize, split: Option<&[usize]>) -> Resu
         .collect())
 }
 
+/// The stages device `d` of `devices` holds out of `stages`: d, d+P, d+2P, …
+pub fn device_stages(stages: usize, devices: usize, d: usize) -> impl Iterator<Item = usize> {
+    (d..stages).step_by(devices.max(1))
+}
+
+/// The parts device `d` holds of `parts` (all the stages, in order) when
+/// they are spread over `devices` devices.
+pub fn device_parts(parts: &[StagePart], devices: usize, d: usize) -> Vec<StagePart> {
+    device_stages(parts.len(), devices, d)
+        .map(|s| parts[s].clone())
+        .collect()
+}
+
 fn join(s: &[usize]) -> String {
     s.iter()
         .map(|c| c.to_string())

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
 use crate::model::train::{OptimizerStep, Which};
-use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageWeights};
+use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageSource, StageWeights};
 
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::Timeline;
@@ -141,7 +141,7 @@ impl<'g> Trainer<'g> {
     /// (under MPI, this rank's device's only).
     pub fn new(
         groups: &[DeviceGroup<'g>],
-        w: &Gpt2Weights,
+        w: &dyn StageSource,
         schedule: &Schedule,
         batch: usize,
         seq: usize,
@@ -190,7 +190,7 @@ impl<'g> Trainer<'g> {
         }
         let per = batch.div_ceil(m);
         let parts =
-            partition::partition(w.config.n_layer, schedule.stages(), opts.split.as_deref())?;
+            partition::partition(w.config().n_layer, schedule.stages(), opts.split.as_deref())?;
         let plan = Plan::new(schedule);
         let scale = 1.0 / (batch * (seq - 1)) as f32;
         let programs = std::thread::scope(|scope| {
@@ -203,10 +203,10 @@ impl<'g> Trainer<'g> {
                     }
                     let (parts, plan) = (&parts, &plan);
                     Some(scope.spawn(move || {
-                        let held: Vec<(usize, StageWeights)> = (d..schedule.stages())
+                        let held = (d..schedule.stages())
                             .step_by(schedule.devices)
-                            .map(|s| (s, w.stage(&parts[s])))
-                            .collect();
+                            .map(|s| Ok((s, w.try_stage(&parts[s])?)))
+                            .collect::<Result<Vec<(usize, StageWeights)>>>()?;
                         let actions: Vec<Action> =
                             plan.devices[d].iter().map(|s| s.action).collect();
                         Gpt2Train::new(
@@ -241,7 +241,7 @@ impl<'g> Trainer<'g> {
             schedule: schedule.clone(),
             plan,
             parts,
-            cfg: w.config.clone(),
+            cfg: w.config().clone(),
             programs,
             broken: false,
             batch,

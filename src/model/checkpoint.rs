@@ -9,19 +9,24 @@
 //! F32 tensors load as they are; F16 and BF16 are widened to f32.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensorError};
 
 use crate::error::{Error, Result};
 use crate::io::{from_le_bytes, to_le_bytes};
 use crate::model::config::Gpt2Config;
-use crate::model::weights::{Gpt2Weights, LayerWeights};
+use crate::model::weights::{Gpt2Weights, LayerWeights, PartialWeights, StagePart, TensorSet};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 const PREFIX: &str = "transformer.";
+/// The largest header `safetensors` reads (its own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 impl Gpt2Weights {
     /// Load `dir/config.json` and `dir/model.safetensors`.
@@ -30,70 +35,155 @@ impl Gpt2Weights {
     }
 }
 
-/// See [`Gpt2Weights::load_checkpoint`].
+/// See [`Gpt2Weights::load_checkpoint`]: [`Checkpoint::load`] with every
+/// stage part asked for.
 pub fn load_checkpoint(dir: &Path) -> Result<Gpt2Weights> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-    if !meta.is_dir() {
-        return Err(Error::io(
-            dir,
-            std::io::Error::new(
-                std::io::ErrorKind::NotADirectory,
-                "not a directory; expected a checkpoint directory with config.json and model.safetensors",
-            ),
-        ));
-    }
-    let config = Gpt2Config::from_json_file(&dir.join(CONFIG_FILE))?;
-    let path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-        path: path.clone(),
-        msg: e.to_string(),
-    })?;
-    let file = TensorFile::new(&path, &st);
-    file.check_layer_count(&config)?;
-
-    let (v, p, c) = (config.vocab_size, config.n_positions, config.n_embd);
-    let wte = file.get("wte.weight", &[v, c])?;
-    let wpe = file.get("wpe.weight", &[p, c])?;
-    let mut layers = Vec::with_capacity(config.n_layer);
-    for l in 0..config.n_layer {
-        let g = |name: &str, shape: &[usize]| file.get(&format!("h.{l}.{name}"), shape);
-        layers.push(LayerWeights::try_from_fn(&config, |name, shape| {
-            g(name, &shape)
-        })?);
-    }
-    let ln_f_g = file.get("ln_f.weight", &[c])?;
-    let ln_f_b = file.get("ln_f.bias", &[c])?;
-    Ok(Gpt2Weights {
-        config,
-        wte,
-        wpe,
-        layers,
-        ln_f_g,
-        ln_f_b,
-    })
+    let mut ckpt = Checkpoint::open(dir)?;
+    let whole = StagePart::whole(ckpt.config());
+    ckpt.load(&[whole])?.into_whole()
 }
 
-/// A parsed model.safetensors and whether its names carry `transformer.`.
-struct TensorFile<'a> {
-    path: &'a Path,
-    st: &'a SafeTensors<'a>,
+/// An open checkpoint: its config and the safetensors header (each tensor's
+/// dtype, shape and byte range) read, no tensor yet. [`Checkpoint::load`]
+/// then reads the tensors some stages need, and only those bytes: it seeks
+/// to each tensor and reads it. (Seek and read rather than a memory map: the
+/// bytes read are exactly the bytes counted, no `unsafe` for a file another
+/// process may change under the map, and no dependency; each tensor goes
+/// through one buffer of its own size on its way to f32.)
+pub struct Checkpoint {
+    /// dir/model.safetensors.
+    path: PathBuf,
+    config: Gpt2Config,
+    file: File,
+    header: Metadata,
+    /// Where the tensors' bytes start: after the length and the header.
+    data_start: u64,
+    /// `transformer.` when the names carry it (GPT2LMHeadModel), else "".
     prefix: &'static str,
+    bytes_read: u64,
 }
 
-impl<'a> TensorFile<'a> {
-    fn new(path: &'a Path, st: &'a SafeTensors<'a>) -> Self {
-        let prefixed = st.names().iter().any(|n| n.starts_with(PREFIX));
-        TensorFile {
-            path,
-            st,
-            prefix: if prefixed { PREFIX } else { "" },
+impl Checkpoint {
+    /// Read `dir/config.json` and `dir/model.safetensors`'s header, and check
+    /// that they agree (no tensors for layers past n_layer).
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        if !meta.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "not a directory; expected a checkpoint directory with config.json and model.safetensors",
+                ),
+            ));
         }
+        let config = Gpt2Config::from_json_file(&dir.join(CONFIG_FILE))?;
+        let path = dir.join(WEIGHTS_FILE);
+        let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let (header, data_start) = read_header(&mut file, &path)?;
+        let prefixed = header.offset_keys().iter().any(|n| n.starts_with(PREFIX));
+        let ckpt = Checkpoint {
+            path,
+            config,
+            file,
+            header,
+            data_start,
+            prefix: if prefixed { PREFIX } else { "" },
+            bytes_read: 0,
+        };
+        ckpt.check_layer_count()?;
+        Ok(ckpt)
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    /// The bytes of every tensor in the file (all of it after the header),
+    /// those this model ignores included.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.header.data_len() as u64
+    }
+
+    /// The tensor bytes read from the file so far (the header not counted).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The tensors stages `parts` need (see [`TensorSet::of`]), read from
+    /// the file, and nothing else.
+    pub fn load(&mut self, parts: &[StagePart]) -> Result<PartialWeights> {
+        let mut w = PartialWeights::empty(self.config.clone());
+        self.load_into(&mut w, parts)?;
+        Ok(w)
+    }
+
+    /// Read into `w` the tensors stages `parts` need that it does not hold.
+    /// Every tensor to read is checked (present, shape, dtype) before any
+    /// is read.
+    pub fn load_into(&mut self, w: &mut PartialWeights, parts: &[StagePart]) -> Result<()> {
+        if w.config() != &self.config {
+            return Err(Error::Config(format!(
+                "{}: these weights are of another model ({:?}), not this checkpoint's ({:?})",
+                self.path.display(),
+                w.config(),
+                self.config
+            )));
+        }
+        let want = TensorSet::of(&self.config, parts)?.minus(w.held());
+        self.each(&want, |name, shape| self.info(name, shape).map(drop))?;
+        let (v, p, c) = (
+            self.config.vocab_size,
+            self.config.n_positions,
+            self.config.n_embd,
+        );
+        if want.wte {
+            w.put_wte(self.read("wte.weight", &[v, c])?);
+        }
+        if want.wpe {
+            w.put_wpe(self.read("wpe.weight", &[p, c])?);
+        }
+        for l in (0..self.config.n_layer).filter(|&l| want.layers[l]) {
+            let cfg = self.config.clone();
+            let lw = LayerWeights::try_from_fn(&cfg, |name, shape| {
+                self.read(&format!("h.{l}.{name}"), &shape)
+            })?;
+            w.put_layer(l, lw);
+        }
+        if want.ln_f {
+            let g = self.read("ln_f.weight", &[c])?;
+            w.put_ln_f(g, self.read("ln_f.bias", &[c])?);
+        }
+        Ok(())
+    }
+
+    /// `f(name, shape)` for each tensor of `set` (names without prefix), in
+    /// checkpoint order.
+    fn each(&self, set: &TensorSet, mut f: impl FnMut(&str, &[usize]) -> Result<()>) -> Result<()> {
+        let cfg = &self.config;
+        let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
+        if set.wte {
+            f("wte.weight", &[v, c])?;
+        }
+        if set.wpe {
+            f("wpe.weight", &[p, c])?;
+        }
+        for l in (0..cfg.n_layer).filter(|&l| set.layers[l]) {
+            LayerWeights::try_from_fn(cfg, |name, shape| {
+                f(&format!("h.{l}.{name}"), &shape).map(|_| Vec::new())
+            })?;
+        }
+        if set.ln_f {
+            f("ln_f.weight", &[c])?;
+            f("ln_f.bias", &[c])?;
+        }
+        Ok(())
     }
 
     /// A few of the names in the file, for "missing tensor" messages.
     fn available(&self) -> String {
-        let mut names = self.st.names();
+        let names = self.header.offset_keys();
+        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
         names.sort_unstable();
         let n = names.len();
         if n == 0 {
@@ -108,10 +198,10 @@ impl<'a> TensorFile<'a> {
     }
 
     /// Refuse tensors for layers beyond n_layer: the config does not match.
-    fn check_layer_count(&self, cfg: &Gpt2Config) -> Result<()> {
+    fn check_layer_count(&self) -> Result<()> {
         let max_layer = self
-            .st
-            .names()
+            .header
+            .offset_keys()
             .iter()
             .filter_map(|n| {
                 n.strip_prefix(self.prefix)?
@@ -123,38 +213,113 @@ impl<'a> TensorFile<'a> {
             })
             .max();
         match max_layer {
-            Some(l) if l >= cfg.n_layer => Err(Error::Config(format!(
+            Some(l) if l >= self.config.n_layer => Err(Error::Config(format!(
                 "{}: has tensors for layer h.{l}, but {CONFIG_FILE} says n_layer = {}",
                 self.path.display(),
-                cfg.n_layer
+                self.config.n_layer
             ))),
             _ => Ok(()),
         }
     }
 
-    /// Tensor `name` (without prefix) as f32, checked against `shape`.
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    /// Tensor `name` (without prefix) in the header: present, of `shape`,
+    /// and F32, F16 or BF16.
+    fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
         let full = format!("{}{name}", self.prefix);
-        let view = self.st.tensor(&full).map_err(|_| Error::MissingTensor {
-            path: self.path.to_path_buf(),
-            name: full.clone(),
-            available: self.available(),
-        })?;
-        if view.shape() != shape {
+        let info = self
+            .header
+            .info(&full)
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.path.clone(),
+                name: full.clone(),
+                available: self.available(),
+            })?;
+        if info.shape != shape {
             return Err(Error::TensorShape {
-                path: self.path.to_path_buf(),
+                path: self.path.clone(),
                 name: full,
                 expected: shape.to_vec(),
-                found: view.shape().to_vec(),
+                found: info.shape.clone(),
             });
         }
-        decode_f32(view.dtype(), view.data()).ok_or_else(|| Error::TensorDtype {
-            path: self.path.to_path_buf(),
-            name: full,
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::TensorDtype {
+                path: self.path.clone(),
+                name: full,
+                expected: "F32 (or F16/BF16)".into(),
+                found: info.dtype.to_string(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Tensor `name` (without prefix) as f32, checked against `shape`: its
+    /// bytes alone read from the file.
+    fn read(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (dtype, (start, end)) = {
+            let info = self.info(name, shape)?;
+            (info.dtype, info.data_offsets)
+        };
+        let mut bytes = vec![0u8; end - start];
+        let io = |e| Error::io(&self.path, e);
+        self.file
+            .seek(SeekFrom::Start(self.data_start + start as u64))
+            .map_err(io)?;
+        self.file.read_exact(&mut bytes).map_err(io)?;
+        self.bytes_read += bytes.len() as u64;
+        // `info` admitted only the dtypes `decode_f32` widens.
+        decode_f32(dtype, &bytes).ok_or_else(|| Error::TensorDtype {
+            path: self.path.clone(),
+            name: format!("{}{name}", self.prefix),
             expected: "F32 (or F16/BF16)".into(),
-            found: view.dtype().to_string(),
+            found: dtype.to_string(),
         })
     }
+}
+
+/// The header of the safetensors file open as `file`: the 8-byte
+/// little-endian length, then that much JSON, checked as
+/// `SafeTensors::deserialize` checks it (offsets contiguous, sizes matching
+/// dtype and shape, the tensors ending where the file ends). Returns it and
+/// where the tensors' bytes start.
+fn read_header(file: &mut File, path: &Path) -> Result<(Metadata, u64)> {
+    let bad = |msg: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let io = |e| Error::io(path, e);
+    let len = file.metadata().map_err(io)?.len();
+    if len < 8 {
+        return Err(bad(SafeTensorError::HeaderTooSmall.to_string()));
+    }
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(io)?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES {
+        return Err(bad(SafeTensorError::HeaderTooLarge.to_string()));
+    }
+    if 8 + n > len {
+        return Err(bad(format!(
+            "{}: the header claims {n} bytes, the file has {} after the length",
+            SafeTensorError::InvalidHeaderLength,
+            len - 8
+        )));
+    }
+    let mut text = vec![0u8; n as usize];
+    file.read_exact(&mut text).map_err(io)?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|e| bad(SafeTensorError::InvalidHeader(e).to_string()))?;
+    let header: Metadata = serde_json::from_str(text)
+        .map_err(|e| bad(SafeTensorError::InvalidHeaderDeserialization(e).to_string()))?;
+    let data = header.data_len() as u64;
+    if 8 + n + data != len {
+        return Err(bad(format!(
+            "{}: the header's tensors take {data} bytes, the file has {} after the header (truncated?)",
+            SafeTensorError::MetadataIncompleteBuffer,
+            len - 8 - n
+        )));
+    }
+    Ok((header, 8 + n))
 }
 
 /// A tensor's little-endian F32, F16 or BF16 bytes (possibly unaligned) as

@@ -4,7 +4,9 @@ pub mod weights;
 
 pub use config::Gpt2Config;
 pub use shard::Shard;
-pub use weights::{Gpt2Weights, LayerWeights, StagePart, StageWeights};
+pub use weights::{
+    Gpt2Weights, LayerWeights, PartialWeights, StagePart, StageSource, StageWeights, TensorSet,
+};
 pub mod gpu;
 pub mod shard;
 pub mod train;

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::config::Gpt2Config;
 
 /// Declares [`Layer`] and the one list of a block's tensors: field, name in
@@ -123,7 +123,8 @@ pub struct StageWeights<'a> {
 }
 
 impl Gpt2Weights {
-    /// The tensors stage `part` needs.
+    /// The tensors stage `part` needs (`part.layers` within the model's;
+    /// [`StageSource::try_stage`] says so instead of panicking).
     pub fn stage<'a>(&'a self, part: &'a StagePart) -> StageWeights<'a> {
         StageWeights {
             config: &self.config,
@@ -188,6 +189,269 @@ impl Gpt2Weights {
             ln_f_g: rng.normal_vec(c, 1.0, 0.1),
             ln_f_b: rng.normal_vec(c, 0.0, std),
         })
+    }
+}
+
+/// Where stages' weights come from: the whole model ([`Gpt2Weights`]), or
+/// the part of it this process loaded ([`PartialWeights`]: under
+/// `--transport mpi` each rank reads only its own stages' tensors). The
+/// executors take `&dyn StageSource`, so either runs the same code.
+pub trait StageSource: Sync {
+    fn config(&self) -> &Gpt2Config;
+    /// The tensors stage `part` needs; an error naming those not held.
+    fn try_stage<'a>(&'a self, part: &'a StagePart) -> Result<StageWeights<'a>>;
+}
+
+impl StageSource for Gpt2Weights {
+    fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    fn try_stage<'a>(&'a self, part: &'a StagePart) -> Result<StageWeights<'a>> {
+        TensorSet::of(&self.config, std::slice::from_ref(part))?;
+        Ok(self.stage(part))
+    }
+}
+
+/// A set of a model's tensors in the groups a stage holds them: the token
+/// table `wte`, the position table `wpe`, whole blocks `h.N.*`, and `ln_f`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSet {
+    pub wte: bool,
+    pub wpe: bool,
+    /// One flag per block, h.0 … h.{L-1}.
+    pub layers: Vec<bool>,
+    pub ln_f: bool,
+}
+
+impl TensorSet {
+    /// No tensor of a model of `cfg`'s shape.
+    pub fn none(cfg: &Gpt2Config) -> TensorSet {
+        TensorSet {
+            wte: false,
+            wpe: false,
+            layers: vec![false; cfg.n_layer],
+            ln_f: false,
+        }
+    }
+
+    /// Every tensor of the model.
+    pub fn all(cfg: &Gpt2Config) -> TensorSet {
+        TensorSet {
+            wte: true,
+            wpe: true,
+            layers: vec![true; cfg.n_layer],
+            ln_f: true,
+        }
+    }
+
+    /// What stages `parts` need together: their blocks; wte and wpe with
+    /// the embedding; wte (the tied LM head) and ln_f with the head.
+    pub fn of(cfg: &Gpt2Config, parts: &[StagePart]) -> Result<TensorSet> {
+        let mut s = TensorSet::none(cfg);
+        for p in parts {
+            if p.layers.end > cfg.n_layer {
+                return Err(Error::Input(format!(
+                    "stage {p:?} holds layers {:?}, past the model's {} layers",
+                    p.layers, cfg.n_layer
+                )));
+            }
+            p.layers.clone().for_each(|l| s.layers[l] = true);
+            s.wte |= p.embedding || p.head;
+            s.wpe |= p.embedding;
+            s.ln_f |= p.head;
+        }
+        Ok(s)
+    }
+
+    /// The tensors in `self` but not in `other`.
+    pub fn minus(&self, other: &TensorSet) -> TensorSet {
+        let held = |l: usize| other.layers.get(l).copied().unwrap_or(false);
+        TensorSet {
+            wte: self.wte && !other.wte,
+            wpe: self.wpe && !other.wpe,
+            layers: (self.layers.iter().enumerate())
+                .map(|(l, &x)| x && !held(l))
+                .collect(),
+            ln_f: self.ln_f && !other.ln_f,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !(self.wte || self.wpe || self.ln_f || self.layers.iter().any(|&x| x))
+    }
+
+    /// The set in words: "wte, wpe, layers 0-2 and 5, ln_f" ("nothing").
+    pub fn describe(&self) -> String {
+        let mut items: Vec<String> = Vec::new();
+        for (on, name) in [(self.wte, "wte"), (self.wpe, "wpe")] {
+            if on {
+                items.push(name.into());
+            }
+        }
+        let mut runs: Vec<(usize, usize)> = Vec::new(); // inclusive
+        for l in (0..self.layers.len()).filter(|&l| self.layers[l]) {
+            match runs.last_mut() {
+                Some((_, end)) if *end + 1 == l => *end = l,
+                _ => runs.push((l, l)),
+            }
+        }
+        if !runs.is_empty() {
+            let run = |&(a, b): &(usize, usize)| match a == b {
+                true => a.to_string(),
+                false => format!("{a}-{b}"),
+            };
+            let single = runs.len() == 1 && runs[0].0 == runs[0].1;
+            let list: Vec<String> = runs.iter().map(run).collect();
+            let list = match list.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                _ => list.join(""),
+            };
+            items.push(format!(
+                "{} {list}",
+                if single { "layer" } else { "layers" }
+            ));
+        }
+        if self.ln_f {
+            items.push("ln_f".into());
+        }
+        match items.is_empty() {
+            true => "nothing".into(),
+            false => items.join(", "),
+        }
+    }
+}
+
+/// Some of a model's tensors — what one MPI rank loaded of a checkpoint, its
+/// own stages' — and which ones. Everything that hands tensors out checks
+/// the set first: a tensor that was not loaded is an error naming it, never
+/// an empty or stale one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartialWeights {
+    /// The tensors in `held`; every other one is empty and never handed out.
+    w: Gpt2Weights,
+    held: TensorSet,
+}
+
+impl From<Gpt2Weights> for PartialWeights {
+    /// The whole model, every tensor held.
+    fn from(w: Gpt2Weights) -> PartialWeights {
+        let held = TensorSet::all(&w.config);
+        PartialWeights { w, held }
+    }
+}
+
+impl PartialWeights {
+    /// A model of `config`'s shape with no tensor loaded yet.
+    pub fn empty(config: Gpt2Config) -> PartialWeights {
+        PartialWeights {
+            held: TensorSet::none(&config),
+            w: Gpt2Weights {
+                wte: Vec::new(),
+                wpe: Vec::new(),
+                layers: (0..config.n_layer)
+                    .map(|_| PartialWeights::empty_layer(&config))
+                    .collect(),
+                ln_f_g: Vec::new(),
+                ln_f_b: Vec::new(),
+                config,
+            },
+        }
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.w.config
+    }
+
+    /// Which tensors are here.
+    pub fn held(&self) -> &TensorSet {
+        &self.held
+    }
+
+    /// An error unless every tensor of `need` is here.
+    fn check(&self, need: &TensorSet, what: &str) -> Result<()> {
+        let missing = need.minus(&self.held);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let n_missing = missing.layers.iter().filter(|&&x| x).count()
+            + [missing.wte, missing.wpe, missing.ln_f]
+                .iter()
+                .filter(|&&x| x)
+                .count();
+        Err(Error::Other(format!(
+            "{what}: {} {} not loaded in this process (it loaded {}: under --transport mpi each rank reads only its own stages' tensors from the checkpoint)",
+            missing.describe(),
+            if n_missing == 1 { "is" } else { "are" },
+            self.held.describe()
+        )))
+    }
+
+    /// The tensors stage `part` needs, when they are all here.
+    pub fn stage<'a>(&'a self, part: &'a StagePart) -> Result<StageWeights<'a>> {
+        let need = TensorSet::of(self.config(), std::slice::from_ref(part))?;
+        self.check(&need, &format!("stage {part:?}"))?;
+        Ok(self.w.stage(part))
+    }
+
+    /// The whole model, when every tensor is here.
+    pub fn whole(&self) -> Result<&Gpt2Weights> {
+        self.check(&TensorSet::all(self.config()), "the whole model")?;
+        Ok(&self.w)
+    }
+
+    /// [`Self::whole`], by value.
+    pub fn into_whole(self) -> Result<Gpt2Weights> {
+        self.check(&TensorSet::all(self.config()), "the whole model")?;
+        Ok(self.w)
+    }
+
+    /// Drop (and free) every tensor not in `keep`.
+    pub fn retain(&mut self, keep: &TensorSet) {
+        let drop = self.held.minus(keep);
+        let w = &mut self.w;
+        if drop.wte {
+            w.wte = Vec::new();
+        }
+        if drop.wpe {
+            w.wpe = Vec::new();
+        }
+        if drop.ln_f {
+            (w.ln_f_g, w.ln_f_b) = (Vec::new(), Vec::new());
+        }
+        for l in (0..drop.layers.len()).filter(|&l| drop.layers[l]) {
+            w.layers[l] = PartialWeights::empty_layer(&w.config);
+        }
+        self.held = self.held.minus(&drop);
+    }
+
+    fn empty_layer(cfg: &Gpt2Config) -> LayerWeights {
+        Layer::try_from_fn(cfg, |_, _| Ok::<_, std::convert::Infallible>(Vec::new()))
+            .unwrap_or_else(|e| match e {})
+    }
+
+    // The loader's (checkpoint.rs) setters: it has checked each shape.
+    pub(crate) fn put_wte(&mut self, v: Vec<f32>) {
+        (self.w.wte, self.held.wte) = (v, true);
+    }
+    pub(crate) fn put_wpe(&mut self, v: Vec<f32>) {
+        (self.w.wpe, self.held.wpe) = (v, true);
+    }
+    pub(crate) fn put_layer(&mut self, l: usize, lw: LayerWeights) {
+        (self.w.layers[l], self.held.layers[l]) = (lw, true);
+    }
+    pub(crate) fn put_ln_f(&mut self, g: Vec<f32>, b: Vec<f32>) {
+        (self.w.ln_f_g, self.w.ln_f_b, self.held.ln_f) = (g, b, true);
+    }
+}
+
+impl StageSource for PartialWeights {
+    fn config(&self) -> &Gpt2Config {
+        PartialWeights::config(self)
+    }
+
+    fn try_stage<'a>(&'a self, part: &'a StagePart) -> Result<StageWeights<'a>> {
+        self.stage(part)
     }
 }
 
