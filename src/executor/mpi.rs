@@ -282,7 +282,6 @@ struct Mailbox {
 /// One run's transport and control across the ranks.
 pub struct MpiNet {
     rank: usize,
-    size: usize,
     epoch: Instant,
     /// The run's own communicator for products (a duplicate of the world:
     /// no run's messages can match another's, nor the collectives).
@@ -355,7 +354,6 @@ impl MpiNet {
         };
         Ok(MpiNet {
             rank: c.rank,
-            size: c.size,
             epoch,
             p2p,
             abort,
@@ -466,19 +464,10 @@ impl Control for MpiNet {
     /// that this rank stops waiting when it is aborted.
     fn start(&self, _d: usize) -> std::result::Result<(), WaitError> {
         let c = cluster().expect("an MpiNet implies a cluster");
-        let mut req = c.world.0.immediate_barrier();
-        loop {
-            match req.test() {
-                Ok(_) => return Ok(()),
-                Err(r) => req = r,
-            }
-            if self.aborted() {
-                // The request cannot be left incomplete; the CLI aborts the
-                // job right after, which ends the barrier with it.
-                std::mem::forget(req);
-                return Err(WaitError::Aborted);
-            }
-            std::thread::sleep(WANTED);
+        if polled_barrier(&c.world.0, || self.aborted()) {
+            Ok(())
+        } else {
+            Err(WaitError::Aborted)
         }
     }
 
@@ -508,36 +497,67 @@ impl Control for MpiNet {
         d == self.rank
     }
 
-    /// Every rank's bytes on every rank: the lengths, then the bytes
-    /// (`MPI_Allgatherv` on the world).
+    /// Every rank's bytes on every rank: [`all_gather`].
     fn exchange(&self, mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
-        let c = cluster().expect("an MpiNet implies a cluster");
-        let world = &c.world.0;
-        let n = i32::try_from(mine.len())
-            .map_err(|_| format!("rank {}'s results exceed 2 GiB", self.rank))?;
-        let mut counts = vec![0i32; self.size];
-        world.all_gather_into(&n, &mut counts[..]);
-        let displs: Vec<i32> = counts
-            .iter()
-            .scan(0i64, |acc, &n| {
-                let d = *acc;
-                *acc += n as i64;
-                Some(i32::try_from(d).ok())
-            })
-            .collect::<Option<Vec<i32>>>()
-            .ok_or("the ranks' results exceed 2 GiB together")?;
-        let total: usize = counts.iter().map(|&n| n as usize).sum();
-        let mut all = vec![0u8; total];
-        {
-            let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
-            world.all_gather_varcount_into(&mine[..], &mut part);
-        }
-        Ok(counts
-            .iter()
-            .zip(&displs)
-            .map(|(&n, &d)| all[d as usize..][..n as usize].to_vec())
-            .collect())
+        all_gather(mine)
     }
+}
+
+/// Wait at a barrier of every rank of `world`, testing it and sleeping
+/// between tests (Open MPI's blocking barrier spins a core, which on a
+/// software adapter is another rank's device's). Returns false when
+/// `aborted` says to stop waiting first.
+fn polled_barrier(world: &SimpleCommunicator, aborted: impl Fn() -> bool) -> bool {
+    let mut req = world.immediate_barrier();
+    loop {
+        match req.test() {
+            Ok(_) => return true,
+            Err(r) => req = r,
+        }
+        if aborted() {
+            // The request cannot be left incomplete; the CLI aborts the
+            // job right after, which ends the barrier with it.
+            std::mem::forget(req);
+            return false;
+        }
+        std::thread::sleep(WANTED);
+    }
+}
+
+/// Every rank's bytes on every rank, by rank: a polled barrier (so that a
+/// rank that arrives first sleeps, rather than spinning a core, while
+/// another still computes), then the lengths and the bytes
+/// (`MPI_Allgatherv` on the world). Collective: every rank calls it, in
+/// the same order; a rank that fails instead ends the job (`MPI_Abort`),
+/// which ends the wait.
+pub fn all_gather(mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let c = cluster().ok_or("MPI is not initialised")?;
+    let world = &c.world.0;
+    polled_barrier(world, || false);
+    let n =
+        i32::try_from(mine.len()).map_err(|_| format!("rank {}'s results exceed 2 GiB", c.rank))?;
+    let mut counts = vec![0i32; c.size];
+    world.all_gather_into(&n, &mut counts[..]);
+    let displs: Vec<i32> = counts
+        .iter()
+        .scan(0i64, |acc, &n| {
+            let d = *acc;
+            *acc += n as i64;
+            Some(i32::try_from(d).ok())
+        })
+        .collect::<Option<Vec<i32>>>()
+        .ok_or("the ranks' results exceed 2 GiB together")?;
+    let total: usize = counts.iter().map(|&n| n as usize).sum();
+    let mut all = vec![0u8; total];
+    {
+        let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+        world.all_gather_varcount_into(&mine[..], &mut part);
+    }
+    Ok(counts
+        .iter()
+        .zip(&displs)
+        .map(|(&n, &d)| all[d as usize..][..n as usize].to_vec())
+        .collect())
 }
 
 impl Transport for MpiNet {
