@@ -7,6 +7,7 @@
 
 use wgpipe::bench::{bench_config, run_sweep, table, Sweep};
 use wgpipe::device::{place_devices, Gpu};
+use wgpipe::executor::DeviceGroup;
 use wgpipe::model::Gpt2Weights;
 use wgpipe::schedule::ScheduleKind;
 
@@ -26,6 +27,7 @@ fn main() -> wgpipe::Result<()> {
         .map(Gpu::open_summary)
         .collect::<wgpipe::Result<Vec<_>>>()?;
     let single = Gpu::open_summary(&placement.groups[0][0])?;
+    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
     // 3. A uniform model: one identical layer per device, tiny vocabulary.
     let w = Gpt2Weights::init(&bench_config(2, 32), 0)?;
     // 4. The sweep: warm-up + 3 timed runs per point, median reported.
@@ -38,7 +40,7 @@ fn main() -> wgpipe::Result<()> {
         seed: 0,
         train: false,
     };
-    let rows = run_sweep(&gpus, &single, &w, &sweep, |r| {
+    let rows = run_sweep(&groups, Some(&single), &w, &sweep, |r| {
         eprintln!("  done M={}", r.microbatches)
     })?;
     // 5. Analytic beside simulated beside measured.

@@ -21,8 +21,9 @@ use crate::error::{Error, Result};
 use crate::executor::accounting::{account, Inputs};
 use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, measure_timeline, median, Measurement};
+use crate::executor::net::{alone, run_on};
 use crate::executor::train::{TrainOptions, Trainer};
-use crate::executor::{run_pipeline, DeviceGroup, Options};
+use crate::executor::{run_inference, DeviceGroup, Options};
 use crate::io::random_input_ids;
 use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::schedule::{Schedule, ScheduleKind};
@@ -153,14 +154,14 @@ impl Runner<'_> {
     /// (training only).
     fn once(
         &mut self,
-        gpus: &[Gpu],
+        groups: &[DeviceGroup],
         w: &Gpt2Weights,
         tokens: &crate::io::TokenBatch,
     ) -> Result<(Measurement, Vec<u64>)> {
         let n = tokens.batch * tokens.seq;
         match self {
             Runner::Infer(s) => {
-                let run = run_pipeline(gpus, w, tokens, s, &Options::default())?;
+                let run = run_inference(groups, w, tokens, s, &Options::default())?;
                 Ok((measure(s, &run, n)?, Vec::new()))
             }
             Runner::Train(t) => {
@@ -174,7 +175,7 @@ impl Runner<'_> {
 }
 
 fn runner<'g>(
-    gpus: &'g [Gpu],
+    groups: &[DeviceGroup<'g>],
     w: &Gpt2Weights,
     tokens: &crate::io::TokenBatch,
     s: Schedule,
@@ -183,9 +184,8 @@ fn runner<'g>(
     if !train {
         return Ok(Runner::Infer(s));
     }
-    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
     let t = Trainer::new(
-        &groups,
+        groups,
         w,
         &s,
         tokens.batch,
@@ -195,23 +195,30 @@ fn runner<'g>(
     Ok(Runner::Train(Box::new(t)))
 }
 
-/// Run the sweep on `gpus` (the pipeline) and `single` (the baseline
-/// device). For each M: one warm-up of everything, then `repeat` rounds, each
-/// running the baseline and every schedule once, so that a drift in the
-/// machine's speed (software adapters share the CPU with everything else)
-/// hits all of them alike; every figure is the median over the rounds.
-/// `progress` is called once per finished point.
+/// Run the sweep on `groups` (the pipeline, one per schedule device) and
+/// `single` (the baseline device). For each M: one warm-up of everything,
+/// then `repeat` rounds, each running the baseline and every schedule once,
+/// so that a drift in the machine's speed (software adapters share the CPU
+/// with everything else) hits all of them alike; every figure is the median
+/// over the rounds. `progress` is called once per finished point.
+///
+/// Under MPI every rank calls this with the same sweep: `groups` from
+/// [`crate::executor::net::device_groups`], and `single` on rank 0 only
+/// (`None` elsewhere). Every pipeline run and the co-run control go over
+/// the ranks' net; the baseline runs on rank 0's device by itself while the
+/// others wait, and each solo control on its own rank; every rank gets every
+/// time, so every rank computes the same rows.
 pub fn run_sweep(
-    gpus: &[Gpu],
-    single: &Gpu,
+    groups: &[DeviceGroup],
+    single: Option<&Gpu>,
     w: &Gpt2Weights,
     sweep: &Sweep,
     mut progress: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
-    let p = gpus.len();
+    let p = groups.len();
     let mut rows = Vec::new();
     for &m in &sweep.microbatches {
-        let (base, meas, controls) = run_rounds(gpus, single, w, sweep, m)?;
+        let (base, meas, controls) = run_rounds(groups, single, w, sweep, m)?;
         for ((&(kind, v), ms), ctl) in sweep.schedules.iter().zip(meas).zip(controls) {
             let mut row = summarize(kind, v, p, m, sweep.train, &base, &ms);
             if let Some((s, c)) = ctl {
@@ -236,14 +243,14 @@ type Rounds = (
 );
 
 fn run_rounds(
-    gpus: &[Gpu],
-    single: &Gpu,
+    groups: &[DeviceGroup],
+    single: Option<&Gpu>,
     w: &Gpt2Weights,
     sweep: &Sweep,
     m: usize,
 ) -> Result<Rounds> {
-    let p = gpus.len();
-    let one = std::slice::from_ref(single);
+    let p = groups.len();
+    let one: Vec<DeviceGroup> = single.map(DeviceGroup::single).into_iter().collect();
     let tokens = random_input_ids(
         m * sweep.sequences,
         sweep.seq,
@@ -257,34 +264,42 @@ fn run_rounds(
             Schedule::for_inference(kind, p, m, v)
         }
     };
-    let mut base_r = runner(
-        one,
-        w,
-        &tokens,
-        make(ScheduleKind::Gpipe, 1, 1)?,
-        sweep.train,
-    )?;
+    // The baseline: one device, by itself (under MPI, on rank 0 while the
+    // other ranks wait), its wall ms handed to every process.
+    let mut base_r = if one.is_empty() {
+        None
+    } else {
+        let s = make(ScheduleKind::Gpipe, 1, 1)?;
+        Some(alone(|| runner(&one, w, &tokens, s, sweep.train))?)
+    };
+    let mut baseline = || {
+        run_on(0, || {
+            let r = base_r.as_mut().ok_or_else(|| {
+                Error::Other("the one-device baseline has no device on this process".into())
+            })?;
+            Ok(alone(|| r.once(&one, w, &tokens))?.0.wall_ms)
+        })
+    };
     let mut runners = sweep
         .schedules
         .iter()
-        .map(|&(kind, v)| runner(gpus, w, &tokens, make(kind, p, v)?, sweep.train))
+        .map(|&(kind, v)| runner(groups, w, &tokens, make(kind, p, v)?, sweep.train))
         .collect::<Result<Vec<_>>>()?;
     // Warm-up.
-    base_r.once(one, w, &tokens)?;
+    baseline()?;
     for r in &mut runners {
-        r.once(gpus, w, &tokens)?;
+        r.once(groups, w, &tokens)?;
     }
     let mut base = Vec::new();
     let mut meas: Vec<Vec<(Measurement, Vec<u64>)>> = vec![Vec::new(); runners.len()];
     for _ in 0..sweep.repeat.max(1) {
-        base.push(base_r.once(one, w, &tokens)?.0.wall_ms);
+        base.push(baseline()?);
         for (i, r) in runners.iter_mut().enumerate() {
-            meas[i].push(r.once(gpus, w, &tokens)?);
+            meas[i].push(r.once(groups, w, &tokens)?);
         }
     }
     // The solo and co-run controls of each forward schedule, once per M,
     // after its rounds.
-    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
     let controls = sweep
         .schedules
         .iter()
@@ -293,7 +308,7 @@ fn run_rounds(
                 return Ok(None);
             }
             let s = make(kind, p, v)?;
-            let c = inference_controls(&groups, w, &tokens, &s, &Options::default())?;
+            let c = inference_controls(groups, w, &tokens, &s, &Options::default())?;
             Ok(Some((s, c)))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -14,8 +14,8 @@ use wgpipe::cli;
 struct Cli {
     /// How pipeline devices talk: `in-process` (every device a thread of
     /// this process) or `mpi` (one MPI rank per device, started by `mpirun
-    /// -np P`; `run`, `generate` and `bench hop`; needs a build with
-    /// `--features mpi`).
+    /// -np P`; `run`, `generate`, `bench bubble` and `bench hop`; needs a
+    /// build with `--features mpi`).
     #[arg(long, value_enum, global = true, default_value_t = TransportKind::InProcess)]
     transport: TransportKind,
     #[command(subcommand)]
@@ -97,14 +97,24 @@ mod mpi {
     fn supported(command: &Command) -> Result<(), String> {
         let name = match command {
             Command::Run(_) | Command::Generate(_) | Command::Train(_) => return Ok(()),
-            Command::Bench(b) if matches!(b.what, cli::bench::BenchWhat::Hop(_)) => return Ok(()),
+            Command::Bench(b)
+                if matches!(
+                    b.what,
+                    cli::bench::BenchWhat::Hop(_) | cli::bench::BenchWhat::Bubble(_)
+                ) =>
+            {
+                return Ok(())
+            }
             Command::Adapters(_) => "adapters",
             Command::Forward(_) => "forward",
-            Command::Bench(_) => "bench bubble/decode",
+            Command::Bench(b) => match b.what {
+                cli::bench::BenchWhat::Decode(_) => "bench decode",
+                _ => "bench layouts",
+            },
             Command::Plan(_) => "plan",
         };
         Err(format!(
-            "`wgpipe {name}` does not run across MPI ranks (yet): --transport mpi works with `run`, `generate`, `train` and `bench hop`"
+            "`wgpipe {name}` does not run across MPI ranks (yet): --transport mpi works with `run`, `generate`, `train`, `bench bubble` and `bench hop`"
         ))
     }
 

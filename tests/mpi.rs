@@ -1,7 +1,8 @@
 //! Stages as MPI ranks (`--features mpi`): `mpirun -np 2` and `-np 4` on
 //! this one machine, every rank on the software adapter, give exactly the
 //! in-process run's logits, training losses, gradients and trained weights,
-//! and generated tokens; a rank that fails or dies
+//! and generated tokens, and `bench bubble` the in-process sweep's untimed
+//! figures; a rank that fails or dies
 //! ends the job with a message naming it; bad launches are refused.
 //!
 //! Needs Open MPI's `mpirun` (`.ci/run` installs it). Running as root needs
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use wgpipe::schedule::simulate::{simulate, Costs};
+use wgpipe::schedule::{Schedule, ScheduleKind};
 
 /// How long any one mpirun may take before the test calls it hung.
 const HUNG_S: &str = "300";
@@ -567,6 +570,11 @@ fn mpi_outside_mpirun_and_unsupported_commands_are_refused() {
     fails_with(&out, &["not started by an MPI launcher", "mpirun -np"]);
     let out = wgpipe(&["adapters", "--transport", "mpi"]);
     fails_with(&out, &["`wgpipe adapters` does not run across MPI ranks"]);
+    let out = wgpipe(&["bench", "decode", "--transport", "mpi"]);
+    fails_with(
+        &out,
+        &["`wgpipe bench decode` does not run across MPI ranks"],
+    );
 }
 
 #[test]
@@ -593,5 +601,151 @@ fn bench_hop_moves_every_message_across_ranks() {
     for (r, bytes) in rows.iter().zip([4096, 1 << 20]) {
         assert_eq!(r["bytes"], bytes);
         assert_eq!(r["hops"], 3);
+    }
+}
+
+/// `bench bubble` over two ranks: the in-process sweep's rows, as far as
+/// they do not depend on timing (which rows, the analytic bubble, the hops
+/// and bytes); every timed figure is consistent with itself (the simulated
+/// bubble is the simulator's on the row's own stage and hop times, the
+/// losses add up to the measured speedup); rank 0 prints and writes the CSV.
+#[test]
+fn bench_bubble_over_two_ranks_gives_the_in_process_rows() {
+    let args = [
+        "bench",
+        "bubble",
+        "--devices",
+        "2",
+        "--microbatches",
+        "1,4",
+        "--repeat",
+        "1",
+        "--layers-per-stage",
+        "1",
+        "--seq",
+        "16",
+        "--json",
+    ];
+    let here: Value = serde_json::from_str(&ok(&wgpipe(&args))).unwrap();
+    let (_d, csv) = tmp("bubble.csv");
+    let mut a = args.to_vec();
+    a.extend(["--csv", path(&csv)]);
+    let stdout = ok(&mpirun(2, &a, &[]));
+    let there: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(there["devices"], 2);
+    assert_eq!(there["device_names"].as_array().unwrap().len(), 2);
+    assert_eq!(there["mpi"]["ranks"], 2);
+    assert_eq!(there["mpi"]["clock_error_us"].as_array().unwrap().len(), 2);
+    let (ours, theirs) = (
+        here["rows"].as_array().unwrap(),
+        there["rows"].as_array().unwrap(),
+    );
+    assert_eq!(ours.len(), 2);
+    assert_eq!(theirs.len(), 2);
+    for (o, t) in ours.iter().zip(theirs) {
+        for k in [
+            "schedule",
+            "virtual",
+            "devices",
+            "microbatches",
+            "bubble_analytic",
+            "speedup_ideal",
+            "transfers",
+            "bytes_moved",
+        ] {
+            assert_eq!(o[k], t[k], "{k}: in-process {o} against MPI {t}");
+        }
+        let f = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
+        let measured = f("bubble_measured");
+        assert!((0.0..1.0).contains(&measured), "measured bubble {t}");
+        // The simulated bubble: the simulator's, on the row's own times
+        // (one round, so the row's medians are that round's).
+        let ms = |k: &str| -> Vec<f64> {
+            let cells = t[k].as_str().unwrap();
+            cells.split(';').map(|c| c.parse().unwrap()).collect()
+        };
+        let m = t["microbatches"].as_u64().unwrap() as usize;
+        let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, m, 1).unwrap();
+        let costs = Costs {
+            forward: ms("forward_ms"),
+            backward: vec![0.0; 2],
+            input_grad: vec![0.0; 2],
+            weight_grad: vec![0.0; 2],
+            transfer: f("transfer_ms"),
+        };
+        let sim = simulate(&s, &costs).unwrap().bubble;
+        assert!((sim - f("bubble_simulated")).abs() < 1e-9, "{sim}: {t}");
+        // Both controls ran on both ranks' devices; the losses add up.
+        assert_eq!(ms("solo_ms").len(), 2, "{t}");
+        assert_eq!(ms("corun_ms").len(), 2, "{t}");
+        assert!(ms("solo_ms")
+            .iter()
+            .chain(&ms("corun_ms"))
+            .all(|&x| x > 0.0));
+        assert!(f("baseline_ms") > 0.0);
+        let losses: f64 = [
+            "loss_schedule",
+            "loss_imbalance",
+            "loss_slowdown",
+            "loss_orchestration",
+        ]
+        .iter()
+        .map(|k| f(k))
+        .sum();
+        assert!(
+            (f("speedup_ideal") - losses - f("speedup")).abs() < 1e-9,
+            "{t}"
+        );
+    }
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(written.lines().count(), 3, "{written}");
+}
+
+/// `bench bubble --train` over 2 ranks: each training step runs across the
+/// ranks (the baseline trainer on rank 0's device alone), with the
+/// in-process sweep's untimed figures, stash memory included.
+#[test]
+fn bench_bubble_train_over_two_ranks_gives_the_in_process_rows() {
+    let args = [
+        "bench",
+        "bubble",
+        "--train",
+        "--schedule",
+        "1f1b,zb-h1",
+        "--devices",
+        "2",
+        "--microbatches",
+        "4",
+        "--repeat",
+        "1",
+        "--layers-per-stage",
+        "1",
+        "--seq",
+        "16",
+        "--json",
+    ];
+    let here: Value = serde_json::from_str(&ok(&wgpipe(&args))).unwrap();
+    let there: Value = serde_json::from_str(&ok(&mpirun(2, &args, &[]))).unwrap();
+    assert_eq!(there["mpi"]["ranks"], 2);
+    let (ours, theirs) = (
+        here["rows"].as_array().unwrap(),
+        there["rows"].as_array().unwrap(),
+    );
+    assert_eq!(ours.len(), 2);
+    assert_eq!(theirs.len(), 2);
+    for (o, t) in ours.iter().zip(theirs) {
+        for k in [
+            "schedule",
+            "microbatches",
+            "bubble_analytic",
+            "transfers",
+            "bytes_moved",
+            "peak_activation_bytes",
+        ] {
+            assert_eq!(o[k], t[k], "{k}: in-process {o} against MPI {t}");
+        }
+        let measured = t["bubble_measured"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&measured), "measured bubble {t}");
+        assert!(t["baseline_ms"].as_f64().unwrap() > 0.0, "{t}");
     }
 }

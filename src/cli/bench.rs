@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::bench::{
     accounting_table, bench_config, check_sweep, csv, run_sweep, table, Row, Sweep,
@@ -11,6 +11,9 @@ use crate::bench::{
 use crate::cli::model_args::check_output_path;
 use crate::device::{place_devices, Gpu};
 use crate::error::{Error, Result};
+use crate::executor::net::{
+    device_groups, device_labels, drives, is_root, local_adapter, mpi_line, mpi_summary, open_local,
+};
 use crate::io::write_file;
 use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::schedule::{analytic, ScheduleKind};
@@ -141,21 +144,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )));
     }
     let w = Gpt2Weights::init(&cfg, a.seed)?;
-    // One Gpu per schedule device.
-    let gpus = placement
-        .groups
-        .iter()
-        .flatten()
-        .map(Gpu::open_summary)
-        .collect::<Result<Vec<_>>>()?;
-    let single = Gpu::open_summary(&placement.groups[0][0])?;
+    // One Gpu per schedule device (under MPI this rank's only).
+    let gpus = open_local(&placement, &a.devices)?;
+    let groups = device_groups(&gpus, p)?;
+    let names = device_labels(&groups)?;
+    // The baseline's own Gpu on schedule device 0's adapter: opened where
+    // device 0 is driven (under MPI on rank 0, its adapter).
+    let single = if drives(0) {
+        Some(Gpu::open_summary(local_adapter(&placement, &a.devices)?)?)
+    } else {
+        None
+    };
 
     let bar = ProgressBar::new((sweep.microbatches.len() * series.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .expect("valid template"),
     );
-    let rows = run_sweep(&gpus, &single, &w, &sweep, |r| {
+    if !is_root() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let rows = run_sweep(&groups, single.as_ref(), &w, &sweep, |r| {
         bar.set_message(format!(
             "{} M={}: measured {:.1}%",
             r.schedule,
@@ -167,9 +176,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     bar.finish_and_clear();
 
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "devices": p,
-            "device_names": gpus.iter().map(|g| g.label.clone()).collect::<Vec<_>>(),
+            "device_names": names,
             "model": cfg,
             "seq": a.seq,
             "sequences_per_microbatch": a.sequences,
@@ -178,12 +187,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "lp_num_threads": std::env::var("LP_NUM_THREADS").ok(),
             "rows": rows,
         });
+        if let Some(m) = mpi_summary() {
+            v["mpi"] = m;
+        }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         println!(
             "P={p} on {}; model: {} layers, C={}, T={}, {} sequence(s)/microbatch; median of {}",
-            gpus[0].label, cfg.n_layer, cfg.n_embd, a.seq, a.sequences, a.repeat
+            names[0], cfg.n_layer, cfg.n_embd, a.seq, a.sequences, a.repeat
         );
+        if let Some(line) = mpi_line() {
+            println!("{line}");
+        }
         print!("{}", table(&rows));
         if !a.train {
             println!("\nWhere the speedup goes (losses in speedup units; they add up to the measured speedup):");

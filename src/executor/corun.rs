@@ -22,9 +22,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::measure::median;
+use super::net::run_on;
 use super::plan::{Plan, Step};
 use super::program::{Gpt2Forward, StageProgram};
-use super::{run_plan, ActionEncoder, DeviceGroup, InProcess, Options};
+use super::{run_plan, ActionEncoder, DeviceGroup, InProcess, Net, Options};
 use crate::action::{Action, Product};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
@@ -158,7 +159,10 @@ impl<P: StageProgram> StageProgram for Fed<P> {
 
 /// Run both controls of `schedule` over `groups`: device `d`'s program is
 /// `make(d, shard, gpu)`, fed fixed inputs where its messages were. The solo runs
-/// go one device after the other, then the co-run.
+/// go one device after the other, then the co-run. Under MPI (`groups` from
+/// [`super::net::device_groups`]) device `d`'s solo run is on rank `d` while
+/// the others wait, its times shared with every rank, and the co-run is
+/// over the ranks' net: every rank gets the same controls.
 pub fn run_controls<P, F>(groups: &[DeviceGroup], schedule: &Schedule, make: F) -> Result<Controls>
 where
     P: StageProgram,
@@ -179,22 +183,25 @@ where
 
     let mut solo_events = Vec::new();
     for (d, g) in groups.iter().enumerate() {
-        let one = Plan {
-            devices: vec![bare.devices[d].clone()],
-        };
-        let solo = std::slice::from_ref(g);
-        let timeline = run_plan(solo, &one, &InProcess::for_groups(solo), |_, sh, gpu| {
-            fed(d, sh, gpu)
-        })?
-        .timeline;
-        // The single-device run calls its device 0: put it back at d.
-        solo_events.extend(
-            action_times(&timeline)
+        // (stage, µs) of each of device d's actions, run where d is driven.
+        let times: Vec<(usize, f64)> = run_on(d, || {
+            let one = Plan {
+                devices: vec![bare.devices[d].clone()],
+            };
+            let solo = std::slice::from_ref(g);
+            let timeline = run_plan(solo, &one, &InProcess::for_groups(solo), |_, sh, gpu| {
+                fed(d, sh, gpu)
+            })?
+            .timeline;
+            Ok(action_times(&timeline)
                 .into_iter()
-                .map(|(_, a, t)| (d, a, t)),
-        );
+                .map(|(_, stage, t)| (stage, t))
+                .collect())
+        })?;
+        // The single-device run calls its device 0: put it back at d.
+        solo_events.extend(times.into_iter().map(|(stage, t)| (d, stage, t)));
     }
-    let timeline = run_plan(groups, &bare, &InProcess::for_groups(groups), fed)?.timeline;
+    let timeline = run_plan(groups, &bare, &Net::for_groups(groups)?, fed)?.timeline;
     let corun_events = action_times(&timeline);
 
     Ok(Controls {
@@ -220,19 +227,21 @@ pub fn inference_controls(
     })
 }
 
-/// (device, action, µs) of every compute event with an action (a
+/// (device, stage, µs) of every compute event with an action (a
 /// tensor-parallel group's rank 0's, as the bubble counts them).
-fn action_times(t: &Timeline) -> Vec<(usize, Action, f64)> {
+fn action_times(t: &Timeline) -> Vec<(usize, usize, f64)> {
     t.events
         .iter()
         .filter_map(|e| match (e.track, e.action) {
-            (Track::Compute { device, gpu: 0 }, Some(a)) => Some((device, a, e.duration_us())),
+            (Track::Compute { device, gpu: 0 }, Some(a)) => {
+                Some((device, a.stage, e.duration_us()))
+            }
             _ => None,
         })
         .collect()
 }
 
-fn per_device(events: &[(usize, Action, f64)], devices: usize) -> Vec<f64> {
+fn per_device(events: &[(usize, usize, f64)], devices: usize) -> Vec<f64> {
     (0..devices)
         .map(|d| {
             let v = events.iter().filter(|e| e.0 == d).map(|e| e.2).collect();
@@ -241,14 +250,10 @@ fn per_device(events: &[(usize, Action, f64)], devices: usize) -> Vec<f64> {
         .collect()
 }
 
-fn per_stage(events: &[(usize, Action, f64)], stages: usize) -> Vec<f64> {
+fn per_stage(events: &[(usize, usize, f64)], stages: usize) -> Vec<f64> {
     (0..stages)
         .map(|s| {
-            let v = events
-                .iter()
-                .filter(|e| e.1.stage == s)
-                .map(|e| e.2)
-                .collect();
+            let v = events.iter().filter(|e| e.1 == s).map(|e| e.2).collect();
             median(v) / 1e3
         })
         .collect()

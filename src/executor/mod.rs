@@ -28,7 +28,7 @@ pub mod plan;
 pub mod program;
 pub mod train;
 pub mod transport;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 
 #[cfg(test)]

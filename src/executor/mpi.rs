@@ -490,19 +490,10 @@ impl Control for MpiNet {
     /// that this rank stops waiting when it is aborted.
     fn start(&self, _d: usize) -> std::result::Result<(), WaitError> {
         let c = cluster().expect("an MpiNet implies a cluster");
-        let mut req = c.world.0.immediate_barrier();
-        loop {
-            match req.test() {
-                Ok(_) => return Ok(()),
-                Err(r) => req = r,
-            }
-            if self.aborted() {
-                // The request cannot be left incomplete; the CLI aborts the
-                // job right after, which ends the barrier with it.
-                std::mem::forget(req);
-                return Err(WaitError::Aborted);
-            }
-            std::thread::sleep(WANTED);
+        if polled_barrier(&c.world.0, || self.aborted()) {
+            Ok(())
+        } else {
+            Err(WaitError::Aborted)
         }
     }
 
@@ -532,18 +523,45 @@ impl Control for MpiNet {
         d == self.rank
     }
 
+    /// Every rank's bytes on every rank: [`all_gather`].
     fn exchange(&self, mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
-        all_gather(&mine)
+        all_gather(mine)
     }
 }
 
-/// Every rank's bytes on every rank, in rank order: the lengths, then the
-/// bytes (`MPI_Allgatherv` on the world). Collective: every rank calls it.
-pub fn all_gather(mine: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+/// Wait at a barrier of every rank of `world`, testing it and sleeping
+/// between tests (Open MPI's blocking barrier spins a core, which on a
+/// software adapter is another rank's device's). Returns false when
+/// `aborted` says to stop waiting first.
+fn polled_barrier(world: &SimpleCommunicator, aborted: impl Fn() -> bool) -> bool {
+    let mut req = world.immediate_barrier();
+    loop {
+        match req.test() {
+            Ok(_) => return true,
+            Err(r) => req = r,
+        }
+        if aborted() {
+            // The request cannot be left incomplete; the CLI aborts the
+            // job right after, which ends the barrier with it.
+            std::mem::forget(req);
+            return false;
+        }
+        std::thread::sleep(WANTED);
+    }
+}
+
+/// Every rank's bytes on every rank, by rank: a polled barrier (so that a
+/// rank that arrives first sleeps, rather than spinning a core, while
+/// another still computes), then the lengths and the bytes
+/// (`MPI_Allgatherv` on the world). Collective: every rank calls it, in
+/// the same order; a rank that fails instead ends the job (`MPI_Abort`),
+/// which ends the wait.
+pub fn all_gather(mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
     let c = cluster().ok_or("MPI is not initialised")?;
     let world = &c.world.0;
+    polled_barrier(world, || false);
     let n =
-        i32::try_from(mine.len()).map_err(|_| format!("rank {}'s share exceeds 2 GiB", c.rank))?;
+        i32::try_from(mine.len()).map_err(|_| format!("rank {}'s results exceed 2 GiB", c.rank))?;
     let mut counts = vec![0i32; c.size];
     world.all_gather_into(&n, &mut counts[..]);
     let displs: Vec<i32> = counts
@@ -554,12 +572,12 @@ pub fn all_gather(mine: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
             Some(i32::try_from(d).ok())
         })
         .collect::<Option<Vec<i32>>>()
-        .ok_or("the ranks' shares exceed 2 GiB together")?;
+        .ok_or("the ranks' results exceed 2 GiB together")?;
     let total: usize = counts.iter().map(|&n| n as usize).sum();
     let mut all = vec![0u8; total];
     {
         let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
-        world.all_gather_varcount_into(mine, &mut part);
+        world.all_gather_varcount_into(&mine[..], &mut part);
     }
     Ok(counts
         .iter()

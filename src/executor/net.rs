@@ -5,13 +5,99 @@
 //! so the same code runs either way; this file is the only place that knows
 //! both.
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use super::transport::{Collective, Control, InProcess, Transport, WaitError};
+use super::wire::Wire;
+#[cfg(feature = "mpi")]
+use super::wire::{from_bytes, to_bytes};
 use super::DeviceGroup;
 use crate::action::Product;
-use crate::device::{Gpu, Placement};
+use crate::device::{AdapterSummary, Gpu, Placement};
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// Set inside [`alone`]: this thread runs as if no other rank existed.
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The MPI cluster this process is a rank of, unless inside [`alone`].
+#[cfg(feature = "mpi")]
+fn cluster() -> Option<&'static super::mpi::Cluster> {
+    if ALONE.get() {
+        return None;
+    }
+    super::mpi::cluster()
+}
+
+/// Run `f` on this process by itself, as if it were not one of MPI ranks:
+/// every [`Net`] made inside (by [`Net::new`], [`Net::for_groups`], and so by
+/// [`super::run_inference`] or a trainer) is in-process, and [`mpi_rank`] is
+/// `None`. For a run on this process's devices alone, such as `bench
+/// bubble`'s one-device baseline on rank 0 while the other ranks wait in
+/// [`run_on`]. No effect outside MPI; this thread only.
+pub fn alone<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ALONE.set(self.0);
+        }
+    }
+    let _restore = Restore(ALONE.replace(true));
+    f()
+}
+
+/// Whether this process drives schedule device `d` (of one Gpu): every
+/// device in-process, device r on rank r under MPI.
+pub fn drives(d: usize) -> bool {
+    mpi_rank().is_none_or(|(r, _)| r == d)
+}
+
+/// Run `f` where schedule device `d` is driven, and hand its result to
+/// every process: in-process `f()`; under MPI rank `d` runs `f` while the
+/// others wait (asleep, not spinning), then every rank gets its result
+/// ([`super::mpi::all_gather`]). Collective under MPI: every rank calls it,
+/// in the same order. A failure of `f` ends the job on rank `d` (the CLI
+/// aborts every rank), so no rank waits forever.
+pub(crate) fn run_on<T: Wire>(d: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    #[cfg(feature = "mpi")]
+    if let Some(c) = cluster() {
+        if d >= c.size {
+            return Err(Error::Input(format!(
+                "device {d} has no rank: mpirun started {} ranks",
+                c.size
+            )));
+        }
+        let mine = if c.rank == d {
+            to_bytes(&f()?)
+        } else {
+            Vec::new()
+        };
+        let all = super::mpi::all_gather(mine).map_err(Error::Other)?;
+        return from_bytes(&all[d])
+            .ok_or_else(|| Error::Other(format!("device {d}'s result arrived corrupt")));
+    }
+    let _ = d;
+    f()
+}
+
+/// Every schedule device's label (`vulkan:0 (llvmpipe …)`) on every
+/// process: in-process from `groups`; under MPI (where `groups` are all
+/// this rank's, [`device_groups`]) each rank's own, gathered.
+pub fn device_labels(groups: &[DeviceGroup]) -> Result<Vec<String>> {
+    #[cfg(feature = "mpi")]
+    if let Some(c) = cluster() {
+        let mine = groups.first().map(DeviceGroup::label).unwrap_or_default();
+        let all = super::mpi::all_gather(mine.into_bytes()).map_err(Error::Other)?;
+        return Ok(all
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .take(c.size)
+            .collect());
+    }
+    Ok(groups.iter().map(DeviceGroup::label).collect())
+}
 
 /// A run's transport and control.
 pub enum Net {
@@ -27,7 +113,7 @@ impl Net {
     /// order.
     pub fn new(devices: usize) -> Result<Net> {
         #[cfg(feature = "mpi")]
-        if super::mpi::cluster().is_some() {
+        if cluster().is_some() {
             return Ok(Net::Mpi(super::mpi::MpiNet::new(devices, 1)?));
         }
         Ok(Net::InProcess(InProcess::new(devices)))
@@ -37,7 +123,7 @@ impl Net {
     /// one rank per Gpu (endpoint), the groups' all-reduces among their ranks.
     pub fn for_groups(groups: &[DeviceGroup]) -> Result<Net> {
         #[cfg(feature = "mpi")]
-        if super::mpi::cluster().is_some() {
+        if cluster().is_some() {
             let tp = super::uniform_tp(groups)?;
             return Ok(Net::Mpi(super::mpi::MpiNet::new(groups.len() * tp, tp)?));
         }
@@ -48,7 +134,7 @@ impl Net {
 /// This process's rank and the number of ranks, under `--transport mpi`.
 pub fn mpi_rank() -> Option<(usize, usize)> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = super::mpi::cluster() {
+    if let Some(c) = cluster() {
         return Some((c.rank, c.size));
     }
     None
@@ -59,7 +145,7 @@ pub fn mpi_rank() -> Option<(usize, usize)> {
 /// with rank 0's (µs, half the tightest ping-pong round trip).
 pub fn mpi_summary() -> Option<serde_json::Value> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = super::mpi::cluster() {
+    if let Some(c) = cluster() {
         return Some(serde_json::json!({
             "ranks": c.size,
             "host": c.host,
@@ -72,7 +158,7 @@ pub fn mpi_summary() -> Option<serde_json::Value> {
 /// One line for a text report under MPI.
 pub fn mpi_line() -> Option<String> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = super::mpi::cluster() {
+    if let Some(c) = cluster() {
         let worst = c.clock_error_us.iter().copied().fold(0.0, f64::max);
         return Some(format!(
             "mpi: {} ranks, one device each; every rank's clock mapped onto rank 0's within ±{worst:.1} µs (half the tightest of {} ping-pongs)",
@@ -88,25 +174,19 @@ pub fn is_root() -> bool {
     mpi_rank().is_none_or(|(r, _)| r == 0)
 }
 
-/// Whether schedule device `d` runs in this process: every device
-/// in-process; under MPI only this rank's (rank r is device r).
-pub fn local_device(d: usize) -> bool {
-    mpi_rank().is_none_or(|(r, _)| r == d)
-}
-
 /// Every process's `mine`, in rank order (device order): in-process just
 /// `[mine]`; under MPI encoded, all-gathered and decoded, which every rank
 /// must do, in the same order. For what is combined outside a run
 /// (training's tied-embedding sum, gradient norm, tensors read back).
-pub(crate) fn share<T: super::wire::Wire>(mine: T) -> Result<Vec<T>> {
+pub(crate) fn share<T: Wire>(mine: T) -> Result<Vec<T>> {
     #[cfg(feature = "mpi")]
-    if super::mpi::cluster().is_some() {
-        let all = super::mpi::all_gather(&super::wire::to_bytes(&mine)).map_err(Error::Other)?;
+    if cluster().is_some() {
+        let all = super::mpi::all_gather(to_bytes(&mine)).map_err(Error::Other)?;
         return all
             .iter()
             .enumerate()
             .map(|(r, b)| {
-                super::wire::from_bytes(b)
+                from_bytes(b)
                     .ok_or_else(|| Error::Other(format!("rank {r}'s share arrived corrupt")))
             })
             .collect();
@@ -124,15 +204,16 @@ pub fn refuse_mpi(what: &str) -> Result<()> {
     }
 }
 
-/// Open the Gpus of `placement` this process drives: every group
-/// in-process; under MPI only this rank's Gpu. Rank r is endpoint r: Gpu
-/// `r mod T` of schedule device `r / T` (T the tensor-parallel degree). A
-/// `--devices` list is indexed by rank, a count by the rank on its host, so
-/// that each host's ranks take its adapters in turn.
-pub fn open_local(placement: &Placement, spec: &str) -> Result<Vec<Vec<Gpu>>> {
+/// The adapter of `placement` this process drives first: in-process the
+/// first Gpu's; under MPI this rank's. Rank r is endpoint r: Gpu `r mod T`
+/// of schedule device `r / T` (T the tensor-parallel degree). A `--devices`
+/// list is indexed by rank, a count by the rank on its host, so that each
+/// host's ranks take its adapters in turn. Checks that the ranks match the
+/// Gpus.
+pub fn local_adapter<'p>(placement: &'p Placement, spec: &str) -> Result<&'p AdapterSummary> {
+    let all: Vec<&AdapterSummary> = placement.groups.iter().flatten().collect();
     #[cfg(feature = "mpi")]
-    if let Some(c) = super::mpi::cluster() {
-        let all: Vec<_> = placement.groups.iter().flatten().collect();
+    if let Some(c) = cluster() {
         let (p, n) = (placement.devices(), all.len());
         if n != c.size {
             let tp = n / p.max(1);
@@ -147,10 +228,22 @@ pub fn open_local(placement: &Placement, spec: &str) -> Result<Vec<Vec<Gpu>>> {
             )));
         }
         let counted = spec.trim().parse::<usize>().is_ok();
-        let mine = if counted { c.local_rank % n } else { c.rank };
-        return Ok(vec![vec![Gpu::open_summary(all[mine])?]]);
+        return Ok(all[if counted { c.local_rank % n } else { c.rank }]);
     }
     let _ = spec;
+    all.first()
+        .copied()
+        .ok_or_else(|| Error::Input("no devices placed".into()))
+}
+
+/// Open the Gpus of `placement` this process drives: every group
+/// in-process; under MPI only this rank's ([`local_adapter`]).
+pub fn open_local(placement: &Placement, spec: &str) -> Result<Vec<Vec<Gpu>>> {
+    if mpi_rank().is_some() {
+        return Ok(vec![vec![Gpu::open_summary(local_adapter(
+            placement, spec,
+        )?)?]]);
+    }
     placement.open()
 }
 
@@ -160,7 +253,7 @@ pub fn open_local(placement: &Placement, spec: &str) -> Result<Vec<Vec<Gpu>>> {
 /// others' names come back with their results).
 pub fn device_groups(gpus: &[Vec<Gpu>], devices: usize) -> Result<Vec<DeviceGroup<'_>>> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = super::mpi::cluster() {
+    if let Some(c) = cluster() {
         let gpu = gpus
             .first()
             .and_then(|g| g.first())

@@ -198,7 +198,7 @@ impl<'g> Trainer<'g> {
                 .iter()
                 .enumerate()
                 .map(|(d, g)| {
-                    if !net::local_device(d) {
+                    if !net::drives(d) {
                         return None;
                     }
                     let (parts, plan) = (&parts, &plan);
