@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::cli::model_args::{check_output_path, place, ModelArgs, TP_HELP};
 use crate::error::{Error, Result};
-use crate::executor::balance::resolve_split;
 use crate::executor::decode::{generate, stop_at_eos, DecodeJob, DecodeMetrics, TokenSink};
 use crate::executor::measure::{measure_timeline, Measurement};
 use crate::executor::net::{device_groups, mpi_line, mpi_rank, mpi_summary, open_local};
@@ -169,9 +168,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let gpus = open_local(&placement, &args.devices)?;
     let groups = device_groups(&gpus, p)?;
     let schedule = crate::schedule::Schedule::decode(p, groups_n, args.max_new_tokens)?;
-    w.for_profile(&args.split, &schedule)?;
-    let chosen = resolve_split(&args.split, &groups, w.weights(), &schedule, layout.per, 1)?;
-    w.for_split(&chosen.split, &schedule)?;
+    let chosen = w.resolve_split(&args.split, &groups, &schedule, layout.per, 1)?;
     if !args.json {
         eprintln!("{}", chosen.describe());
     }

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::executor::balance::{profile_parts, profiles};
+use crate::executor::balance::{profile_parts, profiles, resolve_split, Chosen};
 use crate::executor::net::mpi_rank;
 use crate::executor::partition::{device_parts, partition, Split};
+use crate::executor::DeviceGroup;
 use crate::io::{self, TokenBatch};
 use crate::model::checkpoint::{self, Checkpoint};
 use crate::model::{Gpt2Config, Gpt2Weights, PartialWeights, TensorSet};
@@ -117,10 +118,29 @@ impl RankWeights {
         &self.w
     }
 
+    /// `--split` resolved for `schedule` on `groups` (microbatches of
+    /// `per` × `seq` tokens for the `auto` profile), with this process's
+    /// tensors read for it: under MPI first what the profile needs, then
+    /// this rank's stages ([`RankWeights::for_profile`],
+    /// [`RankWeights::for_split`]).
+    pub fn resolve_split(
+        &mut self,
+        split: &Split,
+        groups: &[DeviceGroup],
+        schedule: &Schedule,
+        per: usize,
+        seq: usize,
+    ) -> Result<Chosen> {
+        self.for_profile(split, schedule)?;
+        let chosen = resolve_split(split, groups, &self.w, schedule, per, seq)?;
+        self.for_split(&chosen.split, schedule)?;
+        Ok(chosen)
+    }
+
     /// Before [`crate::executor::balance::resolve_split`]: under MPI, read
     /// what its `--split auto` profile runs on every device (the embedding,
     /// block 0 and the head), when it profiles.
-    pub fn for_profile(&mut self, split: &Split, schedule: &Schedule) -> Result<()> {
+    fn for_profile(&mut self, split: &Split, schedule: &Schedule) -> Result<()> {
         let Some((ckpt, _)) = &mut self.ckpt else {
             return Ok(());
         };
@@ -136,7 +156,7 @@ impl RankWeights {
     /// schedule device d = `r / T` (T = ranks / devices, the `--tp`
     /// degree), which holds stages d, d+P, …; a tensor-parallel rank reads
     /// its device's whole stages and uploads its shard.
-    pub fn for_split(&mut self, split: &[usize], schedule: &Schedule) -> Result<()> {
+    fn for_split(&mut self, split: &[usize], schedule: &Schedule) -> Result<()> {
         let Some((ckpt, (rank, ranks))) = &mut self.ckpt else {
             return Ok(());
         };

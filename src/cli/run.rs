@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use crate::cli::model_args::{check_output_path, place, InputArgs, ModelArgs, TP_HELP};
 use crate::error::Result;
 use crate::executor::accounting::{account, Inputs, Losses};
-use crate::executor::balance::resolve_split;
 use crate::executor::corun::{inference_controls, Controls};
 use crate::executor::measure::{measure, Measurement};
 use crate::executor::net::{device_groups, mpi_line, mpi_summary, open_local, refuse_mpi};
@@ -124,11 +123,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Schedule::for_inference(args.schedule, placement.devices(), m, args.virtual_stages)?;
     let gpus = open_local(&placement, &args.devices)?;
     let groups = device_groups(&gpus, placement.devices())?;
-    w.for_profile(&args.split, &schedule)?;
-    let chosen = resolve_split(
+    let chosen = w.resolve_split(
         &args.split,
         &groups,
-        w.weights(),
         &schedule,
         tokens.batch.div_ceil(m),
         tokens.seq,
@@ -139,7 +136,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let opts = Options {
         split: Some(chosen.split.clone()),
     };
-    w.for_split(&chosen.split, &schedule)?;
     let run = run_inference(&groups, w.weights(), &tokens, &schedule, &opts)?;
     let reads = w.checkpoint_reads();
     let n_tokens = tokens.batch * tokens.seq;

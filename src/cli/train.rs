@@ -12,7 +12,7 @@ use crate::cli::model_args::{check_output_path, ModelArgs};
 use crate::data::TokenStream;
 use crate::device::place_devices;
 use crate::error::{Error, Result};
-use crate::executor::balance::{resolve_split, Chosen};
+use crate::executor::balance::Chosen;
 use crate::executor::measure::{measure_timeline, median, Measurement};
 use crate::executor::net::{device_groups, is_root, mpi_line, mpi_summary, open_local};
 use crate::executor::partition::Split;
@@ -336,16 +336,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     )?;
     let gpus = open_local(&placement, &args.devices)?;
     let groups = device_groups(&gpus, placement.devices())?;
-    w.for_profile(&args.split, &schedule)?;
-    let chosen = resolve_split(
-        &args.split,
-        &groups,
-        w.weights(),
-        &schedule,
-        batch.div_ceil(m),
-        seq,
-    )?;
-    w.for_split(&chosen.split, &schedule)?;
+    let chosen = w.resolve_split(&args.split, &groups, &schedule, batch.div_ceil(m), seq)?;
     let reads = w.checkpoint_reads();
     if !args.json {
         println!("{}", chosen.describe());
