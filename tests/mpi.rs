@@ -636,14 +636,10 @@ fn bench_bubble_over_two_ranks_gives_the_in_process_rows() {
     assert_eq!(there["device_names"].as_array().unwrap().len(), 2);
     assert_eq!(there["mpi"]["ranks"], 2);
     assert_eq!(there["mpi"]["clock_error_us"].as_array().unwrap().len(), 2);
-    let (ours, theirs) = (
-        here["rows"].as_array().unwrap(),
-        there["rows"].as_array().unwrap(),
-    );
-    assert_eq!(ours.len(), 2);
-    assert_eq!(theirs.len(), 2);
-    for (o, t) in ours.iter().zip(theirs) {
-        for k in [
+    let rows = same_rows(
+        &here,
+        &there,
+        &[
             "schedule",
             "virtual",
             "devices",
@@ -652,9 +648,9 @@ fn bench_bubble_over_two_ranks_gives_the_in_process_rows() {
             "speedup_ideal",
             "transfers",
             "bytes_moved",
-        ] {
-            assert_eq!(o[k], t[k], "{k}: in-process {o} against MPI {t}");
-        }
+        ],
+    );
+    for t in &rows {
         let f = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
         let measured = f("bubble_measured");
         assert!((0.0..1.0).contains(&measured), "measured bubble {t}");
@@ -701,6 +697,23 @@ fn bench_bubble_over_two_ranks_gives_the_in_process_rows() {
     assert_eq!(written.lines().count(), 3, "{written}");
 }
 
+/// Two `bench bubble --json` reports with the same two rows, equal in
+/// `keys` (the untimed figures); the MPI report's rows.
+fn same_rows(here: &Value, there: &Value, keys: &[&str]) -> Vec<Value> {
+    let (ours, theirs) = (
+        here["rows"].as_array().unwrap(),
+        there["rows"].as_array().unwrap(),
+    );
+    assert_eq!(ours.len(), 2, "{here}");
+    assert_eq!(theirs.len(), 2, "{there}");
+    for (o, t) in ours.iter().zip(theirs) {
+        for k in keys {
+            assert_eq!(o[k], t[k], "{k}: in-process {o} against MPI {t}");
+        }
+    }
+    theirs.clone()
+}
+
 /// `bench bubble --train` over 2 ranks: each training step runs across the
 /// ranks (the baseline trainer on rank 0's device alone), with the
 /// in-process sweep's untimed figures, stash memory included.
@@ -727,23 +740,19 @@ fn bench_bubble_train_over_two_ranks_gives_the_in_process_rows() {
     let here: Value = serde_json::from_str(&ok(&wgpipe(&args))).unwrap();
     let there: Value = serde_json::from_str(&ok(&mpirun(2, &args, &[]))).unwrap();
     assert_eq!(there["mpi"]["ranks"], 2);
-    let (ours, theirs) = (
-        here["rows"].as_array().unwrap(),
-        there["rows"].as_array().unwrap(),
-    );
-    assert_eq!(ours.len(), 2);
-    assert_eq!(theirs.len(), 2);
-    for (o, t) in ours.iter().zip(theirs) {
-        for k in [
+    let rows = same_rows(
+        &here,
+        &there,
+        &[
             "schedule",
             "microbatches",
             "bubble_analytic",
             "transfers",
             "bytes_moved",
             "peak_activation_bytes",
-        ] {
-            assert_eq!(o[k], t[k], "{k}: in-process {o} against MPI {t}");
-        }
+        ],
+    );
+    for t in &rows {
         let measured = t["bubble_measured"].as_f64().unwrap();
         assert!((0.0..1.0).contains(&measured), "measured bubble {t}");
         assert!(t["baseline_ms"].as_f64().unwrap() > 0.0, "{t}");
