@@ -484,23 +484,22 @@ fn split_auto_over_ranks_reads_the_profiles_tensors_and_its_own() {
     assert!(read[0] < file, "{read:?} of {file}");
 }
 
+/// A small two-rank `run` for the failure tests.
+const SMALL_RUN: &[&str] = &[
+    "run",
+    "--model",
+    "tiny",
+    "--devices",
+    "2",
+    "--microbatches",
+    "2",
+    "--split",
+    "even",
+];
+
 #[test]
 fn a_failing_rank_ends_the_job_naming_rank_device_stage_and_action() {
-    let out = mpirun(
-        2,
-        &[
-            "run",
-            "--model",
-            "tiny",
-            "--devices",
-            "2",
-            "--microbatches",
-            "2",
-            "--split",
-            "even",
-        ],
-        &[("WGPIPE_MPI_TEST_FAIL_RANK", "1")],
-    );
+    let out = mpirun(2, SMALL_RUN, &[("WGPIPE_MPI_TEST_FAIL_RANK", "1")]);
     fails_with(
         &out,
         &[
@@ -515,21 +514,7 @@ fn a_failing_rank_ends_the_job_naming_rank_device_stage_and_action() {
 
 #[test]
 fn a_rank_that_dies_ends_the_job() {
-    let out = mpirun(
-        2,
-        &[
-            "run",
-            "--model",
-            "tiny",
-            "--devices",
-            "2",
-            "--microbatches",
-            "2",
-            "--split",
-            "even",
-        ],
-        &[("WGPIPE_MPI_TEST_KILL_RANK", "0")],
-    );
+    let out = mpirun(2, SMALL_RUN, &[("WGPIPE_MPI_TEST_KILL_RANK", "0")]);
     // mpirun names the rank that died; rank 0 is schedule device 0.
     fails_with(&out, &["rank 0", "dying at the send of 0F0"]);
 }

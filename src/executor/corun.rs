@@ -176,6 +176,13 @@ where
         )));
     }
     crate::schedule::validate::validate(schedule)?;
+    // `run_on(d)` runs device d's solo on rank d: one Gpu per device.
+    if super::net::mpi_rank().is_some() && groups.iter().any(|g| g.tp() > 1) {
+        return Err(Error::Input(
+            "the solo and co-run controls across MPI ranks need one Gpu per device (no --tp)"
+                .into(),
+        ));
+    }
     let plan = Plan::new(schedule);
     let bare = without_messages(&plan);
     let fed = |d: usize, sh: Shard, gpu: &Gpu| Ok(Fed::new(make(d, sh, gpu)?, &plan.devices[d]));
