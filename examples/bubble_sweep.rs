@@ -5,11 +5,8 @@
 //!
 //!     cargo run --release --example bubble_sweep
 
-use wgpipe::bench::{bench_config, run_sweep, table, Sweep};
-use wgpipe::device::{place_devices, Gpu};
-use wgpipe::executor::DeviceGroup;
-use wgpipe::model::Gpt2Weights;
-use wgpipe::schedule::ScheduleKind;
+use wgpipe::bench::bubble::{BubbleBench, Sweep};
+use wgpipe::{Cluster, ScheduleKind};
 
 fn main() -> wgpipe::Result<()> {
     // 1. One thread per software device, so the two stages run in parallel.
@@ -17,33 +14,29 @@ fn main() -> wgpipe::Result<()> {
     if std::env::var_os("LP_NUM_THREADS").is_none() {
         std::env::set_var("LP_NUM_THREADS", "1");
     }
-    // 2. Two pipeline devices, each on its own wgpu Instance, plus one for the baseline.
-    let placement = place_devices("2", 1)?;
-    // One Gpu per schedule device.
-    let gpus = placement
-        .groups
-        .iter()
-        .flatten()
-        .map(Gpu::open_summary)
-        .collect::<wgpipe::Result<Vec<_>>>()?;
-    let single = Gpu::open_summary(&placement.groups[0][0])?;
-    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
-    // 3. A uniform model: one identical layer per device, tiny vocabulary.
-    let w = Gpt2Weights::init(&bench_config(2, 32), 0)?;
-    // 4. The sweep: warm-up + 3 timed runs per point, median reported.
-    let sweep = Sweep {
-        schedules: vec![(ScheduleKind::Gpipe, 1)],
-        microbatches: vec![1, 2, 4, 8],
-        sequences: 1,
-        seq: 32,
-        repeat: 3,
-        seed: 0,
-        train: false,
+    // 2. The sweep: GPipe at M = 1, 2, 4, 8 on 32-token sequences; a warm-up
+    //    and 3 timed rounds per point, medians reported.
+    let bench = BubbleBench {
+        devices: "2".into(),
+        sweep: Sweep {
+            schedules: vec![(ScheduleKind::Gpipe, 1)],
+            microbatches: vec![1, 2, 4, 8],
+            sequences: 1,
+            seq: 32,
+            repeat: 3,
+            seed: 0,
+            train: false,
+        },
+        // 3. The uniform bench model: two identical blocks per device, a tiny
+        //    vocabulary, so the stages are equal.
+        model: None,
+        layers_per_stage: 2,
     };
-    let rows = run_sweep(&groups, Some(&single), &w, &sweep, |r| {
+    // 4. Run it on this process's devices (the baseline on its own device).
+    let report = bench.run(&Cluster::Local, |r| {
         eprintln!("  done M={}", r.microbatches)
     })?;
-    // 5. Analytic beside simulated beside measured.
-    print!("{}", table(&rows));
+    // 5. Analytic beside simulated beside measured, and where the speedup went.
+    print!("{}", report.text());
     Ok(())
 }

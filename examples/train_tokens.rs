@@ -9,11 +9,9 @@
 //! ids fit the vocabulary works the same way (`wgpipe train --data FILE`).
 
 use wgpipe::data::{write_token_file, TokenStream};
-use wgpipe::device::place_devices;
-use wgpipe::executor::train::{Optimizer, TrainOptions, Trainer};
-use wgpipe::executor::DeviceGroup;
-use wgpipe::model::{Gpt2Config, Gpt2Weights};
-use wgpipe::schedule::{Schedule, ScheduleKind};
+use wgpipe::{
+    ModelSource, Optimizer, Pipeline, PipelineConfig, ScheduleKind, Split, TrainConfig, Workload,
+};
 
 fn main() -> wgpipe::Result<()> {
     // As `wgpipe train` does: on Mesa's software adapters, one thread per
@@ -46,32 +44,46 @@ fn main() -> wgpipe::Result<()> {
     let path = dir.join("train.bin");
     write_token_file(&path, &tokens)?;
 
-    // 2. The tiny model, randomly initialised, on two devices.
-    let cfg = Gpt2Config::named("tiny")?;
-    let w = Gpt2Weights::init(&cfg, 0)?;
-    let gpus = place_devices("2", 1)?.open()?;
-    let groups: Vec<DeviceGroup> = gpus.iter().map(|g| DeviceGroup::single(&g[0])).collect();
+    // 2. The tiny model, randomly initialised, on two devices: 1F1B, four
+    //    microbatches of one 32-token window each, the layers split evenly.
+    let (batch, seq) = (4, 32);
+    let pipeline = Pipeline::new(PipelineConfig {
+        devices: "2".into(),
+        split: Split::Even,
+        schedule: ScheduleKind::OneFOneB,
+        microbatches: Some(batch),
+        workload: Workload::Train {
+            sequences: 1,
+            tokens: seq,
+        },
+        ..PipelineConfig::new(ModelSource::Preset {
+            name: "tiny".into(),
+            seed: 0,
+        })
+    })?;
 
-    // 3. 1F1B over 2 devices, 4 microbatches of one 32-token window each.
-    let (batch, seq, m) = (4, 32, 4);
-    let schedule = Schedule::generate(ScheduleKind::OneFOneB, 2, m, 1, false)?;
-    let mut trainer = Trainer::new(&groups, &w, &schedule, batch, seq, &TrainOptions::default())?;
-    let stream = TokenStream::read(&path, cfg.vocab_size)?;
+    // 3. A trainer on the pipeline's devices: AdamW, gradients clipped to 1.
+    let mut trainer = pipeline.trainer(TrainConfig {
+        optimizer: Optimizer::AdamW {
+            lr: 3e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        grad_clip: Some(1.0),
+        recompute: false,
+        batch,
+        seq,
+    })?;
+    let stream = TokenStream::read(&path, pipeline.config().vocab_size)?;
     let mut windows = stream.windows(batch, seq, 0)?;
-    let opt = Optimizer::AdamW {
-        lr: 3e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-    };
 
     // 4. Train: loss every 25 steps.
     for step in 0..300 {
-        let run = trainer.forward_backward(&windows.next_batch())?;
-        trainer.optimizer_step(&opt, Some(1.0))?;
+        let report = trainer.train_step(&windows.next_batch())?;
         if step % 25 == 0 || step == 299 {
-            println!("step {step:>3}  loss {:.4}", run.loss);
+            println!("step {step:>3}  loss {:.4}", report.pass.loss);
         }
     }
     println!(

@@ -205,15 +205,6 @@ pub(crate) fn safetensors_write_error(path: &Path, e: SafeTensorError) -> Error 
     }
 }
 
-/// Whether this process writes output files: every process but MPI ranks
-/// other than 0 (`--transport mpi`: rank 0 writes what every rank computed).
-static WRITES_FILES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Make [`write_atomic_with`] (every output file) a no-op in this process.
-pub fn stop_writing_files() {
-    WRITES_FILES.store(false, std::sync::atomic::Ordering::SeqCst);
-}
-
 /// The one way wgpipe writes an output file: `write` fills a temporary file
 /// beside `path` (same directory, so the rename cannot cross file systems),
 /// which then replaces `path` in one rename. On any failure the temporary
@@ -227,9 +218,6 @@ pub fn write_atomic_with<E>(
     write: impl FnOnce(&Path) -> std::result::Result<(), E>,
     io_error: impl Fn(std::io::Error) -> E,
 ) -> std::result::Result<(), E> {
-    if !WRITES_FILES.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(());
-    }
     if path.is_dir() {
         return Err(io_error(std::io::Error::new(
             std::io::ErrorKind::IsADirectory,

@@ -1,24 +1,59 @@
-//! wgpipe: microbatched pipeline-parallel transformer inference across wgpu
-//! devices, with the pipeline bubble measured on real timelines.
+//! wgpipe: transformer models as microbatched pipelines across wgpu devices
+//! — inference, training and decoding — with the pipeline bubble measured on
+//! real timelines.
 //!
-//! Layers, bottom to top:
-//! - [`device`]: adapters, one wgpu Device + Queue per pipeline stage, limits, timestamps.
-//! - [`kernels`]: one WGSL shader per op (see `shaders/`) and one Rust dispatch function each;
-//!   [`cpu`] is the plain CPU reference twin of every op.
-//! - [`model`]: GPT-2 config, weights (seeded init or Hugging Face checkpoint), forward.
-//! - [`sampling`]: next-token settings (temperature, top-k, top-p), seeded uniforms, and the CPU
-//!   reference of the device sampler ([`kernels::sample`]).
-//! - [`schedule`]: pipeline schedules as pure data: generate, validate, simulate, export.
-//! - [`executor`]: runs schedule data across devices.
-//! - [`trace`]: timelines, bubble statistics, Chrome trace, SVG.
-//! - [`tokenizer`]: text <-> token ids from a checkpoint's Hugging Face `tokenizer.json`.
+//! Start with [`Pipeline`]: built once (devices opened, the layers split
+//! across them, every stage's weights uploaded and kept resident), then
+//! called as often as you like — [`Pipeline::forward`],
+//! [`Pipeline::generate`] (and [`Pipeline::generate_streaming`]),
+//! [`Pipeline::trainer`], [`Pipeline::compare`] — each returning a typed
+//! report. A forward of the seeded `tiny` model on the default adapter:
 //!
-//! [`action`] (what a pipeline does) and [`timing`] (actions placed in time,
-//! the bubble formula) are leaves that `schedule`, `executor` and `trace` share.
+//! ```
+//! use wgpipe::{ModelSource, Pipeline, PipelineConfig, Split};
+//!
+//! let pipeline = Pipeline::new(PipelineConfig {
+//!     split: Split::Even,
+//!     ..PipelineConfig::new(ModelSource::Preset { name: "tiny".into(), seed: 0 })
+//! })?;
+//! let vocab = pipeline.config().vocab_size;
+//! let tokens = wgpipe::io::random_input_ids(2, 8, vocab, 0);
+//! let report = pipeline.forward(&tokens)?;
+//! assert_eq!(report.logits.len(), 2 * 8 * vocab);
+//! println!("{}", report.measurement);
+//! # Ok::<(), wgpipe::Error>(())
+//! ```
+//!
+//! The benchmarks are library calls too ([`bench`]: the bubble sweep,
+//! pipelined decode, every TP × PP layout, one hop).
+//!
+//! Layers, bottom to top (each imports only those below it):
+//! - [`action`] (what a pipeline does) and [`timing`] (actions placed in
+//!   time, the bubble formula, the median): leaves.
+//! - [`schedule`]: pipeline schedules as pure data: generate, validate,
+//!   simulate, export; [`trace`]: timelines, bubble statistics, Chrome
+//!   trace, SVG.
+//! - [`device`]: adapters, one wgpu Device + Queue per Gpu, limits, timestamps.
+//! - [`kernels`]: one WGSL shader per op (see `shaders/`) and one Rust
+//!   dispatch function each; [`cpu`] is the plain CPU reference twin of
+//!   every op.
+//! - [`model`]: GPT-2's config, weights, checkpoints, its stages on a device,
+//!   its partition into stages and shards.
+//! - [`executor`]: runs schedule data across devices — plan, one worker
+//!   thread per Gpu, transports (in-process, MPI), the [`Cluster`] a run
+//!   spans.
+//! - [`workload`]: what the executor runs — inference, training, decoding,
+//!   the layer profile — each a program per device.
+//! - [`analysis`]: the measured bubble beside simulated and analytic, where
+//!   the speedup goes, the controls, serving metrics, the split chooser.
+//! - [`pipeline`]: the [`Pipeline`] API; [`bench`]: the benchmarks.
+//!
+//! Beside them: [`io`] (token and logits files), [`data`] (token streams),
+//! [`microbatch`], [`sampling`], [`tokenizer`].
 
 pub mod action;
+pub mod analysis;
 pub mod bench;
-pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod device;
@@ -28,10 +63,22 @@ pub mod io;
 pub mod kernels;
 pub mod microbatch;
 pub mod model;
+pub mod pipeline;
 pub mod sampling;
 pub mod schedule;
 pub mod timing;
 pub mod tokenizer;
 pub mod trace;
+pub mod workload;
 
 pub use error::{Error, Result};
+pub use executor::Cluster;
+pub use io::TokenBatch;
+pub use model::partition::Split;
+pub use pipeline::{
+    Compare, ForwardReport, GenerateOptions, Generation, ModelSource, Pipeline, PipelineConfig,
+    Prompt, StepReport, TrainConfig, Trainer, Workload,
+};
+pub use sampling::SampleSettings;
+pub use schedule::ScheduleKind;
+pub use workload::train::Optimizer;

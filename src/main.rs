@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wgpipe::cli;
+use wgpipe::Cluster;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +70,7 @@ fn main() -> ExitCode {
     if cli.transport == TransportKind::Mpi {
         return mpi::main(cli.command);
     }
-    match dispatch(cli.command) {
+    match dispatch(cli.command, Cluster::Local) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -77,15 +79,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> wgpipe::Result<()> {
+/// Run `command` on `cluster`: this process alone, or one rank of an MPI job.
+fn dispatch(command: Command, cluster: Cluster) -> wgpipe::Result<()> {
+    let cx = cli::Context { cluster };
     match command {
-        Command::Adapters(a) => cli::adapters::run(&a),
-        Command::Forward(a) => cli::forward::run(&a),
-        Command::Run(a) => cli::run::run(&a),
-        Command::Generate(a) => cli::generate::run(&a),
-        Command::Train(a) => cli::train::run(&a),
-        Command::Bench(a) => cli::bench::run(&a),
-        Command::Plan(a) => cli::plan::run(&a).map_err(wgpipe::Error::from),
+        Command::Adapters(a) => cli::adapters::run(&a, &cx),
+        Command::Forward(a) => cli::forward::run(&a, &cx),
+        Command::Run(a) => cli::run::run(&a, &cx),
+        Command::Generate(a) => cli::generate::run(&a, &cx),
+        Command::Train(a) => cli::train::run(&a, &cx),
+        Command::Bench(a) => cli::bench::run(&a, &cx),
+        Command::Plan(a) => cli::plan::run(&a, &cx).map_err(wgpipe::Error::from),
     }
 }
 
@@ -142,9 +146,11 @@ mod mpi {
                 return ExitCode::FAILURE;
             }
         };
-        let c = mpi::cluster().expect("initialised");
-        let who = format!("rank {} of {} on {}", c.rank, c.size, c.host);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(command)));
+        let world = guard.world();
+        let who = format!("rank {} of {} on {}", world.rank, world.size, world.host);
+        let cluster = Cluster::Mpi(world);
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(command, cluster)));
         let msg = match result {
             Ok(Ok(())) => {
                 drop(guard); // MPI_Finalize: every rank gets here together.

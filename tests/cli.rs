@@ -432,12 +432,8 @@ fn bench_bubble_json_has_a_row_per_point() {
         );
         assert!(f("speedup_without_corun") > 0.0, "{r}");
         for k in ["solo_ms", "corun_ms"] {
-            let cells: Vec<f64> = r[k]
-                .as_str()
-                .unwrap()
-                .split(';')
-                .map(|x| x.parse().unwrap())
-                .collect();
+            // Lists are JSON arrays.
+            let cells: Vec<f64> = serde_json::from_value(r[k].clone()).unwrap();
             assert!(
                 cells.len() == 2 && cells.iter().all(|x| *x > 0.0),
                 "{k}: {r}"

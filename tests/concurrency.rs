@@ -4,10 +4,10 @@
 
 mod common;
 
-use wgpipe::executor::{run_pipeline, Options};
 use wgpipe::io::random_input_ids;
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
 use wgpipe::schedule::{Schedule, ScheduleKind};
+use wgpipe::workload::forward::{run_pipeline, Options};
 
 #[test]
 fn two_devices_compute_at_the_same_time() {

@@ -5,16 +5,19 @@
 
 mod common;
 
+use wgpipe::analysis::corun::inference_controls;
+use wgpipe::analysis::split::choose_split;
 use wgpipe::device::Gpu;
-use wgpipe::executor::balance::{choose_split, profile_layers};
-use wgpipe::executor::corun::{inference_controls, without_messages, Fed};
-use wgpipe::executor::{
-    run_pipeline, run_plan, DeviceGroup, Gpt2Forward, InProcess, Options, Plan,
-};
+use wgpipe::executor::fed::{without_messages, Fed};
+use wgpipe::executor::{run_plan, Cluster, DeviceGroup, InProcess, Plan};
 use wgpipe::io::random_input_ids;
 use wgpipe::microbatch::Microbatches;
+use wgpipe::model::partition::partition;
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
 use wgpipe::schedule::{Schedule, ScheduleKind};
+use wgpipe::workload::forward::{run_pipeline, Gpt2Forward, Options};
+use wgpipe::workload::profile::profile_layers;
+use wgpipe::workload::resident::Resident;
 
 fn model() -> Gpt2Weights {
     let mut cfg = Gpt2Config::named("tiny").unwrap();
@@ -39,7 +42,7 @@ fn a_plan_without_messages_computes_what_the_pipeline_does_on_one_device() {
         .logits;
     let plan = Plan::new(&s);
     let mbs = Microbatches::split(&tokens, 3).unwrap();
-    let parts = wgpipe::executor::partition::partition(8, 1, None).unwrap();
+    let parts = partition(8, 1, None).unwrap();
     let groups = [DeviceGroup::single(&g[0])];
     let ran = run_plan(
         &groups,
@@ -70,7 +73,9 @@ fn the_controls_time_every_device_alone_and_together() {
     for (kind, v) in [(ScheduleKind::Gpipe, 1), (ScheduleKind::Interleaved, 2)] {
         let name = kind.to_string();
         let s = Schedule::for_inference(kind, 2, 4, v).unwrap();
-        let c = inference_controls(&groups, &w, &tokens, &s, &Options::default()).unwrap();
+        let parts = partition(w.config.n_layer, s.stages(), None).unwrap();
+        let resident = Resident::upload(&groups, &Cluster::Local, &w, parts).unwrap();
+        let c = inference_controls(&groups, &Cluster::Local, &resident, &tokens, &s).unwrap();
         assert_eq!((c.solo_ms.len(), c.corun_ms.len()), (2, 2), "{name}");
         assert_eq!(c.solo_stage_ms.len(), 2 * v, "{name}");
         assert_eq!(c.corun_stage_ms.len(), 2 * v, "{name}");
@@ -81,8 +86,10 @@ fn the_controls_time_every_device_alone_and_together() {
         }
     }
     // A schedule for three devices on two is refused, by name.
+    let parts = partition(w.config.n_layer, 2, None).unwrap();
+    let resident = Resident::upload(&groups, &Cluster::Local, &w, parts).unwrap();
     let s = Schedule::for_inference(ScheduleKind::Gpipe, 3, 3, 1).unwrap();
-    let e = inference_controls(&groups, &w, &tokens, &s, &Options::default()).unwrap_err();
+    let e = inference_controls(&groups, &Cluster::Local, &resident, &tokens, &s).unwrap_err();
     assert!(e.to_string().contains("3 devices but 2"), "{e}");
 }
 
@@ -91,7 +98,7 @@ fn the_profile_times_every_layer_kind_on_every_device() {
     let w = model();
     let g = gpus(2);
     let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
-    let prof = profile_layers(&groups, &w, 1, 7, 3).unwrap();
+    let prof = profile_layers(&groups, &Cluster::Local, &w, 1, 7, 3).unwrap();
     assert_eq!(prof.devices.len(), 2);
     for c in &prof.devices {
         for x in [c.embedding_ms, c.block_ms, c.head_ms] {

@@ -13,6 +13,7 @@ use wgpipe::cpu::backward::*;
 use wgpipe::cpu::{gpt2_forward, matmul_forward};
 use wgpipe::error::Error;
 use wgpipe::io::{random_input_ids, read_input_ids, TokenBatch};
+use wgpipe::model::grads::{next_token_targets, Gpt2Grads, NO_TARGET};
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
 
 // ----------------------------------------------------------------------------

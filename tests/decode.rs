@@ -9,12 +9,12 @@ mod common;
 use common::{assert_close, Rng};
 use wgpipe::cpu;
 use wgpipe::device::{download, upload, upload_pod, zeros, Gpu};
-use wgpipe::executor::decode::{generate, stop_at_eos, DecodeJob, Generation};
-use wgpipe::executor::DeviceGroup;
+use wgpipe::executor::{Cluster, DeviceGroup};
 use wgpipe::io::TokenBatch;
 use wgpipe::kernels::{self, Dispatch};
 use wgpipe::model::{gpu as model_gpu, Gpt2Config, Gpt2Weights};
 use wgpipe::sampling::SampleSettings;
+use wgpipe::workload::decode::{generate, stop_at_eos, DecodeJob, DecodeRun as Generation};
 
 fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
     kernels::run(gpu, dispatches).unwrap_or_else(|e| panic!("on {}: {e}", gpu.label));
@@ -133,7 +133,8 @@ fn greedy(prompts: &[Vec<u32>], new: usize, groups: usize) -> DecodeJob {
 
 fn generate_on(gpus: &[Gpu], w: &Gpt2Weights, job: &DecodeJob) -> Generation {
     let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
-    generate(&groups, w, job, None, None).unwrap_or_else(|e| panic!("generate: {e}"))
+    generate(&groups, &Cluster::Local, w, job, None, None)
+        .unwrap_or_else(|e| panic!("generate: {e}"))
 }
 
 /// Prompts of 1 to 7 tokens.
@@ -279,7 +280,7 @@ fn bad_generation_requests_are_refused_by_name() {
         let mut job = greedy(&prompts, new, groups);
         job.sampling.top_p = top_p;
         let groups = [DeviceGroup::single(&gpu)];
-        match generate(&groups, &w, &job, None, None) {
+        match generate(&groups, &Cluster::Local, &w, &job, None, None) {
             Ok(_) => panic!("accepted"),
             Err(e) => e.to_string(),
         }

@@ -8,9 +8,10 @@
 mod common;
 
 use common::assert_close;
-use wgpipe::cpu::backward::{self as cpu, NO_TARGET};
+use wgpipe::cpu::backward::{self as cpu};
 use wgpipe::device::{download, upload, upload_pod, zeros, Gpu};
 use wgpipe::kernels::{self, Dispatch};
+use wgpipe::model::grads::NO_TARGET;
 
 /// Encode `dispatches` in one pass, in order, submit, wait; any device error
 /// fails the test.

@@ -7,11 +7,11 @@
 mod common;
 
 use wgpipe::device::Gpu;
-use wgpipe::executor::{run_pipeline, Options, PipelineRun};
 use wgpipe::io::{random_input_ids, TokenBatch};
 use wgpipe::model::{gpu, Gpt2Config, Gpt2Weights};
 use wgpipe::schedule::{Action, Schedule, ScheduleKind};
 use wgpipe::trace::{Event, Track};
+use wgpipe::workload::forward::{run_pipeline, Options, PipelineRun};
 
 /// tiny's odd shapes, with 8 layers so that P=4 and P=2 x v=2 have work.
 fn model() -> Gpt2Weights {

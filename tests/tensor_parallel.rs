@@ -9,13 +9,14 @@ mod common;
 
 use common::{assert_close, fixture_dir, gpu, Rng};
 use wgpipe::device::Gpu;
-use wgpipe::executor::decode::{generate, DecodeJob};
-use wgpipe::executor::{run_inference, DeviceGroup, Options, PipelineRun};
+use wgpipe::executor::{Cluster, DeviceGroup};
 use wgpipe::io::TokenBatch;
 use wgpipe::model::{checkpoint::load_checkpoint, gpu as model_gpu, Gpt2Weights};
 use wgpipe::sampling::SampleSettings;
 use wgpipe::schedule::{Schedule, ScheduleKind};
 use wgpipe::trace::Track;
+use wgpipe::workload::decode::{generate, DecodeJob};
+use wgpipe::workload::forward::{run_inference, Options, PipelineRun};
 
 /// The fixture with 4 heads, C = 32, F = 128, 4 blocks, V = 320: splits 2 and 4 ways.
 fn model() -> Gpt2Weights {
@@ -46,8 +47,15 @@ fn groups(gpus: &[Gpu], tp: usize) -> Vec<DeviceGroup<'_>> {
 }
 
 fn run(gpus: &[Gpu], tp: usize, w: &Gpt2Weights, t: &TokenBatch, s: &Schedule) -> PipelineRun {
-    run_inference(&groups(gpus, tp), w, t, s, &Options::default())
-        .unwrap_or_else(|e| panic!("{} over TP {tp}: {e}", s.name))
+    run_inference(
+        &groups(gpus, tp),
+        &Cluster::Local,
+        w,
+        t,
+        s,
+        &Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("{} over TP {tp}: {e}", s.name))
 }
 
 #[test]
@@ -180,12 +188,19 @@ fn greedy_generation_with_tensor_parallelism_gives_the_same_tokens() {
         keep_logits: true,
     };
     let one = gpus(1);
-    let single = generate(&groups(&one, 1), &w, &job(1), None, None).unwrap();
+    let single = generate(&groups(&one, 1), &Cluster::Local, &w, &job(1), None, None).unwrap();
     let g = gpus(4);
     for (tp, p, n_groups) in [(2, 1, 1), (4, 1, 2), (2, 2, 2)] {
         let what = format!("TP {tp} x PP {p}, {n_groups} groups");
-        let run = generate(&groups(&g[..tp * p], tp), &w, &job(n_groups), None, None)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let run = generate(
+            &groups(&g[..tp * p], tp),
+            &Cluster::Local,
+            &w,
+            &job(n_groups),
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
         for (s, want) in want.iter().enumerate() {
             assert_eq!(
                 &run.ids[s], want,
@@ -217,9 +232,16 @@ fn layouts_that_do_not_split_the_model_are_refused() {
     let t = tokens(&w, 2, 5);
     let g = gpus(3);
     let s = Schedule::for_inference(ScheduleKind::Gpipe, 1, 2, 1).unwrap();
-    let e = run_inference(&groups(&g, 3), &w, &t, &s, &Options::default())
-        .err()
-        .expect("3 does not divide 4 heads");
+    let e = run_inference(
+        &groups(&g, 3),
+        &Cluster::Local,
+        &w,
+        &t,
+        &s,
+        &Options::default(),
+    )
+    .err()
+    .expect("3 does not divide 4 heads");
     assert!(e.to_string().contains("4 attention heads"), "{e}");
     // Groups of different sizes.
     let mixed = [
@@ -227,7 +249,7 @@ fn layouts_that_do_not_split_the_model_are_refused() {
         DeviceGroup::new(&g[2..]).unwrap(),
     ];
     let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 2, 1).unwrap();
-    let e = run_inference(&mixed, &w, &t, &s, &Options::default())
+    let e = run_inference(&mixed, &Cluster::Local, &w, &t, &s, &Options::default())
         .err()
         .expect("mixed degrees");
     assert!(e.to_string().contains("same tensor-parallel degree"), "{e}");

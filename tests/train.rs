@@ -8,13 +8,14 @@
 
 mod common;
 
-use wgpipe::cpu::backward::{forward_backward, Gpt2Grads};
+use wgpipe::cpu::backward::forward_backward;
 use wgpipe::device::Gpu;
-use wgpipe::executor::train::{Optimizer, TrainOptions, Trainer};
-use wgpipe::executor::DeviceGroup;
+use wgpipe::executor::{Cluster, DeviceGroup};
 use wgpipe::io::{random_input_ids, TokenBatch};
+use wgpipe::model::grads::Gpt2Grads;
 use wgpipe::model::{Gpt2Config, Gpt2Weights};
 use wgpipe::schedule::{Schedule, ScheduleKind};
+use wgpipe::workload::train::{Optimizer, TrainOptions, Trainer};
 
 /// tiny's odd shapes with 8 layers, so that P = 4 and P = 2 x v = 2 have work.
 fn model() -> Gpt2Weights {
@@ -59,7 +60,16 @@ fn pipelined(
     let gpus = gpus(p);
     let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
     let s = Schedule::generate(kind, p, m, v, false).unwrap();
-    let mut t = Trainer::new(&groups, w, &s, tokens.batch, tokens.seq, opts).unwrap();
+    let mut t = Trainer::new(
+        &groups,
+        &Cluster::Local,
+        w,
+        &s,
+        tokens.batch,
+        tokens.seq,
+        opts,
+    )
+    .unwrap();
     let run = t.forward_backward(tokens).unwrap();
     let computes = run
         .timeline
@@ -245,7 +255,8 @@ fn three_optimizer_steps_follow_the_cpu_update() {
         let gpus = gpus(p);
         let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
         let s = Schedule::generate(kind, p, m, 1, false).unwrap();
-        let mut t = Trainer::new(&groups, &w, &s, 4, 6, &Default::default()).unwrap();
+        let mut t =
+            Trainer::new(&groups, &Cluster::Local, &w, &s, 4, 6, &Default::default()).unwrap();
         let mut out = Vec::new();
         for _ in 0..3 {
             out.push(t.forward_backward(&tokens).unwrap().loss);
@@ -302,6 +313,7 @@ fn check_against_transformers(fixture: &str, schedules: &[(ScheduleKind, usize)]
             let s = Schedule::generate(kind, p, m, v, false).unwrap();
             let mut t = Trainer::new(
                 &groups,
+                &Cluster::Local,
                 &w,
                 &s,
                 tokens.batch,

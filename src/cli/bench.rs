@@ -1,23 +1,18 @@
-//! `wgpipe bench bubble`: the seed's bubble table, measured (and `bench
-//! decode`, in its own file).
+//! `wgpipe bench`: the measurements of [`wgpipe::bench`] — the bubble sweep,
+//! pipelined decode, every TP × PP layout, one hop — printed, and written as
+//! CSV and SVG where asked.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use wgpipe::bench::bubble::{BubbleBench, Sweep};
+use wgpipe::bench::decode::DecodeBench;
+use wgpipe::bench::hop::{parse_bytes, HopBench};
+use wgpipe::bench::layouts::LayoutsBench;
+use wgpipe::{Error, Result, ScheduleKind};
 
-use crate::bench::{
-    accounting_table, bench_config, check_sweep, csv, run_sweep, table, Row, Sweep,
-};
-use crate::cli::model_args::check_output_path;
-use crate::device::{place_devices, Gpu};
-use crate::error::{Error, Result};
-use crate::executor::net::{
-    device_groups, device_labels, drives, is_root, local_adapter, mpi_line, mpi_summary, open_local,
-};
-use crate::io::write_file;
-use crate::model::{Gpt2Config, Gpt2Weights};
-use crate::schedule::{analytic, ScheduleKind};
-use crate::trace::chart::{bubble_chart, waterfall_chart, Series, Waterfall};
+use super::{Context, TableArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -30,11 +25,20 @@ pub enum BenchWhat {
     /// Measured vs simulated vs analytic bubble over a sweep of microbatch counts.
     Bubble(BubbleArgs),
     /// Pipelined KV-cache decoding: TTFT, TPOT, ITL and tokens/s for P devices and G groups in flight.
-    Decode(super::bench_decode::DecodeBenchArgs),
+    Decode(DecodeArgs),
     /// One hop between two devices by message size: in-process, or across two MPI ranks (--transport mpi).
-    Hop(super::bench_hop::HopArgs),
+    Hop(HopArgs),
     /// Every layout P x T of N devices (pipeline x tensor parallel) on the same work: the seed's PP-vs-TP table, measured.
-    Layouts(super::bench_layouts::LayoutsBenchArgs),
+    Layouts(LayoutsArgs),
+}
+
+pub fn run(args: &BenchArgs, cx: &Context) -> Result<()> {
+    match &args.what {
+        BenchWhat::Bubble(a) => bubble(a, cx),
+        BenchWhat::Decode(a) => decode(a, cx),
+        BenchWhat::Hop(a) => hop(a, cx),
+        BenchWhat::Layouts(a) => layouts(a, cx),
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -72,99 +76,52 @@ pub struct BubbleArgs {
     /// Time training steps (F, B, I, W of each schedule) instead of forward passes.
     #[arg(long)]
     pub train: bool,
-    /// Print the rows as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Write the rows as CSV.
-    #[arg(long, value_name = "FILE")]
-    pub csv: Option<PathBuf>,
-    /// Write a chart of bubble fraction against M.
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<PathBuf>,
+    /// `--svg`: the bubble against M.
+    #[command(flatten)]
+    pub out: TableArgs,
     /// Write where the speedup goes as a waterfall chart: one panel per
     /// forward row, from the ideal speedup through each loss to the measured.
     #[arg(long, value_name = "FILE")]
     pub waterfall: Option<PathBuf>,
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
-    let a = match &args.what {
-        BenchWhat::Bubble(a) => a,
-        BenchWhat::Decode(a) => return super::bench_decode::run(a),
-        BenchWhat::Hop(a) => return super::bench_hop::run(a),
-        BenchWhat::Layouts(a) => return super::bench_layouts::run(a),
-    };
-    check_output_path(a.csv.as_deref())?;
-    check_output_path(a.svg.as_deref())?;
-    check_output_path(a.waterfall.as_deref())?;
+impl BubbleArgs {
+    fn bench(&self) -> BubbleBench {
+        let schedules = (self.schedule.iter())
+            .map(|&k| match k {
+                ScheduleKind::Interleaved => (k, self.virtual_stages),
+                _ => (k, 1),
+            })
+            .collect();
+        BubbleBench {
+            devices: self.devices.clone(),
+            sweep: Sweep {
+                schedules,
+                microbatches: self.microbatches.clone(),
+                sequences: self.sequences,
+                seq: self.seq,
+                repeat: self.repeat,
+                seed: self.seed,
+                train: self.train,
+            },
+            model: self.model.clone(),
+            layers_per_stage: self.layers_per_stage,
+        }
+    }
+}
+
+fn bubble(a: &BubbleArgs, cx: &Context) -> Result<()> {
+    a.out.check(cx)?;
+    cx.check_outputs(&[&a.waterfall])?;
     if a.waterfall.is_some() && a.train {
         return Err(Error::Input(
             "--waterfall accounts for forward sweeps; it has no controls with --train".into(),
         ));
     }
-    let placement = place_devices(&a.devices, 1)?;
-    let p = placement.devices();
-    let series: Vec<(ScheduleKind, usize)> = a
-        .schedule
-        .iter()
-        .map(|&k| {
-            let v = match k {
-                ScheduleKind::Interleaved => a.virtual_stages,
-                _ => 1,
-            };
-            (k, v)
-        })
-        .collect();
-    let sweep = Sweep {
-        schedules: series.clone(),
-        microbatches: a.microbatches.clone(),
-        sequences: a.sequences,
-        seq: a.seq,
-        repeat: a.repeat,
-        seed: a.seed,
-        train: a.train,
-    };
-    let cfg = match &a.model {
-        Some(name) => Gpt2Config::named(name)?,
-        None => bench_config(a.layers_per_stage * p, a.seq),
-    };
-    check_sweep(
-        &sweep,
-        p,
-        if a.model.is_some() {
-            cfg.n_layer / p
-        } else {
-            a.layers_per_stage
-        },
-    )?;
-    if a.seq > cfg.n_positions {
-        return Err(Error::Input(format!(
-            "--seq {} exceeds the model's n_positions {}",
-            a.seq, cfg.n_positions
-        )));
-    }
-    let w = Gpt2Weights::init(&cfg, a.seed)?;
-    // One Gpu per schedule device (under MPI this rank's only).
-    let gpus = open_local(&placement, &a.devices)?;
-    let groups = device_groups(&gpus, p)?;
-    let names = device_labels(&groups)?;
-    // The baseline's own Gpu on schedule device 0's adapter: opened where
-    // device 0 is driven (under MPI on rank 0, its adapter).
-    let single = if drives(0) {
-        Some(Gpu::open_summary(local_adapter(&placement, &a.devices)?)?)
-    } else {
-        None
-    };
-
-    let bar = ProgressBar::new((sweep.microbatches.len() * series.len()) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
-            .expect("valid template"),
-    );
-    if !is_root() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let rows = run_sweep(&groups, single.as_ref(), &w, &sweep, |r| {
+    let bench = a.bench();
+    let points = bench.sweep.microbatches.len() * bench.sweep.schedules.len();
+    let bar = progress(cx, points);
+    let report = bench.run(&cx.cluster, |r| {
         bar.set_message(format!(
             "{} M={}: measured {:.1}%",
             r.schedule,
@@ -174,111 +131,196 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-
-    if a.json {
-        let mut v = serde_json::json!({
-            "devices": p,
-            "device_names": names,
-            "model": cfg,
-            "seq": a.seq,
-            "sequences_per_microbatch": a.sequences,
-            "repeat": a.repeat,
-            "train": a.train,
-            "lp_num_threads": std::env::var("LP_NUM_THREADS").ok(),
-            "rows": rows,
-        });
-        if let Some(m) = mpi_summary() {
-            v["mpi"] = m;
-        }
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        println!(
-            "P={p} on {}; model: {} layers, C={}, T={}, {} sequence(s)/microbatch; median of {}",
-            names[0], cfg.n_layer, cfg.n_embd, a.seq, a.sequences, a.repeat
-        );
-        if let Some(line) = mpi_line() {
-            println!("{line}");
-        }
-        print!("{}", table(&rows));
-        if !a.train {
-            println!("\nWhere the speedup goes (losses in speedup units; they add up to the measured speedup):");
-            print!("{}", accounting_table(&rows));
-        }
-    }
-    if let Some(path) = &a.csv {
-        write_file(path, csv(&rows)?.as_bytes())?;
-    }
-    if let Some(path) = &a.svg {
-        let what = if a.train { "training step" } else { "forward" };
-        let title = format!("Pipeline bubble ({what}), P={p}: analytic, simulated, measured");
-        write_file(
-            path,
-            bubble_chart(&chart_series(&rows, p, a.train), &title).as_bytes(),
-        )?;
-    }
+    let text = || report.text();
+    a.out
+        .emit(cx, &report, text, &report.rows, || report.chart())?;
     if let Some(path) = &a.waterfall {
-        let falls: Vec<Waterfall> = rows.iter().map(waterfall).collect();
-        let title = format!("Where the speedup goes, P={p}: ideal, each loss, measured");
-        write_file(path, waterfall_chart(&falls, &title).as_bytes())?;
+        cx.write(path, report.waterfall().as_bytes())?;
     }
     Ok(())
 }
 
-/// A forward row's loss accounting as one waterfall panel.
-fn waterfall(r: &Row) -> Waterfall {
-    let v = if r.virtual_stages > 1 {
-        format!(" v={}", r.virtual_stages)
-    } else {
-        String::new()
-    };
-    Waterfall {
-        label: format!("{}{v} M={}", r.schedule, r.microbatches),
-        ideal: r.speedup_ideal,
-        steps: [
-            ("schedule", r.loss_schedule),
-            ("imbalance", r.loss_imbalance),
-            ("slowdown", r.loss_slowdown),
-            ("orchestration", r.loss_orchestration),
-        ]
-        .iter()
-        .map(|(n, l)| (n.to_string(), *l))
-        .collect(),
-        measured: r.speedup,
+/// A progress bar over `n` points, drawn by rank 0 only.
+fn progress(cx: &Context, n: usize) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .expect("valid template"),
+    );
+    if !cx.cluster.is_root() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
     }
+    bar
 }
 
-/// One chart series per (schedule, v).
-pub fn chart_series(rows: &[Row], p: usize, train: bool) -> Vec<Series> {
-    let mut keys: Vec<(ScheduleKind, usize)> = Vec::new();
-    for r in rows {
-        let k = (r.schedule, r.virtual_stages);
-        if !keys.contains(&k) {
-            keys.push(k);
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// Pipeline depths P to measure, each on P devices of the default adapter.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub devices: Vec<usize>,
+    /// Group counts to measure (default: 1 to 2P for each P).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Option<Vec<usize>>,
+    /// Sequences per group.
+    #[arg(long, default_value_t = 1)]
+    pub sequences_per_group: usize,
+    /// Built-in model with seeded random weights (e.g. gpt2). Default: the
+    /// uniform bench model of `bench bubble` (C=256, 4 heads, F=1024, vocab
+    /// 64), whose stages balance at any P dividing its layers.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Blocks: the bench model's count (default 4), or the first N blocks
+    /// of a built-in model (default: all).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 16)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+    /// Timed runs per point; the median of each figure is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `--svg`: output tokens/s against groups in flight, one line per P.
+    #[command(flatten)]
+    pub out: TableArgs,
+}
+
+fn decode(a: &DecodeArgs, cx: &Context) -> Result<()> {
+    a.out.check(cx)?;
+    let bench = DecodeBench {
+        devices: a.devices.clone(),
+        groups: a.groups.clone(),
+        sequences_per_group: a.sequences_per_group,
+        model: a.model.clone(),
+        layers: a.layers,
+        prompt_len: a.prompt_len,
+        max_new_tokens: a.max_new_tokens,
+        repeat: a.repeat,
+        seed: a.seed,
+    };
+    let json = a.out.json;
+    let report = bench.run(|r| {
+        if !json {
+            eprintln!("  {}", r.line());
+        }
+    })?;
+    a.out.emit(
+        cx,
+        &report,
+        || report.table(),
+        &report.rows,
+        || report.chart(),
+    )
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LayoutsArgs {
+    /// Devices N: every layout P x T = N is measured (on N Gpus of the default adapter).
+    #[arg(long, default_value_t = 4)]
+    pub devices: usize,
+    /// Built-in model with seeded random weights (e.g. gpt2). Default: the
+    /// uniform bench model (C=256, 4 heads, F=1024, vocab 64).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Blocks: the bench model's count (default 4), or the first N blocks of a built-in model.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Sequences in the prefill batch (one microbatch per pipeline stage's worth).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 32)]
+    pub seq: usize,
+    /// New tokens per sequence in the decode runs (at least 2).
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+    /// Context (tokens of one sequence) the KV-cache bytes per device are given at (default: n_positions).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// Skip the training step.
+    #[arg(long)]
+    pub no_train: bool,
+    /// Measurements per layout; the median of each figure is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `--svg`: prefill and decode tokens/s against the TP degree.
+    #[command(flatten)]
+    pub out: TableArgs,
+}
+
+fn layouts(a: &LayoutsArgs, cx: &Context) -> Result<()> {
+    a.out.check(cx)?;
+    let bench = LayoutsBench {
+        devices: a.devices,
+        model: a.model.clone(),
+        layers: a.layers,
+        batch: a.batch,
+        seq: a.seq,
+        max_new_tokens: a.max_new_tokens,
+        context: a.context,
+        no_train: a.no_train,
+        repeat: a.repeat,
+        seed: a.seed,
+    };
+    let json = a.out.json;
+    let report = bench.run(|r| {
+        if !json {
+            eprintln!("  {}", r.line());
+        }
+    })?;
+    if !json {
+        for s in &report.skipped {
+            eprintln!("  TP {} x PP {}: skipped ({})", s.tp, s.pp, s.reason);
         }
     }
-    keys.into_iter()
-        .map(|(kind, v)| {
-            let points = rows
-                .iter()
-                .filter(|r| r.schedule == kind && r.virtual_stages == v)
-                .map(|r| {
-                    (
-                        r.microbatches,
-                        r.bubble_analytic,
-                        r.bubble_simulated,
-                        r.bubble_measured,
-                    )
-                })
-                .collect();
-            Series {
-                label: if v > 1 {
-                    format!("{kind} v={v}")
-                } else {
-                    kind.to_string()
-                },
-                analytic: Box::new(move |m| analytic::bubble(kind, p, m, v, !train)),
-                points,
-            }
-        })
-        .collect()
+    a.out.emit(
+        cx,
+        &report,
+        || report.table(),
+        &report.rows,
+        || report.chart(),
+    )
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct HopArgs {
+    /// The two devices: a count or a list like vulkan:0,vulkan:0.
+    #[arg(long, default_value = "2")]
+    pub devices: String,
+    /// Message sizes in bytes (K and M suffixes: 1M = 1048576).
+    #[arg(long, value_delimiter = ',', default_value = "64K,1M,16M")]
+    pub bytes: Vec<String>,
+    /// Hops per size (the median is reported).
+    #[arg(long, default_value_t = 30)]
+    pub repeat: usize,
+    /// ms between two messages.
+    #[arg(long, default_value_t = 20)]
+    pub pace_ms: u64,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn hop(a: &HopArgs, cx: &Context) -> Result<()> {
+    let bench = HopBench {
+        devices: a.devices.clone(),
+        bytes: a
+            .bytes
+            .iter()
+            .map(|s| parse_bytes(s))
+            .collect::<Result<_>>()?,
+        repeat: a.repeat,
+        pace: Duration::from_millis(a.pace_ms),
+    };
+    let report = bench.run(&cx.cluster)?;
+    match a.json {
+        true => cx.print_json(&report),
+        false => cx.print(&report.table()),
+    }
+    Ok(())
 }

@@ -1,12 +1,10 @@
 //! `wgpipe forward`: the whole model on one adapter, or with `--tp T` split
 //! tensor-parallel over T devices (one stage, no pipeline).
 
-use crate::cli::model_args::{place, InputArgs, ModelArgs, TP_HELP};
-use crate::device::Gpu;
-use crate::error::{Error, Result};
-use crate::executor::{run_inference, DeviceGroup, Options};
-use crate::model::gpu;
-use crate::schedule::{Schedule, ScheduleKind};
+use wgpipe::device::{list_adapters, place_devices, select};
+use wgpipe::{Error, Pipeline, PipelineConfig, Result, Split};
+
+use super::{check_tp, Context, InputArgs, ModelArgs, TP_HELP};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ForwardArgs {
@@ -24,81 +22,64 @@ pub struct ForwardArgs {
     pub devices: Option<String>,
 }
 
-pub fn run(args: &ForwardArgs) -> Result<()> {
-    args.input.check_outputs()?;
-    let w = args.model.load()?;
-    let tokens = args.input.tokens(&w.config, args.model.seed)?;
-    if args.tp > 1 || args.devices.is_some() {
-        return tensor_parallel(args, &w, &tokens);
+impl ForwardArgs {
+    /// The Gpus of the one stage: the adapter, or `--tp` T of them.
+    fn devices(&self) -> Result<String> {
+        if self.tp == 1 && self.devices.is_none() {
+            return Ok(select(&list_adapters(), &self.adapter)?.id());
+        }
+        if !self.adapter.is_empty() {
+            return Err(Error::Input(
+                "--adapter picks one device; with --tp name the group's Gpus with --devices".into(),
+            ));
+        }
+        let devices = self.devices.clone().unwrap_or_else(|| self.tp.to_string());
+        let stages = place_devices(&devices, self.tp)?.devices();
+        if stages != 1 {
+            return Err(Error::Input(format!(
+                "forward runs the model as one stage: --devices names {} Gpus, not --tp {} (use `wgpipe run` to pipeline P x T)",
+                stages * self.tp,
+                self.tp
+            )));
+        }
+        Ok(devices)
     }
-    let gpu = Gpu::open(&args.adapter)?;
-    let per_pass = gpu::sequences_per_pass(&gpu, &w.config, tokens.batch, tokens.seq);
-    let out = gpu::forward(&gpu, &w, &tokens, per_pass)?;
-    args.input
-        .write_logits(&out.logits, &tokens, w.config.vocab_size)?;
-    let n = tokens.batch * tokens.seq;
-    println!(
-        "forward: {} x {} tokens on {} in {:.1} ms: {:.1} tokens/s",
-        tokens.batch,
-        tokens.seq,
-        gpu.label,
-        out.seconds * 1e3,
-        n as f64 / out.seconds
-    );
-    report_logits(args, &tokens, w.config.vocab_size);
-    Ok(())
 }
 
-/// The whole model as one stage split over `--tp` Gpus.
-fn tensor_parallel(
-    args: &ForwardArgs,
-    w: &crate::model::Gpt2Weights,
-    tokens: &crate::io::TokenBatch,
-) -> Result<()> {
-    if !args.adapter.is_empty() {
-        return Err(Error::Input(
-            "--adapter picks one device; with --tp name the group's Gpus with --devices".into(),
+pub fn run(args: &ForwardArgs, cx: &Context) -> Result<()> {
+    check_tp(args.tp)?;
+    cx.check_outputs(&[&args.input.logits_out])?;
+    let cfg = args.model.config()?;
+    let tokens = args.input.tokens(&cfg, args.model.seed, 1)?;
+    let pipeline = Pipeline::new(PipelineConfig {
+        devices: args.devices()?,
+        tp: args.tp,
+        split: Split::Even,
+        ..PipelineConfig::new(args.model.source())
+    })?;
+    // The whole batch in as few passes as the bindings allow.
+    let per = pipeline.sequences_per_pass(tokens.batch, tokens.seq);
+    let run = pipeline.forward_microbatches(&tokens, tokens.batch.div_ceil(per))?;
+    let (b, t, v) = (tokens.batch, tokens.seq, cfg.vocab_size);
+    let tp = match args.tp {
+        1 => String::new(),
+        n => format!(
+            " (tensor-parallel, {n} ranks; all-reduces moved {} bytes through the host)",
+            run.all_reduce_bytes
+        ),
+    };
+    cx.print(&format!(
+        "forward: {b} x {t} tokens on {}{tp} in {:.1} ms: {:.1} tokens/s\n",
+        run.device_names[0],
+        run.wall_s * 1e3,
+        (b * t) as f64 / run.wall_s
+    ));
+    if let Some(p) = &args.input.logits_out {
+        wgpipe::io::write_logits(p, &run.logits, b, t, v)?;
+        cx.print(&format!(
+            "logits [{b}, {t}, {v}] written to {}\n",
+            p.display()
         ));
     }
-    let devices = args.devices.clone().unwrap_or_else(|| args.tp.to_string());
-    let placement = place(&devices, args.tp, &w.config)?;
-    if placement.devices() != 1 {
-        return Err(Error::Input(format!(
-            "forward runs the model as one stage: --devices names {} Gpus, not --tp {} (use `wgpipe run` to pipeline P x T)",
-            placement.devices() * args.tp,
-            args.tp
-        )));
-    }
-    let gpus = placement.open()?;
-    let group = DeviceGroup::new(&gpus[0])?;
-    let per = gpu::sequences_per_pass(group.lead(), &w.config, tokens.batch, tokens.seq);
-    let schedule = Schedule::for_inference(ScheduleKind::Gpipe, 1, tokens.batch.div_ceil(per), 1)?;
-    let run = run_inference(&[group], w, tokens, &schedule, &Options::default())?;
-    args.input
-        .write_logits(&run.logits, tokens, w.config.vocab_size)?;
-    let n = tokens.batch * tokens.seq;
-    println!(
-        "forward: {} x {} tokens on {} (tensor-parallel, {} ranks) in {:.1} ms: {:.1} tokens/s; all-reduces moved {} bytes through the host",
-        tokens.batch,
-        tokens.seq,
-        group.label(),
-        args.tp,
-        run.wall_s * 1e3,
-        n as f64 / run.wall_s,
-        run.reduced_bytes
-    );
-    report_logits(args, tokens, w.config.vocab_size);
     Ok(())
-}
-
-/// Say where `--logits-out` went.
-fn report_logits(args: &ForwardArgs, tokens: &crate::io::TokenBatch, vocab: usize) {
-    if let Some(p) = &args.input.logits_out {
-        println!(
-            "logits [{}, {}, {vocab}] written to {}",
-            tokens.batch,
-            tokens.seq,
-            p.display()
-        );
-    }
 }

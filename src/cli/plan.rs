@@ -3,16 +3,13 @@
 //! activation memory per device; optionally as JSON, an SVG Gantt chart, or
 //! a CSV export.
 
-use std::fmt::Write;
 use std::path::PathBuf;
 
-use serde_json::json;
+use wgpipe::schedule::report::{mode, PlanReport};
+use wgpipe::schedule::{csv, simulate, validate, Costs, Schedule, ScheduleError, ScheduleKind};
+use wgpipe::trace::{svg::gantt_svg, Timeline};
 
-use crate::schedule::{
-    analytic, csv, grid, simulate, validate, Costs, Schedule, ScheduleError, ScheduleKind,
-    Simulation,
-};
-use crate::trace::{svg::gantt_svg, Timeline};
+use super::Context;
 
 /// Flags of `wgpipe plan`.
 #[derive(clap::Args, Debug, Clone)]
@@ -53,7 +50,7 @@ pub struct PlanArgs {
     /// Write the simulated timeline as an SVG Gantt chart.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
-    /// Export the schedule as CSV.
+    /// Export the schedule as CSV (which --from-csv loads back).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Load a schedule from CSV (hand-written or exported) instead of generating one.
@@ -76,8 +73,8 @@ pub struct PlanArgs {
     pub transfer_time: f64,
 }
 
-/// Runs `wgpipe plan`, printing to stdout.
-pub fn run(args: &PlanArgs) -> Result<(), ScheduleError> {
+/// Runs `wgpipe plan`.
+pub fn run(args: &PlanArgs, cx: &Context) -> Result<(), ScheduleError> {
     let schedule = load_or_generate(args)?;
     validate::validate(&schedule)?;
     let costs = Costs::uniform(
@@ -89,16 +86,26 @@ pub fn run(args: &PlanArgs) -> Result<(), ScheduleError> {
         args.transfer_time,
     );
     let sim = simulate(&schedule, &costs)?;
-    let analytic = analytic_bubble(&schedule);
-    write_outputs(args, &schedule, &sim)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(&schedule, &sim, analytic, &costs))
-                .unwrap_or_default()
+    let report = PlanReport::new(&schedule, &sim, &costs);
+    if let Some(path) = &args.csv {
+        csv::save(&schedule, path)?;
+    }
+    if let Some(path) = &args.svg {
+        let s = &schedule;
+        let title = format!(
+            "{} — P={} M={} v={}{}",
+            s.name,
+            s.devices,
+            s.microbatches,
+            s.virtual_stages,
+            mode(s)
         );
-    } else {
-        print!("{}", report_text(&schedule, &sim, analytic, &costs));
+        let timeline = Timeline::from_simulation(&sim);
+        csv::write_file(path, gantt_svg(&timeline, &title).as_bytes())?;
+    }
+    match args.json {
+        true => cx.print_json(&report),
+        false => cx.print(report.text()),
     }
     Ok(())
 }
@@ -118,123 +125,6 @@ fn load_or_generate(args: &PlanArgs) -> Result<Schedule, ScheduleError> {
     }
 }
 
-/// `--csv` (the schedule) and `--svg` (the simulated timeline), each written atomically.
-fn write_outputs(args: &PlanArgs, s: &Schedule, sim: &Simulation) -> Result<(), ScheduleError> {
-    if let Some(path) = &args.csv {
-        csv::save(s, path)?;
-    }
-    if let Some(path) = &args.svg {
-        let title = format!(
-            "{} — P={} M={} v={}{}",
-            s.name,
-            s.devices,
-            s.microbatches,
-            s.virtual_stages,
-            mode(s)
-        );
-        let timeline = Timeline::from_simulation(sim);
-        csv::write_file(path, gantt_svg(&timeline, &title).as_bytes())?;
-    }
-    Ok(())
-}
-
-fn mode(s: &Schedule) -> &'static str {
-    if s.is_forward_only() {
-        ", forward-only"
-    } else {
-        ", training"
-    }
-}
-
-/// The closed-form bubble ([`analytic::bubble`]) of a schedule named after a
-/// generator; None for any other name.
-pub fn analytic_bubble(s: &Schedule) -> Option<f64> {
-    let (p, m, v) = (s.devices, s.microbatches, s.virtual_stages);
-    s.kind()
-        .map(|k| analytic::bubble(k, p, m, v, s.is_forward_only()))
-}
-
-/// The figures as JSON: schedule, devices, microbatches, virtual, makespan,
-/// bubble_simulated, bubble_analytic (null when no formula applies),
-/// peak_activations and idle (one per device), and the rows.
-pub fn report_json(
-    s: &Schedule,
-    sim: &Simulation,
-    analytic: Option<f64>,
-    costs: &Costs,
-) -> serde_json::Value {
-    let rows: Vec<Vec<Option<String>>> = s
-        .rows
-        .iter()
-        .map(|r| r.iter().map(|c| c.map(|a| a.to_string())).collect())
-        .collect();
-    json!({
-        "schedule": s.name,
-        "devices": s.devices,
-        "microbatches": s.microbatches,
-        "virtual": s.virtual_stages,
-        "forward_only": s.is_forward_only(),
-        "makespan": sim.makespan,
-        "bubble_simulated": sim.bubble,
-        "bubble_analytic": analytic,
-        "peak_activations": sim.peak_activations,
-        "idle": sim.idle,
-        "transfer_time": costs.transfer,
-        "rows": rows,
-    })
-}
-
-/// The grid, then per-device peak activations and idle time, then the bubble.
-pub fn report_text(s: &Schedule, sim: &Simulation, analytic: Option<f64>, costs: &Costs) -> String {
-    let mut out = String::new();
-    let cost = |v: &[f64]| v.first().copied().unwrap_or(0.0);
-    let _ = writeln!(
-        out,
-        "{}: {} devices × {} chunk(s), {} microbatches{} (F={} B={} I={} W={} transfer={})\n",
-        s.name,
-        s.devices,
-        s.virtual_stages,
-        s.microbatches,
-        mode(s),
-        cost(&costs.forward),
-        cost(&costs.backward),
-        cost(&costs.input_grad),
-        cost(&costs.weight_grad),
-        costs.transfer
-    );
-    out.push_str(&grid::render(s, &[]));
-    let _ = writeln!(out, "\ndevice  peak activations  busy        idle");
-    for (d, (peak, (busy, idle))) in sim
-        .peak_activations
-        .iter()
-        .zip(sim.busy.iter().zip(&sim.idle))
-        .enumerate()
-    {
-        let _ = writeln!(out, "{d:<6}  {peak:>16}  {busy:>10.2}  {idle:>10.2}");
-    }
-    let analytic = analytic
-        .map(|b| format!("{:.2} %", b * 100.0))
-        .unwrap_or_else(|| "n/a".into());
-    let _ = writeln!(
-        out,
-        "\nmakespan {:.2}   bubble: simulated {:.2} %, analytic {}",
-        sim.makespan,
-        sim.bubble * 100.0,
-        analytic
-    );
-    if s.kind() == Some(ScheduleKind::ZbH1) && !s.is_forward_only() && s.microbatches < s.devices {
-        out.push_str("(ZB-H1's formula assumes M >= P; with fewer microbatches too few W's fill the drain)\n");
-    }
-    if s.virtual_stages > 1 {
-        let _ = writeln!(
-            out,
-            "(peak activations count one chunk's activations for one microbatch; a chunk is 1/{} of a device's layers)",
-            s.virtual_stages
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +142,15 @@ mod tests {
             .plan
     }
 
+    fn run_local(a: &PlanArgs) -> Result<(), ScheduleError> {
+        run(
+            a,
+            &Context {
+                cluster: wgpipe::Cluster::Local,
+            },
+        )
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("wgpipe-plan-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -261,7 +160,7 @@ mod tests {
     #[test]
     fn every_schedule_accepts_virtual_1() {
         for kind in ScheduleKind::ALL {
-            run(&args(&format!(
+            run_local(&args(&format!(
                 "--schedule {kind} --devices 3 --microbatches 5 --virtual 1"
             )))
             .unwrap();
@@ -275,9 +174,9 @@ mod tests {
             "--schedule interleaved -p 2 -m 4 --virtual 2 --csv {}",
             file.display()
         ));
-        run(&a).unwrap();
+        run_local(&a).unwrap();
         let b = args(&format!("--from-csv {}", file.display()));
-        run(&b).unwrap();
+        run_local(&b).unwrap();
         let loaded = csv::load(&file).unwrap();
         assert_eq!(
             loaded,
@@ -285,7 +184,7 @@ mod tests {
         );
 
         let dir = file.parent().unwrap().to_path_buf();
-        let e = run(&args(&format!(
+        let e = run_local(&args(&format!(
             "--schedule gpipe -p 2 -m 2 --svg {}",
             dir.display()
         )))
@@ -296,7 +195,7 @@ mod tests {
             .ends_with("is a directory; name a file to write instead"));
 
         let missing = dir.join("nope.csv");
-        let e = run(&args(&format!("--from-csv {}", missing.display()))).unwrap_err();
+        let e = run_local(&args(&format!("--from-csv {}", missing.display()))).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with(&format!("could not read {}", missing.display())),
@@ -310,7 +209,7 @@ mod tests {
         let s = Schedule::generate(ScheduleKind::OneFOneB, 4, 8, 1, false).unwrap();
         let costs = Costs::uniform(4, 1.0, 2.0, 1.0, 1.0, 0.0);
         let sim = simulate(&s, &costs).unwrap();
-        let j = report_json(&s, &sim, analytic_bubble(&s), &costs);
+        let j = serde_json::to_value(PlanReport::new(&s, &sim, &costs)).unwrap();
         assert_eq!(j["schedule"], "1f1b");
         assert_eq!(
             (

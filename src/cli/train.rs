@@ -3,24 +3,17 @@
 //! training step beside the simulated and analytic one, and each device's
 //! peak activation memory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use wgpipe::data::{TokenStream, Windows};
+use wgpipe::pipeline::{check_save_dir, Chosen, Measurement, MpiReport, StepReport, Trainer};
+use wgpipe::{
+    Error, Optimizer, Pipeline, PipelineConfig, Result, ScheduleKind, TokenBatch, TrainConfig,
+    Workload,
+};
 
-use crate::cli::model_args::{check_output_path, ModelArgs};
-use crate::data::TokenStream;
-use crate::device::place_devices;
-use crate::error::{Error, Result};
-use crate::executor::balance::Chosen;
-use crate::executor::measure::{measure_timeline, median, Measurement};
-use crate::executor::net::{device_groups, is_root, mpi_line, mpi_summary, open_local};
-use crate::executor::partition::Split;
-use crate::executor::train::{Optimizer, TrainOptions, Trainer};
-use crate::io::{self, write_file, TokenBatch};
-use crate::model::checkpoint::save_checkpoint;
-use crate::schedule::{Schedule, ScheduleKind};
-use crate::trace::{chrome::to_chrome_json, svg::gantt_svg};
+use super::{Context, LayoutArgs, ModelArgs, TimelineArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerName {
@@ -51,9 +44,8 @@ pub struct TrainArgs {
     /// Pipeline devices: a count or a list like vulkan:0,gl:0.
     #[arg(long, default_value = "2")]
     pub devices: String,
-    /// Tensor-parallel degree; training runs with 1 only (see `wgpipe run --help`).
-    #[arg(long, default_value_t = 1)]
-    pub tp: usize,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
     /// Microbatches M per step (default: one per sequence).
     #[arg(long)]
     pub microbatches: Option<usize>,
@@ -62,11 +54,6 @@ pub struct TrainArgs {
     /// Chunks (virtual stages) per device, for interleaved.
     #[arg(long = "virtual", default_value_t = 1)]
     pub virtual_stages: usize,
-    /// Layers per stage: `auto` profiles every layer kind on every device and
-    /// takes the split with the shortest predicted makespan; `even`; or a
-    /// count per stage (devices x virtual), e.g. 7,5.
-    #[arg(long, default_value = "auto")]
-    pub split: Split,
     /// Optimizer steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -100,19 +87,13 @@ pub struct TrainArgs {
     /// Write the trained model as a checkpoint directory (must not exist, or be empty).
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
-    /// Write the last step's measured timeline as Chrome trace-event JSON.
-    #[arg(long, value_name = "FILE")]
-    pub trace: Option<PathBuf>,
-    /// Write the last step's measured timeline as an SVG Gantt chart.
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<PathBuf>,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// The last step's timeline (`--trace`, `--svg`), and the report as JSON.
+    #[command(flatten)]
+    pub out: TimelineArgs,
 }
 
 /// What `--json` prints.
-#[derive(Serialize)]
+#[derive(serde::Serialize)]
 struct Report {
     losses: Vec<f64>,
     schedule: String,
@@ -138,12 +119,12 @@ struct Report {
     last_step: Measurement,
     /// Layers per stage, and for `--split auto` how they were chosen.
     split: Chosen,
-    /// Under `--transport mpi`: the ranks and their clocks.
     #[serde(skip_serializing_if = "Option::is_none")]
-    mpi: Option<serde_json::Value>,
+    mpi: Option<MpiReport>,
 }
 
 impl TrainArgs {
+    /// The optimizer, its hyperparameters checked.
     fn optimizer(&self) -> Result<Optimizer> {
         let bad = |what: String| Err(Error::Input(what));
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -159,122 +140,69 @@ impl TrainArgs {
         if !(wd.is_finite() && wd >= 0.0) {
             return bad(format!("--weight-decay {wd}: must be 0 or more"));
         }
-        Ok(match self.optimizer {
-            OptimizerName::Adamw => {
-                for (name, b) in [("--beta1", self.beta1), ("--beta2", self.beta2)] {
-                    if !(0.0..1.0).contains(&b) {
-                        return bad(format!("{name} {b}: must be in [0, 1)"));
-                    }
-                }
-                if !(self.eps.is_finite() && self.eps > 0.0) {
-                    return bad(format!("--eps {}: must be positive", self.eps));
-                }
-                Optimizer::AdamW {
-                    lr: self.lr,
-                    beta1: self.beta1,
-                    beta2: self.beta2,
-                    eps: self.eps,
-                    weight_decay: wd,
-                }
+        if self.optimizer == OptimizerName::Sgd {
+            if !(self.momentum.is_finite() && self.momentum >= 0.0) {
+                return bad(format!("--momentum {}: must be 0 or more", self.momentum));
             }
-            OptimizerName::Sgd => {
-                if !(self.momentum.is_finite() && self.momentum >= 0.0) {
-                    return bad(format!("--momentum {}: must be 0 or more", self.momentum));
-                }
-                Optimizer::Sgd {
-                    lr: self.lr,
-                    momentum: self.momentum,
-                    weight_decay: wd,
-                }
+            return Ok(Optimizer::Sgd {
+                lr: self.lr,
+                momentum: self.momentum,
+                weight_decay: wd,
+            });
+        }
+        for (name, b) in [("--beta1", self.beta1), ("--beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("{name} {b}: must be in [0, 1)"));
             }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!("--eps {}: must be positive", self.eps));
+        }
+        let (beta1, beta2, eps) = (self.beta1, self.beta2, self.eps);
+        Ok(Optimizer::AdamW {
+            lr: self.lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay: wd,
         })
     }
 
     /// Every check that needs no device, before any work.
-    fn check(&self) -> Result<Optimizer> {
+    fn check(&self, cx: &Context) -> Result<Optimizer> {
+        if self.layout.tp != 1 {
+            return Err(Error::Input(format!(
+                "--tp {}: tensor parallelism is not implemented for training (its backward would all-reduce each split block's input gradient); train with --tp 1, or use --tp with run, forward or generate",
+                self.layout.tp
+            )));
+        }
         if self.steps == 0 {
             return Err(Error::Input("--steps 0: train at least one step".into()));
         }
-        if let Some(c) = self.grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::Input(format!(
-                    "--grad-clip {c}: the norm must be positive"
-                )));
-            }
+        if let Some(c) = self.grad_clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::Input(format!(
+                "--grad-clip {c}: the norm must be positive"
+            )));
         }
         if self.input_ids.is_some() && (self.batch.is_some() || self.seq.is_some()) {
             return Err(Error::Input(
                 "--batch and --seq come from the --input-ids file; give one or the other".into(),
             ));
         }
-        // Rank 0 writes every file (under MPI the others' paths may not exist).
-        if is_root() {
-            for p in [&self.grads_out, &self.trace, &self.svg] {
-                check_output_path(p.as_deref())?;
-            }
-            if let Some(dir) = &self.save {
-                check_save_dir(dir)?;
-            }
+        cx.check_outputs(&[&self.grads_out])?;
+        self.out.check(cx)?;
+        if let (Some(dir), true) = (&self.save, cx.cluster.is_root()) {
+            check_save_dir(dir).map_err(|e| Error::Input(format!("--save {e}")))?;
         }
         self.optimizer()
     }
 }
 
-/// `--save` must not overwrite anything: a missing or empty directory only.
-fn check_save_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        let empty = dir.is_dir()
-            && std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .next()
-                .is_none();
-        if !empty {
-            return Err(Error::Input(format!(
-                "--save {}: exists and is not an empty directory; refusing to overwrite it",
-                dir.display()
-            )));
-        }
-    }
-    let parent = dir.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(p) = parent {
-        if !p.is_dir() {
-            return Err(Error::Input(format!(
-                "--save {}: directory {} does not exist",
-                dir.display(),
-                p.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Write the checkpoint into a fresh directory beside `dir`, then move it
-/// into place: a failure leaves nothing at `dir`.
-fn save_into(w: &crate::model::Gpt2Weights, dir: &Path) -> Result<()> {
-    check_save_dir(dir)?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".wgpipe-save.")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
-    save_checkpoint(w, tmp.path())?;
-    if dir.exists() {
-        std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let kept = tmp.keep();
-    std::fs::rename(&kept, dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&kept);
-        Error::io(dir, e)
-    })
-}
-
-/// Where each step's tokens come from.
+/// Where each step's tokens come from: the same batch every step, or
+/// seeded windows of a token stream.
 enum Batches<'a> {
     Fixed(TokenBatch),
-    Stream(crate::data::Windows<'a>),
+    Stream(Windows<'a>),
 }
 
 impl Batches<'_> {
@@ -286,181 +214,155 @@ impl Batches<'_> {
     }
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
-    if args.tp != 1 {
-        return Err(Error::Input(format!(
-            "--tp {}: tensor parallelism is not implemented for training (its backward would all-reduce each split block's input gradient); train with --tp 1, or use --tp with run, forward or generate",
-            args.tp
-        )));
-    }
-    let opt = args.check()?;
-    // Under MPI with a checkpoint, only the config so far: the tensors are
-    // read once the split says which stages this rank holds.
-    let mut w = args.model.load_for_rank()?;
-    let cfg = &w.config().clone();
+pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
+    let opt = args.check(cx)?;
+    let cfg = args.model.config()?;
     let seq = args.seq.unwrap_or(cfg.n_positions.min(64));
     let stream = match (&args.input_ids, &args.data) {
         (None, Some(path)) => Some(TokenStream::read(path, cfg.vocab_size)?),
         _ => None,
     };
+    let batch = args.batch.unwrap_or(4);
     let mut batches = match (&args.input_ids, &stream) {
-        (Some(path), _) => {
-            let t = io::read_input_ids(path)?;
-            io::check_input(cfg, &t)?;
-            Batches::Fixed(t)
-        }
-        (None, Some(stream)) => {
-            Batches::Stream(stream.windows(args.batch.unwrap_or(4), seq, args.model.seed)?)
-        }
-        (None, None) => {
-            let t = io::random_input_ids(
-                args.batch.unwrap_or(4),
-                seq,
-                cfg.vocab_size,
-                args.model.seed,
-            );
-            io::check_input(cfg, &t)?;
-            Batches::Fixed(t)
-        }
+        (Some(path), _) => Batches::Fixed(wgpipe::io::read_input_ids(path)?),
+        (None, Some(s)) => Batches::Stream(s.windows(batch, seq, args.model.seed)?),
+        (None, None) => Batches::Fixed(wgpipe::io::random_input_ids(
+            batch,
+            seq,
+            cfg.vocab_size,
+            args.model.seed,
+        )),
     };
     let first = batches.next();
-    let (batch, seq) = (first.batch, first.seq);
-    let m = args.microbatches.unwrap_or(batch);
-    let placement = place_devices(&args.devices, 1)?;
-    let schedule = Schedule::generate(
-        args.schedule,
-        placement.devices(),
-        m,
-        args.virtual_stages,
-        false,
-    )?;
-    let gpus = open_local(&placement, &args.devices)?;
-    let groups = device_groups(&gpus, placement.devices())?;
-    let chosen = w.resolve_split(&args.split, &groups, &schedule, batch.div_ceil(m), seq)?;
-    let reads = w.checkpoint_reads();
-    if !args.json {
-        println!("{}", chosen.describe());
+    wgpipe::io::check_input(&cfg, &first)?;
+    let m = args.microbatches.unwrap_or(first.batch);
+    let pipeline = Pipeline::new(PipelineConfig {
+        devices: args.devices.clone(),
+        split: args.layout.split.clone(),
+        schedule: args.schedule,
+        virtual_stages: args.virtual_stages,
+        microbatches: Some(m),
+        cluster: cx.cluster.clone(),
+        workload: Workload::Train {
+            sequences: first.batch.div_ceil(m),
+            tokens: first.seq,
+        },
+        ..PipelineConfig::new(args.model.source())
+    })?;
+    if !args.out.json {
+        cx.print(&format!("{}\n", pipeline.split()));
     }
-    let opts = TrainOptions {
-        split: Some(chosen.split.clone()),
+    let mut trainer = pipeline.trainer(TrainConfig {
+        optimizer: opt,
+        grad_clip: args.grad_clip,
         recompute: args.recompute,
-    };
-    let mut trainer = Trainer::new(&groups, w.weights(), &schedule, batch, seq, &opts)?;
+        batch: first.batch,
+        seq: first.seq,
+    })?;
+    let steps = train_steps(args, cx, &mut trainer, first, &mut batches)?;
+    finish(args, cx, &pipeline, &trainer, &steps)
+}
 
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(args.steps as u64)
+/// Every step, with a progress bar; the first step's gradients written
+/// where `--grads-out` asks, before its update.
+fn train_steps(
+    args: &TrainArgs,
+    cx: &Context,
+    trainer: &mut Trainer,
+    first: TokenBatch,
+    batches: &mut Batches,
+) -> Result<Vec<StepReport>> {
+    let bar = match args.out.json || !cx.cluster.is_root() {
+        true => ProgressBar::hidden(),
+        false => ProgressBar::new(args.steps as u64),
     };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed}]")
             .expect("valid template"),
     );
-    let mut losses = Vec::with_capacity(args.steps);
-    let mut step_ms = Vec::with_capacity(args.steps);
-    let mut norms = Vec::new();
-    let mut last = None;
+    let mut steps = Vec::with_capacity(args.steps);
     let mut tokens = first;
     for step in 0..args.steps {
         if step > 0 {
             tokens = batches.next();
         }
-        let t0 = std::time::Instant::now();
-        let run = trainer.forward_backward(&tokens)?;
-        if step == 0 {
-            if let Some(path) = &args.grads_out {
-                // Every rank takes part in reading them back; rank 0 writes.
-                let g = trainer.grads()?;
-                io::write_named_tensors(path, &g.named_tensors(cfg), "transformer.")?;
-            }
+        let report = match (step, &args.grads_out) {
+            (0, Some(path)) => trainer.train_step_with(&tokens, |t| t.save_grads(path)),
+            _ => trainer.train_step(&tokens),
         }
-        if let Some(n) = trainer.optimizer_step(&opt, args.grad_clip)? {
-            norms.push(n);
-        }
-        step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        if !run.loss.is_finite() {
-            bar.finish_and_clear();
-            return Err(Error::Other(format!(
-                "step {step}: the loss is {}; lower --lr (now {}) or add --grad-clip",
-                run.loss, args.lr
-            )));
-        }
-        losses.push(run.loss);
-        bar.set_message(format!("loss {:.4}", run.loss));
+        .map_err(|e| match e {
+            Error::Other(msg) if msg.starts_with("the loss is") => Error::Other(format!(
+                "step {step}: {msg} (--lr is {}; add --grad-clip)",
+                args.lr
+            )),
+            e => e,
+        })?;
+        bar.set_message(format!("loss {:.4}", report.pass.loss));
         bar.inc(1);
-        last = Some(run);
+        steps.push(report);
     }
     bar.finish();
-    let run = last.expect("at least one step");
-    let meas = measure_timeline(
-        &schedule,
-        &run.timeline,
-        run.wall_s,
-        &run.transfers,
-        batch * seq,
-    )?;
-    let step = median(step_ms);
+    Ok(steps)
+}
+
+/// Save, write the last step's timeline, and report.
+fn finish(
+    args: &TrainArgs,
+    cx: &Context,
+    pipeline: &Pipeline,
+    trainer: &Trainer,
+    steps: &[StepReport],
+) -> Result<()> {
     let peak = trainer.peak_activation_bytes()?;
     if let Some(dir) = &args.save {
-        let w = trainer.weights()?;
-        if is_root() {
-            save_into(&w, dir)?;
-        }
+        trainer
+            .save(dir)
+            .map_err(|e| Error::Input(format!("--save {e}")))?;
     }
-    if let Some(p) = &args.trace {
-        let json = serde_json::to_string(&to_chrome_json(&run.timeline)).expect("trace serializes");
-        write_file(p, json.as_bytes())?;
-    }
-    if let Some(p) = &args.svg {
-        let title = format!(
-            "{} training step — measured, P={} M={} v={}",
-            schedule.name, schedule.devices, m, args.virtual_stages
-        );
-        write_file(p, gantt_svg(&run.timeline, &title).as_bytes())?;
-    }
+    let last = &steps.last().expect("at least one step").pass;
+    let s = trainer.schedule();
+    let title = format!(
+        "{} training step — measured, P={} M={} v={}",
+        s.name, s.devices, s.microbatches, s.virtual_stages
+    );
+    args.out.write(cx, &last.timeline, &title)?;
+    let step_ms = trainer.median_step_ms();
+    let (batch, seq) = (trainer.batch(), trainer.seq());
+    let m = &last.pipeline;
     let report = Report {
-        losses,
-        schedule: schedule.name.clone(),
-        devices: schedule.devices,
-        device_names: run.timeline.device_names.clone(),
-        microbatches: m,
-        virtual_stages: args.virtual_stages,
+        losses: steps.iter().map(|r| r.pass.loss).collect(),
+        schedule: s.name.clone(),
+        devices: s.devices,
+        device_names: last.timeline.device_names.clone(),
+        microbatches: s.microbatches,
+        virtual_stages: s.virtual_stages,
         batch,
         seq,
         optimizer: format!("{:?}", args.optimizer).to_lowercase(),
         recompute: args.recompute,
-        step_ms: step,
-        tokens_per_s: (batch * seq) as f64 / (step / 1e3),
-        bubble_measured: meas.bubble_measured,
-        bubble_simulated: meas.bubble_simulated,
-        bubble_analytic: meas.bubble_analytic,
+        step_ms,
+        tokens_per_s: (batch * seq) as f64 / (step_ms / 1e3),
+        bubble_measured: m.bubble_measured,
+        bubble_simulated: m.bubble_simulated,
+        bubble_analytic: m.bubble_analytic,
         peak_activation_bytes: peak,
-        grad_norms: norms,
-        last_step: meas,
-        split: chosen,
-        mpi: mpi_summary().map(|mut m| {
-            if let Some(r) = &reads {
-                r.add_to(&mut m);
-            }
-            m
-        }),
+        grad_norms: steps.iter().filter_map(|r| r.grad_norm).collect(),
+        last_step: m.clone(),
+        split: pipeline.split().clone(),
+        mpi: pipeline.mpi_report(),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
-    } else {
-        print_report(&report);
-        if let Some(r) = &reads {
-            println!("{}", r.line());
-        }
+    match args.out.json {
+        true => cx.print_json(&report),
+        false => cx.print(&text(&report)),
     }
     Ok(())
 }
 
-fn print_report(r: &Report) {
+fn text(r: &Report) -> String {
     let first = r.losses.first().copied().unwrap_or(f64::NAN);
     let last = r.losses.last().copied().unwrap_or(f64::NAN);
-    println!(
-        "{} P={} M={} v={}: {} steps of {}x{} tokens, loss {first:.4} -> {last:.4}",
+    let mut s = format!(
+        "{} P={} M={} v={}: {} steps of {}x{} tokens, loss {first:.4} -> {last:.4}\n",
         r.schedule,
         r.devices,
         r.microbatches,
@@ -469,25 +371,26 @@ fn print_report(r: &Report) {
         r.batch,
         r.seq
     );
-    println!(
-        "step {:.1} ms (median), {:.0} tokens/s; last step's pipeline: makespan {:.1} ms",
+    s += &format!(
+        "step {:.1} ms (median), {:.0} tokens/s; last step's pipeline: makespan {:.1} ms\n",
         r.step_ms, r.tokens_per_s, r.last_step.makespan_ms
     );
-    println!(
-        "bubble: measured {:.1}%   simulated {:.1}%   analytic {:.1}%",
+    s += &format!(
+        "bubble: measured {:.1}%   simulated {:.1}%   analytic {:.1}%\n",
         100.0 * r.bubble_measured,
         100.0 * r.bubble_simulated,
         100.0 * r.bubble_analytic
     );
     for (d, name) in r.device_names.iter().enumerate() {
-        println!(
-            "  device {d} {name}: busy {:.1} ms, peak stashed activations {:.2} MB{}",
+        s += &format!(
+            "  device {d} {name}: busy {:.1} ms, peak stashed activations {:.2} MB{}\n",
             r.last_step.busy_ms[d],
             r.peak_activation_bytes[d] as f64 / 1e6,
             if r.recompute { " (recompute)" } else { "" }
         );
     }
-    if let Some(line) = mpi_line() {
-        println!("{line}");
+    match &r.mpi {
+        Some(m) => s + &format!("{m}\n"),
+        None => s,
     }
 }

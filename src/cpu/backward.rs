@@ -23,9 +23,9 @@
 
 pub mod train;
 
-pub use train::{
-    forward_backward, forward_backward_microbatch, next_token_targets, Gpt2Grads, NO_TARGET,
-};
+use crate::model::grads::NO_TARGET;
+
+pub use train::{forward_backward, forward_backward_microbatch};
 
 /// dwte[ids[b,t],:] += dout[b,t,:] and dwpe[t,:] += dout[b,t,:], rows in
 /// order. A token that occurs several times sums its rows. The tied LM head's

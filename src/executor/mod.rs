@@ -14,19 +14,15 @@
 //! All buffers — weights, activations, staging — are allocated once per run,
 //! before the clock starts.
 
-pub mod accounting;
-pub mod balance;
-pub mod corun;
-pub mod decode;
+pub mod cluster;
 mod encoder;
-pub mod measure;
+pub mod fed;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod net;
-pub mod partition;
+mod outcome;
 pub mod plan;
 pub mod program;
-pub mod train;
 pub mod transport;
 pub(crate) mod wire;
 mod worker;
@@ -38,16 +34,15 @@ use std::sync::Mutex;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::io::TokenBatch;
-use crate::microbatch::Microbatches;
-use crate::model::{Gpt2Weights, Shard, StageSource, StageWeights};
+use crate::model::Shard;
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::{Event, Timeline, Track};
 
+pub use cluster::{Cluster, MpiSummary};
 pub use encoder::ActionEncoder;
 pub use net::Net;
 pub use plan::Plan;
-pub use program::{Gpt2Forward, StageProgram};
+pub use program::StageProgram;
 pub use transport::{Collective, Control, InProcess, Transport};
 pub use worker::TransferRecord;
 
@@ -128,97 +123,20 @@ impl<'a> DeviceGroup<'a> {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Layers per stage (one count per stage); even split when `None`.
-    pub split: Option<Vec<usize>>,
-}
-
-/// What a pipelined run produced and how long it took.
-pub struct PipelineRun {
-    /// (B, T, V) logits, in the input's sequence order.
-    pub logits: Vec<f32>,
-    /// Compute and transfer events on one clock (`timeline.clock` says which).
-    pub timeline: Timeline,
-    /// Host seconds from the common start to the last device finishing.
-    pub wall_s: f64,
-    /// Sequences per microbatch (the largest; smaller ones are padded).
-    pub microbatch_sequences: usize,
-    /// Every message moved between two devices.
-    pub transfers: Vec<TransferRecord>,
-    /// Bytes the tensor-parallel ranks moved through the host in
-    /// all-reduces (each rank's partials out and sums back).
-    pub reduced_bytes: u64,
-}
-
-impl PipelineRun {
-    /// Bytes moved between devices.
-    pub fn bytes_moved(&self) -> u64 {
-        self.transfers.iter().map(|t| t.bytes).sum()
+/// A schedule runs on as many device groups as it has devices.
+pub fn check_devices(schedule: &Schedule, groups: &[DeviceGroup]) -> Result<()> {
+    match groups.len() == schedule.devices {
+        true => Ok(()),
+        false => Err(Error::Input(format!(
+            "the schedule has {} devices but {} were given",
+            schedule.devices,
+            groups.len()
+        ))),
     }
-}
-
-/// Run `schedule` (forward actions only) over `gpus` (one per schedule
-/// device) on `tokens`.
-pub fn run_pipeline(
-    gpus: &[Gpu],
-    w: &Gpt2Weights,
-    tokens: &TokenBatch,
-    schedule: &Schedule,
-    opts: &Options,
-) -> Result<PipelineRun> {
-    let groups: Vec<DeviceGroup> = gpus.iter().map(DeviceGroup::single).collect();
-    run_inference(&groups, w, tokens, schedule, opts)
-}
-
-/// GPT-2 inference: `schedule`'s forward actions over `groups` (one per
-/// schedule device) on `tokens`.
-pub fn run_inference(
-    groups: &[DeviceGroup],
-    w: &dyn StageSource,
-    tokens: &TokenBatch,
-    schedule: &Schedule,
-    opts: &Options,
-) -> Result<PipelineRun> {
-    let job = Inference::prepare(w, tokens, schedule, opts)?;
-    check_groups(w.config(), groups)?;
-    let ran = run_programs(
-        groups,
-        schedule,
-        &Net::for_groups(groups)?,
-        |d, shard, gpu| Gpt2Forward::new(gpu, shard, &job.held(w, schedule, d)?, &job.mbs),
-    )?;
-    let row = tokens.seq * w.config().vocab_size;
-    // The ranks' logits of a microbatch add up to the whole (each holds its
-    // vocabulary range; zeros elsewhere).
-    let mut results: std::collections::BTreeMap<usize, Vec<f32>> = Default::default();
-    for (m, l) in ran.outputs.into_iter().flatten() {
-        match results.get_mut(&m) {
-            Some(sum) => sum.iter_mut().zip(&l).for_each(|(s, x)| *s += x),
-            None => {
-                results.insert(m, l);
-            }
-        }
-    }
-    let results: Vec<(usize, Vec<f32>)> = results.into_iter().collect();
-    Ok(PipelineRun {
-        logits: job.mbs.gather(&results, row),
-        timeline: ran.timeline,
-        wall_s: ran.wall_s,
-        microbatch_sequences: job.mbs.per,
-        transfers: ran.transfers,
-        reduced_bytes: ran.reduced_bytes,
-    })
-}
-
-/// Tensor-parallel groups must all be of one size that splits the model
-/// (heads, MLP width, vocabulary).
-pub fn check_groups(cfg: &crate::model::Gpt2Config, groups: &[DeviceGroup]) -> Result<()> {
-    crate::model::shard::check_degree(cfg, uniform_tp(groups)?)
 }
 
 /// The groups' one tensor-parallel degree; an error when they differ.
-fn uniform_tp(groups: &[DeviceGroup]) -> Result<usize> {
+pub fn uniform_tp(groups: &[DeviceGroup]) -> Result<usize> {
     let tp = groups.first().map_or(1, DeviceGroup::tp);
     match groups.iter().find(|g| g.tp() != tp) {
         Some(g) => Err(Error::Input(format!(
@@ -227,49 +145,6 @@ fn uniform_tp(groups: &[DeviceGroup]) -> Result<usize> {
             g.tp()
         ))),
         None => Ok(tp),
-    }
-}
-
-/// GPT-2 inference over a schedule, checked once: each stage's layers and
-/// the microbatches.
-pub struct Inference {
-    pub parts: Vec<crate::model::StagePart>,
-    pub mbs: Microbatches,
-}
-
-impl Inference {
-    /// Refuse a schedule with backward actions, bad token ids, a bad split
-    /// or microbatch count; then partition and split.
-    pub fn prepare(
-        w: &dyn StageSource,
-        tokens: &TokenBatch,
-        schedule: &Schedule,
-        opts: &Options,
-    ) -> Result<Inference> {
-        if !schedule.is_forward_only() {
-            return Err(Error::Input(format!(
-                "schedule `{}` has backward actions; inference runs forward actions only: pass its forward part",
-                schedule.name
-            )));
-        }
-        let cfg = w.config();
-        crate::io::check_input(cfg, tokens)?;
-        let parts = partition::partition(cfg.n_layer, schedule.stages(), opts.split.as_deref())?;
-        let mbs = Microbatches::split(tokens, schedule.microbatches)?;
-        Ok(Inference { parts, mbs })
-    }
-
-    /// Device `d`'s stages with their weights: all a device is handed (an
-    /// error naming what `w` lacks when it was loaded without them).
-    pub fn held<'w>(
-        &'w self,
-        w: &'w dyn StageSource,
-        schedule: &Schedule,
-        d: usize,
-    ) -> Result<Vec<(usize, StageWeights<'w>)>> {
-        partition::device_stages(schedule.stages(), schedule.devices, d)
-            .map(|s| Ok((s, w.try_stage(&self.parts[s])?)))
-            .collect()
     }
 }
 
@@ -303,13 +178,7 @@ where
     P: StageProgram,
     F: Fn(usize, Shard, &Gpu) -> Result<P> + Sync,
 {
-    if groups.len() != schedule.devices {
-        return Err(Error::Input(format!(
-            "the schedule has {} devices but {} were given",
-            schedule.devices,
-            groups.len()
-        )));
-    }
+    check_devices(schedule, groups)?;
     validate(schedule)?;
     run_plan(groups, &Plan::new(schedule), net, make)
 }
@@ -407,7 +276,7 @@ where
     for &(e, _, _, gpu) in &ranks {
         labels[e] = gpu.label.clone();
     }
-    let (outcomes, names) = wire::gather::<P>(net, labels, tp, outcomes)?;
+    let (outcomes, names) = outcome::gather::<P>(net, labels, tp, outcomes)?;
     Ok(assemble(groups, names, outcomes))
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use super::*;
 use crate::action::{Action, Kind, Product, ProductKind};
 use crate::device as buffers;
-use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::schedule::ScheduleKind;
 
 /// The adapter the GPU tests use (`WGPIPE_TEST_ADAPTER`, as tests/common).
@@ -352,20 +351,14 @@ enum Fault {
 }
 
 fn injected(fault: Fault) -> String {
-    let mut cfg = Gpt2Config::named("tiny").unwrap();
-    cfg.n_layer = 3;
-    let w = Gpt2Weights::init(&cfg, 7).unwrap();
-    let tokens = crate::io::random_input_ids(8, 6, cfg.vocab_size, 10);
     let s = Schedule::for_inference(ScheduleKind::Gpipe, 3, 8, 1).unwrap();
-    let parts = partition::partition(cfg.n_layer, 3, None).unwrap();
-    let mbs = Microbatches::split(&tokens, 8).unwrap();
     let g = gpus(3);
     let groups: Vec<DeviceGroup> = g.iter().map(DeviceGroup::single).collect();
     let at = Action::new(1, Kind::F, 2);
-    let r = run_programs(&groups, &s, &InProcess::new(3), |d, shard, gpu| {
+    let r = run_programs(&groups, &s, &InProcess::new(3), |d, _, gpu| {
         Ok(Hooked {
-            inner: Gpt2Forward::new(gpu, shard, &[(d, w.stage(&parts[d]))], &mbs)?,
-            hook: move |gpu: &Gpu, a: Action, inner: &Gpt2Forward| {
+            inner: Relay::new(gpu, vec![d], 3, 8),
+            hook: move |gpu: &Gpu, a: Action, inner: &Relay| {
                 if d == 1 && a == at {
                     match fault {
                         Fault::Validation => {

@@ -24,7 +24,8 @@ use crate::model::weights::{Gpt2Weights, LayerWeights, PartialWeights, StagePart
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
-const PREFIX: &str = "transformer.";
+/// The prefix of every tensor name in a GPT-2 checkpoint (`transformer.wte.weight`).
+pub const PREFIX: &str = "transformer.";
 /// The largest header `safetensors` reads (its own limit).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
@@ -448,6 +449,42 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
         safetensors::serialize_to_file(views, Some(info), tmp)
             .map_err(|e| crate::io::safetensors_write_error(tmp, e))
     })
+}
+
+/// The end-of-text token of the checkpoint in `dir`: its `eos_token_id`
+/// (config.json, else generation_config.json; the first of a list), else the
+/// last id of the vocabulary — where GPT-2 keeps `<|endoftext|>` (50256).
+pub fn eos_token_id(dir: &Path, cfg: &Gpt2Config) -> Result<u32> {
+    let last = (cfg.vocab_size - 1) as u32;
+    for file in ["config.json", "generation_config.json"] {
+        let path = dir.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
+        match v.get("eos_token_id") {
+            None | Some(serde_json::Value::Null) => continue,
+            Some(id) => {
+                // A list names several; the first is the end-of-text token.
+                let first = id.as_array().and_then(|a| a.first()).unwrap_or(id);
+                return first
+                    .as_u64()
+                    .filter(|&x| x < cfg.vocab_size as u64)
+                    .map(|x| x as u32)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{}: eos_token_id {id} is not a token id below vocab_size {}",
+                            path.display(),
+                            cfg.vocab_size
+                        ))
+                    });
+            }
+        }
+    }
+    Ok(last)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 pub mod checkpoint;
 pub mod config;
+pub mod grads;
+pub mod partition;
 pub mod weights;
 
 pub use config::Gpt2Config;

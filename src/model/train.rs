@@ -29,11 +29,11 @@
 
 use std::collections::HashMap;
 
-use crate::cpu::backward::NO_TARGET;
 use crate::device::{download, upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, Dispatch};
 use crate::model::gpu::{untranspose_token_table, upload_token_table, vocab_chunks};
+use crate::model::grads::NO_TARGET;
 use crate::model::weights::{Layer, LayerWeights, StagePart, StageWeights};
 use crate::model::Gpt2Config;
 

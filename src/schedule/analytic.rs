@@ -36,6 +36,20 @@ pub fn fill_drain(p: usize, m: usize) -> f64 {
     (p - 1.0) / (m + p - 1.0)
 }
 
+/// The ideal speedup of a fill-drain pipeline over one device doing the
+/// same work: P·M/(M+P−1) — P devices, each busy a fraction 1 − bubble.
+pub fn ideal_speedup(p: usize, m: usize) -> f64 {
+    let (p, m) = (p as f64, m as f64);
+    p * m / (m + p - 1.0)
+}
+
+/// Decoding with G groups of sequences in flight over P equal stages, in
+/// steady state: each device has min(G, P) of every P passes' work,
+/// 1 − min(G, P)/P.
+pub fn decode_bubble(groups: usize, p: usize) -> f64 {
+    1.0 - groups.min(p) as f64 / p as f64
+}
+
 /// Interleaved 1F1B (Megatron-LM): with v chunks each 1/v of a device's
 /// layers, the fill and drain take (P−1)/v of a microbatch's time, so the
 /// bubble time shrinks by v: (P−1)/v ÷ (M + (P−1)/v) = (P−1)/(v·M+P−1).

@@ -19,6 +19,7 @@ mod error;
 pub mod generate;
 pub mod grid;
 mod kind;
+pub mod report;
 pub mod simulate;
 pub mod validate;
 mod walk;

@@ -16,74 +16,14 @@ use crate::cpu::{
 use crate::error::{Error, Result};
 use crate::io::{check_input, TokenBatch};
 use crate::model::config::Gpt2Config;
-use crate::model::weights::{named_model_tensors, Gpt2Weights, LayerWeights};
+use crate::model::grads::{next_token_targets, Gpt2Grads};
+use crate::model::weights::{Gpt2Weights, LayerWeights};
 
 use super::{
     attention_backward, crossentropy_softmax_backward, embedding_backward, gelu_backward,
     layernorm_backward, lm_head_backward_input, lm_head_backward_weight, matmul_backward_bias,
     matmul_backward_input, matmul_backward_weight, residual_backward,
 };
-
-/// Target of a row that predicts nothing (the last position of a sequence, or
-/// a padding row): no loss, no gradient. Like transformers' ignore_index -100.
-pub const NO_TARGET: u32 = u32::MAX;
-
-/// Gradients of every parameter: the same tensors, shapes and checkpoint
-/// names as [`Gpt2Weights`]. `wte` holds both the embedding's and the tied
-/// LM head's share, as transformers reports it. Layer gradients reuse
-/// [`LayerWeights`] as their container.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Gpt2Grads {
-    pub wte: Vec<f32>,             // (V, C)
-    pub wpe: Vec<f32>,             // (maxT, C)
-    pub layers: Vec<LayerWeights>, // (L)
-    pub ln_f_g: Vec<f32>,          // (C)
-    pub ln_f_b: Vec<f32>,          // (C)
-}
-
-impl Gpt2Grads {
-    /// All-zero gradients for a model of this config.
-    pub fn zeros(cfg: &Gpt2Config) -> Self {
-        let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
-        let layer = LayerWeights::try_from_fn(cfg, |_, shape| {
-            Ok::<_, std::convert::Infallible>(vec![0.0; shape.iter().product()])
-        })
-        .unwrap_or_else(|never| match never {});
-        Gpt2Grads {
-            wte: vec![0.0; v * c],
-            wpe: vec![0.0; p * c],
-            layers: vec![layer; cfg.n_layer],
-            ln_f_g: vec![0.0; c],
-            ln_f_b: vec![0.0; c],
-        }
-    }
-
-    /// Every gradient with the name of its parameter (as
-    /// [`Gpt2Weights::named_tensors`]: `wte.weight`, `h.N.…`, `ln_f.…`) and
-    /// its shape, in checkpoint order.
-    pub fn named_tensors(&self, cfg: &Gpt2Config) -> Vec<(String, &Vec<f32>, Vec<usize>)> {
-        named_model_tensors(
-            cfg,
-            [&self.wte, &self.wpe],
-            &self.layers,
-            [&self.ln_f_g, &self.ln_f_b],
-        )
-    }
-}
-
-/// Next-token targets of a (B, T) batch, row-major like the ids: row (b, t)
-/// targets ids[b, t+1]; the last position of each sequence, and every row of
-/// sequences b >= `real` (padding), get [`NO_TARGET`].
-pub fn next_token_targets(ids: &[u32], b: usize, t: usize, real: usize) -> Vec<u32> {
-    assert_eq!(ids.len(), b * t, "next_token_targets: ids");
-    let mut targets = vec![NO_TARGET; b * t];
-    for bi in 0..real.min(b) {
-        for ti in 0..t.saturating_sub(1) {
-            targets[bi * t + ti] = ids[bi * t + ti + 1];
-        }
-    }
-    targets
-}
 
 /// Loss and gradients of the whole batch: (mean next-token cross-entropy over
 /// the B×(T−1) predictions, its gradient). Errors if the ids are invalid for

@@ -3,7 +3,7 @@
 //! Open MPI in CI). Built with `--features mpi`; launched as
 //! `mpirun -np P wgpipe run --transport mpi …`.
 //!
-//! - [`Cluster`]: MPI initialised once per process (`MPI_THREAD_MULTIPLE`:
+//! - [`World`]: MPI initialised once per process (`MPI_THREAD_MULTIPLE`:
 //!   the device's worker, the sender and the receiver threads all call MPI),
 //!   this rank's place, and its clock aligned with rank 0's (ping-pong at
 //!   start, the tightest of [`CLOCK_ROUNDS`] round trips kept).
@@ -26,7 +26,7 @@
 //!   noticed by mpirun itself. No rank waits for a message that will not
 //!   come.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mpi::collective::CommunicatorCollectives;
@@ -55,8 +55,9 @@ struct Comm(SimpleCommunicator);
 unsafe impl Send for Comm {}
 unsafe impl Sync for Comm {}
 
-/// This process's place among the ranks.
-pub struct Cluster {
+/// This process's place among the ranks: made once by [`init`] and handed,
+/// as [`crate::executor::Cluster::Mpi`], to whatever runs across ranks.
+pub struct World {
     world: Comm,
     pub rank: usize,
     pub size: usize,
@@ -70,14 +71,7 @@ pub struct Cluster {
     pub clock_error_us: Vec<f64>,
 }
 
-static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-
-/// The cluster, when this process was started with `--transport mpi`.
-pub fn cluster() -> Option<&'static Cluster> {
-    CLUSTER.get()
-}
-
-impl Cluster {
+impl World {
     /// Every rank's `x`, by rank (`MPI_Allgather` on the world). Every rank
     /// must call it, with no run in progress.
     pub fn all_gather_u64(&self, x: u64) -> Vec<u64> {
@@ -89,16 +83,19 @@ impl Cluster {
 
 /// Keeps MPI initialised; finalises it when dropped (after a successful run).
 pub struct Guard {
+    world: Arc<World>,
     _universe: mpi::environment::Universe,
 }
 
 impl Guard {
+    /// This rank's place, to hand to what runs across the ranks.
+    pub fn world(&self) -> Arc<World> {
+        self.world.clone()
+    }
+
     /// End every rank of the job (`MPI_Abort`): after this rank failed.
     pub fn abort(&self, code: i32) -> ! {
-        match cluster() {
-            Some(c) => c.world.0.abort(code),
-            None => std::process::exit(code),
-        }
+        self.world.world.0.abort(code)
     }
 }
 
@@ -145,9 +142,8 @@ pub fn init() -> Result<Guard> {
     world.all_gather_into(&err, &mut clock_error_us[..]);
     if rank != 0 {
         quiet();
-        crate::io::stop_writing_files();
     }
-    let _ = CLUSTER.set(Cluster {
+    let world = Arc::new(World {
         world: Comm(world),
         rank,
         size,
@@ -157,6 +153,7 @@ pub fn init() -> Result<Guard> {
         clock_error_us,
     });
     Ok(Guard {
+        world,
         _universe: universe,
     })
 }
@@ -259,8 +256,7 @@ fn polled_barrier(world: &SimpleCommunicator, aborted: impl Fn() -> bool) -> boo
 /// (`MPI_Allgatherv` on the world). Collective: every rank calls it, in
 /// the same order; a rank that fails instead ends the job (`MPI_Abort`),
 /// which ends the wait.
-pub fn all_gather(mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
-    let c = cluster().ok_or("MPI is not initialised")?;
+pub fn all_gather(c: &World, mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
     let world = &c.world.0;
     polled_barrier(world, || false);
     let n =

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use super::{all_gather, cluster, polled_barrier, report, Comm, WANTED};
+use super::{all_gather, polled_barrier, report, Comm, World, WANTED};
 use crate::action::{Product, ProductKind};
 use crate::error::{Error, Result};
 use crate::executor::transport::{Collective, Control, Transport, WaitError, TICK};
@@ -79,6 +79,7 @@ struct Mailbox {
 
 /// One run's transport and control across the ranks.
 pub struct MpiNet {
+    world: Arc<World>,
     rank: usize,
     epoch: Instant,
     /// The run's own communicator for products (a duplicate of the world:
@@ -97,14 +98,23 @@ pub struct MpiNet {
     group: Option<Comm>,
 }
 
-/// Test hooks (environment variables, read once per run): make this rank's
-/// first receive fail, or the process die at its first send.
+/// Fault injection for the failure tests (`tests/mpi.rs`), in builds with
+/// the `fault-injection` feature only (environment variables, read once per
+/// run): make this rank's first receive fail, or the process die at its
+/// first send. A build without the feature has no such behaviour.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 enum FailTest {
     Receive,
     Kill,
 }
 
+#[cfg(not(feature = "fault-injection"))]
+fn fail_test(_rank: usize) -> Option<FailTest> {
+    None
+}
+
+#[cfg(feature = "fault-injection")]
 fn fail_test(rank: usize) -> Option<FailTest> {
     let is = |v: &str| std::env::var(v).ok().and_then(|s| s.parse::<usize>().ok()) == Some(rank);
     if is("WGPIPE_MPI_TEST_FAIL_RANK") {
@@ -120,8 +130,7 @@ impl MpiNet {
     /// A run over `endpoints` Gpus, one per rank: schedule devices of `tp`
     /// ranks each (the ranks of a device consecutive). Every rank calls this
     /// (it is collective), in the same order of runs.
-    pub fn new(endpoints: usize, tp: usize) -> Result<MpiNet> {
-        let c = cluster().ok_or_else(|| Error::Other("MPI is not initialised".into()))?;
+    pub fn new(c: &Arc<World>, endpoints: usize, tp: usize) -> Result<MpiNet> {
         if endpoints != c.size {
             return Err(Error::Input(format!(
                 "--transport mpi: the run has {endpoints} Gpus ({} pipeline devices x tp {tp}) but mpirun started {} ranks: start one rank per Gpu (mpirun -np {endpoints})",
@@ -166,6 +175,7 @@ impl MpiNet {
                 .map_err(|e| Error::Other(format!("starting the MPI sender thread: {e}")))?
         };
         Ok(MpiNet {
+            world: c.clone(),
             rank: c.rank,
             epoch,
             p2p,
@@ -277,8 +287,7 @@ impl Control for MpiNet {
     /// Every rank's device is set up: a barrier across the ranks, polled so
     /// that this rank stops waiting when it is aborted.
     fn start(&self, _d: usize) -> std::result::Result<(), WaitError> {
-        let c = cluster().expect("an MpiNet implies a cluster");
-        if polled_barrier(&c.world.0, || self.aborted()) {
+        if polled_barrier(&self.world.world.0, || self.aborted()) {
             Ok(())
         } else {
             Err(WaitError::Aborted)
@@ -313,7 +322,7 @@ impl Control for MpiNet {
 
     /// Every rank's bytes on every rank: [`all_gather`].
     fn exchange(&self, mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
-        all_gather(mine)
+        all_gather(&self.world, mine)
     }
 }
 

@@ -36,6 +36,9 @@ impl StageUpload {
     /// heads' and MLP columns' part of each block, its vocabulary range of
     /// the token table (see [`crate::model::shard`]).
     pub fn shard(gpu: &Gpu, w: &StageWeights, shard: Shard) -> Result<StageUpload> {
+        gpu.cached(|_| Uploads::default())
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (cfg, part) = (w.config.clone(), w.part.clone());
         crate::model::shard::check_degree(&cfg, shard.of)?;
         if part.layers.end > cfg.n_layer {
@@ -104,6 +107,15 @@ impl StageUpload {
         })
     }
 
+    /// How many stages' weights have been uploaded to `gpu` so far (every
+    /// [`StageUpload::shard`]): what a long-lived pipeline shows to prove it
+    /// uploads each stage once, however many runs it makes.
+    pub fn count(gpu: &Gpu) -> usize {
+        gpu.cached(|_| Uploads::default())
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Bytes of weights this upload holds on its device.
     pub fn bytes(&self) -> u64 {
         let layers = self.layers.iter().flat_map(|l| {
@@ -120,6 +132,10 @@ impl StageUpload {
         layers.chain(rest).sum()
     }
 }
+
+/// Stage uploads made to one Gpu ([`StageUpload::count`]).
+#[derive(Default)]
+struct Uploads(std::sync::atomic::AtomicUsize);
 
 /// The KV cache of a stage's blocks on its device — only the layers this
 /// stage holds: per block a key and a value buffer (slots, n_pos, C/T) (a

@@ -1,71 +1,57 @@
-//! `wgpipe bench layouts`: the seed's PP-vs-TP table, measured. For N
-//! devices, every layout P × T = N (pipeline depth P, tensor-parallel degree
-//! T) runs the same work: a prefill (the inference forward of a batch), a
-//! decode of one sequence (latency) and of P groups in flight (throughput),
-//! and, where training runs (T = 1), a training step.
+//! `bench layouts`: the seed's PP-vs-TP table, measured. For N devices,
+//! every layout P × T = N (pipeline depth P, tensor-parallel degree T) runs
+//! the same work: a prefill (the inference forward of a batch), a decode of
+//! one sequence (latency) and of P groups in flight (throughput), and, where
+//! training runs (T = 1), a training step. Layouts the model cannot take
+//! are listed with the reason.
 //!
 //! Bytes between devices count what wgpipe moves: pipeline messages (under
 //! TP, rank r of one group sends to rank r of the next), plus each
 //! all-reduce's partial out of every rank and the sum back into it (host
 //! gather-sum-scatter: 2 × the reduced bytes per rank).
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 
-use crate::cli::model_args::check_output_path;
-use crate::device::place_devices;
+use crate::analysis::serving::DecodeMetrics;
+use crate::device::{place_devices, Gpu};
 use crate::error::{Error, Result};
-use crate::executor::decode::{generate, DecodeJob, Generation};
-use crate::executor::measure::median;
-use crate::executor::train::{TrainOptions, Trainer};
-use crate::executor::{run_inference, DeviceGroup, Options};
-use crate::io::{random_input_ids, write_file};
-use crate::model::{shard::check_degree, Gpt2Weights};
+use crate::executor::{Cluster, DeviceGroup};
+use crate::io::random_input_ids;
+use crate::model::partition::partition;
+use crate::model::shard::check_degree;
+use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::sampling::SampleSettings;
 use crate::schedule::{Schedule, ScheduleKind};
+use crate::timing::median;
 use crate::trace::chart::{line_chart, Line};
 use crate::trace::Track;
+use crate::workload::decode::{generate_resident, DecodeJob, DecodeRun};
+use crate::workload::forward::run_resident;
+use crate::workload::resident::Resident;
+use crate::workload::train::{TrainOptions, Trainer};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct LayoutsBenchArgs {
-    /// Devices N: every layout P x T = N is measured (on N Gpus of the default adapter).
-    #[arg(long, default_value_t = 4)]
+/// `bench layouts`' settings.
+#[derive(Clone, Debug)]
+pub struct LayoutsBench {
+    /// N: every layout P × T = N is measured, on N Gpus of the default adapter.
     pub devices: usize,
-    /// Built-in model with seeded random weights (e.g. gpt2). Default: the
-    /// uniform bench model (C=256, 4 heads, F=1024, vocab 64).
-    #[arg(long)]
+    /// A built-in model, or `None` for the uniform bench model.
     pub model: Option<String>,
-    /// Blocks: the bench model's count (default 4), or the first N blocks of a built-in model.
-    #[arg(long)]
+    /// Blocks: the bench model's (default 4), or the first N of a built-in.
     pub layers: Option<usize>,
-    /// Sequences in the prefill batch (one microbatch per pipeline stage's worth).
-    #[arg(long, default_value_t = 4)]
+    /// Sequences in the prefill batch.
     pub batch: usize,
     /// Prompt tokens per sequence.
-    #[arg(long, default_value_t = 32)]
     pub seq: usize,
     /// New tokens per sequence in the decode runs (at least 2).
-    #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,
-    /// Context (tokens of one sequence) the KV-cache bytes per device are given at (default: n_positions).
-    #[arg(long)]
+    /// Context the KV-cache bytes are given at (default: n_positions).
     pub context: Option<usize>,
     /// Skip the training step.
-    #[arg(long)]
     pub no_train: bool,
-    /// Measurements per layout; the median of each figure is reported.
-    #[arg(long, default_value_t = 1)]
+    /// Measurements per layout; each figure is the median.
     pub repeat: usize,
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, value_name = "FILE")]
-    pub csv: Option<PathBuf>,
-    /// Write prefill and decode tokens/s against the TP degree.
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<PathBuf>,
 }
 
 /// One measured layout.
@@ -95,99 +81,152 @@ pub struct LayoutRow {
     pub train_step_ms: Option<f64>,
 }
 
-pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
-    check_output_path(a.csv.as_deref())?;
-    check_output_path(a.svg.as_deref())?;
-    let cfg = crate::bench::bench_model(
-        a.model.as_deref(),
-        a.layers,
-        4,
-        (a.seq + a.max_new_tokens).max(a.context.unwrap_or(0)),
-    )?;
-    if a.devices == 0 || a.batch == 0 || a.seq == 0 || a.repeat == 0 {
-        return Err(Error::Input(
-            "--devices, --batch, --seq and --repeat must be at least 1".into(),
-        ));
-    }
-    if a.max_new_tokens < 2 || a.seq + a.max_new_tokens > cfg.n_positions {
-        return Err(Error::Input(format!(
-            "--max-new-tokens {} must be at least 2, and --seq {} plus it at most the model's n_positions {}",
-            a.max_new_tokens, a.seq, cfg.n_positions
-        )));
-    }
-    let context = a.context.unwrap_or(cfg.n_positions);
-    if context == 0 || context > cfg.n_positions {
-        return Err(Error::Input(format!(
-            "--context {context} must be between 1 and the model's n_positions {}",
-            cfg.n_positions
-        )));
-    }
-    let n = a.devices;
-    let layouts: Vec<(usize, usize)> = (1..=n)
-        .filter(|t| n.is_multiple_of(*t))
-        .map(|t| (t, n / t))
-        .filter(|&(t, p)| {
-            let ok = check_degree(&cfg, t).is_ok() && p <= cfg.n_layer;
-            if !ok && !a.json {
-                eprintln!("  TP {t} x PP {p}: skipped (the model does not split so)");
-            }
-            ok
-        })
-        .collect();
-    if layouts.is_empty() {
-        return Err(Error::Input(format!(
-            "no layout of {n} devices splits this model ({} heads, {} blocks)",
-            cfg.n_head, cfg.n_layer
-        )));
-    }
-    let w = Gpt2Weights::init(&cfg, a.seed)?;
-    let placement = place_devices(&n.to_string(), 1)?;
-    let opened = placement.open()?;
-    let gpus: Vec<crate::device::Gpu> = opened.into_iter().flatten().collect();
-    let mut rows = Vec::new();
-    for (tp, pp) in layouts {
-        let groups: Vec<DeviceGroup> = gpus
-            .chunks(tp)
-            .map(DeviceGroup::new)
-            .collect::<Result<_>>()?;
-        let runs = (0..a.repeat)
-            .map(|_| measure_layout(a, &w, &groups, tp, pp, context))
-            .collect::<Result<Vec<_>>>()?;
-        let row = median_row(runs);
-        if !a.json {
-            eprintln!(
-                "  TP {tp} x PP {pp}: prefill {:.0} tokens/s, ITL {:.1} ms, decode {:.1} tokens/s, {:.0} / {:.0} bytes per token, {:.1} syncs per token",
-                row.prefill_tokens_per_s,
-                row.itl_ms,
-                row.decode_tokens_per_s,
-                row.bytes_per_token_prefill,
-                row.bytes_per_token_decode,
-                row.syncs_per_token
-            );
+/// A layout that was not measured, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct SkippedLayout {
+    pub tp: usize,
+    pub pp: usize,
+    pub reason: String,
+}
+
+/// What `bench layouts` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayoutsReport {
+    pub model: Gpt2Config,
+    pub devices: usize,
+    pub batch: usize,
+    pub seq: usize,
+    pub max_new_tokens: usize,
+    pub lp_num_threads: Option<String>,
+    pub rows: Vec<LayoutRow>,
+    pub skipped: Vec<SkippedLayout>,
+    #[serde(skip)]
+    pub model_name: String,
+}
+
+impl LayoutsBench {
+    fn check(&self) -> Result<(Gpt2Config, usize)> {
+        let n_pos = (self.seq + self.max_new_tokens).max(self.context.unwrap_or(0));
+        let cfg = super::bench_model(self.model.as_deref(), self.layers, 4, n_pos)?;
+        if self.devices == 0 || self.batch == 0 || self.seq == 0 || self.repeat == 0 {
+            return Err(Error::Input(
+                "--devices, --batch, --seq and --repeat must be at least 1".into(),
+            ));
         }
-        rows.push(row);
+        if self.max_new_tokens < 2 || self.seq + self.max_new_tokens > cfg.n_positions {
+            return Err(Error::Input(format!(
+                "--max-new-tokens {} must be at least 2, and --seq {} plus it at most the model's n_positions {}",
+                self.max_new_tokens, self.seq, cfg.n_positions
+            )));
+        }
+        let context = self.context.unwrap_or(cfg.n_positions);
+        if context == 0 || context > cfg.n_positions {
+            return Err(Error::Input(format!(
+                "--context {context} must be between 1 and the model's n_positions {}",
+                cfg.n_positions
+            )));
+        }
+        Ok((cfg, context))
     }
-    if a.json {
-        let v = serde_json::json!({
-            "model": cfg,
-            "devices": n,
-            "batch": a.batch,
-            "seq": a.seq,
-            "max_new_tokens": a.max_new_tokens,
-            "lp_num_threads": std::env::var("LP_NUM_THREADS").ok(),
-            "rows": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        print!("{}", table(&rows));
+
+    /// Every layout T × P = N: the ones the model takes measured, the
+    /// others listed with the reason; `progress` sees each measured row.
+    pub fn run(&self, mut progress: impl FnMut(&LayoutRow)) -> Result<LayoutsReport> {
+        let (cfg, context) = self.check()?;
+        let n = self.devices;
+        let mut layouts = Vec::new();
+        let mut skipped = Vec::new();
+        for t in (1..=n).filter(|t| n.is_multiple_of(*t)) {
+            let p = n / t;
+            let why = match check_degree(&cfg, t) {
+                Err(e) => Some(e.to_string()),
+                Ok(()) if p > cfg.n_layer => Some(format!(
+                    "{p} pipeline stages need at least {p} blocks; the model has {}",
+                    cfg.n_layer
+                )),
+                Ok(()) => None,
+            };
+            match why {
+                Some(reason) => skipped.push(SkippedLayout {
+                    tp: t,
+                    pp: p,
+                    reason,
+                }),
+                None => layouts.push((t, p)),
+            }
+        }
+        if layouts.is_empty() {
+            let reasons: Vec<String> = (skipped.iter())
+                .map(|s| format!("TP {} x PP {}: {}", s.tp, s.pp, s.reason))
+                .collect();
+            return Err(Error::Input(format!(
+                "no layout of {n} devices splits this model ({} heads, {} blocks): {}",
+                cfg.n_head,
+                cfg.n_layer,
+                reasons.join("; ")
+            )));
+        }
+        let w = Gpt2Weights::init(&cfg, self.seed)?;
+        let gpus: Vec<Gpu> = place_devices(&n.to_string(), 1)?
+            .open()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut rows = Vec::new();
+        for (tp, pp) in layouts {
+            let groups: Vec<DeviceGroup> = gpus
+                .chunks(tp)
+                .map(DeviceGroup::new)
+                .collect::<Result<_>>()?;
+            let runs = (0..self.repeat)
+                .map(|_| measure_layout(self, &w, &groups, tp, pp, context))
+                .collect::<Result<Vec<_>>>()?;
+            let row = median_row(runs);
+            progress(&row);
+            rows.push(row);
+        }
+        Ok(LayoutsReport {
+            model: cfg,
+            devices: n,
+            batch: self.batch,
+            seq: self.seq,
+            max_new_tokens: self.max_new_tokens,
+            lp_num_threads: std::env::var("LP_NUM_THREADS").ok(),
+            rows,
+            skipped,
+            model_name: self.model.clone().unwrap_or_else(|| "bench model".into()),
+        })
     }
-    if let Some(path) = &a.csv {
-        write_file(path, csv(&rows)?.as_bytes())?;
+}
+
+impl LayoutRow {
+    /// One progress line.
+    pub fn line(&self) -> String {
+        format!(
+            "TP {} x PP {}: prefill {:.0} tokens/s, ITL {:.1} ms, decode {:.1} tokens/s, {:.0} / {:.0} bytes per token, {:.1} syncs per token",
+            self.tp,
+            self.pp,
+            self.prefill_tokens_per_s,
+            self.itl_ms,
+            self.decode_tokens_per_s,
+            self.bytes_per_token_prefill,
+            self.bytes_per_token_decode,
+            self.syncs_per_token
+        )
     }
-    if let Some(path) = &a.svg {
+}
+
+impl LayoutsReport {
+    /// The rows as a Markdown table.
+    pub fn table(&self) -> String {
+        table(&self.rows)
+    }
+
+    /// Prefill and decode tokens/s against the TP degree.
+    pub fn chart(&self) -> String {
         let line = |label: &str, f: fn(&LayoutRow) -> f64| Line {
             label: label.into(),
-            points: rows.iter().map(|r| (r.tp as f64, f(r))).collect(),
+            points: self.rows.iter().map(|r| (r.tp as f64, f(r))).collect(),
         };
         let lines = [
             line("prefill tokens/s", |r| r.prefill_tokens_per_s),
@@ -195,26 +234,20 @@ pub fn run(a: &LayoutsBenchArgs) -> Result<()> {
             line("1 / ITL (tokens/s, one sequence)", |r| 1e3 / r.itl_ms),
         ];
         let title = format!(
-            "{n} devices as TP x PP, {} ({} layers): throughput against the TP degree",
-            a.model.as_deref().unwrap_or("bench model"),
-            cfg.n_layer
+            "{} devices as TP x PP, {} ({} layers): throughput against the TP degree",
+            self.devices, self.model_name, self.model.n_layer
         );
-        write_file(
-            path,
-            line_chart(
-                &lines,
-                &title,
-                "tensor-parallel degree T (P = N / T)",
-                "tokens/s",
-            )
-            .as_bytes(),
-        )?;
+        line_chart(
+            &lines,
+            &title,
+            "tensor-parallel degree T (P = N / T)",
+            "tokens/s",
+        )
     }
-    Ok(())
 }
 
 fn measure_layout(
-    a: &LayoutsBenchArgs,
+    a: &LayoutsBench,
     w: &Gpt2Weights,
     groups: &[DeviceGroup],
     tp: usize,
@@ -222,12 +255,15 @@ fn measure_layout(
     context: usize,
 ) -> Result<LayoutRow> {
     let cfg = &w.config;
+    let local = Cluster::Local;
     // Prefill: the batch as P microbatches of GPipe (at least one sequence each).
     let tokens = random_input_ids(a.batch, a.seq, cfg.vocab_size, a.seed);
     let m = pp.min(a.batch);
     let schedule = Schedule::for_inference(ScheduleKind::Gpipe, pp, m, 1)?;
-    run_inference(groups, w, &tokens, &schedule, &Options::default())?; // warm-up
-    let pre = run_inference(groups, w, &tokens, &schedule, &Options::default())?;
+    let parts = partition(cfg.n_layer, pp, None)?;
+    let resident = Resident::upload(groups, &local, w, parts)?;
+    run_resident(groups, &local, &resident, &tokens, &schedule)?; // warm-up
+    let pre = run_resident(groups, &local, &resident, &tokens, &schedule)?;
     let n_tokens = (a.batch * a.seq) as f64;
     let prefill_bytes = (pre.bytes_moved() + pre.reduced_bytes) as f64;
 
@@ -247,8 +283,8 @@ fn measure_layout(
         seed: a.seed,
         keep_logits: false,
     };
-    let alone = generate(groups, w, &job(1, 1), None, None)?;
-    let many = generate(groups, w, &job(pp, pp), None, None)?;
+    let alone = generate_resident(groups, &local, &resident, &job(1, 1), None)?;
+    let many = generate_resident(groups, &local, &resident, &job(pp, pp), None)?;
     let (decode_bytes, syncs) = decode_traffic(&many, pp);
     let decode_tokens = (pp * (a.max_new_tokens - 1)) as f64;
 
@@ -272,8 +308,8 @@ fn measure_layout(
         bytes_per_token_decode: decode_bytes / decode_tokens,
         syncs_per_token: syncs,
         prefill_tokens_per_s: n_tokens / pre.wall_s,
-        itl_ms: alone.metrics().itl_ms_p50,
-        decode_tokens_per_s: many.metrics().tokens_per_s,
+        itl_ms: DecodeMetrics::of(&alone).itl_ms_p50,
+        decode_tokens_per_s: DecodeMetrics::of(&many).tokens_per_s,
         weight_bytes: many.weight_bytes.clone(),
         kv_bytes,
         context,
@@ -284,7 +320,7 @@ fn measure_layout(
 /// Bytes moved in the decode steps (not the prefill) and the sync points on
 /// one step's path, averaged over the steps: messages (counted once per
 /// rank pair) and rank 0's all-reduces.
-fn decode_traffic(g: &Generation, groups: usize) -> (f64, f64) {
+fn decode_traffic(g: &DecodeRun, groups: usize) -> (f64, f64) {
     let decode_step = |u: usize| u / groups >= 1;
     let moved: u64 = g
         .transfers
@@ -323,6 +359,7 @@ fn train_step(
     let schedule = Schedule::generate(ScheduleKind::OneFOneB, pp, m, 1, false)?;
     let mut t = Trainer::new(
         groups,
+        &Cluster::Local,
         w,
         &schedule,
         tokens.batch,
@@ -348,32 +385,6 @@ fn median_row(runs: Vec<LayoutRow>) -> LayoutRow {
         train_step_ms: (!train.is_empty()).then(|| median(train)),
         ..runs[0].clone()
     }
-}
-
-fn join<T: ToString>(v: &[T]) -> String {
-    v.iter().map(T::to_string).collect::<Vec<_>>().join(";")
-}
-
-fn csv(rows: &[LayoutRow]) -> Result<String> {
-    let mut s = String::from("tp,pp,bytes_per_token_prefill,bytes_per_token_decode,syncs_per_token,prefill_tokens_per_s,itl_ms,decode_tokens_per_s,weight_bytes,kv_bytes,context,train_step_ms\n");
-    for r in rows {
-        s += &format!(
-            "{},{},{:.1},{:.1},{:.2},{:.2},{:.3},{:.3},{},{},{},{}\n",
-            r.tp,
-            r.pp,
-            r.bytes_per_token_prefill,
-            r.bytes_per_token_decode,
-            r.syncs_per_token,
-            r.prefill_tokens_per_s,
-            r.itl_ms,
-            r.decode_tokens_per_s,
-            join(&r.weight_bytes),
-            join(&r.kv_bytes),
-            r.context,
-            r.train_step_ms.map_or(String::new(), |x| format!("{x:.1}"))
-        );
-    }
-    Ok(s)
 }
 
 fn mib(b: u64) -> String {

@@ -11,10 +11,12 @@
 
 use serde::Serialize;
 
-use super::{PipelineRun, TransferRecord};
 use crate::error::Result;
+use crate::executor::TransferRecord;
 use crate::schedule::{analytic, simulate, Costs, Kind, Schedule};
+use crate::timing::median;
 use crate::trace::{Timeline, Track};
+use crate::workload::forward::PipelineRun;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
@@ -47,20 +49,6 @@ pub struct Measurement {
     pub bytes_moved: u64,
     /// `gpu-timestamps` or `host`.
     pub clock: String,
-}
-
-/// The median of `v`; 0 for an empty list (no transfers, say).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 pub fn measure(schedule: &Schedule, run: &PipelineRun, tokens: usize) -> Result<Measurement> {
@@ -145,4 +133,37 @@ pub fn measure_timeline(
         bytes_moved: transfers.iter().map(|t| t.bytes).sum(),
         clock: timeline.clock.clone(),
     })
+}
+
+/// The run's figures in three lines: makespan and throughput, the bubble
+/// measured beside simulated and analytic, and the transfers.
+impl std::fmt::Display for Measurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} P={} M={} v={}: makespan {:.2} ms (wall {:.2} ms), {:.0} tokens/s, clock: {}",
+            self.schedule,
+            self.devices,
+            self.microbatches,
+            self.virtual_stages,
+            self.makespan_ms,
+            self.wall_ms,
+            self.tokens_per_s,
+            self.clock
+        )?;
+        writeln!(
+            f,
+            "bubble: measured {:.1}%   simulated {:.1}%   analytic {:.1}%",
+            100.0 * self.bubble_measured,
+            100.0 * self.bubble_simulated,
+            100.0 * self.bubble_analytic
+        )?;
+        write!(
+            f,
+            "transfers: {} hops, {:.2} MB, median {:.3} ms",
+            self.transfers,
+            self.bytes_moved as f64 / 1e6,
+            self.transfer_ms
+        )
+    }
 }

@@ -16,56 +16,23 @@
 
 use serde::Serialize;
 
+use crate::analysis::accounting::{account, Inputs};
+use crate::analysis::corun::{inference_controls, Controls};
+use crate::analysis::measure::{measure, measure_timeline, Measurement};
+use crate::device::place_devices;
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::executor::accounting::{account, Inputs};
-use crate::executor::corun::{inference_controls, Controls};
-use crate::executor::measure::{measure, measure_timeline, median, Measurement};
-use crate::executor::net::{alone, run_on};
-use crate::executor::train::{TrainOptions, Trainer};
-use crate::executor::{run_inference, DeviceGroup, Options};
+use crate::executor::MpiSummary;
+use crate::executor::{Cluster, DeviceGroup};
 use crate::io::random_input_ids;
+use crate::model::partition::partition;
 use crate::model::{Gpt2Config, Gpt2Weights};
-use crate::schedule::{Schedule, ScheduleKind};
-
-/// The benchmark's model shape: per-stage compute well above a transfer of
-/// its (T, C) activation (about 35 ms against 0.1 ms on lavapipe, one thread).
-pub fn bench_config(layers: usize, seq: usize) -> Gpt2Config {
-    Gpt2Config {
-        vocab_size: 64,
-        n_positions: seq.max(1),
-        n_embd: 256,
-        n_layer: layers,
-        n_head: 4,
-        n_inner: 1024,
-        layer_norm_epsilon: 1e-5,
-    }
-}
-
-/// The model a bench's `--model` / `--layers` pick: a built-in model cut to
-/// its first `layers` blocks, or (no `--model`) the bench model with
-/// `layers` blocks (`default_layers` without) and `n_positions` positions.
-pub fn bench_model(
-    model: Option<&str>,
-    layers: Option<usize>,
-    default_layers: usize,
-    n_positions: usize,
-) -> Result<Gpt2Config> {
-    let Some(name) = model else {
-        return Ok(bench_config(layers.unwrap_or(default_layers), n_positions));
-    };
-    let mut cfg = Gpt2Config::named(name)?;
-    if let Some(l) = layers {
-        if l == 0 || l > cfg.n_layer {
-            return Err(Error::Input(format!(
-                "--layers {l}: the model has {} blocks",
-                cfg.n_layer
-            )));
-        }
-        cfg.n_layer = l;
-    }
-    Ok(cfg)
-}
+use crate::schedule::{analytic, Schedule, ScheduleKind};
+use crate::timing::median;
+use crate::trace::chart::{bubble_chart, waterfall_chart, Series, Waterfall};
+use crate::workload::forward::run_resident;
+use crate::workload::resident::Resident;
+use crate::workload::train::{TrainOptions, Trainer};
 
 #[derive(Clone, Debug)]
 pub struct Sweep {
@@ -81,9 +48,9 @@ pub struct Sweep {
     pub train: bool,
 }
 
-/// One point of the sweep. Its `Serialize` form is both the JSON row and the
-/// CSV line ([`csv()`]); the per-stage `forward_ms` is one cell of
-/// `;`-separated values in both, since a CSV cell cannot nest.
+/// One point of the sweep. Its `Serialize` form is both the JSON row (lists
+/// as arrays) and the CSV line ([`super::csv`]: a list is one cell of
+/// `;`-separated values, since a CSV cell cannot nest).
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub schedule: ScheduleKind,
@@ -115,26 +82,19 @@ pub struct Row {
     pub speedup_without_corun: f64,
     /// Per device: its stage's median action time with nothing else
     /// running, and while every device runs its own actions at once with no
-    /// transfers (the co-run control), in ms (`;`-separated; empty with `train`).
-    #[serde(serialize_with = "semicolon_separated")]
+    /// transfers (the co-run control), in ms (empty with `train`).
     pub solo_ms: Vec<f64>,
-    #[serde(serialize_with = "semicolon_separated")]
     pub corun_ms: Vec<f64>,
     pub baseline_ms: f64,
-    /// Median forward time per stage (serialized `;`-separated, e.g.
-    /// `35.1;34.9`) and median transfer: the simulator's inputs.
-    #[serde(serialize_with = "semicolon_separated")]
+    /// Median forward time per stage and median transfer: the simulator's
+    /// inputs.
     pub forward_ms: Vec<f64>,
-    /// Training: median B, I and W time per stage (`;`-separated; empty
-    /// when the schedule has no such action).
-    #[serde(serialize_with = "semicolon_separated")]
+    /// Training: median B, I and W time per stage (empty when the schedule
+    /// has no such action).
     pub backward_ms: Vec<f64>,
-    #[serde(serialize_with = "semicolon_separated")]
     pub input_grad_ms: Vec<f64>,
-    #[serde(serialize_with = "semicolon_separated")]
     pub weight_grad_ms: Vec<f64>,
-    /// Training: bytes of stashed activations per device (`;`-separated).
-    #[serde(serialize_with = "semicolon_separated_u64")]
+    /// Training: bytes of stashed activations per device.
     pub peak_activation_bytes: Vec<u64>,
     pub transfer_ms: f64,
     pub transfers: usize,
@@ -142,10 +102,11 @@ pub struct Row {
     pub clock: String,
 }
 
-/// One series' runner at one M: an inference schedule run afresh each
-/// time, or a trainer whose stages stay on their devices between steps.
+/// One series' runner at one M: an inference schedule over weights
+/// uploaded once, or a trainer whose stages stay on their devices between
+/// steps.
 enum Runner<'g> {
-    Infer(Schedule),
+    Infer(Schedule, Resident),
     Train(Box<Trainer<'g>>),
 }
 
@@ -155,13 +116,13 @@ impl Runner<'_> {
     fn once(
         &mut self,
         groups: &[DeviceGroup],
-        w: &Gpt2Weights,
+        cluster: &Cluster,
         tokens: &crate::io::TokenBatch,
     ) -> Result<(Measurement, Vec<u64>)> {
         let n = tokens.batch * tokens.seq;
         match self {
-            Runner::Infer(s) => {
-                let run = run_inference(groups, w, tokens, s, &Options::default())?;
+            Runner::Infer(s, resident) => {
+                let run = run_resident(groups, cluster, resident, tokens, s)?;
                 Ok((measure(s, &run, n)?, Vec::new()))
             }
             Runner::Train(t) => {
@@ -176,16 +137,20 @@ impl Runner<'_> {
 
 fn runner<'g>(
     groups: &[DeviceGroup<'g>],
+    cluster: &Cluster,
     w: &Gpt2Weights,
     tokens: &crate::io::TokenBatch,
     s: Schedule,
     train: bool,
 ) -> Result<Runner<'g>> {
     if !train {
-        return Ok(Runner::Infer(s));
+        let parts = partition(w.config.n_layer, s.stages(), None)?;
+        let resident = Resident::upload(groups, cluster, w, parts)?;
+        return Ok(Runner::Infer(s, resident));
     }
     let t = Trainer::new(
         groups,
+        cluster,
         w,
         &s,
         tokens.batch,
@@ -203,13 +168,14 @@ fn runner<'g>(
 /// over the rounds. `progress` is called once per finished point.
 ///
 /// Under MPI every rank calls this with the same sweep: `groups` from
-/// [`crate::executor::net::device_groups`], and `single` on rank 0 only
+/// [`Cluster::device_groups`], and `single` on rank 0 only
 /// (`None` elsewhere). Every pipeline run and the co-run control go over
 /// the ranks' net; the baseline runs on rank 0's device by itself while the
 /// others wait, and each solo control on its own rank; every rank gets every
 /// time, so every rank computes the same rows.
 pub fn run_sweep(
     groups: &[DeviceGroup],
+    cluster: &Cluster,
     single: Option<&Gpu>,
     w: &Gpt2Weights,
     sweep: &Sweep,
@@ -218,7 +184,7 @@ pub fn run_sweep(
     let p = groups.len();
     let mut rows = Vec::new();
     for &m in &sweep.microbatches {
-        let (base, meas, controls) = run_rounds(groups, single, w, sweep, m)?;
+        let (base, meas, controls) = run_rounds(groups, cluster, single, w, sweep, m)?;
         for ((&(kind, v), ms), ctl) in sweep.schedules.iter().zip(meas).zip(controls) {
             let mut row = summarize(kind, v, p, m, sweep.train, &base, &ms);
             if let Some((s, c)) = ctl {
@@ -244,6 +210,7 @@ type Rounds = (
 
 fn run_rounds(
     groups: &[DeviceGroup],
+    cluster: &Cluster,
     single: Option<&Gpu>,
     w: &Gpt2Weights,
     sweep: &Sweep,
@@ -270,46 +237,44 @@ fn run_rounds(
         None
     } else {
         let s = make(ScheduleKind::Gpipe, 1, 1)?;
-        Some(alone(|| runner(&one, w, &tokens, s, sweep.train))?)
+        Some(runner(&one, &Cluster::Local, w, &tokens, s, sweep.train)?)
     };
     let mut baseline = || {
-        run_on(0, || {
+        cluster.run_on(0, || {
             let r = base_r.as_mut().ok_or_else(|| {
                 Error::Other("the one-device baseline has no device on this process".into())
             })?;
-            Ok(alone(|| r.once(&one, w, &tokens))?.0.wall_ms)
+            Ok(r.once(&one, &Cluster::Local, &tokens)?.0.wall_ms)
         })
     };
     let mut runners = sweep
         .schedules
         .iter()
-        .map(|&(kind, v)| runner(groups, w, &tokens, make(kind, p, v)?, sweep.train))
+        .map(|&(kind, v)| runner(groups, cluster, w, &tokens, make(kind, p, v)?, sweep.train))
         .collect::<Result<Vec<_>>>()?;
     // Warm-up.
     baseline()?;
     for r in &mut runners {
-        r.once(groups, w, &tokens)?;
+        r.once(groups, cluster, &tokens)?;
     }
     let mut base = Vec::new();
     let mut meas: Vec<Vec<(Measurement, Vec<u64>)>> = vec![Vec::new(); runners.len()];
     for _ in 0..sweep.repeat.max(1) {
         base.push(baseline()?);
         for (i, r) in runners.iter_mut().enumerate() {
-            meas[i].push(r.once(groups, w, &tokens)?);
+            meas[i].push(r.once(groups, cluster, &tokens)?);
         }
     }
     // The solo and co-run controls of each forward schedule, once per M,
     // after its rounds.
-    let controls = sweep
-        .schedules
+    let controls = runners
         .iter()
-        .map(|&(kind, v)| {
-            if sweep.train {
-                return Ok(None);
+        .map(|r| match r {
+            Runner::Infer(s, resident) => {
+                let c = inference_controls(groups, cluster, resident, &tokens, s)?;
+                Ok(Some((s.clone(), c)))
             }
-            let s = make(kind, p, v)?;
-            let c = inference_controls(groups, w, &tokens, &s, &Options::default())?;
-            Ok(Some((s, c)))
+            Runner::Train(_) => Ok(None),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((base, meas, controls))
@@ -370,7 +335,7 @@ fn summarize(
         makespan_ms: med(&|x| x.makespan_ms),
         tokens_per_s: med(&|x| x.tokens_per_s),
         speedup,
-        speedup_ideal: (p * m) as f64 / (m + p - 1) as f64,
+        speedup_ideal: analytic::ideal_speedup(p, m),
         loss_schedule: f64::NAN,
         loss_imbalance: f64::NAN,
         loss_slowdown: f64::NAN,
@@ -473,30 +438,195 @@ pub fn accounting_table(rows: &[Row]) -> String {
     out
 }
 
-/// The rows as CSV: a header of [`Row`]'s field names, then one line per
-/// row, written by the `csv` crate from `Row`'s `Serialize` form (so every
-/// field is there, in declaration order; `forward_ms` as one `;`-separated cell).
-pub fn csv(rows: &[Row]) -> Result<String> {
-    let mut w = ::csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)
-            .map_err(|e| Error::Other(format!("bench CSV: {e}")))?;
+/// `bench bubble`'s settings: the sweep, where it runs and on which model.
+#[derive(Clone, Debug)]
+pub struct BubbleBench {
+    /// Pipeline devices: a count or a list like `vulkan:0,vulkan:0`.
+    pub devices: String,
+    pub sweep: Sweep,
+    /// A built-in model (its layers split evenly), or `None` for the uniform
+    /// bench model with `layers_per_stage` blocks per device.
+    pub model: Option<String>,
+    pub layers_per_stage: usize,
+}
+
+/// What `bench bubble` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BubbleReport {
+    pub devices: usize,
+    pub device_names: Vec<String>,
+    pub model: Gpt2Config,
+    pub seq: usize,
+    pub sequences_per_microbatch: usize,
+    pub repeat: usize,
+    pub train: bool,
+    /// Mesa's software adapters' thread count, as this process ran with it.
+    pub lp_num_threads: Option<String>,
+    pub rows: Vec<Row>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mpi: Option<MpiSummary>,
+}
+
+impl BubbleBench {
+    /// The model the sweep runs, checked against the sweep.
+    pub fn model_config(&self, p: usize) -> Result<Gpt2Config> {
+        let cfg = match &self.model {
+            Some(name) => Gpt2Config::named(name)?,
+            None => super::bench_config(self.layers_per_stage * p, self.sweep.seq),
+        };
+        let per_device = match self.model {
+            Some(_) => cfg.n_layer / p,
+            None => self.layers_per_stage,
+        };
+        check_sweep(&self.sweep, p, per_device)?;
+        if self.sweep.seq > cfg.n_positions {
+            return Err(Error::Input(format!(
+                "--seq {} exceeds the model's n_positions {}",
+                self.sweep.seq, cfg.n_positions
+            )));
+        }
+        Ok(cfg)
     }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| Error::Other(format!("bench CSV: {}", e.error())))?;
-    String::from_utf8(bytes).map_err(|e| Error::Other(format!("bench CSV: {e}")))
+
+    /// Open the devices (under MPI this rank's) and the baseline's Gpu on
+    /// schedule device 0's adapter, and run the sweep ([`run_sweep`]);
+    /// `progress` sees each finished row.
+    pub fn run(&self, cluster: &Cluster, progress: impl FnMut(&Row)) -> Result<BubbleReport> {
+        let placement = place_devices(&self.devices, 1)?;
+        let p = placement.devices();
+        let cfg = self.model_config(p)?;
+        let w = Gpt2Weights::init(&cfg, self.sweep.seed)?;
+        let gpus = cluster.open_local(&placement, &self.devices)?;
+        let groups = cluster.device_groups(&gpus, p)?;
+        let device_names = cluster.device_labels(&groups)?;
+        // The baseline's own Gpu: opened where device 0 is driven.
+        let single = match cluster.drives(0) {
+            true => Some(Gpu::open_summary(
+                cluster.local_adapter(&placement, &self.devices)?,
+            )?),
+            false => None,
+        };
+        let rows = run_sweep(&groups, cluster, single.as_ref(), &w, &self.sweep, progress)?;
+        Ok(BubbleReport {
+            devices: p,
+            device_names,
+            model: cfg,
+            seq: self.sweep.seq,
+            sequences_per_microbatch: self.sweep.sequences,
+            repeat: self.sweep.repeat,
+            train: self.sweep.train,
+            lp_num_threads: std::env::var("LP_NUM_THREADS").ok(),
+            rows,
+            mpi: cluster.summary(),
+        })
+    }
 }
 
-/// `values` as one string, `;`-separated: how [`Row`] serializes a
-/// per-stage list, so that it fits one CSV cell.
-fn semicolon_separated<S: serde::Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
-    let cells: Vec<String> = values.iter().map(f64::to_string).collect();
-    s.serialize_str(&cells.join(";"))
+impl BubbleReport {
+    /// A heading, the table, and for forward sweeps where the speedup goes.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "P={} on {}; model: {} layers, C={}, T={}, {} sequence(s)/microbatch; median of {}\n",
+            self.devices,
+            self.device_names.first().map_or("?", String::as_str),
+            self.model.n_layer,
+            self.model.n_embd,
+            self.seq,
+            self.sequences_per_microbatch,
+            self.repeat
+        );
+        if let Some(m) = &self.mpi {
+            s += &format!("{}\n", m.line());
+        }
+        s += &table(&self.rows);
+        if !self.train {
+            s += "\nWhere the speedup goes (losses in speedup units; they add up to the measured speedup):\n";
+            s += &accounting_table(&self.rows);
+        }
+        s
+    }
+
+    /// The bubble against M, one series per (schedule, v): analytic curve,
+    /// simulated rings, measured dots.
+    pub fn chart(&self) -> String {
+        let what = if self.train {
+            "training step"
+        } else {
+            "forward"
+        };
+        let title = format!(
+            "Pipeline bubble ({what}), P={}: analytic, simulated, measured",
+            self.devices
+        );
+        bubble_chart(&chart_series(&self.rows, self.devices, self.train), &title)
+    }
+
+    /// Where the speedup goes, one waterfall panel per forward row.
+    pub fn waterfall(&self) -> String {
+        let falls: Vec<Waterfall> = self.rows.iter().map(waterfall).collect();
+        let title = format!(
+            "Where the speedup goes, P={}: ideal, each loss, measured",
+            self.devices
+        );
+        waterfall_chart(&falls, &title)
+    }
 }
 
-/// [`semicolon_separated`] for counts.
-fn semicolon_separated_u64<S: serde::Serializer>(values: &[u64], s: S) -> Result<S::Ok, S::Error> {
-    let cells: Vec<String> = values.iter().map(u64::to_string).collect();
-    s.serialize_str(&cells.join(";"))
+/// A forward row's loss accounting as one waterfall panel.
+fn waterfall(r: &Row) -> Waterfall {
+    let v = if r.virtual_stages > 1 {
+        format!(" v={}", r.virtual_stages)
+    } else {
+        String::new()
+    };
+    Waterfall {
+        label: format!("{}{v} M={}", r.schedule, r.microbatches),
+        ideal: r.speedup_ideal,
+        steps: [
+            ("schedule", r.loss_schedule),
+            ("imbalance", r.loss_imbalance),
+            ("slowdown", r.loss_slowdown),
+            ("orchestration", r.loss_orchestration),
+        ]
+        .iter()
+        .map(|(n, l)| (n.to_string(), *l))
+        .collect(),
+        measured: r.speedup,
+    }
+}
+
+/// One chart series per (schedule, v).
+fn chart_series(rows: &[Row], p: usize, train: bool) -> Vec<Series> {
+    let mut keys: Vec<(ScheduleKind, usize)> = Vec::new();
+    for r in rows {
+        let k = (r.schedule, r.virtual_stages);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(kind, v)| {
+            let points = rows
+                .iter()
+                .filter(|r| r.schedule == kind && r.virtual_stages == v)
+                .map(|r| {
+                    (
+                        r.microbatches,
+                        r.bubble_analytic,
+                        r.bubble_simulated,
+                        r.bubble_measured,
+                    )
+                })
+                .collect();
+            Series {
+                label: if v > 1 {
+                    format!("{kind} v={v}")
+                } else {
+                    kind.to_string()
+                },
+                analytic: Box::new(move |m| analytic::bubble(kind, p, m, v, !train)),
+                points,
+            }
+        })
+        .collect()
 }

@@ -1,15 +1,7 @@
 //! `--split auto`: measure what each kind of layer costs on each device of
-//! the run, then cut the model into the contiguous split whose predicted
-//! makespan is shortest.
-//!
-//! The profile ([`profile_layers`]) times the three kinds of work a stage
-//! can hold — the embedding, one transformer block (every block has the same
-//! shape), and ln_f with the LM head over the whole vocabulary — on every
-//! device, all devices at once with no messages between them (as they will
-//! run), through the executor's own worker and timestamps, for a few
-//! microbatches of the run's shape; each figure is the median. A stage's
-//! time is then additive: `n · block (+ embedding on stage 0) (+ head on the
-//! last stage)` of the device that holds it (stage s on device s mod P).
+//! the run ([`crate::workload::profile`]), then cut the model into the
+//! contiguous split whose predicted makespan is shortest
+//! ([`resolve_split`]).
 //!
 //! The chooser ([`choose_split`]) is a pure function of that cost table and
 //! the schedule: the simulator's makespan with those stage times and free
@@ -26,65 +18,13 @@
 
 use serde::Serialize;
 
-use super::corun::Fed;
-use super::measure::median;
-use super::partition::{partition, Split};
-use super::plan::{Incoming, Plan, Step};
-use super::program::Gpt2Forward;
-use super::{run_plan, DeviceGroup, Net};
-use crate::action::{Action, Kind};
 use crate::error::{Error, Result};
-use crate::io::random_input_ids;
-use crate::microbatch::Microbatches;
-use crate::model::gpu::StagePart;
+use crate::executor::{Cluster, DeviceGroup};
+use crate::model::partition::{partition, Split};
 use crate::model::StageSource;
 use crate::schedule::{simulate, Costs, Schedule};
-use crate::trace::Track;
-
-/// What each kind of layer costs on one device, in ms per microbatch.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LayerCosts {
-    pub embedding_ms: f64,
-    pub block_ms: f64,
-    /// ln_f and the LM head over the whole vocabulary.
-    pub head_ms: f64,
-}
-
-/// Layer costs per schedule device.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Profile {
-    pub devices: Vec<LayerCosts>,
-}
-
-impl Profile {
-    /// Time of stage `s` of `stages` holding `blocks` blocks.
-    pub fn stage_ms(&self, s: usize, stages: usize, blocks: usize) -> f64 {
-        let c = &self.devices[s % self.devices.len()];
-        let mut t = blocks as f64 * c.block_ms;
-        if s == 0 {
-            t += c.embedding_ms;
-        }
-        if s + 1 == stages {
-            t += c.head_ms;
-        }
-        t
-    }
-
-    /// Stage times of `split` (layers per stage).
-    pub fn stage_times(&self, split: &[usize]) -> Vec<f64> {
-        split
-            .iter()
-            .enumerate()
-            .map(|(s, &n)| self.stage_ms(s, split.len(), n))
-            .collect()
-    }
-
-    /// What `n_layer` layers take on device `d` alone, per microbatch.
-    pub fn whole_model_ms(&self, d: usize, n_layer: usize) -> f64 {
-        let c = &self.devices[d];
-        c.embedding_ms + n_layer as f64 * c.block_ms + c.head_ms
-    }
-}
+use crate::workload::profile::profile_layers;
+pub use crate::workload::profile::{LayerCosts, Profile};
 
 /// A split with its predicted stage times and makespan.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -387,6 +327,7 @@ pub const PROFILE_ITERATIONS: usize = 3;
 pub fn resolve_split(
     split: &Split,
     groups: &[DeviceGroup],
+    cluster: &Cluster,
     w: &dyn StageSource,
     schedule: &Schedule,
     per: usize,
@@ -401,14 +342,8 @@ pub fn resolve_split(
         Split::Even => ("even", even, None),
         Split::Auto if !profiles(split, n_layer, stages) => ("auto", even, None),
         Split::Auto => {
-            if groups.len() != schedule.devices {
-                return Err(Error::Input(format!(
-                    "the schedule has {} devices but {} were given",
-                    schedule.devices,
-                    groups.len()
-                )));
-            }
-            let profile = profile_layers(groups, w, per, seq, PROFILE_ITERATIONS)?;
+            crate::executor::check_devices(schedule, groups)?;
+            let profile = profile_layers(groups, cluster, w, per, seq, PROFILE_ITERATIONS)?;
             let chosen = choose_split(&profile, schedule, n_layer)?;
             let even = predict(&profile, schedule, &even)?;
             let split = chosen.split.clone();
@@ -430,10 +365,16 @@ pub fn resolve_split(
     })
 }
 
+/// One or a few lines: the split, and for `auto` the predicted stage times
+/// against the even split's and the profile.
+impl std::fmt::Display for Chosen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 impl Chosen {
-    /// One or a few lines for the terminal: the split, and for `auto` the
-    /// predicted stage times against the even split's and the profile.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let join = |v: &[usize]| {
             v.iter()
                 .map(|c| c.to_string())
@@ -474,101 +415,9 @@ impl Chosen {
 
 /// Whether [`resolve_split`] profiles for `split` of `n_layer` layers over
 /// `stages` stages: `auto` when more than one split exists. It then needs
-/// the tensors of [`profile_parts`] on every device.
+/// the tensors of [`crate::workload::profile::profile_parts`] on every device.
 pub fn profiles(split: &Split, n_layer: usize, stages: usize) -> bool {
     matches!(split, Split::Auto) && count_splits(n_layer, stages) > 1
-}
-
-/// The three one-device stages the profile times: the embedding, one block
-/// (block 0), the head.
-pub fn profile_parts() -> [StagePart; 3] {
-    [
-        StagePart {
-            layers: 0..0,
-            embedding: true,
-            head: false,
-        },
-        StagePart {
-            layers: 0..1,
-            embedding: false,
-            head: false,
-        },
-        StagePart {
-            layers: 0..0,
-            embedding: false,
-            head: true,
-        },
-    ]
-}
-
-/// Time each kind of layer of `w` on each device in `groups`, all devices at
-/// once with no messages between them, over `iterations` microbatches of `per` × `seq` tokens (the median of each).
-pub fn profile_layers(
-    groups: &[DeviceGroup],
-    w: &dyn StageSource,
-    per: usize,
-    seq: usize,
-    iterations: usize,
-) -> Result<Profile> {
-    let cfg = w.config();
-    if cfg.n_layer == 0 {
-        return Err(Error::Input("the model has no layers to profile".into()));
-    }
-    let iterations = iterations.max(1);
-    let tokens = random_input_ids(iterations * per, seq, cfg.vocab_size, 0);
-    crate::io::check_input(cfg, &tokens)?;
-    let mbs = Microbatches::split(&tokens, iterations)?;
-    // Three stages of one device: the embedding, one block, the head.
-    let parts = profile_parts();
-    let held = (0..3)
-        .map(|s| Ok((s, w.try_stage(&parts[s])?)))
-        .collect::<Result<Vec<_>>>()?;
-    // Each block and head reads the output of the one before, fed as a fixed
-    // input (the plan it runs carries no messages).
-    let full: Vec<Step> = (0..iterations)
-        .flat_map(|m| (0..parts.len()).map(move |k| Action::new(k, Kind::F, m)))
-        .map(|a| Step {
-            action: a,
-            inputs: a
-                .needs(parts.len())
-                .into_iter()
-                .map(|product| Incoming {
-                    product,
-                    producer: Action::new(product.stage, Kind::F, a.microbatch),
-                    from: 0,
-                })
-                .collect(),
-            outputs: Vec::new(),
-        })
-        .collect();
-    // Every device profiles at once, as they will run in the pipeline (on a
-    // machine whose devices share cores or a bus, alone would flatter them).
-    let plan = super::corun::without_messages(&Plan {
-        devices: vec![full.clone(); groups.len()],
-    });
-    let net = Net::for_groups(groups)?;
-    let timeline = run_plan(groups, &plan, &net, |_, shard, gpu| {
-        Ok(Fed::new(Gpt2Forward::new(gpu, shard, &held, &mbs)?, &full))
-    })?
-    .timeline;
-    let kind_ms = |d: usize, k: usize| {
-        let v = timeline
-            .events
-            .iter()
-            .filter(|e| e.track == Track::compute(d))
-            .filter(|e| e.action.is_some_and(|a| a.stage == k))
-            .map(|e| e.duration_us())
-            .collect();
-        median(v) / 1e3
-    };
-    let devices = (0..groups.len())
-        .map(|d| LayerCosts {
-            embedding_ms: kind_ms(d, 0),
-            block_ms: kind_ms(d, 1),
-            head_ms: kind_ms(d, 2),
-        })
-        .collect();
-    Ok(Profile { devices })
 }
 
 #[cfg(test)]

@@ -23,15 +23,18 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{run_programs, ActionEncoder, DeviceGroup, Net, TransferRecord};
+use super::resident::Resident;
 use crate::action::{Action, Kind, Product};
 use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
-use crate::executor::partition::partition;
-use crate::executor::program::StageProgram;
+use crate::executor::wire;
+use crate::executor::{
+    run_programs, ActionEncoder, Cluster, DeviceGroup, StageProgram, TransferRecord,
+};
 use crate::kernels::{self as k, Dispatch};
 use crate::model::gpu::{GpuStage, KvCache, Mode, StageEncoder, StageUpload};
-use crate::model::{Shard, StageSource, StageWeights};
+use crate::model::partition::partition;
+use crate::model::{Shard, StageSource};
 use crate::sampling::{uniform, SampleSettings};
 use crate::schedule::Schedule;
 use crate::trace::{Timeline, Track};
@@ -212,7 +215,7 @@ impl<'a> Gpt2Decode<'a> {
     pub fn new(
         gpu: &Gpu,
         shard: Shard,
-        held: &[(usize, StageWeights)],
+        held: &[(usize, StageUpload)],
         stages_total: usize,
         layout: &'a Layout,
         job: &'a DecodeJob,
@@ -227,14 +230,13 @@ impl<'a> Gpt2Decode<'a> {
         let next_ids: Vec<wgpu::Buffer> = (0..layout.groups())
             .map(|g| device::zeros(gpu, &format!("next ids group {g}"), per))
             .collect();
-        for (s, w) in held {
-            let up = StageUpload::shard(gpu, w, shard)?;
+        for (s, up) in held {
             weight_bytes += up.bytes();
-            let cache = KvCache::new(gpu, w.config, shard, w.part.layers.len(), slots)?;
-            let prefill = GpuStage::build(gpu, &up, per, layout.t_max, Mode::Prefill(&cache))?;
-            let decode = GpuStage::build(gpu, &up, per, 1, Mode::Decode(&cache))?;
+            let cache = KvCache::new(gpu, &up.cfg, shard, up.part.layers.len(), slots)?;
+            let prefill = GpuStage::build(gpu, up, per, layout.t_max, Mode::Prefill(&cache))?;
+            let decode = GpuStage::build(gpu, up, per, 1, Mode::Decode(&cache))?;
             if *s == last {
-                let (v, vp) = (w.config.vocab_size, w.config.padded_vocab());
+                let (v, vp) = (up.cfg.vocab_size, up.cfg.padded_vocab());
                 let out = device::zeros(gpu, "sampled ids", per);
                 let rows = [0, 1].map(|_| device::zeros(gpu, "sample rows", per));
                 let uniforms = [0, 1].map(|_| device::zeros(gpu, "sample uniforms", per));
@@ -287,7 +289,7 @@ impl<'a> Gpt2Decode<'a> {
         };
         let logits = match (&sampler, job.keep_logits) {
             (Some(_), true) => {
-                let v = held[0].1.config.vocab_size;
+                let v = held[0].1.cfg.vocab_size;
                 (0..m)
                     .map(|_| device::staging(gpu, "sampled logits out", (4 * per * v) as u64))
                     .collect()
@@ -532,10 +534,10 @@ impl StageProgram for Gpt2Decode<'_> {
             o.weight_bytes,
             (o.sampled.clone(), o.logits.clone()),
         );
-        Some(super::wire::to_bytes(&o))
+        Some(wire::to_bytes(&o))
     }
     fn output_from_bytes(b: &[u8]) -> Option<Self::Output> {
-        let (kv_bytes, weight_bytes, (sampled, logits)) = super::wire::from_bytes(b)?;
+        let (kv_bytes, weight_bytes, (sampled, logits)) = wire::from_bytes(b)?;
         Some(DecodeOutput {
             kv_bytes,
             weight_bytes,
@@ -559,7 +561,7 @@ pub struct DecodeOutput {
 }
 
 /// What a generation produced and how long it took.
-pub struct Generation {
+pub struct DecodeRun {
     /// Per sequence: its prompt, then the new tokens.
     pub ids: Vec<Vec<u32>>,
     /// Per sequence, per new token: µs on the timeline's clock at which the
@@ -583,29 +585,48 @@ pub struct Generation {
     pub schedule: Schedule,
 }
 
-/// Generate `job` over `groups` (one per pipeline stage), the model split
-/// `split` (layers per stage; even when `None`). `sink` sees every token as
-/// it comes back.
+/// Generate `job` over `groups` (one per pipeline stage, spread over
+/// `cluster`), the model split `split` (layers per stage; even when
+/// `None`), the weights uploaded for this call. `sink` sees every token as
+/// it comes back. A caller that generates many times uploads once
+/// ([`Resident::upload`]) and calls [`generate_resident`].
 pub fn generate(
     groups: &[DeviceGroup],
+    cluster: &Cluster,
     w: &dyn StageSource,
     job: &DecodeJob,
     split: Option<&[usize]>,
     sink: Option<TokenSink>,
-) -> Result<Generation> {
+) -> Result<DecodeRun> {
     let cfg = w.config();
+    Layout::new(job, cfg.n_positions, cfg.vocab_size)?;
+    super::check_groups(cfg, groups)?;
+    let parts = partition(cfg.n_layer, groups.len(), split)?;
+    let resident = Resident::upload(groups, cluster, w, parts)?;
+    generate_resident(groups, cluster, &resident, job, sink)
+}
+
+/// Generate `job` over weights already on the devices, one stage per
+/// device.
+pub fn generate_resident(
+    groups: &[DeviceGroup],
+    cluster: &Cluster,
+    resident: &Resident,
+    job: &DecodeJob,
+    sink: Option<TokenSink>,
+) -> Result<DecodeRun> {
+    let cfg = &resident.cfg;
     let layout = Layout::new(job, cfg.n_positions, cfg.vocab_size)?;
     let p = groups.len();
     let schedule = Schedule::decode(p, layout.groups(), layout.steps)?;
-    let parts = partition(cfg.n_layer, schedule.stages(), split)?;
-    super::check_groups(cfg, groups)?;
-    let tp = groups[0].tp();
-    let net = Net::for_groups(groups)?;
+    resident.check(groups, schedule.devices, schedule.stages())?;
+    let tp = resident.tp;
+    let net = cluster.net_for(groups)?;
     let ran = run_programs(groups, &schedule, &net, |d, shard, gpu| {
-        let held = vec![(d, w.try_stage(&parts[d])?)];
+        let held = resident.stages(d * tp + shard.rank)?;
         // Every rank of the last stage samples the same tokens: rank 0 streams them.
         let sink = sink.clone().filter(|_| shard.rank == 0);
-        Gpt2Decode::new(gpu, shard, &held, p, &layout, job, sink)
+        Gpt2Decode::new(gpu, shard, held, p, &layout, job, sink)
     })?;
     let (outputs, timeline, wall_s, transfers) =
         (ran.outputs, ran.timeline, ran.wall_s, ran.transfers);
@@ -647,7 +668,7 @@ pub fn generate(
             token_us[s].push(end_of.get(&u).copied().unwrap_or(f64::NAN));
         }
     }
-    Ok(Generation {
+    Ok(DecodeRun {
         ids,
         token_us,
         start_us,
@@ -668,61 +689,6 @@ pub fn stop_at_eos(ids: &mut [Vec<u32>], prompt_lens: &[usize], eos: u32) {
     for (row, &len) in ids.iter_mut().zip(prompt_lens) {
         if let Some(i) = row[len..].iter().position(|&t| t == eos) {
             row[len + i..].fill(eos);
-        }
-    }
-}
-
-/// Serving metrics of a generation, in ms on the timeline's clock.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DecodeMetrics {
-    /// Mean over sequences of the time to the first new token.
-    pub ttft_ms: f64,
-    /// Mean over sequences of (last token − first token) / (tokens − 1).
-    pub tpot_ms: f64,
-    /// Inter-token latency over every consecutive pair of every sequence.
-    pub itl_ms_p50: f64,
-    pub itl_ms_p99: f64,
-    /// New tokens over the time from the first prefill to the last token.
-    pub tokens_per_s: f64,
-}
-
-impl Generation {
-    pub fn metrics(&self) -> DecodeMetrics {
-        let firsts: Vec<f64> = self.token_us.iter().map(|t| t[0] - self.start_us).collect();
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let tpots: Vec<f64> = self
-            .token_us
-            .iter()
-            .filter(|t| t.len() > 1)
-            .map(|t| (t[t.len() - 1] - t[0]) / (t.len() - 1) as f64)
-            .collect();
-        let mut itl: Vec<f64> = self
-            .token_us
-            .iter()
-            .flat_map(|t| t.windows(2).map(|w| w[1] - w[0]))
-            .collect();
-        itl.sort_by(f64::total_cmp);
-        let pct = |q: f64| match itl.len() {
-            0 => f64::NAN,
-            n => itl[((q * (n - 1) as f64).round() as usize).min(n - 1)],
-        };
-        let end = self
-            .token_us
-            .iter()
-            .flatten()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        let n: usize = self.token_us.iter().map(Vec::len).sum();
-        DecodeMetrics {
-            ttft_ms: mean(&firsts) / 1e3,
-            tpot_ms: if tpots.is_empty() {
-                f64::NAN
-            } else {
-                mean(&tpots) / 1e3
-            },
-            itl_ms_p50: pct(0.5) / 1e3,
-            itl_ms_p99: pct(0.99) / 1e3,
-            tokens_per_s: n as f64 / ((end - self.start_us) / 1e6),
         }
     }
 }

@@ -149,7 +149,7 @@ pub fn account(i: &Inputs) -> Result<Losses> {
             )));
         }
     }
-    let (p, m) = (s.devices as f64, s.microbatches as f64);
+    let p = s.devices as f64;
     let t1 = i.baseline_ms;
     let mean = i.solo_stage_ms.iter().sum::<f64>() / stages as f64;
     let sim_solo = simulated_ms(s, i.solo_stage_ms)?;
@@ -157,7 +157,7 @@ pub fn account(i: &Inputs) -> Result<Losses> {
     let sim_corun = simulated_ms(s, i.corun_stage_ms)?;
     let sim_pipe = simulated_ms(s, i.pipeline_stage_ms)?;
 
-    let ideal = p * m / (m + p - 1.0);
+    let ideal = crate::schedule::analytic::ideal_speedup(s.devices, s.microbatches);
     let s_a = p * (1.0 - i.bubble_analytic);
     let s_imb = s_a * sim_even / sim_solo;
     let s_slow = t1 / sim_pipe;

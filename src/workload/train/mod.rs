@@ -24,15 +24,15 @@ mod program;
 
 use std::sync::Mutex;
 
-use super::plan::Plan;
-use super::worker::TransferRecord;
-use super::{net, partition, run_plan, DeviceGroup, Net};
 use crate::action::{Action, Kind};
-use crate::cpu::backward::{next_token_targets, Gpt2Grads};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::executor::plan::Plan;
+use crate::executor::{run_plan, Cluster, DeviceGroup, TransferRecord};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
+use crate::model::grads::{next_token_targets, Gpt2Grads};
+use crate::model::partition;
 use crate::model::train::{OptimizerStep, Which};
 use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageSource, StageWeights};
 
@@ -118,10 +118,11 @@ pub struct StepRun {
 /// between steps. Under MPI each rank holds only its own device's program;
 /// what is combined across devices outside the pipeline (the tied token
 /// table's gradient, the gradient norm, tensors read back) goes through
-/// [`net::share`], in device order, so every rank computes the same sums
+/// [`Cluster::share`], in device order, so every rank computes the same sums
 /// as one process would, bit for bit.
 pub struct Trainer<'g> {
     groups: Vec<DeviceGroup<'g>>,
+    cluster: Cluster,
     schedule: Schedule,
     plan: Plan,
     pub parts: Vec<StagePart>,
@@ -141,6 +142,7 @@ impl<'g> Trainer<'g> {
     /// (under MPI, this rank's device's only).
     pub fn new(
         groups: &[DeviceGroup<'g>],
+        cluster: &Cluster,
         w: &dyn StageSource,
         schedule: &Schedule,
         batch: usize,
@@ -163,13 +165,7 @@ impl<'g> Trainer<'g> {
                 schedule.name
             )));
         }
-        if groups.len() != schedule.devices {
-            return Err(Error::Input(format!(
-                "the schedule has {} devices but {} were given",
-                schedule.devices,
-                groups.len()
-            )));
-        }
+        crate::executor::check_devices(schedule, groups)?;
         if let Some(g) = groups.iter().find(|g| g.gpus().len() > 1) {
             return Err(Error::Input(format!(
                 "device group {} spans {} Gpus: tensor parallelism is not implemented for training",
@@ -198,7 +194,7 @@ impl<'g> Trainer<'g> {
                 .iter()
                 .enumerate()
                 .map(|(d, g)| {
-                    if !net::drives(d) {
+                    if !cluster.drives(d) {
                         return None;
                     }
                     let (parts, plan) = (&parts, &plan);
@@ -238,6 +234,7 @@ impl<'g> Trainer<'g> {
         })?;
         Ok(Trainer {
             groups: groups.to_vec(),
+            cluster: cluster.clone(),
             schedule: schedule.clone(),
             plan,
             parts,
@@ -275,7 +272,7 @@ impl<'g> Trainer<'g> {
     /// The most stashed-activation bytes each device held (its stash pool).
     pub fn peak_activation_bytes(&self) -> Result<Vec<u64>> {
         let mine = self.with_programs(|_, p| Ok(p.peak_activation_bytes()))?;
-        Ok(net::share(mine)?.concat())
+        Ok(self.cluster.share(mine)?.concat())
     }
 
     /// Forward and backward over `tokens` (B x T as given to [`Trainer::new`]),
@@ -314,7 +311,7 @@ impl<'g> Trainer<'g> {
                 )
             })
             .collect();
-        let net = Net::new(self.groups.len())?;
+        let net = self.cluster.net(self.groups.len())?;
         let ran = run_plan(&self.groups, &self.plan, &net, |d, _shard, _gpu| {
             lent[d]
                 .lock()
@@ -363,7 +360,7 @@ impl<'g> Trainer<'g> {
             .flatten()
             .collect();
         let mut sum = vec![0f32; self.cfg.vocab_size * self.cfg.n_embd];
-        for share in net::share(mine)?.iter().flatten() {
+        for share in self.cluster.share(mine)?.iter().flatten() {
             for (a, b) in sum.iter_mut().zip(share) {
                 *a += b;
             }
@@ -390,7 +387,13 @@ impl<'g> Trainer<'g> {
                 .map(|s| s.grad_sumsq(gpu, s.part.embedding))
                 .sum::<Result<f64>>()
         })?;
-        Ok(net::share(mine)?.concat().iter().sum::<f64>().sqrt())
+        Ok(self
+            .cluster
+            .share(mine)?
+            .concat()
+            .iter()
+            .sum::<f64>()
+            .sqrt())
     }
 
     /// One optimizer step on every device, gradients first clipped to a
@@ -483,7 +486,7 @@ impl<'g> Trainer<'g> {
             }
             Ok(pieces)
         })?;
-        for piece in net::share(mine.concat())?.into_iter().flatten() {
+        for piece in self.cluster.share(mine.concat())?.into_iter().flatten() {
             put(Gathered::from_piece(cfg, piece)?);
         }
         Ok(())
