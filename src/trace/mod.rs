@@ -10,6 +10,7 @@
 pub mod axis;
 pub mod chart;
 pub mod chrome;
+mod line;
 pub mod svg;
 
 use serde::{Deserialize, Serialize};
