@@ -334,8 +334,72 @@ pub fn waterfall_chart(falls: &[Waterfall], title_text: &str) -> String {
 }
 
 #[cfg(test)]
-mod waterfall_tests {
+mod tests {
     use super::*;
+    use crate::trace::axis::check;
+
+    fn gpipe(label: &str, p: usize) -> Series {
+        let b = move |m: usize| (p - 1) as f64 / (m + p - 1) as f64;
+        Series {
+            label: label.into(),
+            analytic: Box::new(b),
+            points: [1, 2, 4, 8, 16, 32]
+                .iter()
+                .map(|&m| (m, b(m), b(m) + 0.002, b(m) + 0.004))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_bubble_chart_ticks_percent_at_round_steps() {
+        let series = [
+            gpipe("gpipe", 2),
+            gpipe(
+                "interleaved v=2, a label longer than the old legend column",
+                2,
+            ),
+        ];
+        let svg = bubble_chart(
+            &series,
+            "Pipeline bubble (forward), P=2: analytic, simulated, measured",
+        );
+        assert_eq!(
+            check::class(&svg, "ytick"),
+            ["0", "10", "20", "30", "40", "50", "60"]
+        );
+        assert_eq!(
+            check::class(&svg, "xtick"),
+            ["1", "2", "4", "8", "16", "32"]
+        );
+        assert_eq!(
+            check::class(&svg, "axis"),
+            ["microbatches M (log scale)", "bubble fraction (%)"]
+        );
+        check::nothing_cut(&svg);
+    }
+
+    #[test]
+    fn one_waterfall_with_a_long_title_is_not_cut() {
+        let f = Waterfall {
+            label: "interleaved v=2 M=16".into(),
+            ideal: 1.882,
+            steps: vec![("schedule".into(), -0.0001), ("orchestration".into(), 0.1)],
+            measured: 1.782,
+        };
+        let svg = waterfall_chart(
+            &[f],
+            "Where the speedup goes, P=2: ideal, each loss, measured",
+        );
+        assert_eq!(
+            check::class(&svg, "ytick"),
+            ["0.0", "0.5", "1.0", "1.5", "2.0"]
+        );
+        assert_eq!(
+            check::class(&svg, "value"),
+            ["1.88", "0.00", "-0.10", "1.78"]
+        );
+        check::nothing_cut(&svg);
+    }
 
     #[test]
     fn a_waterfall_hangs_each_loss_from_the_running_total() {
