@@ -336,7 +336,7 @@ pub fn waterfall_chart(falls: &[Waterfall], title_text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::axis::check;
+    use crate::trace::check;
 
     fn gpipe(label: &str, p: usize) -> Series {
         let b = move |m: usize| (p - 1) as f64 / (m + p - 1) as f64;

@@ -240,7 +240,7 @@ fn point_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::axis::check;
+    use crate::trace::check;
 
     fn line(label: &str, points: &[(f64, f64)]) -> Line {
         Line {

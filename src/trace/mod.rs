@@ -9,6 +9,8 @@
 
 pub mod axis;
 pub mod chart;
+#[cfg(test)]
+mod check;
 pub mod chrome;
 mod line;
 pub mod svg;

@@ -403,7 +403,7 @@ fn row_label(d: usize, name: &str) -> String {
 mod tests {
     use super::*;
     use crate::action::Action;
-    use crate::trace::axis::check;
+    use crate::trace::check;
     use crate::trace::Event;
 
     /// P devices in a GPipe-like staircase of forwards, the last ending at
