@@ -2,9 +2,15 @@
 //! number of microbatches M (log2 axis) — per schedule, the analytic curve as
 //! a line, simulated points as rings and measured points as dots; and the
 //! waterfall of where the speedup goes (`bench bubble --waterfall`).
+//! [`line_chart`] (in `line.rs`) draws the decode and layouts benches.
+//!
+//! Every value axis is ticked at round steps ([`super::axis::Ticks`]);
+//! canvases grow to their legends and titles (wrapped), so nothing is cut.
 
 use std::fmt::Write;
 
+use super::axis::{text_width, wrap, Ticks};
+pub use super::line::{line_chart, Line};
 use super::svg::escape;
 
 /// One schedule's points: (M, analytic, simulated, measured).
@@ -15,17 +21,81 @@ pub struct Series {
     pub points: Vec<(usize, f64, f64, f64)>,
 }
 
-const PALETTE: [&str; 6] = [
+pub(crate) const PALETTE: [&str; 6] = [
     "#3b7dd8", "#e0663a", "#3fa463", "#8e5bc8", "#c9a227", "#444444",
 ];
-const W: f64 = 760.0;
-const H: f64 = 440.0;
-const L: f64 = 70.0;
-const R: f64 = 200.0;
-const T: f64 = 50.0;
-const B: f64 = 56.0;
+/// Font sizes: titles, and everything else unless a chart says otherwise.
+pub(crate) const TITLE: f64 = 15.0;
+pub(crate) const FONT: f64 = 12.0;
 
-pub fn bubble_chart(series: &[Series], title: &str) -> String {
+/// The title from (`x`, 26), wrapped to `max_width`: the last line's baseline.
+pub(crate) fn title(s: &mut String, text: &str, x: f64, max_width: f64) -> f64 {
+    let lines = wrap(text, TITLE, true, max_width);
+    for (i, line) in lines.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{}" font-size="{TITLE}" font-weight="bold">{}</text>"#,
+            26.0 + 19.0 * i as f64,
+            escape(line)
+        );
+    }
+    26.0 + 19.0 * (lines.len().max(1) - 1) as f64
+}
+
+/// The SVG root and white background of a `width` × `height` chart, then `body`.
+pub(crate) fn document(width: f64, height: f64, font_size: f64, body: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"{font_size}\">\n<rect width=\"{width:.0}\" height=\"{height:.0}\" fill=\"white\"/>\n{body}</svg>\n"
+    )
+}
+
+/// A value-axis title, rotated, centred on `y` at the left edge.
+pub(crate) fn y_title(s: &mut String, text: &str, y: f64) {
+    let _ = writeln!(
+        s,
+        r#"<text class="axis" x="16" y="{y:.1}" transform="rotate(-90 16 {y:.1})" text-anchor="middle">{}</text>"#,
+        escape(text)
+    );
+}
+
+/// Horizontal grid lines from `x0` to `x1` with the tick labels left of
+/// `x0`, at `y(v)` for each tick (class `ytick`).
+pub(crate) fn y_grid(
+    s: &mut String,
+    ticks: &Ticks,
+    x0: f64,
+    x1: f64,
+    y: impl Fn(f64) -> f64,
+    suffix: &str,
+) {
+    for v in ticks.values() {
+        let yy = y(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0:.1}" x2="{x1:.1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text class="ytick" x="{:.1}" y="{:.1}" text-anchor="end">{}{suffix}</text>"##,
+            x0 - 6.0,
+            yy + 4.0,
+            ticks.label(v)
+        );
+    }
+}
+
+/// The left margin that holds the rotated axis title and the widest tick label.
+pub(crate) fn left_margin(ticks: &[&Ticks], size: f64, suffix: &str) -> f64 {
+    let widest = ticks
+        .iter()
+        .flat_map(|t| t.labels())
+        .map(|l| text_width(&format!("{l}{suffix}"), size, false))
+        .fold(0.0, f64::max);
+    (30.0 + widest + 10.0).max(60.0)
+}
+
+/// Bubble fraction (%) against M on a log2 axis, one colour per schedule:
+/// analytic as a curve, simulated as rings, measured as dots; the legend on
+/// the right, as wide as its longest label.
+pub fn bubble_chart(series: &[Series], title_text: &str) -> String {
+    const PLOT_W: f64 = 490.0;
+    const PLOT_H: f64 = 334.0;
     let ms: Vec<usize> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -38,62 +108,56 @@ pub fn bubble_chart(series: &[Series], title: &str) -> String {
         (lo as f64).log2(),
         (hi as f64).log2().max((lo as f64).log2() + 1.0),
     );
-    let ymax = series
+    let top_value = series
         .iter()
         .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2, p.3]))
         .filter(|y| y.is_finite())
-        .fold(0.1f64, f64::max)
+        .fold(0.05f64, f64::max)
         .min(1.0);
-    let ymax = (ymax * 10.0).ceil() / 10.0;
-    let x = |m: f64| L + (m.log2() - lx) / (hx - lx) * (W - L - R);
-    let y = |b: f64| T + (1.0 - b / ymax) * (H - T - B);
+    let yt = Ticks::covering(0.0, 100.0 * top_value, 6);
+    let left = left_margin(&[&yt], FONT, "");
+    let keys = ["analytic", "simulated", "measured"];
+    let legend_w = series
+        .iter()
+        .map(|s| s.label.as_str())
+        .chain(keys)
+        .map(|l| text_width(l, FONT, false))
+        .fold(0.0, f64::max)
+        + 46.0
+        + 16.0;
+    let width = left + PLOT_W + legend_w;
 
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let head = title(&mut s, title_text, left, width - left - 12.0);
+    let top = head + 24.0;
+    let bottom = top + PLOT_H;
+    let height = bottom + 56.0;
+    let x = |m: f64| left + (m.log2() - lx) / (hx - lx) * PLOT_W;
+    let y = |b: f64| top + (1.0 - (100.0 * b - yt.lo()) / (yt.hi() - yt.lo())) * PLOT_H;
+
     // Axes and grid.
-    for i in 0..=5 {
-        let b = ymax * i as f64 / 5.0;
-        let yy = y(b);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{L}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"##,
-            W - R,
-            L - 6.0,
-            yy + 4.0,
-            100.0 * b
-        );
-    }
+    y_grid(&mut s, &yt, left, left + PLOT_W, |v| y(v / 100.0), "");
     let mut m = 1usize;
     while m <= hi {
         if m >= lo {
             let xx = x(m as f64);
             let _ = writeln!(
                 s,
-                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{T}" y2="{}" stroke="#e4e4e4"/><text x="{xx:.1}" y="{}" text-anchor="middle">{m}</text>"##,
-                H - B,
-                H - B + 16.0
+                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top:.1}" y2="{bottom:.1}" stroke="#e4e4e4"/><text class="xtick" x="{xx:.1}" y="{:.1}" text-anchor="middle">{m}</text>"##,
+                bottom + 16.0
             );
         }
         m *= 2;
     }
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">microbatches M</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">bubble fraction</text>"#,
-        (L + W - R) / 2.0,
-        H - 14.0,
-        (T + H - B) / 2.0,
-        (T + H - B) / 2.0
+        r#"<text class="axis" x="{:.1}" y="{:.1}" text-anchor="middle">microbatches M (log scale)</text>"#,
+        left + PLOT_W / 2.0,
+        bottom + 40.0,
     );
+    y_title(&mut s, "bubble fraction (%)", (top + bottom) / 2.0);
     // Series.
+    let lx0 = left + PLOT_W + 16.0;
     for (i, se) in series.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
         let path: Vec<String> = (lo..=hi)
@@ -119,31 +183,38 @@ pub fn bubble_chart(series: &[Series], title: &str) -> String {
                 y(meas)
             );
         }
-        let ly = T + 10.0 + 20.0 * i as f64;
+        let ly = top + 10.0 + 20.0 * i as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            W - R + 16.0,
-            W - R + 40.0,
-            W - R + 46.0,
+            r#"<line x1="{lx0:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{c}" stroke-width="2"/><text class="legend" x="{:.1}" y="{:.1}">{}</text>"#,
+            lx0 + 24.0,
+            lx0 + 30.0,
             ly + 4.0,
             escape(&se.label)
         );
     }
-    let ly = T + 20.0 + 20.0 * series.len() as f64;
+    // What the marks mean: glyphs centred 12 px in, labels where the series' are.
+    let ly = top + 20.0 + 20.0 * series.len() as f64;
+    let (gx, tx) = (lx0 + 12.0, lx0 + 30.0);
     let _ = writeln!(
         s,
-        r##"<text x="{0}" y="{1}">line: analytic</text><circle cx="{2}" cy="{3}" r="6" fill="none" stroke="#444"/><text x="{0}" y="{4}">simulated</text><circle cx="{2}" cy="{5}" r="3.5" fill="#444"/><text x="{0}" y="{6}">measured</text>"##,
-        W - R + 30.0,
-        ly + 4.0,
-        W - R + 20.0,
-        ly + 16.0,
-        ly + 20.0,
-        ly + 32.0,
-        ly + 36.0
+        r##"<line x1="{lx0:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="#444" stroke-width="2" opacity="0.7"/><text class="legend" x="{tx:.1}" y="{:.1}">analytic</text>"##,
+        lx0 + 24.0,
+        ly + 4.0
     );
-    s += "</svg>\n";
-    s
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{gx:.1}" cy="{:.1}" r="6" fill="none" stroke="#444" stroke-width="1.5"/><text class="legend" x="{tx:.1}" y="{:.1}">simulated</text>"##,
+        ly + 20.0,
+        ly + 24.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{gx:.1}" cy="{:.1}" r="3.5" fill="#444"/><text class="legend" x="{tx:.1}" y="{:.1}">measured</text>"##,
+        ly + 40.0,
+        ly + 44.0
+    );
+    document(width, height, FONT, &s)
 }
 
 /// One waterfall: from the ideal speedup, each loss in turn, down to the
@@ -161,17 +232,27 @@ const LOSS: &str = "#e0663a";
 const GAIN: &str = "#3fa463";
 const TOTAL: &str = "#3b7dd8";
 
+/// A speedup to two decimals, without a sign on a zero (`0.00`, not `-0.00`).
+fn two_decimals(v: f64) -> String {
+    let s = format!("{v:.2}");
+    if s == "-0.00" {
+        "0.00".into()
+    } else {
+        s
+    }
+}
+
 /// Waterfalls side by side, one panel each, on one speedup axis: the ideal
 /// and the measured speedup as full bars, every loss as a bar hanging from
 /// the running total (orange: a loss; green: a gain).
-pub fn waterfall_chart(falls: &[Waterfall], title: &str) -> String {
+pub fn waterfall_chart(falls: &[Waterfall], title_text: &str) -> String {
     const BAR: f64 = 22.0;
     const GAP: f64 = 6.0;
     const PANEL_GAP: f64 = 34.0;
+    const SIZE: f64 = 11.0;
+    let (plot_h, below) = (250.0, 96.0);
     let bars = |f: &Waterfall| f.steps.len() + 2;
     let panel_w = |f: &Waterfall| bars(f) as f64 * (BAR + GAP);
-    let width = L + falls.iter().map(|f| panel_w(f) + PANEL_GAP).sum::<f64>() + 40.0;
-    let (h, t, b) = (420.0, 50.0, 120.0);
     let mut ymax: f64 = 1.0;
     for f in falls {
         let mut run = f.ideal;
@@ -181,42 +262,30 @@ pub fn waterfall_chart(falls: &[Waterfall], title: &str) -> String {
             ymax = ymax.max(run);
         }
     }
-    let ymax = (ymax * 2.0).ceil() / 2.0;
-    let y = |v: f64| t + (1.0 - v.clamp(0.0, ymax) / ymax) * (h - t - b);
+    let yt = Ticks::covering(0.0, ymax, 5);
+    let left = left_margin(&[&yt], SIZE, "");
+    let panels: f64 = falls.iter().map(|f| panel_w(f) + PANEL_GAP).sum::<f64>() - PANEL_GAP;
+    // The last bar's rotated label reaches right of the panels.
+    let reach = falls
+        .last()
+        .map(|_| text_width("measured", SIZE, false) * 0.5 + 12.0)
+        .unwrap_or(0.0);
+    let width = (left + 10.0 + panels.max(0.0) + reach).max(480.0);
 
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{h}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{width:.0}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    let steps = (ymax / 0.5).round() as usize;
-    for i in 0..=steps {
-        let v = 0.5 * i as f64;
-        let yy = y(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{L}" x2="{:.0}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{v:.1}</text>"##,
-            width - 30.0,
-            L - 6.0,
-            yy + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="16" y="{0}" transform="rotate(-90 16 {0})" text-anchor="middle">speedup over one device</text>"#,
-        (t + h - b) / 2.0
-    );
-    let mut x0 = L + 10.0;
+    let head = title(&mut s, title_text, left, width - left - 12.0);
+    // Room for the panels' labels between the title and the plot.
+    let top = head + 30.0;
+    let h = top + plot_h + below;
+    let y =
+        |v: f64| top + (1.0 - (v.clamp(yt.lo(), yt.hi()) - yt.lo()) / (yt.hi() - yt.lo())) * plot_h;
+    y_grid(&mut s, &yt, left, width - 12.0, y, "");
+    y_title(&mut s, "speedup over one device (×)", top + plot_h / 2.0);
+    let mut x0 = left + 10.0;
     for f in falls {
-        let mut bar = |i: usize, top: f64, bottom: f64, fill: &str, name: &str, value: f64| {
+        let mut bar = |i: usize, from: f64, to: f64, fill: &str, name: &str, value: f64| {
             let x = x0 + i as f64 * (BAR + GAP);
-            let (y0, y1) = (y(top.max(bottom)), y(top.min(bottom)));
+            let (y0, y1) = (y(from.max(to)), y(from.min(to)));
             let _ = writeln!(
                 s,
                 r#"<rect x="{x:.1}" y="{y0:.1}" width="{BAR}" height="{:.1}" fill="{fill}"><title>{}: {value:.3}</title></rect>"#,
@@ -225,11 +294,12 @@ pub fn waterfall_chart(falls: &[Waterfall], title: &str) -> String {
             );
             let _ = writeln!(
                 s,
-                r#"<text x="{0:.1}" y="{1:.1}" text-anchor="middle" font-size="9">{value:.2}</text>"#,
+                r#"<text class="value" x="{0:.1}" y="{1:.1}" text-anchor="middle" font-size="9">{2}</text>"#,
                 x + BAR / 2.0,
-                y0 - 3.0
+                y0 - 3.0,
+                two_decimals(value)
             );
-            let (lx, ly) = (x + BAR / 2.0, h - b + 8.0);
+            let (lx, ly) = (x + BAR / 2.0, top + plot_h + 8.0);
             let _ = writeln!(
                 s,
                 r#"<text x="{lx:.1}" y="{ly:.1}" transform="rotate(60 {lx:.1} {ly:.1})">{}</text>"#,
@@ -253,120 +323,83 @@ pub fn waterfall_chart(falls: &[Waterfall], title: &str) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-weight="bold">{}</text>"#,
             x0 + panel_w(f) / 2.0,
-            t - 8.0,
+            top - 8.0,
             escape(&f.label)
         );
         x0 += panel_w(f) + PANEL_GAP;
     }
-    s += "</svg>\n";
-    s
-}
-
-/// One line of a [`line_chart`]: (x, y) points in x order.
-pub struct Line {
-    pub label: String,
-    pub points: Vec<(f64, f64)>,
-}
-
-/// Lines on linear axes from 0 (`bench decode`: tokens/s against groups in
-/// flight, one line per pipeline depth), each point marked and labelled.
-pub fn line_chart(lines: &[Line], title: &str, x_label: &str, y_label: &str) -> String {
-    let pts = || lines.iter().flat_map(|l| l.points.iter().copied());
-    let xmax = pts()
-        .map(|p| p.0)
-        .filter(|v| v.is_finite())
-        .fold(1.0f64, f64::max);
-    let ymax = pts()
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .fold(1e-9f64, f64::max)
-        * 1.1;
-    let x = |v: f64| L + v / xmax * (W - L - R);
-    let y = |v: f64| T + (1.0 - v / ymax) * (H - T - B);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{L}" y="26" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    for i in 0..=5 {
-        let v = ymax * i as f64 / 5.0;
-        let yy = y(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{L}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end">{v:.3}</text>"##,
-            W - R,
-            L - 6.0,
-            yy + 4.0
-        );
-    }
-    for i in 1..=(xmax as usize) {
-        let xx = x(i as f64);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{T}" y2="{}" stroke="#e4e4e4"/><text x="{xx:.1}" y="{}" text-anchor="middle">{i}</text>"##,
-            H - B,
-            H - B + 16.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
-        (L + W - R) / 2.0,
-        H - 14.0,
-        escape(x_label),
-        (T + H - B) / 2.0,
-        (T + H - B) / 2.0,
-        escape(y_label)
-    );
-    for (i, l) in lines.iter().enumerate() {
-        let c = PALETTE[i % PALETTE.len()];
-        let path: Vec<String> = l
-            .points
-            .iter()
-            .filter(|p| p.1.is_finite())
-            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"/>"#,
-            path.join(" ")
-        );
-        for &(a, b) in l.points.iter().filter(|p| p.1.is_finite()) {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{b:.2}</text>"#,
-                x(a),
-                y(b),
-                x(a),
-                y(b) - 8.0
-            );
-        }
-        let ly = T + 10.0 + 20.0 * i as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            W - R + 16.0,
-            W - R + 40.0,
-            W - R + 46.0,
-            ly + 4.0,
-            escape(&l.label)
-        );
-    }
-    s += "</svg>\n";
-    s
+    document(width, h, SIZE, &s)
 }
 
 #[cfg(test)]
-mod waterfall_tests {
+mod tests {
     use super::*;
+    use crate::trace::check;
+
+    fn gpipe(label: &str, p: usize) -> Series {
+        let b = move |m: usize| (p - 1) as f64 / (m + p - 1) as f64;
+        Series {
+            label: label.into(),
+            analytic: Box::new(b),
+            points: [1, 2, 4, 8, 16, 32]
+                .iter()
+                .map(|&m| (m, b(m), b(m) + 0.002, b(m) + 0.004))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_bubble_chart_ticks_percent_at_round_steps() {
+        let series = [
+            gpipe("gpipe", 2),
+            gpipe(
+                "interleaved v=2, a label longer than the old legend column",
+                2,
+            ),
+        ];
+        let svg = bubble_chart(
+            &series,
+            "Pipeline bubble (forward), P=2: analytic, simulated, measured",
+        );
+        assert_eq!(
+            check::class(&svg, "ytick"),
+            ["0", "10", "20", "30", "40", "50", "60"]
+        );
+        assert_eq!(
+            check::class(&svg, "xtick"),
+            ["1", "2", "4", "8", "16", "32"]
+        );
+        assert_eq!(
+            check::class(&svg, "axis"),
+            ["microbatches M (log scale)", "bubble fraction (%)"]
+        );
+        check::nothing_cut(&svg);
+    }
+
+    #[test]
+    fn one_waterfall_with_a_long_title_is_not_cut() {
+        let f = Waterfall {
+            label: "interleaved v=2 M=16".into(),
+            ideal: 1.882,
+            steps: vec![("schedule".into(), -0.0001), ("orchestration".into(), 0.1)],
+            measured: 1.782,
+        };
+        let svg = waterfall_chart(
+            &[f],
+            "Where the speedup goes, P=2: ideal, each loss, measured",
+        );
+        assert_eq!(
+            check::class(&svg, "ytick"),
+            ["0.0", "0.5", "1.0", "1.5", "2.0"]
+        );
+        assert_eq!(
+            check::class(&svg, "value"),
+            ["1.88", "0.00", "-0.10", "1.78"]
+        );
+        check::nothing_cut(&svg);
+    }
 
     #[test]
     fn a_waterfall_hangs_each_loss_from_the_running_total() {

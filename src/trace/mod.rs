@@ -1,13 +1,18 @@
 //! Timelines: what ran where and when. Filled by the simulator (clock
 //! "simulated") and by the real executor from GPU timestamps; read by the
-//! bubble statistics and the renderers ([`chrome`], [`svg`]).
+//! bubble statistics and the renderers ([`chrome`], [`svg`], [`chart`]),
+//! whose axes, units and number formats are [`axis`]'s.
 //!
 //! The bubble fraction is [`crate::timing`]'s, the same everywhere in wgpipe:
 //! `1 − Σ_d busy_d / (P × makespan)`, over compute events only, where
 //! makespan = last compute end − first compute start.
 
+pub mod axis;
 pub mod chart;
+#[cfg(test)]
+mod check;
 pub mod chrome;
+mod line;
 pub mod svg;
 
 use serde::{Deserialize, Serialize};

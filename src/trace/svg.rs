@@ -8,16 +8,18 @@
 use std::fmt::Write;
 
 use crate::action::Kind;
+use crate::trace::axis::{duration, short, text_width, wrap, Ticks, TimeUnit};
 use crate::trace::{Timeline, Track};
 
 const WIDTH: f64 = 1200.0;
-const LEFT: f64 = 84.0;
-const RIGHT: f64 = 78.0;
-const TOP: f64 = 84.0;
 const ROW: f64 = 26.0;
 const STRIP: f64 = 5.0;
 const GAP: f64 = 10.0;
 const AXIS: f64 = 44.0;
+/// Font sizes: title, subtitle and row labels, ticks and the legend.
+const TITLE: f64 = 17.0;
+const LABEL: f64 = 12.0;
+const SMALL: f64 = 11.0;
 
 fn colour(kind: Option<Kind>) -> &'static str {
     match kind {
@@ -45,52 +47,67 @@ pub(crate) fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A tick step of 1, 2 or 5 × 10^k giving at most ~10 ticks over `span`.
-fn tick_step(span: f64) -> f64 {
-    if span <= 0.0 {
-        return 1.0;
-    }
-    let raw = span / 10.0;
-    let base = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|f| f * base)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * base)
-}
-
-fn number(x: f64, step: f64) -> String {
-    if step >= 1.0 && (x - x.round()).abs() > 1e-9 {
-        format!("{x:.2}")
-    } else if step >= 1.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{:.*}", (-step.log10() - 1e-9).ceil() as usize, x)
-    }
-}
-
-/// An SVG Gantt chart of `t`, titled `title`.
+/// An SVG Gantt chart of `t`, titled `title`. Time runs in the unit the
+/// makespan calls for (µs, ms or s; the planner's abstract units stay
+/// units), ticked at round steps; the margins are sized to the row labels
+/// and the last tick label, so nothing is cut.
 pub fn gantt_svg(t: &Timeline, title: &str) -> String {
-    // The planner's default costs are abstract units (F = 1, B = 2); measured
-    // timelines are in microseconds.
-    let unit = if t.clock == "simulated" {
-        "units"
-    } else {
-        "µs"
-    };
     let p = t.device_names.len();
     let stats = t.stats();
     let (t0, t1) = t.compute_span();
     let span = (t1 - t0).max(f64::MIN_POSITIVE);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let x = |time: f64| LEFT + (time - t0) / span * plot_w;
+    // The planner's default costs are abstract units (F = 1, B = 2); measured
+    // timelines are in microseconds, drawn in µs, ms or s.
+    let (unit, per) = if t.clock == "simulated" {
+        ("units", 1.0)
+    } else {
+        let u = TimeUnit::for_span(span);
+        (u.name, u.us)
+    };
+    let labels: Vec<String> = (0..p).map(|d| row_label(d, &t.device_names[d])).collect();
+    let left = labels
+        .iter()
+        .map(|l| text_width(l, LABEL, false))
+        .fold(48.0, f64::max)
+        + 20.0;
+
+    // Round ticks over the compute span, as many as their labels leave room for.
+    let ticks_for = |steps: usize| Ticks::inside(0.0, span / per, steps);
+    let widest = |ticks: &Ticks| {
+        ticks
+            .labels()
+            .iter()
+            .map(|l| text_width(l, SMALL, false))
+            .fold(0.0, f64::max)
+    };
+    let mut ticks = ticks_for(10);
+    let right = {
+        let idle = text_width("idle 100 %", SMALL, false) + 16.0;
+        let last = text_width(&ticks.label(ticks.hi()), SMALL, false) / 2.0 + 8.0;
+        idle.max(last)
+    };
+    let plot_w = WIDTH - left - right;
+    for steps in (2..10).rev() {
+        let px = ticks.step() * per / span * plot_w;
+        if widest(&ticks) + 12.0 <= px {
+            break;
+        }
+        ticks = ticks_for(steps);
+    }
+    let x = |time: f64| left + (time - t0) / span * plot_w;
+
+    let title_lines = wrap(title, TITLE, true, WIDTH - left - 16.0);
+    let keys = legend_keys(t);
+    let key_rows = legend_rows(&keys, left);
+    let head = 20.0 * (title_lines.len() - 1) as f64;
+    let top = 84.0 + head + 18.0 * (key_rows.len().max(1) - 1) as f64;
     let has_transfers = t
         .events
         .iter()
         .any(|e| matches!(e.track, Track::Transfer { .. }));
     let lane = ROW + if has_transfers { STRIP + 2.0 } else { 0.0 } + GAP;
-    let row_y = |d: usize| TOP + d as f64 * lane;
-    let height = TOP + p as f64 * lane + AXIS;
+    let row_y = |d: usize| top + d as f64 * lane;
+    let height = top + p as f64 * lane + AXIS;
     let chunked = t
         .events
         .iter()
@@ -108,6 +125,15 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
         .max()
         .unwrap_or(1);
     let sub = ROW / ranks as f64;
+    // A hover title's times: in the axis unit, from the first compute start.
+    let at = |us: f64| short((us - t0) / per, 4);
+    let long = |us: f64| {
+        if t.clock == "simulated" {
+            format!("{} units", short(us, 4))
+        } else {
+            duration(us)
+        }
+    };
 
     let mut s = String::new();
     let _ = writeln!(
@@ -121,31 +147,48 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
         r##"<rect width="100%" height="100%" fill="white"/>"##,
         "\n"
     ));
+    for (i, line) in title_lines.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r##"<text x="{left:.1}" y="{}" font-size="{TITLE}" font-weight="bold" fill="#222">{}</text>"##,
+            24.0 + 20.0 * i as f64,
+            escape(line)
+        );
+    }
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="24" font-size="17" font-weight="bold" fill="#222">{}</text>"##,
-        escape(title)
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{LEFT}" y="44" font-size="12" fill="#555">{} devices · makespan {} {unit} ({}) · bubble {:.1} %</text>"##,
-        p,
-        number(stats.makespan_us, tick_step(stats.makespan_us)),
+        r##"<text x="{left:.1}" y="{}" font-size="{LABEL}" fill="#555">{p} device{} · makespan {} ({}) · bubble {:.1} %</text>"##,
+        44.0 + head,
+        if p == 1 { "" } else { "s" },
+        long(stats.makespan_us),
         escape(&t.clock),
         stats.bubble * 100.0
     );
-    legend(&mut s, t, has_transfers);
+    for (r, row) in key_rows.iter().enumerate() {
+        let y = 58.0 + head + 18.0 * r as f64;
+        for &(lx, k) in row {
+            let (fill, label) = keys[k];
+            let _ = writeln!(
+                s,
+                r##"<rect x="{lx:.1}" y="{y}" width="14" height="12" fill="{fill}" stroke="#bbb" stroke-width="0.5"/>"##
+            );
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" font-size="{SMALL}" fill="#333">{label}</text>"##,
+                lx + 19.0,
+                y + 10.0
+            );
+        }
+    }
 
     // Time grid and axis.
-    let step = tick_step(span);
-    let axis_y = TOP + p as f64 * lane - GAP + 6.0;
-    let mut tick = 0.0;
-    while tick <= span + step * 1e-9 {
-        let tx = x(t0 + tick);
+    let axis_y = top + p as f64 * lane - GAP + 6.0;
+    for (v, label) in ticks.values().into_iter().zip(ticks.labels()) {
+        let tx = x(t0 + v * per);
         let _ = writeln!(
             s,
             r##"<line x1="{tx:.1}" y1="{:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#e6e6e6"/>"##,
-            TOP - 4.0,
+            top - 4.0,
             axis_y
         );
         let _ = writeln!(
@@ -155,39 +198,36 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
         );
         let _ = writeln!(
             s,
-            r##"<text x="{tx:.1}" y="{:.1}" font-size="11" fill="#555" text-anchor="middle">{}</text>"##,
+            r##"<text class="tick" x="{tx:.1}" y="{:.1}" font-size="{SMALL}" fill="#555" text-anchor="middle">{label}</text>"##,
             axis_y + 18.0,
-            number(tick, step)
         );
-        tick += step;
     }
     let _ = writeln!(
         s,
-        r##"<line x1="{LEFT}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="#888"/>"##,
-        LEFT + plot_w
+        r##"<line x1="{left:.1}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="#888"/>"##,
+        left + plot_w
     );
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555" text-anchor="middle">time ({unit}, {})</text>"##,
-        LEFT + plot_w / 2.0,
+        r##"<text class="axis" x="{:.1}" y="{:.1}" font-size="{SMALL}" fill="#555" text-anchor="middle">time ({unit})</text>"##,
+        left + plot_w / 2.0,
         axis_y + 34.0,
-        escape(&t.clock)
     );
 
     // Device rows: hatched background = idle, boxes = busy.
-    for d in 0..p {
+    for (d, label) in labels.iter().enumerate() {
         let y = row_y(d);
         let _ = writeln!(s, r##"<g class="row" data-device="{d}">"##);
         let _ = writeln!(
             s,
-            r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#222" text-anchor="end">{}</text>"##,
-            LEFT - 8.0,
+            r##"<text x="{:.1}" y="{:.1}" font-size="{LABEL}" fill="#222" text-anchor="end">{}</text>"##,
+            left - 8.0,
             y + ROW / 2.0 + 4.0,
-            escape(&row_label(d, &t.device_names[d]))
+            escape(label)
         );
         let _ = writeln!(
             s,
-            r##"<rect x="{LEFT}" y="{y:.1}" width="{plot_w:.1}" height="{ROW}" fill="url(#idle)"/>"##
+            r##"<rect x="{left:.1}" y="{y:.1}" width="{plot_w:.1}" height="{ROW}" fill="url(#idle)"/>"##
         );
         for e in t
             .events
@@ -205,21 +245,22 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
             let ry = y + rank as f64 * sub;
             let _ = writeln!(
                 s,
-                r##"<rect x="{bx:.2}" y="{ry:.1}" width="{bw:.2}" height="{sub:.1}" fill="{}" fill-opacity="{opacity}" stroke="white" stroke-width="0.6"><title>{} · {:.3}–{:.3} {unit}</title></rect>"##,
+                r##"<rect x="{bx:.2}" y="{ry:.1}" width="{bw:.2}" height="{sub:.1}" fill="{}" fill-opacity="{opacity}" stroke="white" stroke-width="0.6"><title>{} · {}–{} {unit} ({})</title></rect>"##,
                 colour(kind),
                 escape(&e.name),
-                e.start_us - t0,
-                e.end_us - t0
+                at(e.start_us),
+                at(e.end_us),
+                long(e.duration_us())
             );
             if ranks > 1 {
                 continue;
             }
             if let Some(a) = e.action {
                 let label = a.microbatch.to_string();
-                if bw >= 7.0 * label.len() as f64 + 4.0 {
+                if bw >= text_width(&label, SMALL, false) + 6.0 {
                     let _ = writeln!(
                         s,
-                        r##"<text x="{:.2}" y="{:.1}" font-size="11" fill="white" text-anchor="middle" pointer-events="none">{label}</text>"##,
+                        r##"<text x="{:.2}" y="{:.1}" font-size="{SMALL}" fill="white" text-anchor="middle" pointer-events="none">{label}</text>"##,
                         bx + bw / 2.0,
                         y + ROW / 2.0 + 4.0
                     );
@@ -266,8 +307,8 @@ pub fn gantt_svg(t: &Timeline, title: &str) -> String {
         };
         let _ = writeln!(
             s,
-            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">idle {idle:.0} %</text>"##,
-            LEFT + plot_w + 8.0,
+            r##"<text x="{:.1}" y="{:.1}" font-size="{SMALL}" fill="#555">idle {idle:.0} %</text>"##,
+            left + plot_w + 8.0,
             y + ROW / 2.0 + 4.0
         );
         s.push_str("</g>\n");
@@ -280,8 +321,8 @@ fn p_of(t: &Timeline) -> usize {
     t.device_names.len()
 }
 
-/// Colour keys for the kinds present, idle, and transfers.
-fn legend(s: &mut String, t: &Timeline, has_transfers: bool) {
+/// Colour keys (fill, label) for the kinds present, idle, and transfers.
+fn legend_keys(t: &Timeline) -> Vec<(&'static str, &'static str)> {
     let mut kinds: Vec<Kind> = t
         .events
         .iter()
@@ -290,41 +331,48 @@ fn legend(s: &mut String, t: &Timeline, has_transfers: bool) {
         .collect();
     kinds.sort();
     kinds.dedup();
-    let mut lx = LEFT;
-    let y = 58.0;
-    let mut key = |fill: &str, label: &str| {
-        let _ = writeln!(
-            s,
-            r##"<rect x="{lx:.1}" y="{y}" width="14" height="12" fill="{fill}" stroke="#bbb" stroke-width="0.5"/>"##
-        );
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#333">{label}</text>"##,
-            lx + 19.0,
-            y + 10.0
-        );
-        lx += 26.0 + 6.5 * label.len() as f64;
-    };
-    for k in kinds {
-        key(colour(Some(k)), kind_label(k));
-    }
-    key("url(#idle)", "idle");
+    let mut keys: Vec<(&str, &str)> = kinds
+        .into_iter()
+        .map(|k| (colour(Some(k)), kind_label(k)))
+        .collect();
+    keys.push(("url(#idle)", "idle"));
     if t.events
         .iter()
         .filter_map(|e| e.action)
         .any(|a| p_of(t) > 0 && a.stage >= p_of(t))
     {
-        key("#9bbbe8", "lighter: odd-numbered chunk");
+        keys.push(("#9bbbe8", "lighter: odd-numbered chunk"));
     }
-    if has_transfers {
-        key(colour(None), "transfer (under the receiving device)");
+    if t.events
+        .iter()
+        .any(|e| matches!(e.track, Track::Transfer { .. }))
+    {
+        keys.push((colour(None), "transfer (under the receiving device)"));
     }
     if t.events
         .iter()
         .any(|e| matches!(e.track, Track::AllReduce { .. }))
     {
-        key("#222", "all-reduce (one strip per tensor-parallel rank)");
+        keys.push(("#222", "all-reduce (one strip per tensor-parallel rank)"));
     }
+    keys
+}
+
+/// The keys laid out left to right from `left`, a new row where the next
+/// would pass the right edge: per row, (x, key index).
+fn legend_rows(keys: &[(&str, &str)], left: f64) -> Vec<Vec<(f64, usize)>> {
+    let mut rows: Vec<Vec<(f64, usize)>> = vec![Vec::new()];
+    let mut lx = left;
+    for (k, (_, label)) in keys.iter().enumerate() {
+        let w = 19.0 + text_width(label, SMALL, false);
+        if lx + w > WIDTH - 8.0 && lx > left {
+            rows.push(Vec::new());
+            lx = left;
+        }
+        rows.last_mut().expect("a row").push((lx, k));
+        lx += w + 16.0;
+    }
+    rows
 }
 
 /// A row label that fits the left margin: the name up to its first " (" —
@@ -353,12 +401,95 @@ fn row_label(d: usize, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::tick_step;
+    use super::*;
+    use crate::action::Action;
+    use crate::trace::check;
+    use crate::trace::Event;
+
+    /// P devices in a GPipe-like staircase of forwards, the last ending at
+    /// `makespan_us`, measured on GPU timestamps; devices named like
+    /// lavapipe's, or a tensor-parallel group of two.
+    fn staircase(p: usize, m: usize, makespan_us: f64, names: &[&str]) -> Timeline {
+        let slot = makespan_us / (m + p - 1) as f64;
+        let mut events = Vec::new();
+        for d in 0..p {
+            for u in 0..m {
+                let start = 1234.5 + (d + u) as f64 * slot;
+                events.push(Event {
+                    track: Track::compute(d),
+                    name: format!("{d}F{u}"),
+                    action: Some(Action::new(d, Kind::F, u)),
+                    start_us: start,
+                    end_us: start + slot,
+                    bytes: 0,
+                });
+            }
+        }
+        Timeline {
+            device_names: names.iter().take(p).map(|n| n.to_string()).collect(),
+            events,
+            clock: "gpu-timestamps".into(),
+        }
+    }
+
+    const LAVAPIPE: &str = "vulkan:0 (llvmpipe (LLVM 15.0.6, 256 bits))";
 
     #[test]
-    fn ticks_are_round() {
-        assert_eq!(tick_step(21.0), 5.0);
-        assert_eq!(tick_step(105.0), 20.0);
-        assert_eq!(tick_step(0.9), 0.1);
+    fn a_14_s_run_is_ticked_in_seconds() {
+        let t = staircase(2, 4, 14_160_209.18, &[LAVAPIPE, LAVAPIPE]);
+        let svg = gantt_svg(&t, "gpipe — measured, P=2 M=4 v=1");
+        assert_eq!(
+            check::class(&svg, "tick"),
+            ["0", "2", "4", "6", "8", "10", "12", "14"]
+        );
+        assert_eq!(check::class(&svg, "axis"), ["time (s)"]);
+        assert!(svg.contains("2 devices · makespan 14.16 s (gpu-timestamps)"));
+        check::nothing_cut(&svg);
+    }
+
+    #[test]
+    fn a_sub_ms_run_is_ticked_in_microseconds() {
+        let t = staircase(2, 8, 352.8, &[LAVAPIPE, LAVAPIPE]);
+        let svg = gantt_svg(&t, "short");
+        assert_eq!(
+            check::class(&svg, "tick"),
+            ["0", "50", "100", "150", "200", "250", "300", "350"]
+        );
+        assert_eq!(check::class(&svg, "axis"), ["time (µs)"]);
+        assert!(svg.contains("makespan 352.8 µs"));
+        // A hover title in the axis unit, from the first compute start.
+        assert!(svg.contains("<title>0F0 · 0–39.2 µs (39.20 µs)</title>"));
+        check::nothing_cut(&svg);
+    }
+
+    #[test]
+    fn a_planned_timeline_stays_in_units() {
+        let mut t = staircase(
+            4,
+            8,
+            11.0,
+            &["device 0", "device 1", "device 2", "device 3"],
+        );
+        t.clock = "simulated".into();
+        let svg = gantt_svg(&t, "planned");
+        assert_eq!(check::class(&svg, "tick"), ["0", "2", "4", "6", "8", "10"]);
+        assert_eq!(check::class(&svg, "axis"), ["time (units)"]);
+        assert!(svg.contains("4 devices · makespan 11 units (simulated)"));
+    }
+
+    #[test]
+    fn long_device_labels_and_titles_fit() {
+        let group = format!("{LAVAPIPE} + {LAVAPIPE}");
+        let mixed = format!("{LAVAPIPE} + gl:0 (llvmpipe (LLVM 15.0.6, 256 bits))");
+        let t = staircase(2, 4, 80_405.99, &[&group, &mixed]);
+        let svg = gantt_svg(&t, &"a title that goes on and on ".repeat(6));
+        let rows: Vec<String> = check::texts(&svg)
+            .into_iter()
+            .filter(|t| t.anchor == "end")
+            .map(|t| t.text)
+            .collect();
+        assert_eq!(rows, ["0: 2×vulkan:0", "1: vulkan:0+gl:0"]);
+        assert!(svg.contains("makespan 80.41 ms"));
+        check::nothing_cut(&svg);
     }
 }
