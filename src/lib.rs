@@ -75,6 +75,7 @@ pub use error::{Error, Result};
 pub use executor::Cluster;
 pub use io::TokenBatch;
 pub use model::partition::Split;
+pub use model::Gpt2Config;
 pub use pipeline::{
     Compare, ForwardReport, GenerateOptions, Generation, ModelSource, Pipeline, PipelineConfig,
     Prompt, StepReport, TrainConfig, Trainer, Workload,

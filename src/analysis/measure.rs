@@ -139,15 +139,16 @@ pub fn measure_timeline(
 /// measured beside simulated and analytic, and the transfers.
 impl std::fmt::Display for Measurement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = |ms: f64| crate::trace::axis::duration(ms * 1e3);
         writeln!(
             f,
-            "{} P={} M={} v={}: makespan {:.2} ms (wall {:.2} ms), {:.0} tokens/s, clock: {}",
+            "{} P={} M={} v={}: makespan {} (wall {}), {:.0} tokens/s, clock: {}",
             self.schedule,
             self.devices,
             self.microbatches,
             self.virtual_stages,
-            self.makespan_ms,
-            self.wall_ms,
+            d(self.makespan_ms),
+            d(self.wall_ms),
             self.tokens_per_s,
             self.clock
         )?;
@@ -160,10 +161,10 @@ impl std::fmt::Display for Measurement {
         )?;
         write!(
             f,
-            "transfers: {} hops, {:.2} MB, median {:.3} ms",
+            "transfers: {} hops, {:.2} MB, median {}",
             self.transfers,
             self.bytes_moved as f64 / 1e6,
-            self.transfer_ms
+            d(self.transfer_ms)
         )
     }
 }

@@ -381,12 +381,8 @@ impl Chosen {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let ms = |v: &[f64]| {
-            v.iter()
-                .map(|t| format!("{t:.1}"))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        };
+        let d = |ms: f64| crate::trace::axis::duration(ms * 1e3);
+        let ms = |v: &[f64]| v.iter().map(|&t| d(t)).collect::<Vec<_>>().join(" / ");
         let Some(a) = &self.auto else {
             let why = match self.asked.as_str() {
                 "auto" => "auto: the only split",
@@ -395,18 +391,20 @@ impl Chosen {
             return format!("split {} ({why})", join(&self.split));
         };
         let mut s = format!(
-            "split auto: {} — predicted ms per microbatch by stage {} (makespan {:.1} ms); even {} would be {} ({:.1} ms)",
+            "split auto: {} — predicted time per microbatch by stage {} (makespan {}); even {} would be {} ({})",
             join(&a.chosen.split),
             ms(&a.chosen.stage_ms),
-            a.chosen.makespan_ms,
+            d(a.chosen.makespan_ms),
             join(&a.even.split),
             ms(&a.even.stage_ms),
-            a.even.makespan_ms
+            d(a.even.makespan_ms)
         );
-        for (d, c) in a.profile.devices.iter().enumerate() {
+        for (i, c) in a.profile.devices.iter().enumerate() {
             s += &format!(
-                "\n  profile device {d}: embedding {:.2} ms, block {:.2} ms, head {:.2} ms",
-                c.embedding_ms, c.block_ms, c.head_ms
+                "\n  profile device {i}: embedding {}, block {}, head {}",
+                d(c.embedding_ms),
+                d(c.block_ms),
+                d(c.head_ms)
             );
         }
         s

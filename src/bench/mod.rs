@@ -49,38 +49,3 @@ pub fn bench_model(
     }
     Ok(cfg)
 }
-
-/// Rows as CSV, the one way every bench writes it: a header of the rows'
-/// field names (their `Serialize` form, in declaration order), then a line
-/// per row. A list is one cell of `;`-separated values (a CSV cell cannot
-/// nest), a missing value an empty cell.
-pub fn csv<T: serde::Serialize>(rows: &[T]) -> Result<String> {
-    let bad = |e: String| Error::Other(format!("bench CSV: {e}"));
-    let mut w = ::csv::Writer::from_writer(Vec::new());
-    for (i, r) in rows.iter().enumerate() {
-        let serde_json::Value::Object(fields) =
-            serde_json::to_value(r).map_err(|e| bad(e.to_string()))?
-        else {
-            return Err(bad("a row is not a struct".into()));
-        };
-        if i == 0 {
-            w.write_record(fields.keys())
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        w.write_record(fields.values().map(cell))
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    let bytes = w.into_inner().map_err(|e| bad(e.error().to_string()))?;
-    String::from_utf8(bytes).map_err(|e| bad(e.to_string()))
-}
-
-/// One CSV cell of a JSON value.
-fn cell(v: &serde_json::Value) -> String {
-    use serde_json::Value;
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(";"),
-        other => other.to_string(),
-    }
-}

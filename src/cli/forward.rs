@@ -4,7 +4,7 @@
 use wgpipe::device::{list_adapters, place_devices, select};
 use wgpipe::{Error, Pipeline, PipelineConfig, Result, Split};
 
-use super::{check_tp, Context, InputArgs, ModelArgs, TP_HELP};
+use super::{check_tp, duration, Context, InputArgs, ModelArgs, TP_HELP};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ForwardArgs {
@@ -69,9 +69,9 @@ pub fn run(args: &ForwardArgs, cx: &Context) -> Result<()> {
         ),
     };
     cx.print(&format!(
-        "forward: {b} x {t} tokens on {}{tp} in {:.1} ms: {:.1} tokens/s\n",
+        "forward: {b} x {t} tokens on {}{tp} in {}: {:.1} tokens/s\n",
         run.device_names[0],
-        run.wall_s * 1e3,
+        duration(run.wall_s * 1e6),
         (b * t) as f64 / run.wall_s
     ));
     if let Some(p) = &args.input.logits_out {

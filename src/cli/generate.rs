@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use wgpipe::pipeline::{Generation, MpiReport, Prompt, Token};
 use wgpipe::{Error, GenerateOptions, Pipeline, PipelineConfig, Result, SampleSettings, Workload};
 
-use super::{check_tp, joined, Context, LayoutArgs, ModelArgs, TimelineArgs};
+use super::{check_tp, duration, joined, Context, LayoutArgs, ModelArgs, TimelineArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
@@ -217,14 +217,14 @@ fn print_summary(gen: &Generation, streamed: bool, mpi: Option<&MpiReport>) {
         .collect();
     let m = &gen.metrics;
     eprintln!(
-        "{} sequences x {} new tokens on {stages}, {} group(s) in flight: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} / p99 {:.1} ms, {:.1} tokens/s; decode bubble measured {:.1}% (simulated {:.1}%, steady-state {:.1}%); KV cache per Gpu {}",
+        "{} sequences x {} new tokens on {stages}, {} group(s) in flight: TTFT {}, TPOT {}, ITL p50 {} / p99 {}, {:.1} tokens/s; decode bubble measured {:.1}% (simulated {:.1}%, steady-state {:.1}%); KV cache per Gpu {}",
         gen.sequences.len(),
         gen.max_new_tokens,
         gen.groups,
-        m.ttft_ms,
-        m.tpot_ms,
-        m.itl_ms_p50,
-        m.itl_ms_p99,
+        duration(m.ttft_ms * 1e3),
+        duration(m.tpot_ms * 1e3),
+        duration(m.itl_ms_p50 * 1e3),
+        duration(m.itl_ms_p99 * 1e3),
         m.tokens_per_s,
         100.0 * gen.bubble_measured,
         100.0 * gen.bubble_simulated,

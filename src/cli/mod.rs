@@ -13,7 +13,8 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use wgpipe::{io, Cluster, Error, ModelSource, Result, Split, TokenBatch};
+pub use wgpipe::trace::axis::duration;
+use wgpipe::{io, Cluster, Error, Gpt2Config, ModelSource, Result, Split, TokenBatch};
 
 /// Help for every command's `--tp`.
 pub const TP_HELP: &str = "Tensor-parallel degree T: each pipeline stage spans T devices (Megatron's split: attention by heads, the MLP by columns then rows, the vocabulary for the embedding and head; two all-reduces per block). --devices then names P x T Gpus, stage-major: --tp 4 --devices 8 is 4-way TP x 2-way PP";
@@ -47,11 +48,8 @@ impl ModelArgs {
     }
 
     /// The model's config, read before any device opens.
-    pub fn config(&self) -> Result<wgpipe::model::Gpt2Config> {
-        match &self.checkpoint {
-            Some(dir) => wgpipe::model::Gpt2Config::from_json_file(&dir.join("config.json")),
-            None => wgpipe::model::Gpt2Config::named(&self.model),
-        }
+    pub fn config(&self) -> Result<Gpt2Config> {
+        self.source().config()
     }
 }
 
@@ -84,12 +82,7 @@ pub struct InputArgs {
 impl InputArgs {
     /// The batch (`batch` sequences of random ids without a file), checked
     /// against the model.
-    pub fn tokens(
-        &self,
-        cfg: &wgpipe::model::Gpt2Config,
-        seed: u64,
-        batch: usize,
-    ) -> Result<TokenBatch> {
+    pub fn tokens(&self, cfg: &Gpt2Config, seed: u64, batch: usize) -> Result<TokenBatch> {
         let tokens = match &self.input_ids {
             Some(path) => io::read_input_ids(path)?,
             None => io::random_input_ids(
@@ -180,7 +173,7 @@ impl TableArgs {
             false => cx.print(&text()),
         }
         if let Some(p) = &self.csv {
-            cx.write(p, wgpipe::bench::csv(rows)?.as_bytes())?;
+            cx.write(p, io::csv_rows(rows)?.as_bytes())?;
         }
         if let Some(p) = &self.svg {
             cx.write(p, svg().as_bytes())?;

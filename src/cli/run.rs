@@ -5,7 +5,7 @@
 use wgpipe::pipeline::{Compare, ForwardReport, MpiReport};
 use wgpipe::{Pipeline, PipelineConfig, Result, ScheduleKind, Workload};
 
-use super::{check_tp, Context, InputArgs, LayoutArgs, ModelArgs, TimelineArgs};
+use super::{check_tp, duration, Context, InputArgs, LayoutArgs, ModelArgs, TimelineArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -116,8 +116,9 @@ fn text(run: &ForwardReport, c: &Compare, mpi: Option<&MpiReport>) -> String {
     s += &format!("{m}\n");
     for (d, name) in run.device_names.iter().enumerate() {
         s += &format!(
-            "  device {d} {name}: busy {:.2} ms, idle {:.2} ms\n",
-            m.busy_ms[d], m.idle_ms[d]
+            "  device {d} {name}: busy {}, idle {}\n",
+            duration(m.busy_ms[d] * 1e3),
+            duration(m.idle_ms[d] * 1e3)
         );
     }
     if let Some(r) = mpi {

@@ -13,7 +13,7 @@ use wgpipe::{
     Workload,
 };
 
-use super::{Context, LayoutArgs, ModelArgs, TimelineArgs};
+use super::{duration, Context, LayoutArgs, ModelArgs, TimelineArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerName {
@@ -372,8 +372,10 @@ fn text(r: &Report) -> String {
         r.seq
     );
     s += &format!(
-        "step {:.1} ms (median), {:.0} tokens/s; last step's pipeline: makespan {:.1} ms\n",
-        r.step_ms, r.tokens_per_s, r.last_step.makespan_ms
+        "step {} (median), {:.0} tokens/s; last step's pipeline: makespan {}\n",
+        duration(r.step_ms * 1e3),
+        r.tokens_per_s,
+        duration(r.last_step.makespan_ms * 1e3)
     );
     s += &format!(
         "bubble: measured {:.1}%   simulated {:.1}%   analytic {:.1}%\n",
@@ -383,8 +385,8 @@ fn text(r: &Report) -> String {
     );
     for (d, name) in r.device_names.iter().enumerate() {
         s += &format!(
-            "  device {d} {name}: busy {:.1} ms, peak stashed activations {:.2} MB{}\n",
-            r.last_step.busy_ms[d],
+            "  device {d} {name}: busy {}, peak stashed activations {:.2} MB{}\n",
+            duration(r.last_step.busy_ms[d] * 1e3),
             r.peak_activation_bytes[d] as f64 / 1e6,
             if r.recompute { " (recompute)" } else { "" }
         );

@@ -141,11 +141,12 @@ impl Pipeline {
 /// when measured, and the note.
 impl std::fmt::Display for Compare {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = crate::trace::axis::duration(self.one_device_ms * 1e3);
         if self.one_device_measured {
             write!(
                 f,
-                "one device ({}), same work: {:.2} ms measured; speedup {:.2}",
-                self.one_device, self.one_device_ms, self.speedup
+                "one device ({}), same work: {d} measured; speedup {:.2}",
+                self.one_device, self.speedup
             )?;
         } else if self.one_device_ms.is_nan() {
             write!(
@@ -155,8 +156,8 @@ impl std::fmt::Display for Compare {
         } else {
             write!(
                 f,
-                "one device ({}), same work: ~{:.2} ms (estimated from the stages' times; --compare measures it and says where the speedup goes); speedup ~{:.2}",
-                self.one_device, self.one_device_ms, self.speedup
+                "one device ({}), same work: ~{d} (estimated from the stages' times; --compare measures it and says where the speedup goes); speedup ~{:.2}",
+                self.one_device, self.speedup
             )?;
         }
         if let Some(l) = &self.accounting {

@@ -68,6 +68,19 @@ pub enum ModelSource {
     Weights(Box<Gpt2Weights>),
 }
 
+impl ModelSource {
+    /// The model's shape, read without loading any weights (a checkpoint's
+    /// `config.json`), to check inputs before devices open.
+    pub fn config(&self) -> Result<Gpt2Config> {
+        match self {
+            ModelSource::Checkpoint(dir) => Gpt2Config::from_json_file(&dir.join("config.json")),
+            ModelSource::Preset { name, .. } => Gpt2Config::named(name),
+            ModelSource::Config { config, .. } => Ok(config.clone()),
+            ModelSource::Weights(w) => Ok(w.config.clone()),
+        }
+    }
+}
+
 /// The work the pipeline's split is chosen for: `--split auto` profiles
 /// each layer kind at this shape and predicts this schedule's makespan.
 #[derive(Clone, Debug, PartialEq, Eq)]
