@@ -2,7 +2,7 @@
 //! device ([`Cluster::Local`]), or one rank of an MPI job, one Gpu each
 //! ([`Cluster::Mpi`], `--features mpi`). A value handed to whatever runs
 //! across processes — the entry points of every workload, the trainer, the
-//! benches, the [`crate::Pipeline`] — never looked up: a run on this
+//! benches, the pipeline API — never looked up: a run on this
 //! process's devices alone (a bench's one-device baseline on rank 0) is
 //! simply given [`Cluster::Local`].
 //!

@@ -130,7 +130,7 @@ impl StageProgram for Relay {
         }
     }
 
-    fn encode(&mut self, _gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::Result<()> {
+    fn encode(&mut self, _gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::error::Result<()> {
         let s = a.stage;
         match a.kind {
             Kind::F => {
@@ -165,8 +165,8 @@ impl StageProgram for Relay {
         Ok(())
     }
 
-    fn finish(self, gpu: &Gpu) -> crate::Result<RelayOut> {
-        let words = |b: &wgpu::Buffer| -> crate::Result<Vec<u32>> {
+    fn finish(self, gpu: &Gpu) -> crate::error::Result<RelayOut> {
+        let words = |b: &wgpu::Buffer| -> crate::error::Result<Vec<u32>> {
             let f = buffers::download(gpu, b, WORDS)?;
             Ok(bytemuck::cast_slice(&f).to_vec())
         };
@@ -266,7 +266,7 @@ struct Hooked<P, H> {
 impl<P, H> StageProgram for Hooked<P, H>
 where
     P: StageProgram,
-    H: FnMut(&Gpu, Action, &P) -> crate::Result<()>,
+    H: FnMut(&Gpu, Action, &P) -> crate::error::Result<()>,
 {
     type Output = P::Output;
     fn message_bytes(&self, p: Product) -> u64 {
@@ -278,21 +278,21 @@ where
     fn output(&self, a: Action) -> &wgpu::Buffer {
         self.inner.output(a)
     }
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::Result<()> {
+    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::error::Result<()> {
         (self.hook)(gpu, a, &self.inner)?;
         self.inner.encode(gpu, a, enc)
     }
     fn encode_results(&mut self, gpu: &Gpu, a: Action, enc: &mut wgpu::CommandEncoder) {
         self.inner.encode_results(gpu, a, enc)
     }
-    fn finish(self, gpu: &Gpu) -> crate::Result<P::Output> {
+    fn finish(self, gpu: &Gpu) -> crate::error::Result<P::Output> {
         self.inner.finish(gpu)
     }
 }
 
 /// Wait until `parties` threads have arrived at `gate`; `Err` after a long
 /// wait. Not a speed limit: a deadlock detector.
-fn rendezvous(gate: &(Mutex<usize>, Condvar), parties: usize) -> crate::Result<()> {
+fn rendezvous(gate: &(Mutex<usize>, Condvar), parties: usize) -> crate::error::Result<()> {
     let (lock, cv) = gate;
     let mut n = lock.lock().unwrap();
     *n += 1;
@@ -301,7 +301,7 @@ fn rendezvous(gate: &(Mutex<usize>, Condvar), parties: usize) -> crate::Result<(
         .wait_timeout_while(n, Duration::from_secs(120), |n| *n < parties)
         .unwrap();
     if timeout.timed_out() {
-        return Err(crate::Error::Other(format!(
+        return Err(crate::error::Error::Other(format!(
             "only {} of {parties} devices reached their rendezvous: devices do not run at the same time",
             *n
         )));

@@ -142,7 +142,7 @@ impl Device<'_> {
 /// into an error that names the device and the action it was on.
 pub(super) fn run_device<P: StageProgram>(
     dev: &Device,
-    make: impl FnOnce(&Gpu) -> crate::Result<P>,
+    make: impl FnOnce(&Gpu) -> crate::error::Result<P>,
 ) -> Result<Outcome<P::Output>, Stop> {
     let at = Cell::new(At::Setup);
     match catch_unwind(AssertUnwindSafe(|| body(dev, make, &at))) {
@@ -160,7 +160,7 @@ pub(super) fn run_device<P: StageProgram>(
 
 fn body<P: StageProgram>(
     dev: &Device,
-    make: impl FnOnce(&Gpu) -> crate::Result<P>,
+    make: impl FnOnce(&Gpu) -> crate::error::Result<P>,
     at: &Cell<At>,
 ) -> Result<Outcome<P::Output>, Stop> {
     let gpu = dev.gpu;
