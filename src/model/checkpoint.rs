@@ -15,18 +15,16 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensorError};
+use safetensors::Dtype;
 
 use crate::error::{Error, Result};
-use crate::io::{from_le_bytes, to_le_bytes};
+use crate::io::{from_le_bytes, read_safetensors_header, to_le_bytes};
 use crate::model::config::Gpt2Config;
 use crate::model::weights::{Gpt2Weights, LayerWeights, PartialWeights, StagePart, TensorSet};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 const PREFIX: &str = "transformer.";
-/// The largest header `safetensors` reads (its own limit).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 impl Gpt2Weights {
     /// Load `dir/config.json` and `dir/model.safetensors`.
@@ -80,7 +78,7 @@ impl Checkpoint {
         let config = Gpt2Config::from_json_file(&dir.join(CONFIG_FILE))?;
         let path = dir.join(WEIGHTS_FILE);
         let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let (header, data_start) = read_header(&mut file, &path)?;
+        let (header, data_start) = read_safetensors_header(&mut file, &path)?;
         let prefixed = header.offset_keys().iter().any(|n| n.starts_with(PREFIX));
         let ckpt = Checkpoint {
             path,
@@ -275,51 +273,6 @@ impl Checkpoint {
             found: dtype.to_string(),
         })
     }
-}
-
-/// The header of the safetensors file open as `file`: the 8-byte
-/// little-endian length, then that much JSON, checked as
-/// `SafeTensors::deserialize` checks it (offsets contiguous, sizes matching
-/// dtype and shape, the tensors ending where the file ends). Returns it and
-/// where the tensors' bytes start.
-fn read_header(file: &mut File, path: &Path) -> Result<(Metadata, u64)> {
-    let bad = |msg: String| Error::Safetensors {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let io = |e| Error::io(path, e);
-    let len = file.metadata().map_err(io)?.len();
-    if len < 8 {
-        return Err(bad(SafeTensorError::HeaderTooSmall.to_string()));
-    }
-    let mut n = [0u8; 8];
-    file.read_exact(&mut n).map_err(io)?;
-    let n = u64::from_le_bytes(n);
-    if n > MAX_HEADER_BYTES {
-        return Err(bad(SafeTensorError::HeaderTooLarge.to_string()));
-    }
-    if 8 + n > len {
-        return Err(bad(format!(
-            "{}: the header claims {n} bytes, the file has {} after the length",
-            SafeTensorError::InvalidHeaderLength,
-            len - 8
-        )));
-    }
-    let mut text = vec![0u8; n as usize];
-    file.read_exact(&mut text).map_err(io)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|e| bad(SafeTensorError::InvalidHeader(e).to_string()))?;
-    let header: Metadata = serde_json::from_str(text)
-        .map_err(|e| bad(SafeTensorError::InvalidHeaderDeserialization(e).to_string()))?;
-    let data = header.data_len() as u64;
-    if 8 + n + data != len {
-        return Err(bad(format!(
-            "{}: the header's tensors take {data} bytes, the file has {} after the header (truncated?)",
-            SafeTensorError::MetadataIncompleteBuffer,
-            len - 8 - n
-        )));
-    }
-    Ok((header, 8 + n))
 }
 
 /// A tensor's little-endian F32, F16 or BF16 bytes (possibly unaligned) as
