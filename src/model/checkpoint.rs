@@ -79,6 +79,7 @@ impl Checkpoint {
         let path = dir.join(WEIGHTS_FILE);
         let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let (header, data_start) = read_safetensors_header(&mut file, &path)?;
+        check_size(&config, &dir.join(CONFIG_FILE), &header, &path)?;
         let prefixed = header.offset_keys().iter().any(|n| n.starts_with(PREFIX));
         let ckpt = Checkpoint {
             path,
@@ -273,6 +274,38 @@ impl Checkpoint {
             found: dtype.to_string(),
         })
     }
+}
+
+/// The fewest bytes a stored parameter takes: F16 and BF16 (F32 takes 4).
+const MIN_BYTES_PER_PARAM: u128 = 2;
+
+/// Refuse a config whose model cannot be in the weights file: its
+/// parameters, at [`MIN_BYTES_PER_PARAM`] bytes each, take more bytes than
+/// the file's tensors. This is the limit on config.json's sizes, checked
+/// before anything is sized by them — n_layer = 10^12 or n_embd = 10^12 is
+/// refused here, not allocated (a stage's tensor set has one entry per
+/// layer). Tensors the model ignores only make the file larger, so a
+/// complete checkpoint always passes; a missing or mis-shaped tensor is
+/// named when it is read ([`Checkpoint::load_into`]).
+fn check_size(
+    config: &Gpt2Config,
+    config_path: &Path,
+    header: &Metadata,
+    path: &Path,
+) -> Result<()> {
+    // validate() has checked that num_params (in f32 bytes, even) fits a usize.
+    let params = config.num_params() as u128;
+    let have = header.data_len() as u128;
+    if params * MIN_BYTES_PER_PARAM > have {
+        return Err(Error::Config(format!(
+            "{}: {} make {params} parameters, at least {} bytes stored as F16, but {} holds {have} bytes of tensors: the config does not describe these weights",
+            config_path.display(),
+            config.sizes(),
+            params * MIN_BYTES_PER_PARAM,
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A tensor's little-endian F32, F16 or BF16 bytes (possibly unaligned) as

@@ -5,6 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::parse_checkpoint;
+use crate::config::parse_config;
 use crate::harness::*;
 use crate::input_ids::parse_input_ids;
 
@@ -17,6 +18,7 @@ pub fn corpus_error(parser: &str, dir: &Path) -> Option<String> {
     match parser {
         "checkpoint" => message(parse_checkpoint(dir)),
         "input_ids" => message(parse_input_ids(dir)),
+        "config" => message(parse_config(dir)),
         other => panic!("tests/data/fuzz/{other}: no such parser; see corpus_error"),
     }
 }

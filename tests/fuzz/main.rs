@@ -28,6 +28,7 @@ mod gen;
 mod harness;
 
 mod checkpoint;
+mod config;
 mod corpus;
 mod input_ids;
 mod safetensors;
