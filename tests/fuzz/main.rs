@@ -32,3 +32,4 @@ mod config;
 mod corpus;
 mod input_ids;
 mod safetensors;
+mod train_bin;
