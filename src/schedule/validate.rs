@@ -13,7 +13,7 @@
 //!
 //! Every rejection carries the grid with the offending cell marked.
 
-use crate::schedule::walk::{check_cells, walk};
+use crate::schedule::walk::{check_cells, missing_forward, walk};
 use crate::schedule::{Kind, Schedule, ScheduleError};
 
 /// Checks everything above; `Ok` means the schedule runs to completion.
@@ -51,9 +51,7 @@ fn check_counts(s: &Schedule) -> Result<(), ScheduleError> {
             let dev = s.device_of_stage(stage);
             let (f, b, i, w) = (at(0), at(1), at(2), at(3));
             let problem = if f.is_none() {
-                format!(
-                    "{stage}F{mb} (stage {stage}, forward, microbatch {mb}) is missing from device {dev}'s row"
-                )
+                missing_forward(s, stage, mb)
             } else if !training {
                 continue;
             } else {

@@ -8,7 +8,9 @@
 //! made on another device. Transfers occupy neither device. Every device
 //! waiting on something that never comes is a deadlock, reported per device.
 
-use crate::schedule::{grid, Action, Schedule, ScheduleError};
+use std::collections::HashSet;
+
+use crate::schedule::{grid, Action, Kind, Schedule, ScheduleError};
 use crate::timing::{SimTransfer, Slot};
 
 /// Where a walk placed every action and transfer.
@@ -145,6 +147,13 @@ pub(super) fn check_cells(s: &Schedule) -> Result<(), ScheduleError> {
             flag: "--virtual",
         });
     }
+    let Some(stages) = s.devices.checked_mul(s.virtual_stages) else {
+        let problem = format!(
+            "{} devices × {} chunks per device overflows",
+            s.devices, s.virtual_stages
+        );
+        return Err(ScheduleError::invalid(s, problem, &[]));
+    };
     if s.rows.len() != s.devices {
         let problem = format!(
             "it has {} rows but {} devices; give one row per device",
@@ -154,13 +163,13 @@ pub(super) fn check_cells(s: &Schedule) -> Result<(), ScheduleError> {
         return Err(ScheduleError::invalid(s, problem, &[]));
     }
     for (d, step, a) in s.actions() {
-        let problem = if a.stage >= s.stages() {
+        let problem = if a.stage >= stages {
             format!(
                 "device {d} step {step}: {a} names stage {}, but {} devices × {} chunks make stages 0..{}",
                 a.stage,
                 s.devices,
                 s.virtual_stages,
-                s.stages() - 1
+                stages - 1
             )
         } else if a.microbatch >= s.microbatches {
             format!(
@@ -180,5 +189,41 @@ pub(super) fn check_cells(s: &Schedule) -> Result<(), ScheduleError> {
         };
         return Err(ScheduleError::invalid(s, problem, &[(d, step)]));
     }
+    // Every (stage, microbatch) has its own F: a schedule whose P·v·M (from
+    // a CSV header, say) is more than its F cells lacks one. Said here,
+    // before a walk or validation makes tables of 3·S·M entries, so that
+    // their size is bounded by the cells actually present.
+    let forwards = s.actions().filter(|(_, _, a)| a.kind == Kind::F).count();
+    if stages
+        .checked_mul(s.microbatches)
+        .is_none_or(|n| n > forwards)
+    {
+        let present: HashSet<(usize, usize)> = (s.actions())
+            .filter(|(_, _, a)| a.kind == Kind::F)
+            .map(|(_, _, a)| (a.stage, a.microbatch))
+            .collect();
+        // Among the first forwards + 1 pairs in order, one is missing.
+        let (stage, mb) = (0..stages)
+            .flat_map(|st| (0..s.microbatches).map(move |mb| (st, mb)))
+            .find(|p| !present.contains(p))
+            .unwrap_or((0, 0));
+        let marks: Vec<(usize, usize)> = (s.actions())
+            .filter(|(_, _, a)| (a.stage, a.microbatch) == (stage, mb))
+            .map(|(d, step, _)| (d, step))
+            .collect();
+        return Err(ScheduleError::invalid(
+            s,
+            missing_forward(s, stage, mb),
+            &marks,
+        ));
+    }
     Ok(())
+}
+
+/// The problem of a schedule without `{stage}F{mb}`.
+pub(super) fn missing_forward(s: &Schedule, stage: usize, mb: usize) -> String {
+    format!(
+        "{stage}F{mb} (stage {stage}, forward, microbatch {mb}) is missing from device {}'s row",
+        s.device_of_stage(stage)
+    )
 }

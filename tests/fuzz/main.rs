@@ -32,4 +32,5 @@ mod config;
 mod corpus;
 mod input_ids;
 mod safetensors;
+mod schedule_csv;
 mod train_bin;
