@@ -79,8 +79,11 @@ fn check_counts(s: &Schedule) -> Result<(), ScheduleError> {
 /// Step 3: on each device, what an action needs from that same device comes first.
 fn check_device_order(s: &Schedule) -> Result<(), ScheduleError> {
     let (stages, m) = (s.stages(), s.microbatches);
+    // One table for all rows (one per row would cost P · 3·S·M): a row
+    // looks only at products of its own device's stages, which only it makes
+    // (check_cells put every action on its stage's device).
+    let mut made = vec![false; 3 * stages * m];
     for (d, row) in s.rows.iter().enumerate() {
-        let mut made = vec![false; 3 * stages * m];
         for (step, a) in row
             .iter()
             .enumerate()

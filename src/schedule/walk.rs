@@ -8,9 +8,9 @@
 //! made on another device. Transfers occupy neither device. Every device
 //! waiting on something that never comes is a deadlock, reported per device.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::schedule::{grid, Action, Kind, Schedule, ScheduleError};
+use crate::schedule::{grid, Action, Kind, Product, Schedule, ScheduleError};
 use crate::timing::{SimTransfer, Slot};
 
 /// Where a walk placed every action and transfer.
@@ -23,6 +23,14 @@ pub(super) struct Walk {
 
 /// Walks `s` with `duration` per action and `transfer` per hop between
 /// devices, after [`check_cells`].
+///
+/// In rounds: each device in turn runs as far as it can. A device that
+/// stops, waiting for a product, is visited again only once that product is
+/// made — later in the same round when its maker comes before it, else in
+/// the next round. That places the same actions in the same order as
+/// visiting every device every round, in time proportional to the actions
+/// rather than to devices × rounds (a chain of backwards against the device
+/// order takes P rounds).
 pub(super) fn walk(
     s: &Schedule,
     duration: impl Fn(&Action) -> f64,
@@ -38,9 +46,12 @@ pub(super) fn walk(
         slots: Vec::new(),
         transfers: Vec::new(),
     };
+    // The devices stopped at an action lacking a product, by product.
+    let mut waiting: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut round: BTreeSet<usize> = (0..p).collect();
     loop {
-        let mut progressed = false;
-        for d in 0..p {
+        let mut next = BTreeSet::new();
+        while let Some(d) = round.pop_first() {
             let row = &s.rows[d];
             while pos[d] < row.len() {
                 let Some(a) = row[pos[d]] else {
@@ -48,11 +59,12 @@ pub(super) fn walk(
                     continue;
                 };
                 let needs = s.needs(&a);
-                let made: Option<Vec<(f64, usize)>> =
-                    needs.iter().map(|n| done[n.index(m)]).collect();
-                let Some(made) = made else { break };
+                if let Some(n) = needs.iter().find(|n| done[n.index(m)].is_none()) {
+                    waiting.entry(n.index(m)).or_default().push(d);
+                    break;
+                }
                 let mut start = free[d];
-                for &(end, from) in &made {
+                for &(end, from) in needs.iter().filter_map(|n| done[n.index(m)].as_ref()) {
                     if from == d {
                         start = start.max(end);
                         continue;
@@ -75,24 +87,41 @@ pub(super) fn walk(
                     start,
                     end,
                 });
-                done[a.produces().index(m)] = Some((end, d));
+                let product = a.produces().index(m);
+                done[product] = Some((end, d));
+                for w in waiting.remove(&product).unwrap_or_default() {
+                    // The devices still to come in this round are all past d.
+                    if w > d {
+                        round.insert(w);
+                    } else {
+                        next.insert(w);
+                    }
+                }
                 free[d] = end;
                 pos[d] += 1;
-                progressed = true;
             }
         }
-        if (0..p).all(|d| pos[d] >= s.rows[d].len()) {
-            return Ok(out);
-        }
-        if !progressed {
+        // A device still waiting is in no round: when none was woken for the
+        // next, every device has finished or none can go on.
+        if next.is_empty() {
+            if (0..p).all(|d| pos[d] >= s.rows[d].len()) {
+                return Ok(out);
+            }
             return Err(deadlock(s, &pos, &done));
         }
+        round = next;
     }
 }
 
 /// Names each blocked device, the action it waits at and what it lacks.
 fn deadlock(s: &Schedule, pos: &[usize], done: &[Option<(f64, usize)>]) -> ScheduleError {
     let m = s.microbatches;
+    // Who makes each product (the first in row order), looked up once: a
+    // search per blocked device would cost P × the actions.
+    let mut makers: HashMap<Product, (usize, usize, Action)> = HashMap::new();
+    for (d, step, b) in s.actions() {
+        makers.entry(b.produces()).or_insert((d, step, b));
+    }
     let mut waits = Vec::new();
     let mut marks = Vec::new();
     for (d, &step) in pos.iter().enumerate() {
@@ -105,8 +134,7 @@ fn deadlock(s: &Schedule, pos: &[usize], done: &[Option<(f64, usize)>]) -> Sched
             .into_iter()
             .filter(|n| done[n.index(m)].is_none())
         {
-            let maker = s.actions().find(|(_, _, b)| b.produces() == n);
-            let whence = match maker {
+            let whence = match makers.get(&n).copied() {
                 Some((md, mstep, b)) => match pos[md] {
                     p if p < s.rows[md].len() => format!(
                         "{b}, which device {md} would run at step {mstep} but is itself stuck at step {p}"

@@ -187,3 +187,44 @@ fn fuzz_schedule_csv() {
         },
     )
 }
+
+/// A 50,000-device schedule whose backwards run against the device order
+/// (each device's B waits for the next device's), one whose every device is
+/// stuck, and a 4,000-device one with a row 80,000 cells wide: the walk
+/// once revisited every device each round (P² steps), a deadlock report
+/// searched all actions for each stuck device, and every error drew every
+/// row as wide as the widest — minutes for files of a few hundred KB.
+#[test]
+fn csv_schedules_of_many_devices_or_wide_rows_are_linear() {
+    let p = 50_000;
+    let text: String = (0..p).map(|d| format!("{d}F0,{d}B0\n")).collect();
+    let s = csv::from_csv(&text, "chain.csv").unwrap();
+    validate(&s).unwrap();
+    let sim = simulate(&s, &Costs::uniform(p, 1.0, 2.0, 1.0, 1.0, 0.0)).unwrap();
+    // F runs down the chain (1 each), B back up (2 each).
+    assert_eq!(sim.makespan, 3.0 * p as f64);
+
+    // Device d first runs stage d + P (its second chunk), which needs stage
+    // d + P - 1 from device d - 1's first step — itself stuck; device 0's
+    // needs stage P - 1, device P - 1's second step.
+    let text: String = (0..p).map(|d| format!("{}F0,{d}F0\n", d + p)).collect();
+    let s = csv::from_csv(&text, "stuck.csv").unwrap();
+    let msg = validate(&s).unwrap_err().to_string();
+    assert!(msg.starts_with("the schedule deadlocks"), "{}", &msg[..200]);
+    assert_eq!(
+        msg.matches(" waits at step 0 on ").count(),
+        p,
+        "one line per device"
+    );
+
+    let p = 4_000;
+    let mut text: String = (0..p).map(|d| format!("{d}F0\n")).collect();
+    text += &",".repeat(20 * p);
+    let s = csv::from_csv(&text, "wide.csv").unwrap();
+    let msg = validate(&s).unwrap_err().to_string();
+    assert!(
+        msg.contains("4000 rows but 4001 devices") || msg.contains("4001"),
+        "{}",
+        &msg[..200.min(msg.len())]
+    );
+}
