@@ -9,6 +9,7 @@ use crate::config::parse_config;
 use crate::harness::*;
 use crate::input_ids::parse_input_ids;
 use crate::schedule_csv::parse_schedule;
+use crate::tokenizer::parse_tokenizer;
 use crate::train_bin::parse_train_bin;
 
 /// The error message of the first thing wrong with corpus case `dir`, which
@@ -21,6 +22,7 @@ pub fn corpus_error(parser: &str, dir: &Path) -> Option<String> {
         "checkpoint" => message(parse_checkpoint(dir)),
         "input_ids" => message(parse_input_ids(dir)),
         "config" => message(parse_config(dir)),
+        "tokenizer" => message(parse_tokenizer(dir)),
         "train_bin" => message(parse_train_bin(dir, 2, 3)),
         "schedule_csv" => message(parse_schedule(dir)),
         other => panic!("tests/data/fuzz/{other}: no such parser; see corpus_error"),

@@ -33,4 +33,5 @@ mod corpus;
 mod input_ids;
 mod safetensors;
 mod schedule_csv;
+mod tokenizer;
 mod train_bin;
