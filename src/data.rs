@@ -73,7 +73,8 @@ impl TokenStream {
     }
 
     /// A sampler of batches of `batch` windows of `seq` consecutive tokens,
-    /// deterministic for `seed`.
+    /// deterministic for `seed`. `seq` must fit in the stream, and a batch's
+    /// `batch × seq` ids in a `usize`.
     pub fn windows(&self, batch: usize, seq: usize, seed: u64) -> Result<Windows<'_>> {
         if batch == 0 || seq == 0 {
             return Err(Error::Input(format!(
@@ -85,6 +86,11 @@ impl TokenStream {
                 "a training window of seq {seq} needs at least {seq} tokens; \
                  the token stream holds {}",
                 self.len()
+            )));
+        }
+        if batch.checked_mul(seq).is_none() {
+            return Err(Error::Input(format!(
+                "training windows of batch {batch} × seq {seq}: the batch's size overflows"
             )));
         }
         Ok(Windows {

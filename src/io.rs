@@ -2,9 +2,12 @@
 //!
 //! B = batch, T = sequence length, V = vocab size.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensorError};
 
 use crate::error::{Error, Result};
 use crate::model::config::Gpt2Config;
@@ -22,15 +25,14 @@ pub struct TokenBatch {
 }
 
 /// Read tensor `input_ids` ([B, T], or [T] as B = 1; I64 as transformers
-/// saves it, or I32) from a safetensors file.
+/// saves it, or I32) from a safetensors file. The header is checked first
+/// ([`read_safetensors_header`]); then only that tensor's bytes are read.
 pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    let view = st.tensor(INPUT_IDS).map_err(|_| {
-        let mut names = st.names();
+    let io = |e| Error::io(path, e);
+    let mut file = File::open(path).map_err(io)?;
+    let (header, data_start) = read_safetensors_header(&mut file, path)?;
+    let info = header.info(INPUT_IDS).ok_or_else(|| {
+        let mut names = header.offset_keys();
         names.sort_unstable();
         Error::MissingTensor {
             path: path.to_path_buf(),
@@ -42,7 +44,7 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
             },
         }
     })?;
-    let (batch, seq) = match *view.shape() {
+    let (batch, seq) = match info.shape[..] {
         [t] => (1, t),
         [b, t] => (b, t),
         ref other => {
@@ -52,13 +54,16 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
             )))
         }
     };
-    let data = view.data();
-    let raw: Vec<i64> = match view.dtype() {
-        Dtype::I64 => from_le_bytes(data, i64::from_le),
-        Dtype::I32 => from_le_bytes(data, i32::from_le)
-            .into_iter()
-            .map(i64::from)
-            .collect(),
+    if batch == 0 || seq == 0 {
+        return Err(Error::Input(format!(
+            "{}: tensor `{INPUT_IDS}` has shape {:?}: it holds no ids",
+            path.display(),
+            info.shape
+        )));
+    }
+    let width = match info.dtype {
+        Dtype::I64 => 8,
+        Dtype::I32 => 4,
         other => {
             return Err(Error::TensorDtype {
                 path: path.to_path_buf(),
@@ -68,19 +73,106 @@ pub fn read_input_ids(path: &Path) -> Result<TokenBatch> {
             })
         }
     };
+    // The header was checked against the file's length: these bytes exist.
+    let (start, end) = info.data_offsets;
+    let mut data = vec![0u8; end - start];
+    file.seek(SeekFrom::Start(data_start + start as u64))
+        .map_err(io)?;
+    file.read_exact(&mut data).map_err(io)?;
+    let raw: Vec<i64> = match width {
+        8 => from_le_bytes(&data, i64::from_le),
+        _ => from_le_bytes(&data, i32::from_le)
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+    };
     let mut ids = Vec::with_capacity(raw.len());
     for (i, &x) in raw.iter().enumerate() {
         let id = u32::try_from(x).map_err(|_| {
             Error::Input(format!(
                 "{}: token id {x} at [{}, {}] is out of range (ids must be in 0..2^32)",
                 path.display(),
-                i / seq.max(1),
-                i % seq.max(1)
+                i / seq,
+                i % seq
             ))
         })?;
         ids.push(id);
     }
     Ok(TokenBatch { ids, batch, seq })
+}
+
+/// The largest header `safetensors` reads (its own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The header of the safetensors file open as `file` (`path` names it in
+/// errors): the 8-byte little-endian length, then that much JSON, checked as
+/// `SafeTensors::deserialize` checks it (offsets contiguous, sizes matching
+/// dtype and shape) and against the file's length — the header must fit in
+/// the file and its tensors must end where the file ends — before anything
+/// sized by a number in it is allocated. Returns it and where the tensors'
+/// bytes start. Every reader of a safetensors file that a user hands in
+/// goes through here, so that a tensor's byte range, once in the header,
+/// is known to be in the file.
+pub(crate) fn read_safetensors_header(file: &mut File, path: &Path) -> Result<(Metadata, u64)> {
+    let bad = |msg: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let io = |e| Error::io(path, e);
+    let len = file.metadata().map_err(io)?.len();
+    if len < 8 {
+        return Err(bad(format!(
+            "{}: the file has {len} bytes, fewer than the 8 of the header's length",
+            SafeTensorError::HeaderTooSmall
+        )));
+    }
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(io)?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES {
+        return Err(bad(format!(
+            "{}: the header claims {n} bytes, more than the {MAX_HEADER_BYTES} a header may have",
+            SafeTensorError::HeaderTooLarge
+        )));
+    }
+    if n > len - 8 {
+        return Err(bad(format!(
+            "{}: the header claims {n} bytes, the file has {} after the length",
+            SafeTensorError::InvalidHeaderLength,
+            len - 8
+        )));
+    }
+    let mut text = vec![0u8; n as usize];
+    file.read_exact(&mut text).map_err(io)?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|e| bad(SafeTensorError::InvalidHeader(e).to_string()))?;
+    let header: Metadata = serde_json::from_str(text)
+        .map_err(|e| bad(SafeTensorError::InvalidHeaderDeserialization(e).to_string()))?;
+    // Compared without adding to the header's numbers: they can be near 2^64.
+    let data = header.data_len() as u64;
+    let after_header = len - 8 - n;
+    if data != after_header {
+        let size = |t: &TensorInfo| t.data_offsets.1 - t.data_offsets.0;
+        let largest = header
+            .tensors()
+            .into_iter()
+            .max_by(|(a, x), (b, y)| size(x).cmp(&size(y)).then(b.cmp(a)))
+            .map(|(name, t)| {
+                format!(
+                    " (the largest, `{name}` {:?} {:?}, {} bytes)",
+                    t.dtype,
+                    t.shape,
+                    size(t)
+                )
+            })
+            .unwrap_or_default();
+        return Err(bad(format!(
+            "{}: the header's tensors take {data} bytes{largest}, the file has {after_header} after the header{}",
+            SafeTensorError::MetadataIncompleteBuffer,
+            if data > after_header { " (truncated?)" } else { "" }
+        )));
+    }
+    Ok((header, 8 + n))
 }
 
 /// The values stored little-endian (as safetensors stores them) in `data`.

@@ -50,10 +50,25 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
+        let malformed = |e: &dyn std::fmt::Display| {
             Error::Input(format!("{}: malformed tokenizer file: {e}", path.display()))
+        };
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| malformed(&e))?;
+        check_bpe_merges(&json).map_err(|e| malformed(&e))?;
+        check_precompiled(&json).map_err(|e| malformed(&e))?;
+        let mut inner = unpanicked(path, "loading it", || {
+            tokenizers::Tokenizer::from_bytes(&bytes)
+        })?
+        .map_err(|e| malformed(&e))?;
+        // Prompts are encoded as they are, as transformers' tokenizer(text)
+        // does: its fast tokenizers turn the file's padding and truncation
+        // off unless a call asks for them. (Left on, a `"padding": {"strategy":
+        // {"Fixed": 4294967296}}` would pad every prompt to 2^32 ids.)
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| malformed(&e))?;
+        let vocab_size = unpanicked(path, "counting its vocabulary", || {
+            inner.get_vocab_size(true)
         })?;
-        let vocab_size = inner.get_vocab_size(true);
         Ok(Tokenizer {
             inner,
             path: path.to_path_buf(),
@@ -73,7 +88,10 @@ impl Tokenizer {
 
     /// The ids of `text`, with no special tokens added (GPT-2 adds none anyway).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode(text, false).map_err(|e| {
+        let encoding = unpanicked(&self.path, &format!("encoding {text:?}"), || {
+            self.inner.encode(text, false)
+        })?
+        .map_err(|e| {
             Error::Input(format!(
                 "{}: cannot encode {text:?}: {e}",
                 self.path.display()
@@ -87,14 +105,24 @@ impl Tokenizer {
     /// in transformers' `decode`. An id outside `0..vocab_size` is an error
     /// (the `tokenizers` crate would silently drop it).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if let Some(&id) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
+        if ids.is_empty() {
+            // Nothing to decode (and tokenizers' BPE decoder would underflow).
+            return Ok(String::new());
+        }
+        let unknown = unpanicked(&self.path, "looking up ids", || {
+            ids.iter()
+                .find(|&&id| self.inner.id_to_token(id).is_none())
+                .copied()
+        })?;
+        if let Some(id) = unknown {
             return Err(Error::Input(format!(
                 "token id {id} is out of range for the tokenizer {} (vocab size {})",
                 self.path.display(),
                 self.vocab_size
             )));
         }
-        self.inner.decode(ids, false).map_err(|e| {
+        let what = format!("decoding {} ids", ids.len());
+        unpanicked(&self.path, &what, || self.inner.decode(ids, false))?.map_err(|e| {
             Error::Input(format!(
                 "{}: cannot decode {} ids: {e}",
                 self.path.display(),
@@ -102,6 +130,101 @@ impl Tokenizer {
             ))
         })
     }
+}
+
+/// `f()`, a panic in it — inside the `tokenizers` crate, which some
+/// malformed `tokenizer.json` files provoke (a `Strip` decoder told to cut
+/// more than a token holds, say) — turned into an [`Error::Input`] naming the
+/// file and what was being done. (The panic's own message is still printed
+/// by the panic hook.) A tokenizer that panicked once may do so again; its
+/// state is not otherwise used after the error.
+fn unpanicked<T>(path: &Path, doing: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let msg = (panic.downcast_ref::<String>().map(String::as_str))
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Error::Input(format!(
+            "{}: the tokenizers library failed {doing}: {msg}; the tokenizer file is malformed",
+            path.display()
+        ))
+    })
+}
+
+/// `tokenizers` (0.23) builds a BPE model by cutting the model's
+/// `continuing_subword_prefix` off the second token of every merge without
+/// checking that the token starts with it: a longer prefix underflows a
+/// length, and one that ends inside a character makes a `str` of invalid
+/// UTF-8 — undefined behaviour, which no `catch_unwind` contains. So such
+/// merges are refused before the crate sees them.
+fn check_bpe_merges(json: &serde_json::Value) -> std::result::Result<(), String> {
+    let model = &json["model"];
+    let prefix = match model["continuing_subword_prefix"].as_str() {
+        Some(p) if !p.is_empty() => p,
+        _ => return Ok(()),
+    };
+    let Some(merges) = model["merges"].as_array() else {
+        return Ok(());
+    };
+    for (i, merge) in merges.iter().enumerate() {
+        // "a b" (the legacy form) or ["a", "b"].
+        let second = match merge {
+            serde_json::Value::String(m) => m.split(' ').nth(1),
+            pair => pair[1].as_str(),
+        };
+        if let Some(b) = second.filter(|b| !b.starts_with(prefix)) {
+            return Err(format!(
+                "merge {i} ({merge}): its second token {b:?} does not start with the model's \
+                 continuing_subword_prefix {prefix:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `tokenizers`' `Precompiled` normalizer (spm_precompiled 0.1) reserves
+/// room for as many trie entries as the first four bytes of its
+/// `precompiled_charsmap` state — 8 GiB for a few bytes of base64. So a
+/// charsmap whose trie would be longer than the charsmap itself is refused
+/// first, wherever in the file (a `Sequence`'s list, say) it is.
+fn check_precompiled(v: &serde_json::Value) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => {
+            let charsmap = o.get("precompiled_charsmap").and_then(Value::as_str);
+            if let (Some("Precompiled"), Some(map)) =
+                (o.get("type").and_then(Value::as_str), charsmap)
+            {
+                if let Some(trie) = base64_head(map).map(u32::from_le_bytes) {
+                    if trie as usize > map.len() {
+                        return Err(format!(
+                            "a Precompiled normalizer's precompiled_charsmap states a trie of {trie} bytes \
+                             but holds {} characters of base64",
+                            map.len()
+                        ));
+                    }
+                }
+            }
+            o.values().try_for_each(check_precompiled)
+        }
+        Value::Array(a) => a.iter().try_for_each(check_precompiled),
+        _ => Ok(()),
+    }
+}
+
+/// The first four bytes that standard base64 `s` encodes (its first six
+/// characters); None when it is shorter or not base64 there.
+fn base64_head(s: &str) -> Option<[u8; 4]> {
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let bits = (s.as_bytes().get(..6)?.iter())
+        .try_fold(0u64, |acc, &c| Some(acc << 6 | u64::from(sextet(c)?)))?;
+    Some(((bits >> 4) as u32).to_be_bytes())
 }
 
 /// Decoded text of ids that arrive one at a time, for printing while a model

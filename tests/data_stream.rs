@@ -178,3 +178,24 @@ fn empty_windows_are_refused() {
     let msg = input_error(stream.windows(2, 0, 0));
     assert!(msg.contains("seq 0"), "{msg}");
 }
+
+/// Found by the fuzz tests (tests/fuzz): a batch of 2^62 windows of 4 tokens used to be
+/// accepted, its `batch × seq` ids overflowing when a batch was drawn.
+#[test]
+fn windows_whose_batch_overflows_are_refused() {
+    let stream = TokenStream::from_tokens(counting(5), 5).unwrap();
+    let msg = input_error(stream.windows(1 << 62, 4, 0));
+    assert!(
+        msg.contains("batch 4611686018427387904 × seq 4") && msg.contains("overflows"),
+        "{msg}"
+    );
+    assert_eq!(
+        stream
+            .windows(1 << 16, 4, 0)
+            .unwrap()
+            .next_batch()
+            .ids
+            .len(),
+        4 << 16
+    );
+}

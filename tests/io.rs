@@ -111,6 +111,14 @@ fn input_ids_errors() {
         "{s}"
     );
 
+    // No ids: refused by name, however many empty rows the shape claims.
+    write_ids(&p, Dtype::I64, vec![1 << 63, 0], &[]);
+    let (e, s) = err_string(read_input_ids(&p));
+    assert!(
+        matches!(e, Error::Input(_)) && s.contains("[9223372036854775808, 0]: it holds no ids"),
+        "{s}"
+    );
+
     write_ids(&p, Dtype::I64, vec![2], &[1, 1 << 32]);
     let (e, s) = err_string(read_input_ids(&p));
     assert!(

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensorError};
+use safetensors::Dtype;
 
 use crate::error::{Error, Result};
-use crate::io::{from_le_bytes, to_le_bytes};
+use crate::io::{from_le_bytes, read_safetensors_header, to_le_bytes};
 use crate::model::config::Gpt2Config;
 use crate::model::weights::{Gpt2Weights, LayerWeights, PartialWeights, StagePart, TensorSet};
 
@@ -26,8 +26,6 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The prefix of every tensor name in a GPT-2 checkpoint (`transformer.wte.weight`).
 pub const PREFIX: &str = "transformer.";
-/// The largest header `safetensors` reads (its own limit).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 impl Gpt2Weights {
     /// Load `dir/config.json` and `dir/model.safetensors`.
@@ -81,7 +79,8 @@ impl Checkpoint {
         let config = Gpt2Config::from_json_file(&dir.join(CONFIG_FILE))?;
         let path = dir.join(WEIGHTS_FILE);
         let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let (header, data_start) = read_header(&mut file, &path)?;
+        let (header, data_start) = read_safetensors_header(&mut file, &path)?;
+        check_size(&config, &dir.join(CONFIG_FILE), &header, &path)?;
         let prefixed = header.offset_keys().iter().any(|n| n.starts_with(PREFIX));
         let ckpt = Checkpoint {
             path,
@@ -278,49 +277,36 @@ impl Checkpoint {
     }
 }
 
-/// The header of the safetensors file open as `file`: the 8-byte
-/// little-endian length, then that much JSON, checked as
-/// `SafeTensors::deserialize` checks it (offsets contiguous, sizes matching
-/// dtype and shape, the tensors ending where the file ends). Returns it and
-/// where the tensors' bytes start.
-fn read_header(file: &mut File, path: &Path) -> Result<(Metadata, u64)> {
-    let bad = |msg: String| Error::Safetensors {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let io = |e| Error::io(path, e);
-    let len = file.metadata().map_err(io)?.len();
-    if len < 8 {
-        return Err(bad(SafeTensorError::HeaderTooSmall.to_string()));
-    }
-    let mut n = [0u8; 8];
-    file.read_exact(&mut n).map_err(io)?;
-    let n = u64::from_le_bytes(n);
-    if n > MAX_HEADER_BYTES {
-        return Err(bad(SafeTensorError::HeaderTooLarge.to_string()));
-    }
-    if 8 + n > len {
-        return Err(bad(format!(
-            "{}: the header claims {n} bytes, the file has {} after the length",
-            SafeTensorError::InvalidHeaderLength,
-            len - 8
+/// The fewest bytes a stored parameter takes: F16 and BF16 (F32 takes 4).
+const MIN_BYTES_PER_PARAM: u128 = 2;
+
+/// Refuse a config whose model cannot be in the weights file: its
+/// parameters, at [`MIN_BYTES_PER_PARAM`] bytes each, take more bytes than
+/// the file's tensors. This is the limit on config.json's sizes, checked
+/// before anything is sized by them — n_layer = 10^12 or n_embd = 10^12 is
+/// refused here, not allocated (a stage's tensor set has one entry per
+/// layer). Tensors the model ignores only make the file larger, so a
+/// complete checkpoint always passes; a missing or mis-shaped tensor is
+/// named when it is read ([`Checkpoint::load_into`]).
+fn check_size(
+    config: &Gpt2Config,
+    config_path: &Path,
+    header: &Metadata,
+    path: &Path,
+) -> Result<()> {
+    // validate() has checked that num_params (in f32 bytes, even) fits a usize.
+    let params = config.num_params() as u128;
+    let have = header.data_len() as u128;
+    if params * MIN_BYTES_PER_PARAM > have {
+        return Err(Error::Config(format!(
+            "{}: {} make {params} parameters, at least {} bytes stored as F16, but {} holds {have} bytes of tensors: the config does not describe these weights",
+            config_path.display(),
+            config.sizes(),
+            params * MIN_BYTES_PER_PARAM,
+            path.display()
         )));
     }
-    let mut text = vec![0u8; n as usize];
-    file.read_exact(&mut text).map_err(io)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|e| bad(SafeTensorError::InvalidHeader(e).to_string()))?;
-    let header: Metadata = serde_json::from_str(text)
-        .map_err(|e| bad(SafeTensorError::InvalidHeaderDeserialization(e).to_string()))?;
-    let data = header.data_len() as u64;
-    if 8 + n + data != len {
-        return Err(bad(format!(
-            "{}: the header's tensors take {data} bytes, the file has {} after the header (truncated?)",
-            SafeTensorError::MetadataIncompleteBuffer,
-            len - 8 - n
-        )));
-    }
-    Ok((header, 8 + n))
+    Ok(())
 }
 
 /// A tensor's little-endian F32, F16 or BF16 bytes (possibly unaligned) as

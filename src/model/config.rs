@@ -131,7 +131,9 @@ impl Gpt2Config {
         };
         let n_embd = usize_key("n_embd")?;
         let n_inner = match obj.get("n_inner") {
-            None | Some(Value::Null) => 4 * n_embd,
+            None | Some(Value::Null) => n_embd.checked_mul(4).ok_or_else(|| {
+                format!("key `n_inner` is null, meaning 4 × n_embd, and 4 × {n_embd} overflows")
+            })?,
             Some(_) => usize_key("n_inner")?,
         };
         let layer_norm_epsilon = match obj.get("layer_norm_epsilon") {
@@ -200,19 +202,52 @@ impl Gpt2Config {
                 self.layer_norm_epsilon
             )));
         }
-        // Every tensor must be addressable; catch absurd sizes before allocating.
+        // Every tensor, and the model as a whole in f32, must be addressable:
+        // then no size computed from these (num_params() included) overflows.
         let checked = || -> Option<usize> {
             let c = self.n_embd;
             let wte = self.vocab_size.checked_mul(c)?;
             let wpe = self.n_positions.checked_mul(c)?;
             let fc = c.checked_mul(self.n_inner)?;
-            let qkv = c.checked_mul(3 * c)?;
-            wte.max(wpe).max(fc).max(qkv).checked_mul(4)
+            let qkv = c.checked_mul(c.checked_mul(3)?)?;
+            wte.max(wpe).max(fc).max(qkv).checked_mul(4)?;
+            self.checked_num_params()?.checked_mul(4)
         };
         if checked().is_none() {
-            return Err(Error::Config(format!("sizes overflow: {self:?}")));
+            return Err(Error::Config(format!(
+                "{}: its tensors' sizes overflow",
+                self.sizes()
+            )));
         }
         Ok(())
+    }
+
+    /// The sizes, as `vocab_size = 50257, n_positions = 1024, …` (what
+    /// messages about them quote).
+    pub(crate) fn sizes(&self) -> String {
+        format!(
+            "vocab_size = {}, n_positions = {}, n_embd = {}, n_layer = {}, n_head = {}, n_inner = {}",
+            self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_head, self.n_inner
+        )
+    }
+
+    /// [`Self::num_params`], or None when it overflows.
+    fn checked_num_params(&self) -> Option<usize> {
+        let (v, p, c, f) = (self.vocab_size, self.n_positions, self.n_embd, self.n_inner);
+        let cc = c.checked_mul(c)?;
+        let cf = c.checked_mul(f)?;
+        // 4C (LNs) + 3C² + 3C (c_attn) + C² + C (attn c_proj) + CF + F (c_fc) + FC + C.
+        let per_layer = [c.checked_mul(9)?, cc.checked_mul(4)?, cf.checked_mul(2)?, f]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)?;
+        [
+            v.checked_mul(c)?,
+            p.checked_mul(c)?,
+            self.n_layer.checked_mul(per_layer)?,
+            c.checked_mul(2)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)
     }
 
     /// hd = C / NH.
@@ -221,6 +256,7 @@ impl Gpt2Config {
     }
 
     /// Number of parameters (tied LM head counted once); 124,439,808 for "gpt2".
+    /// [`Self::validate`] makes sure it does not overflow.
     pub fn num_params(&self) -> usize {
         let (v, p, c, f) = (self.vocab_size, self.n_positions, self.n_embd, self.n_inner);
         let per_layer = 2 * c // ln_1

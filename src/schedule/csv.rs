@@ -70,8 +70,15 @@ pub fn from_csv(text: &str, origin: &str) -> Result<Schedule, ScheduleError> {
         None => {
             let p = rows.len();
             let all = rows.iter().flatten().flatten();
-            let v = all.clone().map(|a| a.stage / p + 1).max().unwrap_or(1);
-            let m = all.map(|a| a.microbatch + 1).max().unwrap_or(1);
+            // Saturating: a cell may name stage or microbatch usize::MAX;
+            // validation then says it is out of range.
+            let v = (all.clone())
+                .map(|a| (a.stage / p).saturating_add(1))
+                .max()
+                .unwrap_or(1);
+            let m = (all.map(|a| a.microbatch.saturating_add(1)))
+                .max()
+                .unwrap_or(1);
             (default_name(origin), p, v, m)
         }
     };

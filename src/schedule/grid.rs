@@ -3,6 +3,7 @@
 //! messages (a marked cell is drawn `[1F0]` and its row ends `<-- here`), and
 //! by tests.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use crate::schedule::Schedule;
@@ -29,6 +30,17 @@ pub fn render(s: &Schedule, marks: &[(usize, usize)]) -> String {
         .max(4)
         + 1;
 
+    // Each row is drawn to its own last cell or mark (past that it would be
+    // blanks, trimmed): rows × the widest row would be quadratic in a CSV's
+    // size, and every validation error draws the grid.
+    let marked: HashSet<(usize, usize)> = marks.iter().copied().collect();
+    let mut row_end: Vec<usize> = s.rows.iter().map(Vec::len).collect();
+    for &(d, step) in marks {
+        if let Some(end) = row_end.get_mut(d) {
+            *end = (*end).max(step + 1);
+        }
+    }
+
     let mut out = String::new();
     let _ = write!(out, "{:<label_width$}", "step");
     for step in 0..steps {
@@ -36,20 +48,20 @@ pub fn render(s: &Schedule, marks: &[(usize, usize)]) -> String {
     }
     trim_end(&mut out);
     out.push('\n');
-    for d in 0..s.rows.len() {
+    for (d, &end) in row_end.iter().enumerate() {
         let _ = write!(out, "{:<label_width$}", format!("dev {d}"));
-        let mut marked = false;
-        for step in 0..steps {
+        let mut marked_row = false;
+        for step in 0..end {
             let text = cell_text(d, step);
-            if marks.contains(&(d, step)) {
-                marked = true;
+            if marked.contains(&(d, step)) {
+                marked_row = true;
                 let _ = write!(out, "[{text:>width$}]");
             } else {
                 let _ = write!(out, " {text:>width$} ");
             }
         }
         trim_end(&mut out);
-        if marked {
+        if marked_row {
             out.push_str("  <-- here");
         }
         out.push('\n');

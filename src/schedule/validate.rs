@@ -13,7 +13,7 @@
 //!
 //! Every rejection carries the grid with the offending cell marked.
 
-use crate::schedule::walk::{check_cells, walk};
+use crate::schedule::walk::{check_cells, missing_forward, walk};
 use crate::schedule::{Kind, Schedule, ScheduleError};
 
 /// Checks everything above; `Ok` means the schedule runs to completion.
@@ -51,9 +51,7 @@ fn check_counts(s: &Schedule) -> Result<(), ScheduleError> {
             let dev = s.device_of_stage(stage);
             let (f, b, i, w) = (at(0), at(1), at(2), at(3));
             let problem = if f.is_none() {
-                format!(
-                    "{stage}F{mb} (stage {stage}, forward, microbatch {mb}) is missing from device {dev}'s row"
-                )
+                missing_forward(s, stage, mb)
             } else if !training {
                 continue;
             } else {
@@ -81,8 +79,11 @@ fn check_counts(s: &Schedule) -> Result<(), ScheduleError> {
 /// Step 3: on each device, what an action needs from that same device comes first.
 fn check_device_order(s: &Schedule) -> Result<(), ScheduleError> {
     let (stages, m) = (s.stages(), s.microbatches);
+    // One table for all rows (one per row would cost P · 3·S·M): a row
+    // looks only at products of its own device's stages, which only it makes
+    // (check_cells put every action on its stage's device).
+    let mut made = vec![false; 3 * stages * m];
     for (d, row) in s.rows.iter().enumerate() {
-        let mut made = vec![false; 3 * stages * m];
         for (step, a) in row
             .iter()
             .enumerate()
