@@ -21,10 +21,8 @@ use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::kernels as k;
 use crate::microbatch::Microbatches;
-use crate::model::weights::StageWeights;
+use crate::model::weights::{StagePart, StageWeights};
 use crate::model::{Gpt2Config, Gpt2Weights, Shard};
-
-pub use crate::model::weights::StagePart;
 
 mod builder;
 mod resident;
