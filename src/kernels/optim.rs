@@ -1,17 +1,20 @@
 //! The optimizer's dispatch functions, in-place updates of one tensor, and
 //! the gradient's sum of squares (for clipping by the global norm); twins
-//! in [`crate::cpu::optim`].
+//! in [`crate::cpu::optim`]. Both sides take a step's settings as the model
+//! states them ([`crate::model::optim`]); the uniforms here add what only
+//! the device needs.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{dispatch, grid_1d, Dispatch, MAX_GROUPS};
 use crate::device::Gpu;
+use crate::model::optim::{AdamWStep, SgdStep};
 
-/// The hyperparameters of [`adamw_update`], as its shader reads them: one
-/// step of `torch.optim.AdamW`. `len` and `stride` are fixed when the
-/// dispatch is built; the caller writes the rest before each step with
-/// [`Dispatch::set_params`] / [`Dispatch::update_params`] (keeping `len` and
-/// `stride`, e.g. `update_params(q, |h: &mut AdamWParams| { h.lr = lr; ... })`).
+/// The uniform of [`adamw_update`], as its shader reads it: the step's
+/// [`AdamWStep`] after the tensor's `len` and the grid's `stride`, which are
+/// fixed when the dispatch is built. The caller writes a new step before
+/// each one, keeping `len` and `stride`:
+/// `update_params(q, |p: &mut AdamWParams| *p = AdamWParams::new(p.len, p.stride, &step))`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct AdamWParams {
@@ -23,23 +26,28 @@ pub struct AdamWParams {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
-    /// Decoupled weight decay: param *= 1 - lr * weight_decay.
     pub weight_decay: f32,
-    /// 1 - beta1^step (step counts from 1), computed in f64.
     pub bias_correction1: f32,
-    /// 1 - beta2^step, computed in f64.
     pub bias_correction2: f32,
-    /// Multiplies every gradient first: the gradient-clipping factor, else 1.
     pub grad_scale: f32,
 }
 
 impl AdamWParams {
-    /// The bias corrections (1 - beta1^step, 1 - beta2^step) of step `step`
-    /// (counted from 1), computed in f64 from the f64 betas as torch does,
-    /// then rounded to f32.
-    pub fn bias_corrections(beta1: f64, beta2: f64, step: u64) -> (f32, f32) {
-        let t = step as f64;
-        ((1.0 - beta1.powf(t)) as f32, (1.0 - beta2.powf(t)) as f32)
+    /// The uniform of step `h` for a tensor of `len` elements on a grid of
+    /// `stride` invocations per row.
+    pub fn new(len: u32, stride: u32, h: &AdamWStep) -> AdamWParams {
+        AdamWParams {
+            len,
+            stride,
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            weight_decay: h.weight_decay,
+            bias_correction1: h.bias_correction1,
+            bias_correction2: h.bias_correction2,
+            grad_scale: h.grad_scale,
+        }
     }
 }
 
@@ -56,9 +64,7 @@ pub fn adamw_update(
     len: usize,
 ) -> Dispatch {
     let (groups, stride) = grid_1d(len);
-    let p = AdamWParams {
-        len: len as u32,
-        stride,
+    let unset = AdamWStep {
         lr: 0.0,
         beta1: 0.9,
         beta2: 0.999,
@@ -68,12 +74,12 @@ pub fn adamw_update(
         bias_correction2: 1.0,
         grad_scale: 1.0,
     };
+    let p = AdamWParams::new(len as u32, stride, &unset);
     dispatch(gpu, "adamw_update", &[params, m, v, grads], &p, groups)
 }
 
-/// The hyperparameters of [`sgd_update`], as its shader reads them: one step
-/// of `torch.optim.SGD` with dampening 0 and no Nesterov. `len` and `stride`
-/// are fixed at build; the caller writes the rest before each step.
+/// The uniform of [`sgd_update`], as its shader reads it: the step's
+/// [`SgdStep`] after `len` and `stride`, fixed at build (as [`AdamWParams`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct SgdParams {
@@ -82,12 +88,24 @@ pub struct SgdParams {
     /// Invocations per row of the dispatch grid (fixed at build).
     pub stride: u32,
     pub lr: f32,
-    /// 0: plain SGD, the momentum buffer is neither read nor written.
     pub momentum: f32,
-    /// L2 penalty added to the gradient: g += weight_decay * param.
     pub weight_decay: f32,
-    /// Multiplies every gradient first: the gradient-clipping factor, else 1.
     pub grad_scale: f32,
+}
+
+impl SgdParams {
+    /// The uniform of step `h` for a tensor of `len` elements on a grid of
+    /// `stride` invocations per row.
+    pub fn new(len: u32, stride: u32, h: &SgdStep) -> SgdParams {
+        SgdParams {
+            len,
+            stride,
+            lr: h.lr,
+            momentum: h.momentum,
+            weight_decay: h.weight_decay,
+            grad_scale: h.grad_scale,
+        }
+    }
 }
 
 /// One SGD step on a tensor of `len` elements, in place: params and the
@@ -102,14 +120,13 @@ pub fn sgd_update(
     len: usize,
 ) -> Dispatch {
     let (groups, stride) = grid_1d(len);
-    let p = SgdParams {
-        len: len as u32,
-        stride,
+    let unset = SgdStep {
         lr: 0.0,
         momentum: 0.0,
         weight_decay: 0.0,
         grad_scale: 1.0,
     };
+    let p = SgdParams::new(len as u32, stride, &unset);
     dispatch(
         gpu,
         "sgd_update",

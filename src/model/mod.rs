@@ -1,6 +1,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
+pub mod optim;
 pub mod partition;
 pub mod weights;
 

@@ -53,7 +53,6 @@ mod stash;
 pub use backward::Phase;
 pub use buffers::{HostStage, StageBuffers, Tensor, Which};
 use optim::OptimizerState;
-pub use optim::{OptimizerKind, OptimizerStep};
 pub use stash::Stashed;
 
 /// One step of an action's recorded work.
