@@ -3,6 +3,7 @@ pub mod config;
 pub mod grads;
 pub mod optim;
 pub mod partition;
+pub(crate) mod rng;
 pub mod weights;
 
 pub use config::Gpt2Config;
