@@ -1,6 +1,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
+pub mod names;
 pub mod optim;
 pub mod partition;
 pub(crate) mod rng;

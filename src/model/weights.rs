@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::model::config::Gpt2Config;
+use crate::model::names;
 use crate::model::rng::Rng;
 
 /// Declares [`Layer`] and the one list of a block's tensors: field, name in
@@ -285,9 +286,9 @@ impl TensorSet {
     /// The set in words: "wte, wpe, layers 0-2 and 5, ln_f" ("nothing").
     pub fn describe(&self) -> String {
         let mut items: Vec<String> = Vec::new();
-        for (on, name) in [(self.wte, "wte"), (self.wpe, "wpe")] {
+        for (on, name) in [(self.wte, names::WTE), (self.wpe, names::WPE)] {
             if on {
-                items.push(name.into());
+                items.push(names::group(name).into());
             }
         }
         let mut runs: Vec<(usize, usize)> = Vec::new(); // inclusive
@@ -314,7 +315,7 @@ impl TensorSet {
             ));
         }
         if self.ln_f {
-            items.push("ln_f".into());
+            items.push(names::group(names::LN_F_WEIGHT).into());
         }
         match items.is_empty() {
             true => "nothing".into(),
@@ -468,22 +469,22 @@ pub fn named_model_tensors<'a>(
     let c = cfg.n_embd;
     let mut out = vec![
         (
-            "wte.weight".to_string(),
+            names::WTE.to_string(),
             embeddings[0],
             vec![cfg.vocab_size, c],
         ),
         (
-            "wpe.weight".to_string(),
+            names::WPE.to_string(),
             embeddings[1],
             vec![cfg.n_positions, c],
         ),
     ];
     for (l, layer) in layers.iter().enumerate() {
         for (name, t, shape) in layer.named_tensors(cfg) {
-            out.push((format!("h.{l}.{name}"), t, shape));
+            out.push((names::block_tensor(l, name), t, shape));
         }
     }
-    out.push(("ln_f.weight".to_string(), ln_f[0], vec![c]));
-    out.push(("ln_f.bias".to_string(), ln_f[1], vec![c]));
+    out.push((names::LN_F_WEIGHT.to_string(), ln_f[0], vec![c]));
+    out.push((names::LN_F_BIAS.to_string(), ln_f[1], vec![c]));
     out
 }

@@ -7,6 +7,7 @@ use super::TrainStage;
 use crate::device::{download, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::model::gpu::untranspose_token_table;
+use crate::model::names;
 use crate::model::weights::{Layer, LayerWeights, StagePart};
 use crate::model::Gpt2Config;
 
@@ -45,7 +46,7 @@ impl StageBuffers {
         let mut out = Vec::new();
         for (b, &(v0, len)) in self.wte_t.iter().zip(chunks) {
             out.push(Tensor {
-                name: format!("wte.weight[{v0}..]"),
+                name: format!("{}[{v0}..]", names::WTE),
                 buf: b,
                 len: c * len,
                 decay: true,
@@ -53,7 +54,7 @@ impl StageBuffers {
         }
         if let Some(b) = &self.wpe {
             out.push(Tensor {
-                name: "wpe.weight".into(),
+                name: names::WPE.into(),
                 buf: b,
                 len: cfg.n_positions * c,
                 decay: true,
@@ -62,7 +63,7 @@ impl StageBuffers {
         for (l, layer) in part.layers.clone().zip(&self.layers) {
             for (name, b, shape) in layer.named_tensors(cfg) {
                 out.push(Tensor {
-                    name: format!("h.{l}.{name}"),
+                    name: names::block_tensor(l, name),
                     buf: b,
                     len: shape.iter().product(),
                     decay: shape.len() >= 2,
@@ -70,7 +71,7 @@ impl StageBuffers {
             }
         }
         if let Some((g, b)) = &self.ln_f {
-            for (name, buf) in [("ln_f.weight", g), ("ln_f.bias", b)] {
+            for (name, buf) in [(names::LN_F_WEIGHT, g), (names::LN_F_BIAS, b)] {
                 out.push(Tensor {
                     name: name.into(),
                     buf,
@@ -96,16 +97,19 @@ impl StageBuffers {
         StageBuffers {
             wte_t: chunks
                 .iter()
-                .map(|&(v0, len)| z(&format!("wte[{v0}..]"), c * len))
+                .map(|&(v0, len)| z(&format!("{}[{v0}..]", names::WTE), c * len))
                 .collect(),
-            wpe: self.wpe.as_ref().map(|_| z("wpe", cfg.n_positions * c)),
+            wpe: self
+                .wpe
+                .as_ref()
+                .map(|_| z(names::WPE, cfg.n_positions * c)),
             layers: part
                 .layers
                 .clone()
                 .map(|l| {
                     Layer::try_from_fn(cfg, |name, shape| {
                         Ok::<_, std::convert::Infallible>(z(
-                            &format!("h.{l}.{name}"),
+                            &names::block_tensor(l, name),
                             shape.iter().product(),
                         ))
                     })
@@ -115,7 +119,7 @@ impl StageBuffers {
             ln_f: self
                 .ln_f
                 .as_ref()
-                .map(|_| (z("ln_f.weight", c), z("ln_f.bias", c))),
+                .map(|_| (z(names::LN_F_WEIGHT, c), z(names::LN_F_BIAS, c))),
         }
     }
 }

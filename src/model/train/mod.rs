@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::kernels::Dispatch;
 use crate::model::gpu::{upload_token_table, vocab_chunks};
 use crate::model::grads::NO_TARGET;
+use crate::model::names;
 use crate::model::weights::{StagePart, StageWeights};
 use crate::model::Gpt2Config;
 
@@ -155,21 +156,28 @@ impl TrainStage {
             )));
         }
         gpu.check_binding("activations (N, F)", bytes(n * f.max(3 * c)))?;
+        // What a stage lacks, by the group of tensors it belongs to ("wte").
         let missing = |what: &str| {
             Error::Input(format!(
-                "stage {part:?} was given no {what}: build its weights with Gpt2Weights::stage"
+                "stage {part:?} was given no {}: build its weights with Gpt2Weights::stage",
+                names::group(what)
             ))
         };
         let mut chunks = Vec::new();
         let mut wte_t = Vec::new();
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg, 0..cfg.padded_vocab())?;
-            wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
+            wte_t = upload_token_table(
+                gpu,
+                &cfg,
+                w.wte.ok_or_else(|| missing(names::WTE))?,
+                &chunks,
+            );
         }
         let wpe = if part.embedding {
-            let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;
-            gpu.check_binding("wpe", bytes(wpe.len()))?;
-            Some(upload(gpu, "wpe", wpe))
+            let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
+            gpu.check_binding(names::WPE, bytes(wpe.len()))?;
+            Some(upload(gpu, names::WPE, wpe))
         } else {
             None
         };
@@ -179,14 +187,18 @@ impl TrainStage {
             .zip(w.layers)
             .map(|(l, lw)| {
                 lw.try_map(&cfg, |name, t, shape| {
-                    gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
-                    Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
+                    let name = names::block_tensor(l, name);
+                    gpu.check_binding(&format!("{name} {shape:?}"), bytes(t.len()))?;
+                    Ok::<_, Error>(upload(gpu, &name, t))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = if part.head {
-            let (g, bb) = w.ln_f.ok_or_else(|| missing("ln_f"))?;
-            Some((upload(gpu, "ln_f.weight", g), upload(gpu, "ln_f.bias", bb)))
+            let (g, bb) = w.ln_f.ok_or_else(|| missing(names::LN_F_WEIGHT))?;
+            Some((
+                upload(gpu, names::LN_F_WEIGHT, g),
+                upload(gpu, names::LN_F_BIAS, bb),
+            ))
         } else {
             None
         };

@@ -5,6 +5,7 @@
 use crate::device::{download, zeros, Gpu};
 use crate::error::Result;
 use crate::kernels::{self as k, Dispatch};
+use crate::model::names;
 use crate::model::optim::{AdamWStep, OptimizerKind, OptimizerStep, SgdStep};
 
 use super::{bytes, StageBuffers, Tensor, TrainStage};
@@ -87,7 +88,7 @@ impl TrainStage {
             .param_tensors()
             .into_iter()
             .map(|(_, g)| g)
-            .filter(|g| with_wte || !g.name.starts_with("wte."))
+            .filter(|g| with_wte || !g.name.starts_with(names::WTE))
             .collect();
         let lens: Vec<usize> = tensors
             .iter()
