@@ -292,17 +292,13 @@ pub fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Needs an adapter (lavapipe here), like the GPU integration tests.
-    fn gpu() -> Gpu {
-        Gpu::open("").unwrap_or_else(|e| panic!("GPU stage tests need a wgpu adapter: {e}"))
-    }
+    use crate::device::test_gpu;
 
     #[test]
     fn segments_cut_after_each_c_proj_and_position_offset_is_checked() {
         let cfg = Gpt2Config::named("tiny").unwrap();
         let w = Gpt2Weights::init(&cfg, 1).unwrap();
-        let g = gpu();
+        let g = test_gpu();
         let t = 3;
         let whole = StagePart::whole(&cfg);
         let stage = GpuStage::new(&g, &w.stage(&whole), 2, t).unwrap();
