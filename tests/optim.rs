@@ -61,7 +61,7 @@ fn adamw_update_matches_cpu_over_three_steps() {
     );
     let d = kernels::adamw_update(&gpu, &p_b, &g_b, &m_b, &v_b, len);
     let built: AdamWParams = d.params().unwrap();
-    assert_eq!((built.len, built.lr), (len as u32, 0.0));
+    assert_eq!((built.len, built.step.lr), (len as u32, 0.0));
     // (lr, weight decay, grad scale) per step: a clipped step, a schedule.
     for (step, (lr, wd, scale)) in [(1e-2, 0.1, 1.0), (5e-3, 0.1, 0.25), (1e-3, 0.0, 1.0)]
         .into_iter()
@@ -72,10 +72,8 @@ fn adamw_update_matches_cpu_over_three_steps() {
             .write_buffer(&g_b, 0, bytemuck::cast_slice(&grads));
         let h = adamw_step(step as u64 + 1, lr, wd, scale);
         // Keep the build's len and stride, set the rest.
-        d.update_params(&gpu.queue, |p: &mut AdamWParams| {
-            *p = AdamWParams::new(p.len, p.stride, &h)
-        })
-        .unwrap();
+        d.update_params(&gpu.queue, |p: &mut AdamWParams| p.step = h)
+            .unwrap();
         run(&gpu, &[&d]);
         optim::adamw_update(&mut params, &grads, &mut m, &mut v, &h);
         let what = |x: &str| format!("adamw step {} {x}", step + 1);
@@ -119,8 +117,8 @@ fn sgd_update_matches_cpu_over_three_steps() {
                 grad_scale: scale,
             };
             let built = d.params::<SgdParams>().unwrap();
-            let uniform = SgdParams::new(built.len, built.stride, &h);
-            d.set_params(&gpu.queue, &uniform).unwrap();
+            d.set_params(&gpu.queue, &SgdParams { step: h, ..built })
+                .unwrap();
             run(&gpu, &[&d]);
             optim::sgd_update(&mut params, &grads, &mut buf, &h);
             let what = |x: &str| format!("sgd momentum {momentum} step {} {x}", step + 1);

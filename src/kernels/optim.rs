@@ -1,8 +1,8 @@
 //! The optimizer's dispatch functions, in-place updates of one tensor, and
 //! the gradient's sum of squares (for clipping by the global norm); twins
 //! in [`crate::cpu::optim`]. Both sides take a step's settings as the model
-//! states them ([`crate::model::optim`]); the uniforms here add what only
-//! the device needs.
+//! states them ([`crate::model::optim`]); the uniforms here put before them
+//! what only the device needs.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -10,11 +10,10 @@ use super::{dispatch, grid_1d, Dispatch, MAX_GROUPS};
 use crate::device::Gpu;
 use crate::model::optim::{AdamWStep, SgdStep};
 
-/// The uniform of [`adamw_update`], as its shader reads it: the step's
-/// [`AdamWStep`] after the tensor's `len` and the grid's `stride`, which are
-/// fixed when the dispatch is built. The caller writes a new step before
-/// each one, keeping `len` and `stride`:
-/// `update_params(q, |p: &mut AdamWParams| *p = AdamWParams::new(p.len, p.stride, &step))`.
+/// The uniform of [`adamw_update`], as its shader reads it: the tensor's
+/// `len` and the grid's `stride`, fixed when the dispatch is built, then the
+/// step's settings, which the caller writes before each step:
+/// `update_params(q, |p: &mut AdamWParams| p.step = step)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct AdamWParams {
@@ -22,33 +21,7 @@ pub struct AdamWParams {
     pub len: u32,
     /// Invocations per row of the dispatch grid (fixed at build).
     pub stride: u32,
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    pub bias_correction1: f32,
-    pub bias_correction2: f32,
-    pub grad_scale: f32,
-}
-
-impl AdamWParams {
-    /// The uniform of step `h` for a tensor of `len` elements on a grid of
-    /// `stride` invocations per row.
-    pub fn new(len: u32, stride: u32, h: &AdamWStep) -> AdamWParams {
-        AdamWParams {
-            len,
-            stride,
-            lr: h.lr,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            weight_decay: h.weight_decay,
-            bias_correction1: h.bias_correction1,
-            bias_correction2: h.bias_correction2,
-            grad_scale: h.grad_scale,
-        }
-    }
+    pub step: AdamWStep,
 }
 
 /// One AdamW step on a tensor of `len` elements, in place: params, m, v
@@ -64,22 +37,25 @@ pub fn adamw_update(
     len: usize,
 ) -> Dispatch {
     let (groups, stride) = grid_1d(len);
-    let unset = AdamWStep {
-        lr: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        bias_correction1: 1.0,
-        bias_correction2: 1.0,
-        grad_scale: 1.0,
+    let p = AdamWParams {
+        len: len as u32,
+        stride,
+        step: AdamWStep {
+            lr: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            bias_correction1: 1.0,
+            bias_correction2: 1.0,
+            grad_scale: 1.0,
+        },
     };
-    let p = AdamWParams::new(len as u32, stride, &unset);
     dispatch(gpu, "adamw_update", &[params, m, v, grads], &p, groups)
 }
 
-/// The uniform of [`sgd_update`], as its shader reads it: the step's
-/// [`SgdStep`] after `len` and `stride`, fixed at build (as [`AdamWParams`]).
+/// The uniform of [`sgd_update`], as its shader reads it: `len` and
+/// `stride`, fixed at build, then the step's settings (as [`AdamWParams`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct SgdParams {
@@ -87,25 +63,7 @@ pub struct SgdParams {
     pub len: u32,
     /// Invocations per row of the dispatch grid (fixed at build).
     pub stride: u32,
-    pub lr: f32,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    pub grad_scale: f32,
-}
-
-impl SgdParams {
-    /// The uniform of step `h` for a tensor of `len` elements on a grid of
-    /// `stride` invocations per row.
-    pub fn new(len: u32, stride: u32, h: &SgdStep) -> SgdParams {
-        SgdParams {
-            len,
-            stride,
-            lr: h.lr,
-            momentum: h.momentum,
-            weight_decay: h.weight_decay,
-            grad_scale: h.grad_scale,
-        }
-    }
+    pub step: SgdStep,
 }
 
 /// One SGD step on a tensor of `len` elements, in place: params and the
@@ -120,13 +78,16 @@ pub fn sgd_update(
     len: usize,
 ) -> Dispatch {
     let (groups, stride) = grid_1d(len);
-    let unset = SgdStep {
-        lr: 0.0,
-        momentum: 0.0,
-        weight_decay: 0.0,
-        grad_scale: 1.0,
+    let p = SgdParams {
+        len: len as u32,
+        stride,
+        step: SgdStep {
+            lr: 0.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            grad_scale: 1.0,
+        },
     };
-    let p = SgdParams::new(len as u32, stride, &unset);
     dispatch(
         gpu,
         "sgd_update",

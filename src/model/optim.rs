@@ -2,10 +2,16 @@
 //! update kernels (`kernels::adamw_update`, `kernels::sgd_update`, which
 //! build their uniform structs from these) and their CPU twins
 //! (`cpu::optim`) both take. They follow PyTorch (`torch.optim.AdamW`,
-//! `torch.optim.SGD` with dampening 0 and no Nesterov), in f32.
+//! `torch.optim.SGD` with dampening 0 and no Nesterov), in f32. The step
+//! structs are laid out (`repr(C)`, `Pod`) as the update shaders read them
+//! after the tensor's length and the grid's stride, so the kernels' uniforms
+//! hold them as they are.
+
+use bytemuck::{Pod, Zeroable};
 
 /// The hyperparameters of one step of `torch.optim.AdamW`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct AdamWStep {
     pub lr: f32,
     pub beta1: f32,
@@ -23,7 +29,8 @@ pub struct AdamWStep {
 
 /// The hyperparameters of one step of `torch.optim.SGD` (dampening 0, no
 /// Nesterov).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct SgdStep {
     pub lr: f32,
     /// 0: plain SGD, the momentum buffer is neither read nor written.

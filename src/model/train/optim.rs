@@ -119,23 +119,17 @@ impl TrainStage {
 /// Write `opt` into an update dispatch; weight decay only where `decay`.
 fn set(opt: &OptimizerStep, d: &Dispatch, queue: &wgpu::Queue, decay: bool) -> Result<()> {
     match *opt {
-        OptimizerStep::AdamW(h) => {
-            let h = AdamWStep {
+        OptimizerStep::AdamW(h) => d.update_params(queue, |p: &mut k::AdamWParams| {
+            p.step = AdamWStep {
                 weight_decay: if decay { h.weight_decay } else { 0.0 },
                 ..h
-            };
-            d.update_params(queue, |p: &mut k::AdamWParams| {
-                *p = k::AdamWParams::new(p.len, p.stride, &h)
-            })
-        }
-        OptimizerStep::Sgd(h) => {
-            let h = SgdStep {
+            }
+        }),
+        OptimizerStep::Sgd(h) => d.update_params(queue, |p: &mut k::SgdParams| {
+            p.step = SgdStep {
                 weight_decay: if decay { h.weight_decay } else { 0.0 },
                 ..h
-            };
-            d.update_params(queue, |p: &mut k::SgdParams| {
-                *p = k::SgdParams::new(p.len, p.stride, &h)
-            })
-        }
+            }
+        }),
     }
 }
