@@ -45,45 +45,21 @@ impl Scratch {
 /// Builds a stage's program: dispatches in order, cut into segments, and the
 /// buffers they bind.
 pub(super) struct Builder<'a> {
-    gpu: &'a Gpu,
-    cfg: &'a Gpt2Config,
-    b: usize,
-    t: usize,
+    pub(super) gpu: &'a Gpu,
+    pub(super) cfg: &'a Gpt2Config,
+    pub(super) b: usize,
+    pub(super) t: usize,
     /// (N, C) residual stream.
-    x: &'a wgpu::Buffer,
-    mode: &'a Mode<'a>,
+    pub(super) x: &'a wgpu::Buffer,
+    pub(super) mode: &'a Mode<'a>,
     /// (N, 2) row table of the KV cache, with a cache.
-    rows: Option<&'a wgpu::Buffer>,
+    pub(super) rows: Option<&'a wgpu::Buffer>,
     pub(super) segments: Vec<Segment>,
     pub(super) current: Vec<Dispatch>,
     pub(super) keep: Vec<wgpu::Buffer>,
 }
 
-impl<'a> Builder<'a> {
-    /// An empty program over `b` x `t` tokens, its residual stream `x`.
-    pub(super) fn new(
-        gpu: &'a Gpu,
-        cfg: &'a Gpt2Config,
-        b: usize,
-        t: usize,
-        x: &'a wgpu::Buffer,
-        mode: &'a Mode<'a>,
-        rows: Option<&'a wgpu::Buffer>,
-    ) -> Builder<'a> {
-        Builder {
-            gpu,
-            cfg,
-            b,
-            t,
-            x,
-            mode,
-            rows,
-            segments: Vec::new(),
-            current: Vec::new(),
-            keep: Vec::new(),
-        }
-    }
-
+impl Builder<'_> {
     fn n(&self) -> usize {
         self.b * self.t
     }

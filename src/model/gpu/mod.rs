@@ -123,7 +123,18 @@ impl GpuStage {
             Mode::Full => None,
             _ => Some(upload_pod(gpu, "KV cache rows (N,2)", &vec![0u32; 2 * n])),
         };
-        let mut bld = Builder::new(gpu, &cfg, b, t, &x, &mode, rows.as_ref());
+        let mut bld = Builder {
+            gpu,
+            cfg: &cfg,
+            b,
+            t,
+            x: &x,
+            mode: &mode,
+            rows: rows.as_ref(),
+            segments: Vec::new(),
+            current: Vec::new(),
+            keep: Vec::new(),
+        };
         let ids = up.wpe.as_ref().map(|wpe| bld.embedding(up, wpe));
         let embedding_dispatches = bld.current.len();
         if ids.is_some() {
