@@ -10,7 +10,7 @@ use super::{dispatch, grid_1d, Dispatch, ElementwiseParams, MatmulShape};
 use crate::device::Gpu;
 
 /// dwte_t (C, vlen) += dout rows by token, for the tokens v0 .. v0+vlen of
-/// this vocabulary chunk (the layout of [`embedding_forward`]'s table); with
+/// this vocabulary chunk (the layout of [`embedding_forward`](super::embedding_forward)'s table); with
 /// `with_wpe`, also dwpe (maxT, C) += dout rows by position. Dispatch once per
 /// chunk, with `with_wpe` on exactly one of them.
 #[allow(clippy::too_many_arguments)]
@@ -58,7 +58,7 @@ pub fn embedding_backward(
 }
 
 /// dinp (N, C), dgamma (C), dbeta (C) += the gradients of
-/// [`layernorm_forward`]. Two dispatches, to encode in this order: phase 0
+/// [`layernorm_forward`](super::layernorm_forward). Two dispatches, to encode in this order: phase 0
 /// (per row: mean and rstd into `stats`, dinp), phase 1 (per channel: dgamma,
 /// dbeta). `stats` is an (N, 2) scratch buffer.
 #[allow(clippy::too_many_arguments)]
@@ -187,7 +187,7 @@ pub fn matmul_backward_bias(
     dispatch(gpu, "matmul_backward_bias", &[dbias, dout], &p, groups)
 }
 
-/// dqkv (B*T, 3C) += the gradient of [`attention_forward`] for dout (B*T, C).
+/// dqkv (B*T, 3C) += the gradient of [`attention_forward`](super::attention_forward) for dout (B*T, C).
 /// Two dispatches, to encode in this order: phase 0 (per query: logsumexp
 /// and sum of P dP into `stats`), phase 1 (per position and chunk of 64 head
 /// dims: dq, dk, dv). `stats` is a (B, NH, T, 2) scratch buffer.

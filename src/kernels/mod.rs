@@ -2,7 +2,7 @@
 //! device ([`Kernels::of`]), and one Rust dispatch function per op: the
 //! forward ops in [`forward`], their gradients in [`backward`], the
 //! optimizer in [`optim`], decoding against a KV cache in [`decode`], the
-//! sampler in [`sample`]. This file holds what they share: the shader table,
+//! sampler in [`mod@sample`]. This file holds what they share: the shader table,
 //! the compiled pipelines, [`Dispatch`] and how one is built.
 //! Buffers are the device layer's ([`crate::device::buffers`]).
 //!
@@ -16,7 +16,7 @@
 //! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
 //! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares)
 //! or [`crate::cpu::decode`] (decoding against a KV cache); the sampler's
-//! ([`sample`]) is [`crate::sampling::sample_row`].
+//! ([`mod@sample`]) is [`crate::sampling::sample_row`].
 
 pub mod backward;
 pub mod decode;

@@ -183,7 +183,7 @@ impl GpuStage {
     }
 
     /// Set the position of each sequence's first token for the passes
-    /// submitted after this call (see [`Dispatch::update_params`]): the
+    /// submitted after this call (see [`k::Dispatch::update_params`]): the
     /// embedding then adds `wpe[offset + t]`. 0 when built. `gpu` must be the
     /// device the stage was built on. An offset with `offset + T` past the
     /// model's n_positions is an input error; a stage without the embedding

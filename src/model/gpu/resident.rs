@@ -10,7 +10,7 @@ use crate::model::weights::{Layer, StageWeights};
 use crate::model::{Gpt2Config, Shard, StagePart};
 
 /// A stage's weights on one device, uploaded once: every program built over
-/// them ([`GpuStage::build`]: a full forward, a prefill, a decode step)
+/// them ([`super::GpuStage::build`]: a full forward, a prefill, a decode step)
 /// shares these buffers (cloning it clones handles, not data).
 #[derive(Clone)]
 pub struct StageUpload {

@@ -10,15 +10,16 @@
 //! flight every device can work on some group's token while the others run
 //! theirs (vLLM's one batch per pipeline stage).
 //!
-//! [`Gpt2Decode`] is the [`StageProgram`]: for each stage a device holds, a
+//! [`Gpt2Decode`] is the [`StageProgram`](crate::executor::StageProgram): for each stage a device holds, a
 //! prefill program (the group's prompts right-padded to the longest prompt,
 //! every row's key and value written into the cache) and a decode program
 //! (one row per sequence at its own position, attending over its own cache
-//! slot) over the same uploaded weights ([`StageUpload`]) and the same
-//! [`KvCache`]. Right padding is exact: a causal prompt row never attends
+//! slot) over the same uploaded weights
+//! ([`StageUpload`](crate::model::gpu::StageUpload)) and the same
+//! [`KvCache`](crate::model::gpu::KvCache). Right padding is exact: a causal prompt row never attends
 //! to a later (padded) row, and a padded row's cache entries lie past its
 //! prompt, where each decode step writes its token's key and value before
-//! attending. The last stage samples on the device ([`k::sample`]).
+//! attending. The last stage samples on the device ([`crate::kernels::sample()`]).
 //!
 //! The files: this one holds the entry points ([`generate`],
 //! [`generate_resident`]) and what they take and return; `layout.rs` lays
