@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::io::{from_le_bytes, to_le_bytes, write_atomic, TokenBatch};
-use crate::model::weights::Rng;
+use crate::model::rng::Rng;
 
 /// A whole token stream in memory, every id checked against the vocab size.
 #[derive(Clone, Debug, PartialEq, Eq)]

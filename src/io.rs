@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensorError};
 
 use crate::error::{Error, Result};
 use crate::model::config::Gpt2Config;
-use crate::model::weights::Rng;
+use crate::model::rng::Rng;
 
 pub const INPUT_IDS: &str = "input_ids";
 pub const LOGITS: &str = "logits";

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use wgpipe::io::{random_input_ids, read_input_ids};
-use wgpipe::model::{checkpoint, gpu, Gpt2Config, Gpt2Weights};
+use wgpipe::model::{checkpoint, gpu, Gpt2Config, Gpt2Weights, StagePart};
 
 fn read_f32(path: &Path, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
@@ -130,7 +130,7 @@ fn a_tensor_past_the_binding_limit_is_refused_by_name() {
         w.config = cfg.clone();
         let l = &mut w.layers[0];
         (l.c_fc_w, l.c_fc_b, l.mlp_proj_w) = (vec![0.0; 4 * f], vec![0.0; f], vec![0.0; f * 4]);
-        let part = gpu::StagePart::whole(&cfg);
+        let part = StagePart::whole(&cfg);
         let err = gpu::GpuStage::new(g, &w.stage(&part), 1, 1)
             .err()
             .expect("must be refused");

@@ -19,6 +19,7 @@ use common::{assert_close, Rng};
 use wgpipe::cpu::optim;
 use wgpipe::device::{download, upload, Gpu};
 use wgpipe::kernels::{self, AdamWParams, Dispatch, SgdParams};
+use wgpipe::model::optim::{bias_corrections, AdamWStep, SgdStep};
 
 fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
     let names: Vec<_> = dispatches.iter().map(|d| d.name).collect();
@@ -30,12 +31,10 @@ fn read(gpu: &Gpu, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
 }
 
 /// AdamW hyperparameters of step `step` (from 1), as a trainer would set them.
-fn adamw_step(step: u64, lr: f32, weight_decay: f32, grad_scale: f32) -> AdamWParams {
+fn adamw_step(step: u64, lr: f32, weight_decay: f32, grad_scale: f32) -> AdamWStep {
     let (beta1, beta2) = (0.9, 0.999);
-    let (bc1, bc2) = AdamWParams::bias_corrections(beta1, beta2, step);
-    AdamWParams {
-        len: 0,
-        stride: 0,
+    let (bc1, bc2) = bias_corrections(beta1, beta2, step);
+    AdamWStep {
         lr,
         beta1: beta1 as f32,
         beta2: beta2 as f32,
@@ -62,7 +61,7 @@ fn adamw_update_matches_cpu_over_three_steps() {
     );
     let d = kernels::adamw_update(&gpu, &p_b, &g_b, &m_b, &v_b, len);
     let built: AdamWParams = d.params().unwrap();
-    assert_eq!((built.len, built.lr), (len as u32, 0.0));
+    assert_eq!((built.len, built.step.lr), (len as u32, 0.0));
     // (lr, weight decay, grad scale) per step: a clipped step, a schedule.
     for (step, (lr, wd, scale)) in [(1e-2, 0.1, 1.0), (5e-3, 0.1, 0.25), (1e-3, 0.0, 1.0)]
         .into_iter()
@@ -73,14 +72,8 @@ fn adamw_update_matches_cpu_over_three_steps() {
             .write_buffer(&g_b, 0, bytemuck::cast_slice(&grads));
         let h = adamw_step(step as u64 + 1, lr, wd, scale);
         // Keep the build's len and stride, set the rest.
-        d.update_params(&gpu.queue, |p: &mut AdamWParams| {
-            *p = AdamWParams {
-                len: p.len,
-                stride: p.stride,
-                ..h
-            }
-        })
-        .unwrap();
+        d.update_params(&gpu.queue, |p: &mut AdamWParams| p.step = h)
+            .unwrap();
         run(&gpu, &[&d]);
         optim::adamw_update(&mut params, &grads, &mut m, &mut v, &h);
         let what = |x: &str| format!("adamw step {} {x}", step + 1);
@@ -117,17 +110,15 @@ fn sgd_update_matches_cpu_over_three_steps() {
             let grads = rng.vec(len, 2.0);
             gpu.queue
                 .write_buffer(&g_b, 0, bytemuck::cast_slice(&grads));
-            let h = d
-                .params::<SgdParams>()
-                .map(|built| SgdParams {
-                    lr,
-                    momentum,
-                    weight_decay: wd,
-                    grad_scale: scale,
-                    ..built
-                })
+            let h = SgdStep {
+                lr,
+                momentum,
+                weight_decay: wd,
+                grad_scale: scale,
+            };
+            let built = d.params::<SgdParams>().unwrap();
+            d.set_params(&gpu.queue, &SgdParams { step: h, ..built })
                 .unwrap();
-            d.set_params(&gpu.queue, &h).unwrap();
             run(&gpu, &[&d]);
             optim::sgd_update(&mut params, &grads, &mut buf, &h);
             let what = |x: &str| format!("sgd momentum {momentum} step {} {x}", step + 1);
@@ -215,10 +206,8 @@ fn check_adamw_against_torch(
     let mut p = PARAMS0.to_vec();
     let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
     for (step, (g, [wp, wm, wv])) in GRADS.iter().zip(want).enumerate() {
-        let (bc1, bc2) = AdamWParams::bias_corrections(betas.0, betas.1, step as u64 + 1);
-        let h = AdamWParams {
-            len: 3,
-            stride: 0,
+        let (bc1, bc2) = bias_corrections(betas.0, betas.1, step as u64 + 1);
+        let h = AdamWStep {
             lr: 1e-2,
             beta1: betas.0 as f32,
             beta2: betas.1 as f32,
@@ -294,9 +283,7 @@ fn cpu_sgd_matches_torch() {
     ];
     let mut p = PARAMS0.to_vec();
     let mut buf = vec![0.0; 3];
-    let h = SgdParams {
-        len: 3,
-        stride: 0,
+    let h = SgdStep {
         lr: 0.1,
         momentum: 0.9,
         weight_decay: 0.1,

@@ -4,11 +4,11 @@
 //! The steps follow PyTorch (`torch.optim.AdamW`, `torch.optim.SGD` with
 //! dampening 0 and no Nesterov), operation by operation in torch's order, in
 //! f32, fusing a multiply-add where torch's vectorized CPU kernels do (`lerp`,
-//! `add(other, alpha)`). They take the kernels' own parameter structs; `len` and `stride` are
-//! the GPU grid's and are ignored here. Shapes are checked with `assert!`: a
-//! mismatch is a caller bug.
+//! `add(other, alpha)`). They take a step's settings as the model states
+//! them ([`crate::model::optim`]), as the kernels do. Shapes are checked with
+//! `assert!`: a mismatch is a caller bug.
 
-use crate::kernels::{AdamWParams, SgdParams};
+use crate::model::optim::{AdamWStep, SgdStep};
 
 /// torch's `lerp(start, end, weight)` for f32 as its vectorized CPU kernel
 /// computes it: `fma(weight, end - start, start)` when |weight| < 0.5, else
@@ -30,7 +30,7 @@ pub fn adamw_update(
     grads: &[f32],
     m: &mut [f32],
     v: &mut [f32],
-    h: &AdamWParams,
+    h: &AdamWStep,
 ) {
     let len = params.len();
     assert_eq!(grads.len(), len, "adamw_update: grads");
@@ -55,7 +55,7 @@ pub fn adamw_update(
 /// buf = buf * momentum + g and g = buf (buf starts at zero, which equals
 /// torch's first-step clone of g); then params += -lr * g. The two
 /// `x + alpha * y` are fused multiply-adds, as in torch.
-pub fn sgd_update(params: &mut [f32], grads: &[f32], buf: &mut [f32], h: &SgdParams) {
+pub fn sgd_update(params: &mut [f32], grads: &[f32], buf: &mut [f32], h: &SgdStep) {
     let len = params.len();
     assert_eq!(grads.len(), len, "sgd_update: grads");
     assert_eq!(buf.len(), len, "sgd_update: momentum buffer");

@@ -328,6 +328,20 @@ pub fn no_adapter_error() -> Error {
     }
 }
 
+/// The Gpu every unit test in src/ that needs one opens: the adapter
+/// `WGPIPE_TEST_ADAPTER` selects (as `--adapter` does; the first when unset),
+/// like the integration tests' `tests/common`. With none it fails, loudly,
+/// saying what to install: GPU tests never skip.
+#[cfg(test)]
+pub(crate) fn test_gpu() -> Gpu {
+    let selector = std::env::var("WGPIPE_TEST_ADAPTER").unwrap_or_default();
+    Gpu::open(&selector).unwrap_or_else(|e| {
+        panic!(
+            "no usable wgpu adapter (WGPIPE_TEST_ADAPTER={selector:?}: {e}); install Mesa's software Vulkan driver: apt-get install -y mesa-vulkan-drivers"
+        )
+    })
+}
+
 /// Which adapters make up each schedule device (a row of the schedule):
 /// `groups[d]` are the Gpus schedule device `d` spans — one each today; under
 /// tensor parallelism T each, stage-major (`--devices 8` with T = 4 is two

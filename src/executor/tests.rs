@@ -9,20 +9,11 @@ use std::time::Duration;
 use super::*;
 use crate::action::{Action, Kind, Product, ProductKind};
 use crate::device as buffers;
+use crate::device::test_gpu;
 use crate::schedule::ScheduleKind;
 
-/// The adapter the GPU tests use (`WGPIPE_TEST_ADAPTER`, as tests/common).
-fn gpu() -> Gpu {
-    let selector = std::env::var("WGPIPE_TEST_ADAPTER").unwrap_or_default();
-    Gpu::open(&selector).unwrap_or_else(|e| {
-        panic!(
-            "no usable wgpu adapter ({e}); install Mesa's software Vulkan driver: apt-get install -y mesa-vulkan-drivers"
-        )
-    })
-}
-
 fn gpus(p: usize) -> Vec<Gpu> {
-    (0..p).map(|_| gpu()).collect()
+    (0..p).map(|_| test_gpu()).collect()
 }
 
 const WORDS: usize = 64;

@@ -1,5 +1,9 @@
 //! Kernels: every WGSL shader, embedded in one table, compiled once per
-//! device ([`Kernels::of`]), and one Rust dispatch function per op (in [`ops`]).
+//! device ([`Kernels::of`]), and one Rust dispatch function per op: the
+//! forward ops in [`forward`], their gradients in [`backward`], the
+//! optimizer in [`optim`], decoding against a KV cache in [`decode`], the
+//! sampler in [`mod@sample`]. This file holds what they share: the shader table,
+//! the compiled pipelines, [`Dispatch`] and how one is built.
 //! Buffers are the device layer's ([`crate::device::buffers`]).
 //!
 //! A dispatch function builds a ready-to-encode [`Dispatch`] (pipeline, bind
@@ -12,19 +16,24 @@
 //! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
 //! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares)
 //! or [`crate::cpu::decode`] (decoding against a KV cache); the sampler's
-//! ([`sample`]) is [`crate::sampling::sample_row`].
+//! ([`mod@sample`]) is [`crate::sampling::sample_row`].
 
+pub mod backward;
 pub mod decode;
-pub mod ops;
+pub mod forward;
+pub mod optim;
 pub mod sample;
 
+pub use backward::*;
 pub use decode::*;
-pub use ops::*;
+pub use forward::*;
+pub use optim::*;
 pub use sample::*;
 
 use std::any::TypeId;
 use std::sync::{Arc, Mutex};
 
+use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use crate::device::Gpu;
@@ -407,6 +416,45 @@ fn dispatch<P: bytemuck::Pod>(
         uniform,
         params: Mutex::new(contents),
         params_type: (TypeId::of::<P>(), std::any::type_name::<P>()),
+    }
+}
+
+/// The parameters of the elementwise shaders (GELU and the residual add,
+/// forward and backward).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ElementwiseParams {
+    len: u32,
+    stride: u32,
+}
+
+/// The matmul shaders' parameters (forward and backward).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulShape {
+    n: u32,
+    c: u32,
+    oc: u32,
+    ldo: u32,
+    col_off: u32,
+}
+
+impl MatmulShape {
+    fn new(n: usize, c: usize, oc: usize, ldo: usize, col_off: usize) -> MatmulShape {
+        MatmulShape {
+            n: n as u32,
+            c: c as u32,
+            oc: oc as u32,
+            ldo: ldo as u32,
+            col_off: col_off as u32,
+        }
+    }
+
+    /// What the vec4 and subgroup kernels need.
+    fn aligned(&self) -> bool {
+        [self.c, self.oc, self.ldo, self.col_off]
+            .iter()
+            .all(|x| x.is_multiple_of(4))
     }
 }
 

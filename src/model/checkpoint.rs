@@ -20,6 +20,7 @@ use safetensors::Dtype;
 use crate::error::{Error, Result};
 use crate::io::{from_le_bytes, read_safetensors_header, to_le_bytes};
 use crate::model::config::Gpt2Config;
+use crate::model::names;
 use crate::model::weights::{Gpt2Weights, LayerWeights, PartialWeights, StagePart, TensorSet};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -138,21 +139,21 @@ impl Checkpoint {
             self.config.n_embd,
         );
         if want.wte {
-            w.put_wte(self.read("wte.weight", &[v, c])?);
+            w.put_wte(self.read(names::WTE, &[v, c])?);
         }
         if want.wpe {
-            w.put_wpe(self.read("wpe.weight", &[p, c])?);
+            w.put_wpe(self.read(names::WPE, &[p, c])?);
         }
         for l in (0..self.config.n_layer).filter(|&l| want.layers[l]) {
             let cfg = self.config.clone();
             let lw = LayerWeights::try_from_fn(&cfg, |name, shape| {
-                self.read(&format!("h.{l}.{name}"), &shape)
+                self.read(&names::block_tensor(l, name), &shape)
             })?;
             w.put_layer(l, lw);
         }
         if want.ln_f {
-            let g = self.read("ln_f.weight", &[c])?;
-            w.put_ln_f(g, self.read("ln_f.bias", &[c])?);
+            let g = self.read(names::LN_F_WEIGHT, &[c])?;
+            w.put_ln_f(g, self.read(names::LN_F_BIAS, &[c])?);
         }
         Ok(())
     }
@@ -163,19 +164,19 @@ impl Checkpoint {
         let cfg = &self.config;
         let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
         if set.wte {
-            f("wte.weight", &[v, c])?;
+            f(names::WTE, &[v, c])?;
         }
         if set.wpe {
-            f("wpe.weight", &[p, c])?;
+            f(names::WPE, &[p, c])?;
         }
         for l in (0..cfg.n_layer).filter(|&l| set.layers[l]) {
             LayerWeights::try_from_fn(cfg, |name, shape| {
-                f(&format!("h.{l}.{name}"), &shape).map(|_| Vec::new())
+                f(&names::block_tensor(l, name), &shape).map(|_| Vec::new())
             })?;
         }
         if set.ln_f {
-            f("ln_f.weight", &[c])?;
-            f("ln_f.bias", &[c])?;
+            f(names::LN_F_WEIGHT, &[c])?;
+            f(names::LN_F_BIAS, &[c])?;
         }
         Ok(())
     }
@@ -203,19 +204,13 @@ impl Checkpoint {
             .header
             .offset_keys()
             .iter()
-            .filter_map(|n| {
-                n.strip_prefix(self.prefix)?
-                    .strip_prefix("h.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
+            .filter_map(|n| names::block_index(n.strip_prefix(self.prefix)?))
             .max();
         match max_layer {
             Some(l) if l >= self.config.n_layer => Err(Error::Config(format!(
-                "{}: has tensors for layer h.{l}, but {CONFIG_FILE} says n_layer = {}",
+                "{}: has tensors for layer {}, but {CONFIG_FILE} says n_layer = {}",
                 self.path.display(),
+                names::block(l),
                 self.config.n_layer
             ))),
             _ => Ok(()),

@@ -7,7 +7,7 @@
 //! 0, ln_f and the LM head with stage S−1.
 
 use crate::error::{Error, Result};
-use crate::model::gpu::StagePart;
+use crate::model::weights::StagePart;
 
 /// How the layers are cut into stages (`--split`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

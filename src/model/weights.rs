@@ -8,6 +8,8 @@ use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::model::config::Gpt2Config;
+use crate::model::names;
+use crate::model::rng::Rng;
 
 /// Declares [`Layer`] and the one list of a block's tensors: field, name in
 /// the HF checkpoint after `h.N.`, shape from (C, F). Load, save, the GPU
@@ -284,9 +286,9 @@ impl TensorSet {
     /// The set in words: "wte, wpe, layers 0-2 and 5, ln_f" ("nothing").
     pub fn describe(&self) -> String {
         let mut items: Vec<String> = Vec::new();
-        for (on, name) in [(self.wte, "wte"), (self.wpe, "wpe")] {
+        for (on, name) in [(self.wte, names::WTE), (self.wpe, names::WPE)] {
             if on {
-                items.push(name.into());
+                items.push(names::group(name).into());
             }
         }
         let mut runs: Vec<(usize, usize)> = Vec::new(); // inclusive
@@ -313,7 +315,7 @@ impl TensorSet {
             ));
         }
         if self.ln_f {
-            items.push("ln_f".into());
+            items.push(names::group(names::LN_F_WEIGHT).into());
         }
         match items.is_empty() {
             true => "nothing".into(),
@@ -467,64 +469,22 @@ pub fn named_model_tensors<'a>(
     let c = cfg.n_embd;
     let mut out = vec![
         (
-            "wte.weight".to_string(),
+            names::WTE.to_string(),
             embeddings[0],
             vec![cfg.vocab_size, c],
         ),
         (
-            "wpe.weight".to_string(),
+            names::WPE.to_string(),
             embeddings[1],
             vec![cfg.n_positions, c],
         ),
     ];
     for (l, layer) in layers.iter().enumerate() {
         for (name, t, shape) in layer.named_tensors(cfg) {
-            out.push((format!("h.{l}.{name}"), t, shape));
+            out.push((names::block_tensor(l, name), t, shape));
         }
     }
-    out.push(("ln_f.weight".to_string(), ln_f[0], vec![c]));
-    out.push(("ln_f.bias".to_string(), ln_f[1], vec![c]));
+    out.push((names::LN_F_WEIGHT.to_string(), ln_f[0], vec![c]));
+    out.push((names::LN_F_BIAS.to_string(), ln_f[1], vec![c]));
     out
-}
-
-/// splitmix64: small, fast, deterministic across platforms. Crate-internal;
-/// also used for random token ids.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1), 53 bits.
-    fn uniform_pm1(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (2.0 / (1u64 << 53) as f64) - 1.0
-    }
-
-    /// `n` samples of N(mean, std) by Marsaglia's polar method (Box-Muller
-    /// without trigonometry), both outputs of each pair used.
-    fn normal_vec(&mut self, n: usize, mean: f32, std: f32) -> Vec<f32> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let (u, v) = (self.uniform_pm1(), self.uniform_pm1());
-            let s = u * u + v * v;
-            if s >= 1.0 || s == 0.0 {
-                continue;
-            }
-            let f = (-2.0 * s.ln() / s).sqrt();
-            out.push(mean + std * (u * f) as f32);
-            if out.len() < n {
-                out.push(mean + std * (v * f) as f32);
-            }
-        }
-        out
-    }
 }

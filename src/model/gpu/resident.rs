@@ -5,11 +5,12 @@
 use super::{bytes, upload_token_table, vocab_chunks};
 use crate::device::{upload, zeros, Gpu};
 use crate::error::{Error, Result};
+use crate::model::names;
 use crate::model::weights::{Layer, StageWeights};
 use crate::model::{Gpt2Config, Shard, StagePart};
 
 /// A stage's weights on one device, uploaded once: every program built over
-/// them ([`GpuStage::build`]: a full forward, a prefill, a decode step)
+/// them ([`super::GpuStage::build`]: a full forward, a prefill, a decode step)
 /// shares these buffers (cloning it clones handles, not data).
 #[derive(Clone)]
 pub struct StageUpload {
@@ -47,21 +48,28 @@ impl StageUpload {
                 part.layers, cfg.n_layer
             )));
         }
+        // What a stage lacks, by the group of tensors it belongs to ("wte").
         let missing = |what: &str| {
             Error::Input(format!(
-                "stage {part:?} was given no {what}: build its weights with Gpt2Weights::stage"
+                "stage {part:?} was given no {}: build its weights with Gpt2Weights::stage",
+                names::group(what)
             ))
         };
         let (mut chunks, mut wte_t) = (Vec::new(), Vec::new());
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg, shard.vocab(cfg.padded_vocab()))?;
-            wte_t = upload_token_table(gpu, &cfg, w.wte.ok_or_else(|| missing("wte"))?, &chunks);
+            wte_t = upload_token_table(
+                gpu,
+                &cfg,
+                w.wte.ok_or_else(|| missing(names::WTE))?,
+                &chunks,
+            );
         }
         let wpe = match part.embedding {
             true => {
-                let wpe = w.wpe.ok_or_else(|| missing("wpe"))?;
-                gpu.check_binding("wpe", bytes(wpe.len()))?;
-                Some(upload(gpu, "wpe", wpe))
+                let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
+                gpu.check_binding(names::WPE, bytes(wpe.len()))?;
+                Some(upload(gpu, names::WPE, wpe))
             }
             false => None,
         };
@@ -83,15 +91,19 @@ impl StageUpload {
                 };
                 lw.try_map(&cfg, |name, t, _| {
                     let shape = [t.len()];
-                    gpu.check_binding(&format!("h.{l}.{name} {shape:?}"), bytes(t.len()))?;
-                    Ok::<_, Error>(upload(gpu, &format!("h.{l}.{name}"), t))
+                    let name = names::block_tensor(l, name);
+                    gpu.check_binding(&format!("{name} {shape:?}"), bytes(t.len()))?;
+                    Ok::<_, Error>(upload(gpu, &name, t))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = match part.head {
             true => {
-                let (g, b) = w.ln_f.ok_or_else(|| missing("ln_f"))?;
-                Some((upload(gpu, "ln_f.weight", g), upload(gpu, "ln_f.bias", b)))
+                let (g, b) = w.ln_f.ok_or_else(|| missing(names::LN_F_WEIGHT))?;
+                Some((
+                    upload(gpu, names::LN_F_WEIGHT, g),
+                    upload(gpu, names::LN_F_BIAS, b),
+                ))
             }
             false => None,
         };

@@ -5,6 +5,8 @@
 use crate::device::{download, zeros, Gpu};
 use crate::error::Result;
 use crate::kernels::{self as k, Dispatch};
+use crate::model::names;
+use crate::model::optim::{AdamWStep, OptimizerKind, OptimizerStep, SgdStep};
 
 use super::{bytes, StageBuffers, Tensor, TrainStage};
 
@@ -30,7 +32,7 @@ impl TrainStage {
         }
         let state = self.optimizer.as_ref().expect("built");
         for (d, decay) in &state.updates {
-            opt.set(d, &gpu.queue, *decay)?;
+            set(opt, d, &gpu.queue, *decay)?;
         }
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -86,7 +88,7 @@ impl TrainStage {
             .param_tensors()
             .into_iter()
             .map(|(_, g)| g)
-            .filter(|g| with_wte || !g.name.starts_with("wte."))
+            .filter(|g| with_wte || !g.name.starts_with(names::WTE))
             .collect();
         let lens: Vec<usize> = tensors
             .iter()
@@ -114,76 +116,20 @@ impl TrainStage {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptimizerKind {
-    AdamW,
-    Sgd,
-}
-
-/// One optimizer step's hyperparameters, as the update kernels take them.
-#[derive(Clone, Copy, Debug)]
-pub enum OptimizerStep {
-    AdamW {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-        /// 1 − β1^t and 1 − β2^t for step t (from 1).
-        bias_correction1: f32,
-        bias_correction2: f32,
-        /// Multiplies every gradient (the clip coefficient; 1 without clipping).
-        grad_scale: f32,
-    },
-    Sgd {
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        grad_scale: f32,
-    },
-}
-
-impl OptimizerStep {
-    pub fn kind(&self) -> OptimizerKind {
-        match self {
-            OptimizerStep::AdamW { .. } => OptimizerKind::AdamW,
-            OptimizerStep::Sgd { .. } => OptimizerKind::Sgd,
-        }
-    }
-
-    /// Write this step into an update dispatch; weight decay only where `decay`.
-    fn set(&self, d: &Dispatch, queue: &wgpu::Queue, decay: bool) -> Result<()> {
-        match *self {
-            OptimizerStep::AdamW {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                bias_correction1,
-                bias_correction2,
-                grad_scale,
-            } => d.update_params(queue, |p: &mut k::AdamWParams| {
-                p.lr = lr;
-                p.beta1 = beta1;
-                p.beta2 = beta2;
-                p.eps = eps;
-                p.weight_decay = if decay { weight_decay } else { 0.0 };
-                p.bias_correction1 = bias_correction1;
-                p.bias_correction2 = bias_correction2;
-                p.grad_scale = grad_scale;
-            }),
-            OptimizerStep::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-                grad_scale,
-            } => d.update_params(queue, |p: &mut k::SgdParams| {
-                p.lr = lr;
-                p.momentum = momentum;
-                p.weight_decay = if decay { weight_decay } else { 0.0 };
-                p.grad_scale = grad_scale;
-            }),
-        }
+/// Write `opt` into an update dispatch; weight decay only where `decay`.
+fn set(opt: &OptimizerStep, d: &Dispatch, queue: &wgpu::Queue, decay: bool) -> Result<()> {
+    match *opt {
+        OptimizerStep::AdamW(h) => d.update_params(queue, |p: &mut k::AdamWParams| {
+            p.step = AdamWStep {
+                weight_decay: if decay { h.weight_decay } else { 0.0 },
+                ..h
+            }
+        }),
+        OptimizerStep::Sgd(h) => d.update_params(queue, |p: &mut k::SgdParams| {
+            p.step = SgdStep {
+                weight_decay: if decay { h.weight_decay } else { 0.0 },
+                ..h
+            }
+        }),
     }
 }

@@ -32,8 +32,9 @@ use crate::executor::{run_plan, Cluster, DeviceGroup, TransferRecord};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
 use crate::model::grads::{next_token_targets, Gpt2Grads};
+use crate::model::optim::{bias_corrections, AdamWStep, OptimizerStep, SgdStep};
 use crate::model::partition;
-use crate::model::train::{OptimizerStep, Which};
+use crate::model::train::Which;
 use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageSource, StageWeights};
 
 use crate::schedule::{validate::validate, Schedule};
@@ -79,8 +80,8 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                let (bc1, bc2) = crate::kernels::AdamWParams::bias_corrections(beta1, beta2, t);
-                OptimizerStep::AdamW {
+                let (bc1, bc2) = bias_corrections(beta1, beta2, t);
+                OptimizerStep::AdamW(AdamWStep {
                     lr: lr as f32,
                     beta1: beta1 as f32,
                     beta2: beta2 as f32,
@@ -89,18 +90,18 @@ impl Optimizer {
                     bias_correction1: bc1,
                     bias_correction2: bc2,
                     grad_scale: grad_scale as f32,
-                }
+                })
             }
             Optimizer::Sgd {
                 lr,
                 momentum,
                 weight_decay,
-            } => OptimizerStep::Sgd {
+            } => OptimizerStep::Sgd(SgdStep {
                 lr: lr as f32,
                 momentum: momentum as f32,
                 weight_decay: weight_decay as f32,
                 grad_scale: grad_scale as f32,
-            },
+            }),
         }
     }
 }

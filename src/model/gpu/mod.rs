@@ -10,87 +10,30 @@
 //! fit the adapter's binding limit (GPT-2's table is 154 MB, lavapipe binds at
 //! most 128 MiB); the embedding gathers from it and the tied LM head is then a
 //! plain matmul per chunk into columns of the logits.
+//!
+//! The files: this one holds the stage ([`GpuStage`]) and a single-device
+//! forward; `builder.rs` builds its program, `segments.rs` cuts it where a
+//! tensor-parallel group sums, `resident.rs` holds the uploaded weights and
+//! the KV cache, `token_table.rs` the transposed token table.
 
 use crate::device::{read_mapped, staging, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
-use crate::kernels::{self as k, Dispatch};
+use crate::kernels as k;
 use crate::microbatch::Microbatches;
-use crate::model::weights::{Layer, StageWeights};
+use crate::model::weights::{StagePart, StageWeights};
 use crate::model::{Gpt2Config, Gpt2Weights, Shard};
 
-pub use crate::model::weights::StagePart;
-
+mod builder;
 mod resident;
+mod segments;
 mod token_table;
+use builder::{Builder, Scratch};
 pub use resident::{KvCache, StageUpload};
+pub use segments::{Cut, Segment, StageEncoder};
 pub(crate) use token_table::{
     token_table_chunks, untranspose_token_table, upload_token_table, vocab_chunks,
 };
-
-/// Where one [`Segment`] of a stage's program ends.
-///
-/// A stage's dispatches are cut where a Megatron-style tensor-parallel stage
-/// all-reduces a partial sum ([`GpuStage::reduced`]): after the embedding
-/// (each rank embeds its vocabulary range's tokens), and right after each
-/// block's attention c_proj matmul and its MLP c_proj matmul have written
-/// their (N, C) output into [`GpuStage::partial_sum`], before the residual
-/// add that reads it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cut {
-    /// After the embedding (a stage that embeds).
-    Embedding,
-    /// After block `layer`'s attention c_proj matmul.
-    AttnProj { layer: usize },
-    /// After block `layer`'s MLP c_proj matmul.
-    MlpProj { layer: usize },
-    /// The end of the stage (its last segment).
-    End,
-}
-
-/// A run of a stage's dispatches between two [`Cut`]s, in program order.
-pub struct Segment {
-    /// What follows this segment's last dispatch.
-    pub end: Cut,
-    dispatches: Vec<Dispatch>,
-}
-
-impl Segment {
-    pub fn dispatches(&self) -> &[Dispatch] {
-        &self.dispatches
-    }
-
-    /// Record this segment's dispatches into `pass`.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.dispatches {
-            d.encode(pass);
-        }
-    }
-}
-
-/// Where a stage's program is recorded, and how a tensor-parallel stage
-/// sums a partial result across its group between two segments.
-pub trait StageEncoder {
-    fn encoder(&mut self) -> &mut wgpu::CommandEncoder;
-
-    /// Sum the first `bytes` of `buf` over every device of the group, in
-    /// place, after the work recorded so far; later work sees the sum.
-    fn all_reduce(&mut self, buf: &wgpu::Buffer, bytes: u64) -> Result<()>;
-}
-
-/// A plain encoder: one device, nothing to sum with.
-impl StageEncoder for wgpu::CommandEncoder {
-    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
-        self
-    }
-
-    fn all_reduce(&mut self, _buf: &wgpu::Buffer, _bytes: u64) -> Result<()> {
-        Err(Error::Other(
-            "a tensor-parallel stage was recorded without its group: run it through the executor"
-                .into(),
-        ))
-    }
-}
 
 /// One stage of GPT-2 resident on a device, for microbatches of `b` x `t` tokens.
 pub struct GpuStage {
@@ -120,201 +63,9 @@ pub struct GpuStage {
     _buffers: Vec<wgpu::Buffer>,
 }
 
-/// The per-block scratch buffers, shared by every block of a stage. Under
-/// tensor parallelism (T devices) the attention and MLP widths are this
-/// rank's: C/T and F/T.
-struct Scratch {
-    ln: wgpu::Buffer,   // (N, C) layernorm output
-    qkv: wgpu::Buffer,  // (N, 3C/T)
-    att: wgpu::Buffer,  // (N, C/T) attention output
-    proj: wgpu::Buffer, // (N, C) c_proj output (attention, then MLP)
-    x2: wgpu::Buffer,   // (N, C) residual stream after attention
-    fch: wgpu::Buffer,  // (N, F/T)
-    fcg: wgpu::Buffer,  // (N, F/T) gelu(fch)
-}
-
-impl Scratch {
-    fn new(gpu: &Gpu, n: usize, c: usize, cl: usize, fl: usize) -> Scratch {
-        Scratch {
-            ln: zeros(gpu, "ln (N,C)", n * c),
-            qkv: zeros(gpu, "qkv (N,3C/T)", n * 3 * cl),
-            att: zeros(gpu, "att (N,C/T)", n * cl),
-            proj: zeros(gpu, "proj (N,C)", n * c),
-            x2: zeros(gpu, "x2 (N,C)", n * c),
-            fch: zeros(gpu, "fch (N,F/T)", n * fl),
-            fcg: zeros(gpu, "fch_gelu (N,F/T)", n * fl),
-        }
-    }
-
-    fn into_buffers(self) -> [wgpu::Buffer; 7] {
-        [
-            self.ln, self.qkv, self.att, self.proj, self.x2, self.fch, self.fcg,
-        ]
-    }
-}
-
 /// Bytes of `len` f32s.
 fn bytes(len: usize) -> u64 {
     (len * 4) as u64
-}
-
-/// Builds a stage's program: dispatches in order, cut into segments, and the
-/// buffers they bind.
-struct Builder<'a> {
-    gpu: &'a Gpu,
-    cfg: &'a Gpt2Config,
-    b: usize,
-    t: usize,
-    /// (N, C) residual stream.
-    x: &'a wgpu::Buffer,
-    mode: &'a Mode<'a>,
-    /// (N, 2) row table of the KV cache, with a cache.
-    rows: Option<&'a wgpu::Buffer>,
-    segments: Vec<Segment>,
-    current: Vec<Dispatch>,
-    keep: Vec<wgpu::Buffer>,
-}
-
-impl Builder<'_> {
-    fn n(&self) -> usize {
-        self.b * self.t
-    }
-
-    fn push(&mut self, d: Dispatch) {
-        self.current.push(d);
-    }
-
-    /// End the current segment at `end`.
-    fn cut(&mut self, end: Cut) {
-        let dispatches = std::mem::take(&mut self.current);
-        self.segments.push(Segment { end, dispatches });
-    }
-
-    /// x = wte[ids] + wpe[pos_offset + t] (decoding: wpe[pos_r], each row at
-    /// its own position), one dispatch per vocabulary chunk (position offset
-    /// 0 until [`GpuStage::set_position_offset`]). Returns the (N) token id
-    /// buffer.
-    fn embedding(&mut self, up: &StageUpload, wpe: &wgpu::Buffer) -> wgpu::Buffer {
-        let (gpu, n, t, c) = (self.gpu, self.n(), self.t, self.cfg.n_embd);
-        let ids = upload_pod(gpu, "ids (N)", &vec![0u32; n]);
-        for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
-            let d = match (self.mode, self.rows) {
-                (Mode::Decode(_), Some(rows)) => {
-                    k::embedding_decode(gpu, self.x, &ids, tb, wpe, rows, n, c, v0, len)
-                }
-                _ => k::embedding_forward(gpu, self.x, &ids, tb, wpe, n, t, c, v0, len, 0),
-            };
-            self.push(d);
-        }
-        ids
-    }
-
-    /// Block `l` (the `i`-th of the stage): x2 = x + attn(ln_1(x)); x = x2 +
-    /// mlp(ln_2(x2)), cut after each c_proj matmul. With a KV cache the keys
-    /// and values are written into it after the QKV matmul; decoding attends
-    /// over the cache instead of the pass's own rows.
-    fn block(
-        &mut self,
-        l: usize,
-        i: usize,
-        lb: &Layer<wgpu::Buffer>,
-        s: &Scratch,
-        tp: usize,
-    ) -> Result<()> {
-        let (gpu, cfg) = (self.gpu, self.cfg);
-        let (b, t, n) = (self.b, self.t, self.n());
-        let (c, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
-        // This rank's attention channels, heads and MLP width.
-        let (cl, nh, f) = (c / tp, cfg.n_head / tp, cfg.n_inner / tp);
-        let x = self.x;
-        self.push(k::layernorm_forward(
-            gpu, &s.ln, x, &lb.ln_1_g, &lb.ln_1_b, n, c, eps,
-        ));
-        self.push(k::matmul_forward(
-            gpu,
-            &s.qkv,
-            &s.ln,
-            &lb.c_attn_w,
-            &lb.c_attn_b,
-            n,
-            c,
-            3 * cl,
-        ));
-        match (self.mode, self.rows) {
-            (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
-                let (kc, vc) = (&kv.k[i], &kv.v[i]);
-                self.push(k::kv_cache_write(
-                    gpu, kc, vc, &s.qkv, rows, n, cl, kv.n_pos,
-                ));
-                self.push(match self.mode {
-                    Mode::Decode(_) => {
-                        k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, cl, nh, kv.n_pos)
-                    }
-                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh),
-                });
-            }
-            _ => self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh)),
-        }
-        self.push(k::matmul_forward(
-            gpu,
-            &s.proj,
-            &s.att,
-            &lb.attn_proj_w,
-            &lb.attn_proj_b,
-            n,
-            cl,
-            c,
-        ));
-        self.cut(Cut::AttnProj { layer: l });
-        self.push(k::residual_forward(gpu, &s.x2, x, &s.proj, n * c));
-        self.push(k::layernorm_forward(
-            gpu, &s.ln, &s.x2, &lb.ln_2_g, &lb.ln_2_b, n, c, eps,
-        ));
-        self.push(k::matmul_forward(
-            gpu, &s.fch, &s.ln, &lb.c_fc_w, &lb.c_fc_b, n, c, f,
-        ));
-        self.push(k::gelu_forward(gpu, &s.fcg, &s.fch, n * f));
-        self.push(k::matmul_forward(
-            gpu,
-            &s.proj,
-            &s.fcg,
-            &lb.mlp_proj_w,
-            &lb.mlp_proj_b,
-            n,
-            f,
-            c,
-        ));
-        self.cut(Cut::MlpProj { layer: l });
-        self.push(k::residual_forward(gpu, x, &s.x2, &s.proj, n * c));
-        Ok(())
-    }
-
-    /// logits (N, Vp) = ln_f(x) @ wte^T, one matmul per vocabulary chunk into
-    /// its columns. Returns the logits buffer.
-    fn head(
-        &mut self,
-        up: &StageUpload,
-        ln_f: &(wgpu::Buffer, wgpu::Buffer),
-    ) -> Result<wgpu::Buffer> {
-        let (gpu, n, c) = (self.gpu, self.n(), self.cfg.n_embd);
-        let eps = self.cfg.layer_norm_epsilon;
-        let vp = self.cfg.padded_vocab();
-        gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
-        let lnf = zeros(gpu, "ln_f (N,C)", n * c);
-        let out = zeros(gpu, "logits (N,Vp)", n * vp);
-        let max_len = up.chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
-        let no_bias = zeros(gpu, "lm_head bias (0)", max_len);
-        self.push(k::layernorm_forward(
-            gpu, &lnf, self.x, &ln_f.0, &ln_f.1, n, c, eps,
-        ));
-        for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
-            self.push(k::matmul_forward_strided(
-                gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
-            ));
-        }
-        self.keep.extend([lnf, no_bias]);
-        Ok(out)
-    }
 }
 
 /// What a [`GpuStage`] program computes.
@@ -431,37 +182,8 @@ impl GpuStage {
         }
     }
 
-    /// The program, in order, cut where a tensor-parallel all-reduce of a
-    /// partial sum would go (see [`Cut`]); the last segment ends at
-    /// [`Cut::End`]. Encoding every segment's dispatches in order into one
-    /// compute pass is exactly [`GpuStage::encode`]; a later collective can be
-    /// inserted between segments instead.
-    pub fn segments(&self) -> &[Segment] {
-        &self.segments
-    }
-
-    /// The buffer a tensor-parallel group sums at `cut`, and its bytes:
-    /// the residual stream after the embedding, the c_proj output after a
-    /// projection; `None` at the end.
-    pub fn reduced(&self, cut: Cut) -> Option<(&wgpu::Buffer, u64)> {
-        match cut {
-            Cut::Embedding => Some((&self.x, self.activation_bytes())),
-            Cut::AttnProj { .. } | Cut::MlpProj { .. } => {
-                self.proj.as_ref().map(|p| (p, self.activation_bytes()))
-            }
-            Cut::End => None,
-        }
-    }
-
-    /// (N, C) buffer the attention and MLP c_proj matmuls write, which holds
-    /// the partial sum at each [`Cut::AttnProj`] / [`Cut::MlpProj`]; `None`
-    /// for a stage without blocks.
-    pub fn partial_sum(&self) -> Option<&wgpu::Buffer> {
-        self.proj.as_ref()
-    }
-
     /// Set the position of each sequence's first token for the passes
-    /// submitted after this call (see [`Dispatch::update_params`]): the
+    /// submitted after this call (see [`k::Dispatch::update_params`]): the
     /// embedding then adds `wpe[offset + t]`. 0 when built. `gpu` must be the
     /// device the stage was built on. An offset with `offset + T` past the
     /// model's n_positions is an input error; a stage without the embedding
@@ -504,44 +226,6 @@ impl GpuStage {
         if let Some(b) = &self.ids {
             gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(ids));
         }
-    }
-
-    /// Record this stage's forward pass into `enc`: on one device every
-    /// segment in one compute pass ([`GpuStage::encode`]); on a rank of a
-    /// tensor-parallel group each segment in its own pass with the group's
-    /// all-reduce of [`GpuStage::reduced`] at each cut. A rank embeds only
-    /// its vocabulary range's tokens, so it clears the residual stream first
-    /// and the sum after the embedding is exact; its logits hold its range's
-    /// columns and zeros.
-    pub fn encode_in(&self, enc: &mut dyn StageEncoder) -> Result<()> {
-        if !self.shard.split() {
-            self.encode(enc.encoder());
-            return Ok(());
-        }
-        if self.ids.is_some() {
-            enc.encoder().clear_buffer(&self.x, 0, None);
-        }
-        // Likewise the logits: a rank writes its vocabulary range's columns
-        // only, and a sum of them (decoding samples from it) must not find
-        // the last pass's sum in the others.
-        if let Some(logits) = &self.logits {
-            enc.encoder().clear_buffer(logits, 0, None);
-        }
-        for s in &self.segments {
-            {
-                let mut pass = enc
-                    .encoder()
-                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("stage forward segment"),
-                        timestamp_writes: None,
-                    });
-                s.encode(&mut pass);
-            }
-            if let Some((buf, bytes)) = self.reduced(s.end) {
-                enc.all_reduce(buf, bytes)?;
-            }
-        }
-        Ok(())
     }
 
     /// Record this stage's forward pass, every segment in order, as one
@@ -619,17 +303,13 @@ pub fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Needs an adapter (lavapipe here), like the GPU integration tests.
-    fn gpu() -> Gpu {
-        Gpu::open("").unwrap_or_else(|e| panic!("GPU stage tests need a wgpu adapter: {e}"))
-    }
+    use crate::device::test_gpu;
 
     #[test]
     fn segments_cut_after_each_c_proj_and_position_offset_is_checked() {
         let cfg = Gpt2Config::named("tiny").unwrap();
         let w = Gpt2Weights::init(&cfg, 1).unwrap();
-        let g = gpu();
+        let g = test_gpu();
         let t = 3;
         let whole = StagePart::whole(&cfg);
         let stage = GpuStage::new(&g, &w.stage(&whole), 2, t).unwrap();

@@ -1,0 +1,272 @@
+//! The forward ops' dispatch functions, one per shader: embedding,
+//! layernorm, the matmul variants, attention, GELU and the residual add.
+//! Shapes use llm.c's letters: B batch, T time, C channels, OC output
+//! channels, V vocabulary, NH heads, N = B*T rows. Each mirrors the function
+//! of the same name in [`crate::cpu`].
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{dispatch, grid_1d, Dispatch, ElementwiseParams, Kernels, MatmulShape, MatmulVariant};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+
+/// The parameters of [`embedding_forward`], as its shader reads them.
+/// `pos_offset` may change between submits ([`Dispatch::update_params`]);
+/// the others are fixed by the buffers the dispatch was built with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct EmbeddingParams {
+    /// B*T rows.
+    pub n: u32,
+    /// Sequence length T: row r has position `pos_offset + r % T`.
+    pub t: u32,
+    /// Channels C.
+    pub c: u32,
+    /// First token id of this vocabulary chunk.
+    pub v0: u32,
+    /// Tokens in this chunk (row length of `wte_t`).
+    pub vlen: u32,
+    /// Invocations per row of the dispatch grid.
+    pub stride: u32,
+    /// Position of each sequence's first token (0 for a whole prompt).
+    pub pos_offset: u32,
+}
+
+/// out (N, C) = wte_t[:, ids - v0] + wpe[pos_offset + t], for the ids in this
+/// vocabulary chunk. `wte_t` is one chunk (C, vlen) of the transposed token
+/// table holding tokens v0 .. v0+vlen; dispatch once per chunk. The caller
+/// keeps `pos_offset + T <= maxT`.
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_forward(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,   // (N, C)
+    ids: &wgpu::Buffer,   // (N) u32
+    wte_t: &wgpu::Buffer, // (C, vlen)
+    wpe: &wgpu::Buffer,   // (maxT, C)
+    n: usize,
+    t: usize,
+    c: usize,
+    v0: usize,
+    vlen: usize,
+    pos_offset: usize,
+) -> Dispatch {
+    let (groups, stride) = grid_1d(n * c);
+    let p = EmbeddingParams {
+        n: n as u32,
+        t: t as u32,
+        c: c as u32,
+        v0: v0 as u32,
+        vlen: vlen as u32,
+        stride,
+        pos_offset: pos_offset as u32,
+    };
+    dispatch(
+        gpu,
+        "embedding_forward",
+        &[out, ids, wte_t, wpe],
+        &p,
+        groups,
+    )
+}
+
+/// out (N, C) = layernorm(inp (N, C)) * gamma (C) + beta (C).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    gamma: &wgpu::Buffer,
+    beta: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    eps: f32,
+) -> Dispatch {
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct P {
+        n: u32,
+        c: u32,
+        eps: f32,
+        stride: u32,
+    }
+    let (groups, stride) = grid_1d(n);
+    let p = P {
+        n: n as u32,
+        c: c as u32,
+        eps,
+        stride,
+    };
+    dispatch(
+        gpu,
+        "layernorm_forward",
+        &[out, inp, gamma, beta],
+        &p,
+        groups,
+    )
+}
+
+/// out (N, OC) = inp (N, C) @ weight (C, OC) + bias (OC); `weight` in
+/// Conv1D layout [in, out]. When C and OC are multiples of 4: Rows4 for at
+/// most [`MatmulVariant::FEW_ROWS`] rows (decoding), else the device's
+/// aligned variant ([`Kernels::aligned_matmul`]: Subgroup8 on devices with
+/// 8-wide subgroups, else Vec4); the general kernel otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+) -> Dispatch {
+    matmul_forward_strided(gpu, out, inp, weight, bias, n, c, oc, oc, 0)
+}
+
+/// [`matmul_forward`] with the kernel variant chosen by the caller (to test
+/// or time each one). An error, naming the variant and the device or shape,
+/// when the device cannot run `variant` or the shape does not suit it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_with(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+) -> Result<Dispatch> {
+    let shape = MatmulShape::new(n, c, oc, oc, 0);
+    if !Kernels::of(gpu).supports(variant) {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} needs 8-wide subgroups, which {} lacks",
+            gpu.label
+        )));
+    }
+    if variant.needs_aligned() && !shape.aligned() {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} needs C and OC to be multiples of 4, got C={c} OC={oc}"
+        )));
+    }
+    Ok(matmul_dispatch(
+        gpu,
+        variant,
+        &[out, inp, weight, bias],
+        shape,
+    ))
+}
+
+/// [`matmul_forward`] writing columns `col_off .. col_off+OC` of an output
+/// whose rows are `ldo` floats long: how the LM head fills the logits one
+/// vocabulary chunk at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_strided(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+    ldo: usize,
+    col_off: usize,
+) -> Dispatch {
+    let shape = MatmulShape::new(n, c, oc, ldo, col_off);
+    let variant = match shape.aligned() {
+        true if n <= MatmulVariant::FEW_ROWS => MatmulVariant::Rows4,
+        true => Kernels::of(gpu).aligned_matmul(),
+        false => MatmulVariant::General,
+    };
+    matmul_dispatch(gpu, variant, &[out, inp, weight, bias], shape)
+}
+
+/// Build the dispatch of a matmul `variant` the caller has checked the device
+/// and the shape support.
+fn matmul_dispatch(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    buffers: &[&wgpu::Buffer; 4],
+    p: MatmulShape,
+) -> Dispatch {
+    let (n, oc) = (p.n, p.oc);
+    let groups = match variant {
+        // One invocation per 32-row x 4-column block; workgroups of 64x1.
+        MatmulVariant::Subgroup8 => [oc.div_ceil(4 * 64), n.div_ceil(32)],
+        // One invocation per 8-row x 16-column block; workgroups of 16x4.
+        MatmulVariant::Vec4 => [oc.div_ceil(16 * 16), n.div_ceil(8 * 4)],
+        // One invocation per 4x4 block; workgroups of 8x8.
+        MatmulVariant::General => [oc.div_ceil(4 * 8), n.div_ceil(4 * 8)],
+        // One invocation per 4-row x 4-column block; workgroups of 64x1.
+        MatmulVariant::Rows4 => [oc.div_ceil(4 * 64), n.div_ceil(4)],
+    };
+    let groups = [groups[0].max(1), groups[1].max(1), 1];
+    dispatch(gpu, variant.shader(), buffers, &p, groups)
+}
+
+/// out (B*T, C) = causal self-attention over qkv (B*T, 3C) with NH heads.
+pub fn attention_forward(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    qkv: &wgpu::Buffer,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct P {
+        b: u32,
+        t: u32,
+        c: u32,
+        nh: u32,
+        hd: u32,
+        nchunks: u32,
+        scale: f32,
+        stride: u32,
+    }
+    let hd = c / nh;
+    let nchunks = hd.div_ceil(64);
+    let (groups, stride) = grid_1d(b * nh * t * nchunks);
+    let p = P {
+        b: b as u32,
+        t: t as u32,
+        c: c as u32,
+        nh: nh as u32,
+        hd: hd as u32,
+        nchunks: nchunks as u32,
+        scale: 1.0 / (hd as f32).sqrt(),
+        stride,
+    };
+    dispatch(gpu, "attention_forward", &[out, qkv], &p, groups)
+}
+
+/// out = gelu_new(inp), `len` elements.
+pub fn gelu_forward(gpu: &Gpu, out: &wgpu::Buffer, inp: &wgpu::Buffer, len: usize) -> Dispatch {
+    let (groups, stride) = grid_1d(len);
+    let p = ElementwiseParams {
+        len: len as u32,
+        stride,
+    };
+    dispatch(gpu, "gelu_forward", &[out, inp], &p, groups)
+}
+
+/// out = a + b, `len` elements.
+pub fn residual_forward(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    len: usize,
+) -> Dispatch {
+    let (groups, stride) = grid_1d(len);
+    let p = ElementwiseParams {
+        len: len as u32,
+        stride,
+    };
+    dispatch(gpu, "residual_forward", &[out, a, b], &p, groups)
+}

@@ -1,0 +1,225 @@
+//! A training stage's parameters, gradients and optimizer moments on the
+//! device ([`StageBuffers`], one buffer per tensor, listed in one fixed order
+//! by [`StageBuffers::tensors`]), and the same read back to the host
+//! ([`HostStage`]).
+
+use super::TrainStage;
+use crate::device::{download, zeros, Gpu};
+use crate::error::{Error, Result};
+use crate::model::gpu::untranspose_token_table;
+use crate::model::names;
+use crate::model::weights::{Layer, LayerWeights, StagePart};
+use crate::model::Gpt2Config;
+
+/// A stage's parameters (or their gradients, or optimizer moments), one
+/// buffer per tensor. The token table is kept as the GPU stage keeps it:
+/// transposed vocabulary chunks (C, len).
+pub struct StageBuffers {
+    pub wte_t: Vec<wgpu::Buffer>,
+    pub wpe: Option<wgpu::Buffer>,
+    pub layers: Vec<Layer<wgpu::Buffer>>,
+    pub ln_f: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+/// One tensor of [`StageBuffers::tensors`].
+pub struct Tensor<'a> {
+    /// Checkpoint name (`h.3.attn.c_attn.weight`; `wte.weight[v0..]` for a
+    /// chunk of the transposed token table).
+    pub name: String,
+    pub buf: &'a wgpu::Buffer,
+    /// f32 elements.
+    pub len: usize,
+    /// Rank >= 2 (matrices and embeddings): weight decay applies.
+    pub decay: bool,
+}
+
+impl StageBuffers {
+    /// Every tensor in a fixed order (the same for parameters, gradients
+    /// and moments of one stage).
+    pub fn tensors(
+        &self,
+        cfg: &Gpt2Config,
+        part: &StagePart,
+        chunks: &[(usize, usize)],
+    ) -> Vec<Tensor<'_>> {
+        let c = cfg.n_embd;
+        let mut out = Vec::new();
+        for (b, &(v0, len)) in self.wte_t.iter().zip(chunks) {
+            out.push(Tensor {
+                name: format!("{}[{v0}..]", names::WTE),
+                buf: b,
+                len: c * len,
+                decay: true,
+            });
+        }
+        if let Some(b) = &self.wpe {
+            out.push(Tensor {
+                name: names::WPE.into(),
+                buf: b,
+                len: cfg.n_positions * c,
+                decay: true,
+            });
+        }
+        for (l, layer) in part.layers.clone().zip(&self.layers) {
+            for (name, b, shape) in layer.named_tensors(cfg) {
+                out.push(Tensor {
+                    name: names::block_tensor(l, name),
+                    buf: b,
+                    len: shape.iter().product(),
+                    decay: shape.len() >= 2,
+                });
+            }
+        }
+        if let Some((g, b)) = &self.ln_f {
+            for (name, buf) in [(names::LN_F_WEIGHT, g), (names::LN_F_BIAS, b)] {
+                out.push(Tensor {
+                    name: name.into(),
+                    buf,
+                    len: c,
+                    decay: false,
+                });
+            }
+        }
+        out
+    }
+
+    /// Zero-filled buffers of the same shapes.
+    pub(super) fn zeros_like(
+        &self,
+        gpu: &Gpu,
+        what: &str,
+        cfg: &Gpt2Config,
+        part: &StagePart,
+        chunks: &[(usize, usize)],
+    ) -> StageBuffers {
+        let z = |name: &str, len: usize| zeros(gpu, &format!("{what} {name}"), len);
+        let c = cfg.n_embd;
+        StageBuffers {
+            wte_t: chunks
+                .iter()
+                .map(|&(v0, len)| z(&format!("{}[{v0}..]", names::WTE), c * len))
+                .collect(),
+            wpe: self
+                .wpe
+                .as_ref()
+                .map(|_| z(names::WPE, cfg.n_positions * c)),
+            layers: part
+                .layers
+                .clone()
+                .map(|l| {
+                    Layer::try_from_fn(cfg, |name, shape| {
+                        Ok::<_, std::convert::Infallible>(z(
+                            &names::block_tensor(l, name),
+                            shape.iter().product(),
+                        ))
+                    })
+                    .unwrap_or_else(|never| match never {})
+                })
+                .collect(),
+            ln_f: self
+                .ln_f
+                .as_ref()
+                .map(|_| (z(names::LN_F_WEIGHT, c), z(names::LN_F_BIAS, c))),
+        }
+    }
+}
+
+/// A stage's tensors read back to the host, in checkpoint layout.
+#[derive(Clone, Debug, Default)]
+pub struct HostStage {
+    /// (V, C), untransposed: on the embedding and head stages.
+    pub wte: Option<Vec<f32>>,
+    pub wpe: Option<Vec<f32>>,
+    pub layers: Vec<LayerWeights>,
+    pub ln_f: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl TrainStage {
+    /// Every parameter with its gradient, in one fixed order.
+    pub fn param_tensors(&self) -> Vec<(Tensor<'_>, Tensor<'_>)> {
+        let p = self.params.tensors(&self.cfg, &self.part, &self.chunks);
+        let g = self.grads.tensors(&self.cfg, &self.part, &self.chunks);
+        p.into_iter().zip(g).collect()
+    }
+
+    /// Parameters (or gradients) read back, in checkpoint layout.
+    pub fn read(&self, gpu: &Gpu, which: Which) -> Result<HostStage> {
+        let bufs = match which {
+            Which::Params => &self.params,
+            Which::Grads => &self.grads,
+        };
+        let cfg = &self.cfg;
+        let c = cfg.n_embd;
+        let wte = self.token_table(gpu, bufs)?;
+        let wpe = match &bufs.wpe {
+            Some(b) => Some(download(gpu, b, cfg.n_positions * c)?),
+            None => None,
+        };
+        let layers = bufs
+            .layers
+            .iter()
+            .map(|l| l.try_map(cfg, |_, b, shape| download(gpu, b, shape.iter().product())))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = match &bufs.ln_f {
+            Some((g, b)) => Some((download(gpu, g, c)?, download(gpu, b, c)?)),
+            None => None,
+        };
+        Ok(HostStage {
+            wte,
+            wpe,
+            layers,
+            ln_f,
+        })
+    }
+
+    /// The token table's gradient (V, C), if this stage holds the table.
+    pub fn wte_grad(&self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
+        self.token_table(gpu, &self.grads)
+    }
+
+    /// The token table of `bufs` (parameters or gradients), read back and
+    /// untransposed to (V, C); `None` on a stage without it.
+    fn token_table(&self, gpu: &Gpu, bufs: &StageBuffers) -> Result<Option<Vec<f32>>> {
+        if bufs.wte_t.is_empty() {
+            return Ok(None);
+        }
+        let c = self.cfg.n_embd;
+        let data = bufs
+            .wte_t
+            .iter()
+            .zip(&self.chunks)
+            .map(|(b, &(_, len))| download(gpu, b, c * len))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(untranspose_token_table(
+            &self.cfg,
+            &self.chunks,
+            &data,
+        )))
+    }
+
+    /// Replace the token table's gradient with `wte` (V, C): how the tied
+    /// embedding's two shares, on two stages, are summed into both.
+    pub fn write_wte_grad(&self, gpu: &Gpu, wte: &[f32]) -> Result<()> {
+        let cfg = &self.cfg;
+        if wte.len() != cfg.vocab_size * cfg.n_embd {
+            return Err(Error::Other(format!(
+                "bug: wte gradient of {} values for a ({}, {}) table",
+                wte.len(),
+                cfg.vocab_size,
+                cfg.n_embd
+            )));
+        }
+        let chunks = crate::model::gpu::token_table_chunks(cfg, wte, &self.chunks);
+        for (b, data) in self.grads.wte_t.iter().zip(chunks) {
+            gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(&data));
+        }
+        Ok(())
+    }
+}
+
+/// Parameters or gradients, for [`TrainStage::read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Params,
+    Grads,
+}

@@ -1,0 +1,300 @@
+//! GPT-2 training on one device: a stage's parameters with their gradients
+//! and optimizer state, and the dispatches of its F, B, I and W actions.
+//!
+//! The forward is [`super::gpu::GpuStage`]'s — the same kernels in the same
+//! order — except that every activation the backward reads is written into a
+//! buffer of its own, a [`Stashed`] tensor of one microbatch, instead of
+//! shared scratch. Which buffer holds which stashed tensor of which
+//! microbatch is the caller's choice (the training program pools them,
+//! `workload::train`); `stash.rs` says what each action makes, reads and
+//! lets go of ([`TrainStage::acquires`], [`TrainStage::releases`]).
+//!
+//! The backward mirrors `cpu::backward::forward_backward_microbatch` call for
+//! call. Split for zero-bubble schedules:
+//! - `I` (input gradient): every `matmul_backward_input`, GELU, attention,
+//!   residual and layernorm backward (the layernorms' own gamma/beta
+//!   gradients too: cheap, and their inputs are I's), down to the gradient of
+//!   the stage input, which is the message to the previous stage;
+//! - `W` (weight gradient): every matmul's weight and bias gradient, the LM
+//!   head's share of `wte`, and the embedding's `wte`/`wpe` gradient. It
+//!   reads the matmul inputs stashed by F and the output gradients stashed by I.
+//! - `B` is I followed by W in one action.
+//!
+//! The loss is computed in the head stage's F: logits, then the fused
+//! cross-entropy + softmax backward writes the per-row losses and `dlogits`,
+//! which are stashed for I and W (the logits themselves are scratch).
+//!
+//! Shapes: B = microbatch sequences, T, C, F = MLP width, V, Vp = V padded to
+//! a multiple of 4, N = B*T; L = the stage's layers.
+//!
+//! The files: this one holds the stage ([`TrainStage`]: its buffers, the
+//! messages at its ends) and the recorded work ([`Op`]); `stash.rs` says
+//! which tensors each action makes, reads and lets go of; `forward.rs`
+//! records F's op list and `backward.rs` B's, I's and W's; `buffers.rs`
+//! holds the parameters, gradients and moments and reads them back;
+//! `optim.rs` steps the optimizer.
+
+use std::collections::HashMap;
+
+use crate::device::{upload, upload_pod, zeros, Gpu};
+use crate::error::{Error, Result};
+use crate::kernels::Dispatch;
+use crate::model::gpu::{upload_token_table, vocab_chunks};
+use crate::model::grads::NO_TARGET;
+use crate::model::names;
+use crate::model::weights::{StagePart, StageWeights};
+use crate::model::Gpt2Config;
+
+mod backward;
+mod buffers;
+mod forward;
+mod optim;
+mod stash;
+
+pub use backward::Phase;
+pub use buffers::{HostStage, StageBuffers, Tensor, Which};
+use optim::OptimizerState;
+pub use stash::Stashed;
+
+/// One step of an action's recorded work.
+pub enum Op {
+    Run(Dispatch),
+    /// Zero a buffer (gradients accumulate, so each is cleared before use).
+    Clear(wgpu::Buffer),
+    /// Copy `bytes` from the first buffer to the second.
+    Copy(wgpu::Buffer, wgpu::Buffer, u64),
+}
+
+/// Record `ops` into `enc`: runs of dispatches share one compute pass.
+pub fn encode_ops(ops: &[Op], enc: &mut wgpu::CommandEncoder) {
+    let mut i = 0;
+    while i < ops.len() {
+        match &ops[i] {
+            Op::Clear(b) => {
+                enc.clear_buffer(b, 0, None);
+                i += 1;
+            }
+            Op::Copy(a, b, bytes) => {
+                enc.copy_buffer_to_buffer(a, 0, b, 0, *bytes);
+                i += 1;
+            }
+            Op::Run(_) => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("train"),
+                    timestamp_writes: None,
+                });
+                while let Some(Op::Run(d)) = ops.get(i) {
+                    d.encode(&mut pass);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One stage of GPT-2 on a device, for training on microbatches of `b` x `t`.
+pub struct TrainStage {
+    pub part: StagePart,
+    pub b: usize,
+    pub t: usize,
+    pub cfg: Gpt2Config,
+    chunks: Vec<(usize, usize)>,
+    pub params: StageBuffers,
+    pub grads: StageBuffers,
+    optimizer: Option<OptimizerState>,
+    /// (N) token ids, with the embedding.
+    ids: Option<wgpu::Buffer>,
+    /// (N) next-token targets, with the head.
+    targets: Option<wgpu::Buffer>,
+    /// (N, Vp) logits scratch and a zero bias, with the head.
+    logits: Option<wgpu::Buffer>,
+    no_bias: Option<wgpu::Buffer>,
+    /// (N, C) forward scratch: c_proj outputs.
+    proj: wgpu::Buffer,
+    /// (N, C) the stage's output when it is not stashed (no head).
+    out: wgpu::Buffer,
+    /// (N, C) gradient of the stage output, as received.
+    dy: wgpu::Buffer,
+    /// (N, C) gradient of the stage input, as sent (stages without the embedding).
+    gin: wgpu::Buffer,
+    /// Backward scratch.
+    gx: [wgpu::Buffer; 2], // (N, C) gradients of block outputs, ping-pong
+    dres2: wgpu::Buffer,     // (N, C)
+    dfcg: wgpu::Buffer,      // (N, F)
+    dln: wgpu::Buffer,       // (N, C)
+    datty: wgpu::Buffer,     // (N, C)
+    dlnf: wgpu::Buffer,      // (N, C)
+    ln_stats: wgpu::Buffer,  // (N, 2)
+    att_stats: wgpu::Buffer, // (B, NH, T, 2)
+}
+
+fn bytes(len: usize) -> u64 {
+    (len * 4) as u64
+}
+
+impl TrainStage {
+    /// Upload a stage's weights and allocate its gradients and scratch.
+    pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<TrainStage> {
+        let (cfg, part) = (w.config.clone(), w.part.clone());
+        let (c, f) = (cfg.n_embd, cfg.n_inner);
+        let n = b * t;
+        if n == 0 || t > cfg.n_positions {
+            return Err(Error::Input(format!(
+                "a microbatch of {b} x {t} tokens does not fit a model with n_positions {}",
+                cfg.n_positions
+            )));
+        }
+        if t < 2 {
+            return Err(Error::Input(format!(
+                "sequence length {t}: training needs at least 2 tokens per sequence (position t predicts token t+1)"
+            )));
+        }
+        if w.layers.len() != part.layers.len() || part.layers.end > cfg.n_layer {
+            return Err(Error::Input(format!(
+                "stage {part:?} was given {} blocks: build its weights with Gpt2Weights::stage",
+                w.layers.len()
+            )));
+        }
+        gpu.check_binding("activations (N, F)", bytes(n * f.max(3 * c)))?;
+        // What a stage lacks, by the group of tensors it belongs to ("wte").
+        let missing = |what: &str| {
+            Error::Input(format!(
+                "stage {part:?} was given no {}: build its weights with Gpt2Weights::stage",
+                names::group(what)
+            ))
+        };
+        let mut chunks = Vec::new();
+        let mut wte_t = Vec::new();
+        if part.embedding || part.head {
+            chunks = vocab_chunks(gpu, &cfg, 0..cfg.padded_vocab())?;
+            wte_t = upload_token_table(
+                gpu,
+                &cfg,
+                w.wte.ok_or_else(|| missing(names::WTE))?,
+                &chunks,
+            );
+        }
+        let wpe = if part.embedding {
+            let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
+            gpu.check_binding(names::WPE, bytes(wpe.len()))?;
+            Some(upload(gpu, names::WPE, wpe))
+        } else {
+            None
+        };
+        let layers = part
+            .layers
+            .clone()
+            .zip(w.layers)
+            .map(|(l, lw)| {
+                lw.try_map(&cfg, |name, t, shape| {
+                    let name = names::block_tensor(l, name);
+                    gpu.check_binding(&format!("{name} {shape:?}"), bytes(t.len()))?;
+                    Ok::<_, Error>(upload(gpu, &name, t))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = if part.head {
+            let (g, bb) = w.ln_f.ok_or_else(|| missing(names::LN_F_WEIGHT))?;
+            Some((
+                upload(gpu, names::LN_F_WEIGHT, g),
+                upload(gpu, names::LN_F_BIAS, bb),
+            ))
+        } else {
+            None
+        };
+        let params = StageBuffers {
+            wte_t,
+            wpe,
+            layers,
+            ln_f,
+        };
+        let grads = params.zeros_like(gpu, "grad", &cfg, &part, &chunks);
+        let vp = cfg.padded_vocab();
+        let (logits, no_bias, targets) = if part.head {
+            gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
+            let max_len = chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
+            (
+                Some(zeros(gpu, "logits (N,Vp)", n * vp)),
+                Some(zeros(gpu, "lm_head bias (0)", max_len)),
+                Some(upload_pod(gpu, "targets (N)", &vec![NO_TARGET; n])),
+            )
+        } else {
+            (None, None, None)
+        };
+        let ids = part
+            .embedding
+            .then(|| upload_pod(gpu, "ids (N)", &vec![0u32; n]));
+        let nc = |name: &str| zeros(gpu, name, n * c);
+        Ok(TrainStage {
+            b,
+            t,
+            chunks,
+            params,
+            grads,
+            optimizer: None,
+            ids,
+            targets,
+            logits,
+            no_bias,
+            proj: nc("proj (N,C)"),
+            out: nc("out (N,C)"),
+            dy: nc("dy (N,C)"),
+            gin: nc("dx in (N,C)"),
+            gx: [nc("gx0 (N,C)"), nc("gx1 (N,C)")],
+            dres2: nc("dres2 (N,C)"),
+            dfcg: zeros(gpu, "dfcg (N,F)", n * f),
+            dln: nc("dln (N,C)"),
+            datty: nc("datty (N,C)"),
+            dlnf: nc("dlnf (N,C)"),
+            ln_stats: zeros(gpu, "ln stats (N,2)", 2 * n),
+            att_stats: zeros(gpu, "attention stats (B,NH,T,2)", 2 * b * cfg.n_head * t),
+            part,
+            cfg,
+        })
+    }
+
+    /// Rows of a microbatch (B*T).
+    pub fn rows(&self) -> usize {
+        self.b * self.t
+    }
+
+    /// Blocks on this stage.
+    fn layers(&self) -> usize {
+        self.part.layers.len()
+    }
+
+    /// Bytes of a message at either end of this stage: an (N, C) activation
+    /// or its gradient.
+    pub fn message_bytes(&self) -> u64 {
+        bytes(self.rows() * self.cfg.n_embd)
+    }
+
+    /// Where the received gradient of the stage output is placed for B or I.
+    pub fn grad_input(&self) -> &wgpu::Buffer {
+        &self.dy
+    }
+
+    /// B's or I's output message: the gradient of the stage input.
+    pub fn grad_output(&self) -> &wgpu::Buffer {
+        &self.gin
+    }
+
+    /// Queue one microbatch's token ids (embedding stage) and next-token
+    /// targets (head stage) for the next submit.
+    pub fn write_microbatch(&self, gpu: &Gpu, ids: &[u32], targets: &[u32]) {
+        if let Some(b) = &self.ids {
+            gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(ids));
+        }
+        if let Some(b) = &self.targets {
+            gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(targets));
+        }
+    }
+}
+
+fn get(s: &HashMap<Stashed, wgpu::Buffer>, t: Stashed) -> Result<&wgpu::Buffer> {
+    s.get(&t).ok_or_else(|| {
+        Error::Other(format!(
+            "bug: stashed tensor {t:?} has no buffer for this action"
+        ))
+    })
+}
