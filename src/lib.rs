@@ -34,6 +34,9 @@
 //!   simulate, export; [`trace`]: timelines, bubble statistics, Chrome
 //!   trace, SVG.
 //! - [`device`]: adapters, one wgpu Device + Queue per Gpu, limits, timestamps.
+//! - The model's plain facts ([`model::config`], [`model::names`],
+//!   [`model::optim`], [`model::grads`], …): leaves that the kernels, the
+//!   CPU reference and the rest of the model all read.
 //! - [`kernels`]: one WGSL shader per op (see `shaders/`) and one Rust
 //!   dispatch function each; [`cpu`] is the plain CPU reference twin of
 //!   every op.

@@ -121,7 +121,12 @@ impl StageProgram for Relay {
         }
     }
 
-    fn encode(&mut self, _gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::error::Result<()> {
+    fn encode(
+        &mut self,
+        _gpu: &Gpu,
+        a: Action,
+        enc: &mut ActionEncoder,
+    ) -> crate::error::Result<()> {
         let s = a.stage;
         match a.kind {
             Kind::F => {
@@ -269,7 +274,12 @@ where
     fn output(&self, a: Action) -> &wgpu::Buffer {
         self.inner.output(a)
     }
-    fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> crate::error::Result<()> {
+    fn encode(
+        &mut self,
+        gpu: &Gpu,
+        a: Action,
+        enc: &mut ActionEncoder,
+    ) -> crate::error::Result<()> {
         (self.hook)(gpu, a, &self.inner)?;
         self.inner.encode(gpu, a, enc)
     }
