@@ -233,7 +233,9 @@ pub fn lm_head_forward(
     }
 }
 
-/// One pre-LayerNorm transformer block, in place on the residual stream:
+/// One pre-norm transformer block, in place on the residual stream: its
+/// family's op list ([`crate::model::block::ops`]) run op by op on plain
+/// vectors — for GPT-2
 /// x = x + attn_proj(attention(c_attn(ln_1(x))));
 /// x = x + mlp_proj(gelu(c_fc(ln_2(x)))).
 pub fn block_forward(
@@ -243,69 +245,95 @@ pub fn block_forward(
     b: usize,
     t: usize,
 ) {
-    let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
+    use crate::model::block::{self, Act, Norm, Op};
+    let (c, eps, hd) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.head_dim());
+    let (nh, nkv, f) = (cfg.n_head, cfg.kv_heads(), cfg.n_inner);
     let n = b * t;
     assert_eq!(x.len(), n * c, "block_forward: x");
-    let mut ln1 = vec![0.0f32; n * c]; // (N, C)
-    let mut qkv = vec![0.0f32; n * 3 * c]; // (N, 3C)
-    let mut atty = vec![0.0f32; n * c]; // (N, C)
-    let mut attproj = vec![0.0f32; n * c]; // (N, C)
-    let mut residual2 = vec![0.0f32; n * c]; // (N, C)
-    let mut ln2 = vec![0.0f32; n * c]; // (N, C)
-    let mut fch = vec![0.0f32; n * f]; // (N, F)
-    let mut fch_gelu = vec![0.0f32; n * f]; // (N, F)
-    let mut fcproj = vec![0.0f32; n * c]; // (N, C)
-
-    layernorm_forward(&mut ln1, x, &w.ln_1_g, &w.ln_1_b, n, c, eps);
-    matmul_forward(&mut qkv, &ln1, &w.c_attn_w, Some(&w.c_attn_b), n, c, 3 * c);
-    attention_forward(&mut atty, &qkv, b, t, c, nh);
-    matmul_forward(
-        &mut attproj,
-        &atty,
-        &w.attn_proj_w,
-        Some(&w.attn_proj_b),
-        n,
-        c,
-        c,
-    );
-    residual_forward(&mut residual2, x, &attproj);
-    layernorm_forward(&mut ln2, &residual2, &w.ln_2_g, &w.ln_2_b, n, c, eps);
-    matmul_forward(&mut fch, &ln2, &w.c_fc_w, Some(&w.c_fc_b), n, c, f);
-    gelu_forward(&mut fch_gelu, &fch);
-    matmul_forward(
-        &mut fcproj,
-        &fch_gelu,
-        &w.mlp_proj_w,
-        Some(&w.mlp_proj_b),
-        n,
-        f,
-        c,
-    );
-    residual_forward(x, &residual2, &fcproj);
+    let width = |a: Act| block::width(cfg, a, (nh, nkv), f);
+    let mut acts: std::collections::HashMap<Act, Vec<f32>> = Default::default();
+    acts.insert(Act::X, x.to_vec());
+    let positions: Vec<u32> = (0..n).flat_map(|r| [0, (r % t) as u32]).collect();
+    let inv_freq = cfg.arch.rope.as_ref().map(|r| crate::model::rope::inv_freq(hd, r));
+    let window = cfg.arch.sliding_window.unwrap_or(0);
+    let p = |x: crate::model::block::Param| x.of(w).as_slice();
+    for op in block::ops(cfg) {
+        let get = |a: Act| acts.get(&a).expect("an op reads what an earlier one wrote").clone();
+        let (out, val) = match op {
+            Op::Norm { kind, x, g, b: beta, out } => {
+                let mut o = vec![0.0f32; n * c];
+                let xv = get(x);
+                match kind {
+                    Norm::Layer => layernorm_forward(&mut o, &xv, p(g), p(beta), n, c, eps),
+                    Norm::Rms => rmsnorm_forward(&mut o, &xv, p(g), n, c, eps),
+                }
+                (out, o)
+            }
+            Op::Linear { x, w: wt, b: bias, out, .. } => {
+                let mut o = vec![0.0f32; n * width(out)];
+                matmul_forward(&mut o, &get(x), p(wt), Some(p(bias)), n, width(x), width(out));
+                (out, o)
+            }
+            Op::Rope { qkv } => {
+                let mut q = get(qkv);
+                let inv = inv_freq.as_ref().expect("rotary positions have frequencies");
+                rope_forward(&mut q, &positions, 2, 1, inv, n, nh, nkv, hd);
+                (qkv, q)
+            }
+            Op::Attention { qkv, out } => {
+                let mut o = vec![0.0f32; n * width(out)];
+                attention_forward(&mut o, &get(qkv), b, t, nh, nkv, hd, window);
+                (out, o)
+            }
+            Op::Gelu { x, out } => {
+                let mut o = vec![0.0f32; n * width(out)];
+                gelu_forward(&mut o, &get(x));
+                (out, o)
+            }
+            Op::SwiGlu { x, out } => {
+                let mut o = vec![0.0f32; n * width(out)];
+                swiglu_forward(&mut o, &get(x), n, width(out));
+                (out, o)
+            }
+            Op::Residual { a, b: bb, out } => {
+                let mut o = vec![0.0f32; n * c];
+                residual_forward(&mut o, &get(a), &get(bb));
+                (out, o)
+            }
+        };
+        acts.insert(out, val);
+    }
+    x.copy_from_slice(&acts[&Act::Out]);
 }
 
-/// Whole model: logits (B*T, V) for token ids (B*T). Ids must be < V and
-/// t <= maxT (see `io::check_input`); otherwise this panics.
+/// The whole model's forward: (B, T) token ids to (B, T, V) logits — the
+/// embedding (with learned positions, or none under rotary ones), every
+/// block, the final norm and the LM head (the token table when tied).
 pub fn gpt2_forward(w: &Gpt2Weights, ids: &[u32], b: usize, t: usize) -> Vec<f32> {
     let cfg = &w.config;
     let (v, c) = (cfg.vocab_size, cfg.n_embd);
     let n = b * t;
     let mut x = vec![0.0f32; n * c]; // (N, C) residual stream
-    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c, 0);
+    let no_positions = vec![0.0f32; t * c];
+    let wpe = match cfg.learned_positions() {
+        true => &w.wpe,
+        false => &no_positions,
+    };
+    embedding_forward(&mut x, ids, &w.wte, wpe, b, t, c, 0);
     for layer in &w.layers {
         block_forward(&mut x, layer, cfg, b, t);
     }
     let mut lnf = vec![0.0f32; n * c]; // (N, C)
-    layernorm_forward(
-        &mut lnf,
-        &x,
-        &w.ln_f_g,
-        &w.ln_f_b,
-        n,
-        c,
-        cfg.layer_norm_epsilon,
-    );
+    let eps = cfg.layer_norm_epsilon;
+    match cfg.is_gpt2() {
+        true => layernorm_forward(&mut lnf, &x, &w.ln_f_g, &w.ln_f_b, n, c, eps),
+        false => rmsnorm_forward(&mut lnf, &x, &w.ln_f_g, n, c, eps),
+    }
+    let head = match cfg.tied_head() {
+        true => &w.wte,
+        false => &w.lm_head,
+    };
     let mut logits = vec![0.0f32; n * v]; // (N, V)
-    lm_head_forward(&mut logits, &lnf, &w.wte, n, c, v);
+    lm_head_forward(&mut logits, &lnf, head, n, c, v);
     logits
 }

@@ -86,10 +86,12 @@ impl Tokenizer {
         self.vocab_size
     }
 
-    /// The ids of `text`, with no special tokens added (GPT-2 adds none anyway).
+    /// The ids of `text` as transformers' `tokenizer(text)` gives them:
+    /// with the special tokens the tokenizer's post-processor adds (Llama 3's
+    /// and Qwen2's BOS; GPT-2 adds none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = unpanicked(&self.path, &format!("encoding {text:?}"), || {
-            self.inner.encode(text, false)
+            self.inner.encode(text, true)
         })?
         .map_err(|e| {
             Error::Input(format!(

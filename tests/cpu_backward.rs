@@ -72,6 +72,7 @@ fn tiny_model(seed: u64) -> Gpt2Weights {
         n_head: 3,
         n_inner: 20,
         layer_norm_epsilon: 1e-5,
+        arch: wgpipe::model::config::Arch::gpt2(),
     };
     let mut w = Gpt2Weights::init(&cfg, seed).unwrap();
     let up = |x: &mut Vec<f32>| x.iter_mut().for_each(|v| *v *= 10.0);

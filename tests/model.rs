@@ -124,6 +124,7 @@ fn a_tensor_past_the_binding_limit_is_refused_by_name() {
             n_head: 1,
             n_inner: 1,
             layer_norm_epsilon: 1e-5,
+            arch: wgpipe::model::config::Arch::gpt2(),
         };
         let mut w = Gpt2Weights::init(&cfg, 0).unwrap();
         cfg.n_inner = f;

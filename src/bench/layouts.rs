@@ -289,12 +289,14 @@ fn measure_layout(
     let decode_tokens = (pp * (a.max_new_tokens - 1)) as f64;
 
     // KV bytes for one sequence at `context`: the allocation is per
-    // (slot, position); the runs allocate one slot per sequence plus one.
+    // (slot, position); the runs allocate one slot per sequence plus one, and
+    // the positions the generation needs (prompt and new tokens).
     let slots = (pp + 1) as u64;
+    let positions = (a.seq + a.max_new_tokens) as u64;
     let kv_bytes = many
         .kv_bytes
         .iter()
-        .map(|b| b / (slots * cfg.n_positions as u64) * context as u64)
+        .map(|b| b / (slots * positions) * context as u64)
         .collect();
 
     let train_step_ms = match (tp, a.no_train) {

@@ -22,6 +22,7 @@ pub fn bench_config(layers: usize, seq: usize) -> Gpt2Config {
         n_head: 4,
         n_inner: 1024,
         layer_norm_epsilon: 1e-5,
+        arch: crate::model::config::Arch::gpt2(),
     }
 }
 

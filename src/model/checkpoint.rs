@@ -19,9 +19,11 @@ use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 use crate::io::{from_le_bytes, read_safetensors_header, to_le_bytes};
-use crate::model::config::Gpt2Config;
-use crate::model::names;
-use crate::model::weights::{Gpt2Weights, LayerWeights, PartialWeights, StagePart, TensorSet};
+use crate::model::config::{Family, Gpt2Config, RopeScaling};
+use crate::model::weights::{
+    block_role_present, Gpt2Weights, LayerWeights, PartialWeights, StagePart, TensorSet,
+};
+use crate::model::{layout, names};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -43,29 +45,46 @@ pub fn load_checkpoint(dir: &Path) -> Result<Gpt2Weights> {
     ckpt.load(&[whole])?.into_whole()
 }
 
-/// An open checkpoint: its config and the safetensors header (each tensor's
-/// dtype, shape and byte range) read, no tensor yet. [`Checkpoint::load`]
-/// then reads the tensors some stages need, and only those bytes: it seeks
-/// to each tensor and reads it. (Seek and read rather than a memory map: the
-/// bytes read are exactly the bytes counted, no `unsafe` for a file another
-/// process may change under the map, and no dependency; each tensor goes
-/// through one buffer of its own size on its way to f32.)
+/// An open checkpoint: its config and the safetensors headers (each
+/// tensor's dtype, shape and byte range) read, no tensor yet.
+/// [`Checkpoint::load`] then reads the tensors some stages need, and only
+/// those bytes: it seeks to each tensor and reads it. (Seek and read rather
+/// than a memory map: the bytes read are exactly the bytes counted, no
+/// `unsafe` for a file another process may change under the map, and no
+/// dependency; each tensor goes through one buffer of its own size on its
+/// way to f32.) The weights are one `model.safetensors`, or the shards a
+/// `model.safetensors.index.json` lists.
 pub struct Checkpoint {
-    /// dir/model.safetensors.
-    path: PathBuf,
+    /// The directory.
+    dir: PathBuf,
     config: Gpt2Config,
-    file: File,
-    header: Metadata,
-    /// Where the tensors' bytes start: after the length and the header.
-    data_start: u64,
-    /// `transformer.` when the names carry it (GPT2LMHeadModel), else "".
+    /// `model.safetensors`, or each shard.
+    files: Vec<Shard>,
+    /// Which file holds each tensor.
+    index: HashMap<String, usize>,
+    /// `transformer.` when a GPT-2 file's names carry it (GPT2LMHeadModel),
+    /// else "".
     prefix: &'static str,
     bytes_read: u64,
 }
 
+/// One safetensors file of a checkpoint.
+struct Shard {
+    path: PathBuf,
+    file: File,
+    header: Metadata,
+    /// Where the tensors' bytes start: after the length and the header.
+    data_start: u64,
+}
+
+/// A sharded checkpoint's index.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
 impl Checkpoint {
-    /// Read `dir/config.json` and `dir/model.safetensors`'s header, and check
-    /// that they agree (no tensors for layers past n_layer).
+    /// Read `dir/config.json` and the weights' headers (`model.safetensors`,
+    /// or the shards `model.safetensors.index.json` names), and check that
+    /// they agree (no tensors for layers past n_layer, enough bytes for the
+    /// config's parameters).
     pub fn open(dir: &Path) -> Result<Checkpoint> {
         let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
         if !meta.is_dir() {
@@ -78,17 +97,35 @@ impl Checkpoint {
             ));
         }
         let config = Gpt2Config::from_json_file(&dir.join(CONFIG_FILE))?;
-        let path = dir.join(WEIGHTS_FILE);
-        let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let (header, data_start) = read_safetensors_header(&mut file, &path)?;
-        check_size(&config, &dir.join(CONFIG_FILE), &header, &path)?;
-        let prefixed = header.offset_keys().iter().any(|n| n.starts_with(PREFIX));
+        let names = match dir.join(INDEX_FILE).is_file() {
+            true => shard_names(dir)?,
+            false => vec![WEIGHTS_FILE.to_string()],
+        };
+        let mut files = Vec::with_capacity(names.len());
+        let mut index = HashMap::new();
+        for name in names {
+            let path = dir.join(&name);
+            let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let (header, data_start) = read_safetensors_header(&mut file, &path)?;
+            for t in header.offset_keys() {
+                index.insert(t, files.len());
+            }
+            files.push(Shard {
+                path,
+                file,
+                header,
+                data_start,
+            });
+        }
+        let data: u128 = files.iter().map(|f| f.header.data_len() as u128).sum();
+        check_size(&config, &dir.join(CONFIG_FILE), data, &files[0].path)?;
+        let prefixed =
+            config.is_gpt2() && index.keys().any(|n: &String| n.starts_with(PREFIX));
         let ckpt = Checkpoint {
-            path,
+            dir: dir.to_path_buf(),
             config,
-            file,
-            header,
-            data_start,
+            files,
+            index,
             prefix: if prefixed { PREFIX } else { "" },
             bytes_read: 0,
         };
@@ -100,19 +137,19 @@ impl Checkpoint {
         &self.config
     }
 
-    /// The bytes of every tensor in the file (all of it after the header),
-    /// those this model ignores included.
+    /// The bytes of every tensor in the files (all of each after its
+    /// header), those this model ignores included.
     pub fn tensor_bytes(&self) -> u64 {
-        self.header.data_len() as u64
+        self.files.iter().map(|f| f.header.data_len() as u64).sum()
     }
 
-    /// The tensor bytes read from the file so far (the header not counted).
+    /// The tensor bytes read from the files so far (the headers not counted).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
 
     /// The tensors stages `parts` need (see [`TensorSet::of`]), read from
-    /// the file, and nothing else.
+    /// the files, and nothing else.
     pub fn load(&mut self, parts: &[StagePart]) -> Result<PartialWeights> {
         let mut w = PartialWeights::empty(self.config.clone());
         self.load_into(&mut w, parts)?;
@@ -126,65 +163,59 @@ impl Checkpoint {
         if w.config() != &self.config {
             return Err(Error::Config(format!(
                 "{}: these weights are of another model ({:?}), not this checkpoint's ({:?})",
-                self.path.display(),
+                self.dir.display(),
                 w.config(),
                 self.config
             )));
         }
-        let want = TensorSet::of(&self.config, parts)?.minus(w.held());
-        self.each(&want, |name, shape| self.info(name, shape).map(drop))?;
-        let (v, p, c) = (
-            self.config.vocab_size,
-            self.config.n_positions,
-            self.config.n_embd,
-        );
+        let cfg = self.config.clone();
+        let want = TensorSet::of(&cfg, parts)?.minus(w.held());
+        each(&cfg, &want, |name, shape| {
+            for (part, part_shape) in layout::stored(&cfg, name).parts(shape) {
+                self.info(&part, &part_shape)?;
+            }
+            Ok(())
+        })?;
+        let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
         if want.wte {
-            w.put_wte(self.read(names::WTE, &[v, c])?);
+            w.put_wte(self.tensor(names::WTE, &[v, c])?);
         }
         if want.wpe {
-            w.put_wpe(self.read(names::WPE, &[p, c])?);
+            w.put_wpe(self.tensor(names::WPE, &[p, c])?);
         }
-        for l in (0..self.config.n_layer).filter(|&l| want.layers[l]) {
-            let cfg = self.config.clone();
+        for l in (0..cfg.n_layer).filter(|&l| want.layers[l]) {
             let lw = LayerWeights::try_from_fn(&cfg, |name, shape| {
-                self.read(&names::block_tensor(l, name), &shape)
+                match block_role_present(&cfg, name) {
+                    true => self.tensor(&names::block_tensor(l, name), &shape),
+                    false => Ok(vec![0.0; shape.iter().product()]),
+                }
             })?;
             w.put_layer(l, lw);
         }
         if want.ln_f {
-            let g = self.read(names::LN_F_WEIGHT, &[c])?;
-            w.put_ln_f(g, self.read(names::LN_F_BIAS, &[c])?);
+            let g = self.tensor(names::LN_F_WEIGHT, &[c])?;
+            let b = match cfg.is_gpt2() {
+                true => self.tensor(names::LN_F_BIAS, &[c])?,
+                false => Vec::new(),
+            };
+            w.put_ln_f(g, b);
+        }
+        if want.lm_head {
+            w.put_lm_head(self.tensor(names::LM_HEAD, &[v, c])?);
         }
         Ok(())
     }
 
-    /// `f(name, shape)` for each tensor of `set` (names without prefix), in
-    /// checkpoint order.
-    fn each(&self, set: &TensorSet, mut f: impl FnMut(&str, &[usize]) -> Result<()>) -> Result<()> {
-        let cfg = &self.config;
-        let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
-        if set.wte {
-            f(names::WTE, &[v, c])?;
-        }
-        if set.wpe {
-            f(names::WPE, &[p, c])?;
-        }
-        for l in (0..cfg.n_layer).filter(|&l| set.layers[l]) {
-            LayerWeights::try_from_fn(cfg, |name, shape| {
-                f(&names::block_tensor(l, name), &shape).map(|_| Vec::new())
-            })?;
-        }
-        if set.ln_f {
-            f(names::LN_F_WEIGHT, &[c])?;
-            f(names::LN_F_BIAS, &[c])?;
-        }
-        Ok(())
+    /// wgpipe's tensor `name` of `shape`, read from the checkpoint tensors
+    /// the family stores it as ([`layout::stored`]).
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let how = layout::stored(&self.config, name);
+        layout::assemble(&how, shape, |part, part_shape| self.read(part, part_shape))
     }
 
-    /// A few of the names in the file, for "missing tensor" messages.
+    /// A few of the names in the files, for "missing tensor" messages.
     fn available(&self) -> String {
-        let names = self.header.offset_keys();
-        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.index.keys().map(String::as_str).collect();
         names.sort_unstable();
         let n = names.len();
         if n == 0 {
@@ -201,37 +232,35 @@ impl Checkpoint {
     /// Refuse tensors for layers beyond n_layer: the config does not match.
     fn check_layer_count(&self) -> Result<()> {
         let max_layer = self
-            .header
-            .offset_keys()
-            .iter()
-            .filter_map(|n| names::block_index(n.strip_prefix(self.prefix)?))
+            .index
+            .keys()
+            .filter_map(|n| layout::block_index(&self.config, n.strip_prefix(self.prefix)?))
             .max();
         match max_layer {
             Some(l) if l >= self.config.n_layer => Err(Error::Config(format!(
-                "{}: has tensors for layer {}, but {CONFIG_FILE} says n_layer = {}",
-                self.path.display(),
-                names::block(l),
+                "{}: has tensors for layer {l}, but {CONFIG_FILE} says n_layer = {}",
+                self.dir.display(),
                 self.config.n_layer
             ))),
             _ => Ok(()),
         }
     }
 
-    /// Tensor `name` (without prefix) in the header: present, of `shape`,
-    /// and F32, F16 or BF16.
-    fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
+    /// Checkpoint tensor `name` (without prefix) in its file's header:
+    /// present, of `shape`, and F32, F16 or BF16.
+    fn info(&self, name: &str, shape: &[usize]) -> Result<(usize, &TensorInfo)> {
         let full = format!("{}{name}", self.prefix);
-        let info = self
-            .header
-            .info(&full)
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.path.clone(),
-                name: full.clone(),
-                available: self.available(),
-            })?;
+        let missing = || Error::MissingTensor {
+            path: self.files[0].path.clone(),
+            name: full.clone(),
+            available: self.available(),
+        };
+        let &f = self.index.get(&full).ok_or_else(missing)?;
+        let path = &self.files[f].path;
+        let info = self.files[f].header.info(&full).ok_or_else(missing)?;
         if info.shape != shape {
             return Err(Error::TensorShape {
-                path: self.path.clone(),
+                path: path.clone(),
                 name: full,
                 expected: shape.to_vec(),
                 found: info.shape.clone(),
@@ -239,37 +268,116 @@ impl Checkpoint {
         }
         if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(Error::TensorDtype {
-                path: self.path.clone(),
+                path: path.clone(),
                 name: full,
                 expected: "F32 (or F16/BF16)".into(),
                 found: info.dtype.to_string(),
             });
         }
-        Ok(info)
+        Ok((f, info))
     }
 
-    /// Tensor `name` (without prefix) as f32, checked against `shape`: its
-    /// bytes alone read from the file.
+    /// Checkpoint tensor `name` (without prefix) as f32, checked against
+    /// `shape`: its bytes alone read from its file.
     fn read(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let (dtype, (start, end)) = {
-            let info = self.info(name, shape)?;
-            (info.dtype, info.data_offsets)
+        let (f, dtype, (start, end)) = {
+            let (f, info) = self.info(name, shape)?;
+            (f, info.dtype, info.data_offsets)
         };
+        let shard = &mut self.files[f];
         let mut bytes = vec![0u8; end - start];
-        let io = |e| Error::io(&self.path, e);
-        self.file
-            .seek(SeekFrom::Start(self.data_start + start as u64))
+        let path = shard.path.clone();
+        let io = |e| Error::io(&path, e);
+        shard
+            .file
+            .seek(SeekFrom::Start(shard.data_start + start as u64))
             .map_err(io)?;
-        self.file.read_exact(&mut bytes).map_err(io)?;
+        shard.file.read_exact(&mut bytes).map_err(io)?;
         self.bytes_read += bytes.len() as u64;
         // `info` admitted only the dtypes `decode_f32` widens.
         decode_f32(dtype, &bytes).ok_or_else(|| Error::TensorDtype {
-            path: self.path.clone(),
+            path: path.clone(),
             name: format!("{}{name}", self.prefix),
             expected: "F32 (or F16/BF16)".into(),
             found: dtype.to_string(),
         })
     }
+}
+
+/// `f(name, shape)` for each of wgpipe's tensors in `set` that the family
+/// has (names of [`names`]), in checkpoint order.
+fn each(
+    cfg: &Gpt2Config,
+    set: &TensorSet,
+    mut f: impl FnMut(&str, &[usize]) -> Result<()>,
+) -> Result<()> {
+    let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
+    if set.wte {
+        f(names::WTE, &[v, c])?;
+    }
+    if set.wpe {
+        f(names::WPE, &[p, c])?;
+    }
+    for l in (0..cfg.n_layer).filter(|&l| set.layers[l]) {
+        LayerWeights::try_from_fn(cfg, |name, shape| {
+            match block_role_present(cfg, name) {
+                true => f(&names::block_tensor(l, name), &shape),
+                false => Ok(()),
+            }
+            .map(|_| Vec::new())
+        })?;
+    }
+    if set.ln_f {
+        f(names::LN_F_WEIGHT, &[c])?;
+        if cfg.is_gpt2() {
+            f(names::LN_F_BIAS, &[c])?;
+        }
+    }
+    if set.lm_head {
+        f(names::LM_HEAD, &[v, c])?;
+    }
+    Ok(())
+}
+
+/// The shard files a `model.safetensors.index.json` names (its
+/// `weight_map`'s values), each once, in first-mention order. Each must be
+/// a plain file name in the checkpoint directory.
+fn shard_names(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(INDEX_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let map = v
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| {
+            Error::Config(format!("{}: no `weight_map` object", path.display()))
+        })?;
+    let mut out: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let name = file.as_str().filter(|f| {
+            let p = Path::new(f);
+            p.components().count() == 1 && p.file_name().is_some()
+        });
+        let name = name.ok_or_else(|| {
+            Error::Config(format!(
+                "{}: tensor `{tensor}` maps to {file}, not a file name in the checkpoint directory",
+                path.display()
+            ))
+        })?;
+        if !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: `weight_map` names no file",
+            path.display()
+        )));
+    }
+    Ok(out)
 }
 
 /// The fewest bytes a stored parameter takes: F16 and BF16 (F32 takes 4).
@@ -283,15 +391,9 @@ const MIN_BYTES_PER_PARAM: u128 = 2;
 /// layer). Tensors the model ignores only make the file larger, so a
 /// complete checkpoint always passes; a missing or mis-shaped tensor is
 /// named when it is read ([`Checkpoint::load_into`]).
-fn check_size(
-    config: &Gpt2Config,
-    config_path: &Path,
-    header: &Metadata,
-    path: &Path,
-) -> Result<()> {
+fn check_size(config: &Gpt2Config, config_path: &Path, have: u128, path: &Path) -> Result<()> {
     // validate() has checked that num_params (in f32 bytes, even) fits a usize.
     let params = config.num_params() as u128;
-    let have = header.data_len() as u128;
     if params * MIN_BYTES_PER_PARAM > have {
         return Err(Error::Config(format!(
             "{}: {} make {params} parameters, at least {} bytes stored as F16, but {} holds {have} bytes of tensors: the config does not describe these weights",
@@ -359,9 +461,11 @@ impl Default for SaveOptions {
     }
 }
 
-/// Write `dir/config.json` and `dir/model.safetensors` in the layout
-/// `GPT2LMHeadModel.save_pretrained` uses (F32, `transformer.` prefix, no
-/// `lm_head.weight`). Creates `dir` if needed.
+/// Write `dir/config.json` and `dir/model.safetensors` in the layout the
+/// family's `save_pretrained` uses (F32; GPT-2: the `transformer.` prefix,
+/// no `lm_head.weight`; Llama family: `model.` names, q, k, v, gate and up
+/// projections as tensors of their own, `lm_head.weight` when untied).
+/// Creates `dir` if needed.
 pub fn save_checkpoint(w: &Gpt2Weights, dir: &Path) -> Result<()> {
     save_checkpoint_with(w, dir, SaveOptions::default())
 }
@@ -372,20 +476,7 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
     let cfg = &w.config;
-    let config_json = serde_json::json!({
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
-        "activation_function": "gelu_new",
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.n_positions,
-        "n_ctx": cfg.n_positions,
-        "n_embd": cfg.n_embd,
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_inner": cfg.n_inner,
-        "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "tie_word_embeddings": true,
-    });
+    let config_json = config_json(cfg);
     let config_path = dir.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config_json).map_err(|source| Error::Json {
         path: config_path.clone(),
@@ -395,14 +486,15 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
         std::fs::write(tmp, text.as_bytes()).map_err(|e| Error::io(tmp, e))
     })?;
 
-    let prefix = if opts.prefix { PREFIX } else { "" };
+    let prefix = if opts.prefix && cfg.is_gpt2() { PREFIX } else { "" };
     let dtype = match opts.dtype {
         StoreDtype::F32 => Dtype::F32,
         StoreDtype::F16 => Dtype::F16,
         StoreDtype::BF16 => Dtype::BF16,
     };
     let mut encoded = Vec::new(); // (name, bytes, shape)
-    for (name, t, shape) in w.named_tensors() {
+    let named = w.named_tensors();
+    for (name, t, shape) in &named {
         let n: usize = shape.iter().product();
         if t.len() != n {
             return Err(Error::Other(format!(
@@ -410,7 +502,9 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
                 t.len()
             )));
         }
-        encoded.push((format!("{prefix}{name}"), encode(opts.dtype, t), shape));
+    }
+    for (name, t, shape) in layout::to_checkpoint(cfg, &named) {
+        encoded.push((format!("{prefix}{name}"), encode(opts.dtype, &t), shape));
     }
     let weights_path = dir.join(WEIGHTS_FILE);
     let views = encoded
@@ -430,6 +524,69 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
         safetensors::serialize_to_file(views, Some(info), tmp)
             .map_err(|e| crate::io::safetensors_write_error(tmp, e))
     })
+}
+
+/// The family's `config.json` for `cfg`, as transformers writes it.
+fn config_json(cfg: &Gpt2Config) -> serde_json::Value {
+    use serde_json::json;
+    let a = &cfg.arch;
+    if cfg.is_gpt2() {
+        return json!({
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "activation_function": "gelu_new",
+            "vocab_size": cfg.vocab_size,
+            "n_positions": cfg.n_positions,
+            "n_ctx": cfg.n_positions,
+            "n_embd": cfg.n_embd,
+            "n_layer": cfg.n_layer,
+            "n_head": cfg.n_head,
+            "n_inner": cfg.n_inner,
+            "layer_norm_epsilon": cfg.layer_norm_epsilon,
+            "tie_word_embeddings": true,
+        });
+    }
+    let mut v = json!({
+        "model_type": cfg.family().model_type(),
+        "architectures": [cfg.family().architecture()],
+        "hidden_act": "silu",
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.n_positions,
+        "hidden_size": cfg.n_embd,
+        "intermediate_size": cfg.n_inner,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.kv_heads(),
+        "head_dim": cfg.head_dim(),
+        "rms_norm_eps": cfg.layer_norm_epsilon,
+        "tie_word_embeddings": a.tie_word_embeddings,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "torch_dtype": "float32",
+    });
+    if let Some(r) = &a.rope {
+        v["rope_theta"] = json!(r.theta);
+        v["rope_scaling"] = match &r.scaling {
+            RopeScaling::None => serde_json::Value::Null,
+            RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+        };
+    }
+    if cfg.family() == Family::Mistral {
+        v["sliding_window"] = json!(a.sliding_window);
+    }
+    v
 }
 
 /// The end-of-text token of the checkpoint in `dir`: its `eos_token_id`

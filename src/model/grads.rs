@@ -20,10 +20,11 @@ pub const NO_TARGET: u32 = u32::MAX;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gpt2Grads {
     pub wte: Vec<f32>,             // (V, C)
-    pub wpe: Vec<f32>,             // (maxT, C)
+    pub wpe: Vec<f32>,             // (maxT, C), learned positions only
     pub layers: Vec<LayerWeights>, // (L)
     pub ln_f_g: Vec<f32>,          // (C)
-    pub ln_f_b: Vec<f32>,          // (C)
+    pub ln_f_b: Vec<f32>,          // (C), LayerNorm only
+    pub lm_head: Vec<f32>,         // (V, C), an untied head only
 }
 
 impl Gpt2Grads {
@@ -34,12 +35,14 @@ impl Gpt2Grads {
             Ok::<_, std::convert::Infallible>(vec![0.0; shape.iter().product()])
         })
         .unwrap_or_else(|never| match never {});
+        let sized = |present: bool, n: usize| vec![0.0; if present { n } else { 0 }];
         Gpt2Grads {
             wte: vec![0.0; v * c],
-            wpe: vec![0.0; p * c],
+            wpe: sized(cfg.learned_positions(), p * c),
             layers: vec![layer; cfg.n_layer],
             ln_f_g: vec![0.0; c],
-            ln_f_b: vec![0.0; c],
+            ln_f_b: sized(cfg.is_gpt2(), c),
+            lm_head: sized(!cfg.tied_head(), v * c),
         }
     }
 
@@ -52,18 +55,22 @@ impl Gpt2Grads {
             [&self.wte, &self.wpe],
             &self.layers,
             [&self.ln_f_g, &self.ln_f_b],
+            &self.lm_head,
         )
     }
 
     /// Write the gradients as one safetensors file under the checkpoint's
-    /// full names (`transformer.wte.weight`, …), as transformers'
-    /// `named_parameters` reports them.
+    /// names, as transformers' `named_parameters` reports them
+    /// (`transformer.wte.weight`, …; a Llama's `model.layers.0.self_attn.q_proj.weight`, …).
     pub fn save(&self, cfg: &Gpt2Config, path: &Path) -> Result<()> {
-        crate::io::write_named_tensors(
-            path,
-            &self.named_tensors(cfg),
-            crate::model::checkpoint::PREFIX,
-        )
+        let tensors = crate::model::layout::to_checkpoint(cfg, &self.named_tensors(cfg));
+        let named: Vec<(String, &Vec<f32>, Vec<usize>)> =
+            tensors.iter().map(|(n, t, s)| (n.clone(), t, s.clone())).collect();
+        let prefix = match cfg.is_gpt2() {
+            true => crate::model::checkpoint::PREFIX,
+            false => "",
+        };
+        crate::io::write_named_tensors(path, &named, prefix)
     }
 }
 

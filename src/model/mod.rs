@@ -1,7 +1,9 @@
-//! GPT-2: the model's facts, then the model on devices.
+//! The model — GPT-2 or a Llama-family decoder — its facts, then the model
+//! on devices.
 //!
 //! Facts, shared by the devices and the CPU reference ([`crate::cpu`]):
-//! [`config`] (the shape), [`names`] (the tensors' checkpoint names),
+//! [`config`] (the shape and the architecture), [`names`] (the tensors'
+//! names), [`layout`] (how each family's checkpoint stores them),
 //! [`weights`] (the parameters in host memory, the tensor sets a stage
 //! holds), [`grads`] (gradients in the same layout, next-token targets),
 //! [`optim`] (one optimizer step's settings), the seeded RNG (`rng.rs`), and
@@ -14,12 +16,15 @@
 //! its weights and KV cache) and [`train`] (a stage's training actions and
 //! optimizer step).
 
+pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
+pub mod layout;
 pub mod names;
 pub mod optim;
 pub(crate) mod rng;
+pub mod rope;
 pub mod weights;
 
 pub mod partition;

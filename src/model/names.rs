@@ -1,6 +1,7 @@
-//! The names of the model's tensors, as the Hugging Face checkpoint spells
-//! them (without the `transformer.` prefix a file may add,
-//! [`super::checkpoint::PREFIX`]): the one place they are written. Loading,
+//! The names of the model's tensors, as wgpipe knows them — GPT-2's Hugging
+//! Face names (without the `transformer.` prefix a file may add), which
+//! [`super::layout`] maps to each family's checkpoint names: the one place
+//! they are written. Loading,
 //! saving, the tensor sets, the devices' buffers and the messages about
 //! them all take their names from here; a block's own tensors (`ln_1.weight`,
 //! `attn.c_attn.weight`, …) are listed once in `weights.rs`'s `block_tensors!`.
@@ -13,6 +14,9 @@ pub const WPE: &str = "wpe.weight";
 pub const LN_F_WEIGHT: &str = "ln_f.weight";
 /// The final layernorm's bias (C).
 pub const LN_F_BIAS: &str = "ln_f.bias";
+
+/// An untied LM head (V, C), in nn.Linear's layout (like the token table).
+pub const LM_HEAD: &str = "lm_head.weight";
 
 /// What every block's names start with, before the block's index.
 const BLOCK: &str = "h.";

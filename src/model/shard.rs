@@ -1,12 +1,18 @@
 //! Tensor parallelism inside a stage (Megatron-LM's layout): which part of
 //! each weight one of the T devices of a stage's group holds.
 //!
-//! - Attention splits by heads: rank r holds the Q, K and V columns of heads
-//!   r·H/T … (r+1)·H/T − 1 of `c_attn` (so its QKV rows are `[q_r | k_r | v_r]`,
-//!   C/T wide each, and attention runs unchanged on its H/T heads), and the
-//!   matching C/T *rows* of `attn.c_proj`.
-//! - The MLP splits F: rank r holds F/T columns of `c_fc` (GELU is local)
-//!   and the matching F/T rows of `mlp.c_proj`.
+//! - Attention splits by heads: rank r holds the Q columns of query heads
+//!   r·NH/T … (r+1)·NH/T − 1 of the fused q, k, v projection, and the K and V
+//!   columns of the KV heads they read (so its QKV rows are `[q_r | k_r |
+//!   v_r]` and attention runs unchanged on its heads), and the matching
+//!   *rows* of the output projection. With grouped-query attention the KV
+//!   heads split T ways too, or, when T exceeds them (and is a multiple of
+//!   them), each KV head is replicated on the T/NKV ranks whose query heads
+//!   read it, as vLLM does.
+//! - The MLP splits F: rank r holds F/T columns of the first projection
+//!   (GPT-2's `c_fc`; the Llama family's gate and up projections, F/T
+//!   columns of each), its activation is local, and it holds the matching
+//!   F/T rows of the second projection.
 //! - Each row-split projection yields a partial (N, C) sum; the group sums
 //!   them (an all-reduce) before the residual add. Its bias is added once:
 //!   rank 0 holds it, the others hold zeros.
@@ -15,8 +21,8 @@
 //!   embedding is exact) and computes only its range's logits columns.
 //! - LayerNorms and the position table are replicated.
 //!
-//! A row of the KV cache is C/T wide on each rank: every rank holds its
-//! heads' keys and values only.
+//! A row of the KV cache holds each rank's KV heads only: NKV/T of them,
+//! or one replicated head.
 
 use std::ops::Range;
 
@@ -64,42 +70,70 @@ impl Shard {
         start..((self.rank + 1) * per).min(vp)
     }
 
+    /// This rank's query heads and KV heads: (NH/T, NKV/T), or (NH/T, 1)
+    /// when each KV head is replicated on T/NKV ranks.
+    pub fn heads(&self, cfg: &Gpt2Config) -> (usize, usize) {
+        let (nh, nkv) = (cfg.n_head, cfg.kv_heads());
+        (nh / self.of, (nkv / self.of).max(1))
+    }
+
+    /// This rank's first KV head: of its own NKV/T, or the one replicated
+    /// head its query heads read (both rank · NKV / T, rounded down).
+    fn first_kv_head(&self, cfg: &Gpt2Config) -> usize {
+        self.rank * cfg.kv_heads() / self.of
+    }
+
     /// This rank's part of one block (see the module doc).
     pub fn layer(&self, cfg: &Gpt2Config, w: &LayerWeights) -> LayerWeights {
         if !self.split() {
             return w.clone();
         }
-        let (c, f) = (cfg.n_embd, cfg.n_inner);
-        let (cols_c, cols_f) = (self.part(c), self.part(f));
-        // c_attn (C, 3C): this rank's columns of q, of k and of v.
-        let qkv_cols: Vec<Range<usize>> = (0..3)
-            .map(|j| j * c + cols_c.start..j * c + cols_c.end)
-            .collect();
+        let (c, f, hd) = (cfg.n_embd, cfg.n_inner, cfg.head_dim());
+        let (q, kv) = (cfg.q_width(), cfg.kv_width());
+        let (nh_r, nkv_r) = self.heads(cfg);
+        let q_cols = self.rank * nh_r * hd..(self.rank + 1) * nh_r * hd;
+        let kv0 = self.first_kv_head(cfg) * hd;
+        let kv_cols = kv0..kv0 + nkv_r * hd;
+        // The fused projection (C, q + 2kv): this rank's q, k and v columns.
+        let qkv_cols = [
+            q_cols.clone(),
+            q + kv_cols.start..q + kv_cols.end,
+            q + kv + kv_cols.start..q + kv + kv_cols.end,
+        ];
+        // The MLP's first projection: F/T columns (GPT-2), or F/T of the
+        // gate's and F/T of the up's (the Llama family's gate | up).
+        let cols_f = self.part(f);
+        let fc_cols: Vec<Range<usize>> = match cfg.is_gpt2() {
+            true => vec![cols_f.clone()],
+            false => vec![cols_f.clone(), f + cols_f.start..f + cols_f.end],
+        };
         let once = |b: &[f32]| match self.rank {
             0 => b.to_vec(),
             _ => vec![0.0; b.len()],
         };
+        let pick = |b: &[f32], ranges: &[Range<usize>]| -> Vec<f32> {
+            ranges.iter().flat_map(|r| b[r.clone()].iter().copied()).collect()
+        };
         LayerWeights {
             ln_1_g: w.ln_1_g.clone(),
             ln_1_b: w.ln_1_b.clone(),
-            c_attn_w: columns(&w.c_attn_w, 3 * c, &qkv_cols),
-            c_attn_b: qkv_cols
-                .iter()
-                .flat_map(|r| w.c_attn_b[r.clone()].iter().copied())
-                .collect(),
-            attn_proj_w: w.attn_proj_w[cols_c.start * c..cols_c.end * c].to_vec(),
+            c_attn_w: columns(&w.c_attn_w, cfg.qkv_width(), &qkv_cols),
+            c_attn_b: pick(&w.c_attn_b, &qkv_cols),
+            attn_proj_w: w.attn_proj_w[q_cols.start * c..q_cols.end * c].to_vec(),
             attn_proj_b: once(&w.attn_proj_b),
             ln_2_g: w.ln_2_g.clone(),
             ln_2_b: w.ln_2_b.clone(),
-            c_fc_w: columns(&w.c_fc_w, f, std::slice::from_ref(&cols_f)),
-            c_fc_b: w.c_fc_b[cols_f.clone()].to_vec(),
+            c_fc_w: columns(&w.c_fc_w, cfg.mlp_in_width(), &fc_cols),
+            c_fc_b: pick(&w.c_fc_b, &fc_cols),
             mlp_proj_w: w.mlp_proj_w[cols_f.start * c..cols_f.end * c].to_vec(),
             mlp_proj_b: once(&w.mlp_proj_b),
         }
     }
 }
 
-/// Can `cfg` split over `tp` devices? Heads and the MLP width must divide.
+/// Can `cfg` split over `tp` devices? The query heads and the MLP width
+/// must divide by T, and the KV heads divide by T or T by them (each then
+/// replicated on T/NKV ranks).
 pub fn check_degree(cfg: &Gpt2Config, tp: usize) -> Result<()> {
     if tp == 0 {
         return Err(Error::Input("--tp must be at least 1".into()));
@@ -108,6 +142,12 @@ pub fn check_degree(cfg: &Gpt2Config, tp: usize) -> Result<()> {
         return Err(Error::Input(format!(
             "--tp {tp} does not divide the model's {} attention heads: tensor parallelism splits attention by heads",
             cfg.n_head
+        )));
+    }
+    let nkv = cfg.kv_heads();
+    if !(nkv.is_multiple_of(tp) || tp.is_multiple_of(nkv)) {
+        return Err(Error::Input(format!(
+            "--tp {tp} does not split the model's {nkv} KV heads: T must divide them, or be a multiple of them (each KV head is then replicated on T / {nkv} ranks)"
         )));
     }
     if !cfg.n_inner.is_multiple_of(tp) {

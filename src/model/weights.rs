@@ -11,79 +11,138 @@ use crate::model::config::Gpt2Config;
 use crate::model::names;
 use crate::model::rng::Rng;
 
-/// Declares [`Layer`] and the one list of a block's tensors: field, name in
-/// the HF checkpoint after `h.N.`, shape from (C, F). Load, save, the GPU
-/// stage and gradients all read this list.
+/// How one block tensor of a family is named and shaped, and whether the
+/// family has it at all.
+pub struct Role {
+    /// The name after the block's prefix (`ln_1.weight`,
+    /// `self_attn.qkv_proj.weight`), as wgpipe names it internally;
+    /// [`crate::model::layout`] says how a checkpoint stores it.
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    /// The family has this tensor. A block's struct always holds every
+    /// role; one the family lacks (a bias of Llama's, RMSNorm's bias) is
+    /// zeros of its shape, never loaded, saved, trained or counted.
+    pub present: bool,
+}
+
+/// A role named `gpt2` in GPT-2 and `llama` in the Llama family.
+fn role(
+    cfg: &Gpt2Config,
+    gpt2: &'static str,
+    llama: &'static str,
+    shape: Vec<usize>,
+    present: bool,
+) -> Role {
+    Role {
+        name: if cfg.is_gpt2() { gpt2 } else { llama },
+        shape,
+        present,
+    }
+}
+
+/// Declares [`Layer`] and the one list of a block's tensors: field, and its
+/// [`Role`] (name, shape, presence) for a config. Load, save, the GPU stage,
+/// gradients and the optimizer all read this list.
 macro_rules! block_tensors {
-    ($( $field:ident : $name:literal $shape:expr ),* $(,)?) => {
+    ($( $field:ident : $role:expr ),* $(,)?) => {
         /// One transformer block's tensors, one `T` each (f32 weights in
-        /// host memory, buffers on a device, gradients …); Conv1D layout
-        /// [in, out] row-major, like the HF checkpoint.
+        /// host memory, buffers on a device, gradients …); linear weights
+        /// in the layout [in, out] row-major (GPT-2's Conv1D; a Llama
+        /// checkpoint's nn.Linear weights are transposed on load).
         #[derive(Clone, Debug, PartialEq)]
         pub struct Layer<T> {
             $(pub $field: T,)*
         }
 
         impl<T> Layer<T> {
-            /// (name after `h.N.`, tensor, shape), in checkpoint order.
+            /// (name after the block prefix, tensor, shape) of every tensor
+            /// the family has, in checkpoint order.
             pub fn named_tensors(&self, cfg: &Gpt2Config) -> Vec<(&'static str, &T, Vec<usize>)> {
-                let (c, f) = (cfg.n_embd, cfg.n_inner);
-                vec![$(($name, &self.$field, ($shape)(c, f)),)*]
+                let mut out = Vec::new();
+                $(
+                    let r: Role = ($role)(cfg);
+                    if r.present {
+                        out.push((r.name, &self.$field, r.shape));
+                    }
+                )*
+                out
             }
 
-            /// Build a block tensor by tensor, in checkpoint order, from
-            /// each one's name and shape.
+            /// Build a block tensor by tensor, every role (present or not),
+            /// in checkpoint order, from each one's name and shape.
             pub fn try_from_fn<E>(
                 cfg: &Gpt2Config,
                 mut make: impl FnMut(&'static str, Vec<usize>) -> Result<T, E>,
             ) -> Result<Layer<T>, E> {
-                let (c, f) = (cfg.n_embd, cfg.n_inner);
                 Ok(Layer {
-                    $($field: make($name, ($shape)(c, f))?,)*
+                    $($field: {
+                        let r: Role = ($role)(cfg);
+                        make(r.name, r.shape)?
+                    },)*
                 })
             }
 
-            /// The same block with each tensor turned into something else.
+            /// The same block with each tensor (every role) turned into
+            /// something else.
             pub fn try_map<U, E>(
                 &self,
                 cfg: &Gpt2Config,
                 mut f: impl FnMut(&'static str, &T, Vec<usize>) -> Result<U, E>,
             ) -> Result<Layer<U>, E> {
-                let (c, ff) = (cfg.n_embd, cfg.n_inner);
                 Ok(Layer {
-                    $($field: f($name, &self.$field, ($shape)(c, ff))?,)*
+                    $($field: {
+                        let r: Role = ($role)(cfg);
+                        f(r.name, &self.$field, r.shape)?
+                    },)*
                 })
             }
+        }
+
+        /// Whether block tensor `name` is one the family of `cfg` has.
+        pub fn block_role_present(cfg: &Gpt2Config, name: &str) -> bool {
+            $(
+                let r: Role = ($role)(cfg);
+                if r.name == name {
+                    return r.present;
+                }
+            )*
+            false
         }
     };
 }
 
+// A family's widths come from the config: q (NH·hd), qkv (NH·hd + 2·NKV·hd),
+// the MLP's first projection (F, or 2F: gate | up).
 block_tensors! {
-    ln_1_g: "ln_1.weight" |c, _f| vec![c],
-    ln_1_b: "ln_1.bias" |c, _f| vec![c],
-    c_attn_w: "attn.c_attn.weight" |c, _f| vec![c, 3 * c],
-    c_attn_b: "attn.c_attn.bias" |c, _f| vec![3 * c],
-    attn_proj_w: "attn.c_proj.weight" |c, _f| vec![c, c],
-    attn_proj_b: "attn.c_proj.bias" |c, _f| vec![c],
-    ln_2_g: "ln_2.weight" |c, _f| vec![c],
-    ln_2_b: "ln_2.bias" |c, _f| vec![c],
-    c_fc_w: "mlp.c_fc.weight" |c, f| vec![c, f],
-    c_fc_b: "mlp.c_fc.bias" |_c, f| vec![f],
-    mlp_proj_w: "mlp.c_proj.weight" |c, f| vec![f, c],
-    mlp_proj_b: "mlp.c_proj.bias" |c, _f| vec![c],
+    ln_1_g: |c: &Gpt2Config| role(c, "ln_1.weight", "input_layernorm.weight", vec![c.n_embd], true),
+    ln_1_b: |c: &Gpt2Config| role(c, "ln_1.bias", "input_layernorm.bias", vec![c.n_embd], c.is_gpt2()),
+    c_attn_w: |c: &Gpt2Config| role(c, "attn.c_attn.weight", "self_attn.qkv_proj.weight", vec![c.n_embd, c.qkv_width()], true),
+    c_attn_b: |c: &Gpt2Config| role(c, "attn.c_attn.bias", "self_attn.qkv_proj.bias", vec![c.qkv_width()], c.arch.qkv_bias),
+    attn_proj_w: |c: &Gpt2Config| role(c, "attn.c_proj.weight", "self_attn.o_proj.weight", vec![c.q_width(), c.n_embd], true),
+    attn_proj_b: |c: &Gpt2Config| role(c, "attn.c_proj.bias", "self_attn.o_proj.bias", vec![c.n_embd], c.is_gpt2()),
+    ln_2_g: |c: &Gpt2Config| role(c, "ln_2.weight", "post_attention_layernorm.weight", vec![c.n_embd], true),
+    ln_2_b: |c: &Gpt2Config| role(c, "ln_2.bias", "post_attention_layernorm.bias", vec![c.n_embd], c.is_gpt2()),
+    c_fc_w: |c: &Gpt2Config| role(c, "mlp.c_fc.weight", "mlp.gate_up_proj.weight", vec![c.n_embd, c.mlp_in_width()], true),
+    c_fc_b: |c: &Gpt2Config| role(c, "mlp.c_fc.bias", "mlp.gate_up_proj.bias", vec![c.mlp_in_width()], c.is_gpt2()),
+    mlp_proj_w: |c: &Gpt2Config| role(c, "mlp.c_proj.weight", "mlp.down_proj.weight", vec![c.n_inner, c.n_embd], true),
+    mlp_proj_b: |c: &Gpt2Config| role(c, "mlp.c_proj.bias", "mlp.down_proj.bias", vec![c.n_embd], c.is_gpt2()),
 }
 
 /// One block's weights in host memory.
 pub type LayerWeights = Layer<Vec<f32>>;
 
+/// A model's parameters in host memory. Tensors the family lacks are
+/// empty (`wpe` without learned positions, `ln_f_b` under RMSNorm,
+/// `lm_head` when the head is tied to `wte`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gpt2Weights {
     pub config: Gpt2Config,
-    pub wte: Vec<f32>,             // (V, C), also the tied LM head
-    pub wpe: Vec<f32>,             // (maxT, C)
+    pub wte: Vec<f32>,             // (V, C), also the LM head when tied
+    pub wpe: Vec<f32>,             // (maxT, C), learned positions only
     pub layers: Vec<LayerWeights>, // (L)
     pub ln_f_g: Vec<f32>,          // (C)
-    pub ln_f_b: Vec<f32>,          // (C)
+    pub ln_f_b: Vec<f32>,          // (C), LayerNorm only
+    pub lm_head: Vec<f32>,         // (V, C), an untied head only
 }
 
 /// Which part of the model a stage holds.
@@ -91,9 +150,9 @@ pub struct Gpt2Weights {
 pub struct StagePart {
     /// Transformer blocks, in order.
     pub layers: Range<usize>,
-    /// Token + position embedding at the start.
+    /// The token (and position) embedding at the start.
     pub embedding: bool,
-    /// ln_f and the LM head at the end.
+    /// The final norm and the LM head at the end.
     pub head: bool,
 }
 
@@ -116,12 +175,15 @@ pub struct StageWeights<'a> {
     pub part: &'a StagePart,
     /// The blocks `part.layers`, in order.
     pub layers: &'a [LayerWeights],
-    /// (V, C): with the embedding, and with the head (tied LM head).
+    /// (V, C), with the embedding: the token table.
     pub wte: Option<&'a [f32]>,
-    /// (maxT, C), with the embedding.
+    /// (maxT, C), with the embedding, when positions are learned.
     pub wpe: Option<&'a [f32]>,
-    /// (gamma, beta) of ln_f, with the head.
+    /// (gamma, beta) of the final norm, with the head (beta empty under
+    /// RMSNorm).
     pub ln_f: Option<(&'a [f32], &'a [f32])>,
+    /// (V, C), with the head: the LM head's table (`wte` when tied).
+    pub head: Option<&'a [f32]>,
 }
 
 impl Gpt2Weights {
@@ -132,64 +194,83 @@ impl Gpt2Weights {
             config: &self.config,
             part,
             layers: &self.layers[part.layers.clone()],
-            wte: (part.embedding || part.head).then_some(&self.wte[..]),
-            wpe: part.embedding.then_some(&self.wpe[..]),
+            wte: part.embedding.then_some(&self.wte[..]),
+            wpe: (part.embedding && self.config.learned_positions()).then_some(&self.wpe[..]),
             ln_f: part.head.then_some((&self.ln_f_g[..], &self.ln_f_b[..])),
+            head: part.head.then_some(match self.config.tied_head() {
+                true => &self.wte[..],
+                false => &self.lm_head[..],
+            }),
         }
     }
 
-    /// Every tensor with its HF name (without the `transformer.` prefix) and
-    /// expected shape: wte, wpe, h.N.*, ln_f.*.
+    /// Every tensor the family has with its name ([`crate::model::names`])
+    /// and shape, in checkpoint order.
     pub fn named_tensors(&self) -> Vec<(String, &Vec<f32>, Vec<usize>)> {
         named_model_tensors(
             &self.config,
             [&self.wte, &self.wpe],
             &self.layers,
             [&self.ln_f_g, &self.ln_f_b],
+            &self.lm_head,
         )
     }
 
     /// Deterministic GPT-2-style init: weights ~ N(0, 0.02), the two residual
-    /// projections (attn c_proj, mlp c_proj) scaled by 1/sqrt(2L). Unlike
-    /// GPT-2, LayerNorm gains are 1 + N(0, 0.1) and biases and LN betas are
-    /// N(0, 0.02), so that tests exercise them.
+    /// projections (the attention's and the MLP's output) scaled by
+    /// 1/sqrt(2L). Unlike GPT-2, norm gains are 1 + N(0, 0.1) and biases and
+    /// LayerNorm betas are N(0, 0.02), so that tests exercise them. Tensors
+    /// the family lacks are zeros (in a block) or empty (outside one). GPT-2
+    /// draws its tensors in the order it always has, so its seeded models
+    /// are unchanged.
     pub fn init(config: &Gpt2Config, seed: u64) -> Result<Self> {
         config.validate()?;
-        let (v, p, c, f) = (
-            config.vocab_size,
-            config.n_positions,
-            config.n_embd,
-            config.n_inner,
-        );
+        let (v, p, c) = (config.vocab_size, config.n_positions, config.n_embd);
         let mut rng = Rng::new(seed);
         let std = 0.02f32;
         let proj_std = std / (2.0 * config.n_layer as f32).sqrt();
         let wte = rng.normal_vec(v * c, 0.0, std);
-        let wpe = rng.normal_vec(p * c, 0.0, std);
+        let wpe = match config.learned_positions() {
+            true => rng.normal_vec(p * c, 0.0, std),
+            false => Vec::new(),
+        };
         let mut layers = Vec::with_capacity(config.n_layer);
         for _ in 0..config.n_layer {
-            layers.push(LayerWeights {
-                ln_1_g: rng.normal_vec(c, 1.0, 0.1),
-                ln_1_b: rng.normal_vec(c, 0.0, std),
-                c_attn_w: rng.normal_vec(c * 3 * c, 0.0, std),
-                c_attn_b: rng.normal_vec(3 * c, 0.0, std),
-                attn_proj_w: rng.normal_vec(c * c, 0.0, proj_std),
-                attn_proj_b: rng.normal_vec(c, 0.0, std),
-                ln_2_g: rng.normal_vec(c, 1.0, 0.1),
-                ln_2_b: rng.normal_vec(c, 0.0, std),
-                c_fc_w: rng.normal_vec(c * f, 0.0, std),
-                c_fc_b: rng.normal_vec(f, 0.0, std),
-                mlp_proj_w: rng.normal_vec(f * c, 0.0, proj_std),
-                mlp_proj_b: rng.normal_vec(c, 0.0, std),
-            });
+            let lw = LayerWeights::try_from_fn(config, |name, shape| {
+                let n: usize = shape.iter().product();
+                if !block_role_present(config, name) {
+                    return Ok::<_, std::convert::Infallible>(vec![0.0; n]);
+                }
+                let is_norm = name.contains("ln_") || name.contains("layernorm");
+                let is_out = name.ends_with("c_proj.weight")
+                    || name.ends_with("o_proj.weight")
+                    || name.ends_with("down_proj.weight");
+                Ok(match (is_norm, shape.len(), is_out) {
+                    (true, _, _) if name.ends_with("weight") => rng.normal_vec(n, 1.0, 0.1),
+                    (_, 2, true) => rng.normal_vec(n, 0.0, proj_std),
+                    _ => rng.normal_vec(n, 0.0, std),
+                })
+            })
+            .unwrap_or_else(|e| match e {});
+            layers.push(lw);
         }
+        let ln_f_g = rng.normal_vec(c, 1.0, 0.1);
+        let ln_f_b = match config.is_gpt2() {
+            true => rng.normal_vec(c, 0.0, std),
+            false => Vec::new(),
+        };
+        let lm_head = match config.tied_head() {
+            true => Vec::new(),
+            false => rng.normal_vec(v * c, 0.0, std),
+        };
         Ok(Gpt2Weights {
             config: config.clone(),
             wte,
             wpe,
             layers,
-            ln_f_g: rng.normal_vec(c, 1.0, 0.1),
-            ln_f_b: rng.normal_vec(c, 0.0, std),
+            ln_f_g,
+            ln_f_b,
+            lm_head,
         })
     }
 }
@@ -224,6 +305,8 @@ pub struct TensorSet {
     /// One flag per block, h.0 … h.{L-1}.
     pub layers: Vec<bool>,
     pub ln_f: bool,
+    /// An untied LM head's own table.
+    pub lm_head: bool,
 }
 
 impl TensorSet {
@@ -234,6 +317,7 @@ impl TensorSet {
             wpe: false,
             layers: vec![false; cfg.n_layer],
             ln_f: false,
+            lm_head: false,
         }
     }
 
@@ -241,14 +325,16 @@ impl TensorSet {
     pub fn all(cfg: &Gpt2Config) -> TensorSet {
         TensorSet {
             wte: true,
-            wpe: true,
+            wpe: cfg.learned_positions(),
             layers: vec![true; cfg.n_layer],
             ln_f: true,
+            lm_head: !cfg.tied_head(),
         }
     }
 
-    /// What stages `parts` need together: their blocks; wte and wpe with
-    /// the embedding; wte (the tied LM head) and ln_f with the head.
+    /// What stages `parts` need together: their blocks; wte (and wpe, for
+    /// learned positions) with the embedding; the final norm and the head's
+    /// table (wte when tied, else lm_head) with the head.
     pub fn of(cfg: &Gpt2Config, parts: &[StagePart]) -> Result<TensorSet> {
         let mut s = TensorSet::none(cfg);
         for p in parts {
@@ -259,9 +345,10 @@ impl TensorSet {
                 )));
             }
             p.layers.clone().for_each(|l| s.layers[l] = true);
-            s.wte |= p.embedding || p.head;
-            s.wpe |= p.embedding;
+            s.wte |= p.embedding || (p.head && cfg.tied_head());
+            s.wpe |= p.embedding && cfg.learned_positions();
             s.ln_f |= p.head;
+            s.lm_head |= p.head && !cfg.tied_head();
         }
         Ok(s)
     }
@@ -276,11 +363,12 @@ impl TensorSet {
                 .map(|(l, &x)| x && !held(l))
                 .collect(),
             ln_f: self.ln_f && !other.ln_f,
+            lm_head: self.lm_head && !other.lm_head,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        !(self.wte || self.wpe || self.ln_f || self.layers.iter().any(|&x| x))
+        !(self.wte || self.wpe || self.ln_f || self.lm_head || self.layers.iter().any(|&x| x))
     }
 
     /// The set in words: "wte, wpe, layers 0-2 and 5, ln_f" ("nothing").
@@ -316,6 +404,9 @@ impl TensorSet {
         }
         if self.ln_f {
             items.push(names::group(names::LN_F_WEIGHT).into());
+        }
+        if self.lm_head {
+            items.push(names::group(names::LM_HEAD).into());
         }
         match items.is_empty() {
             true => "nothing".into(),
@@ -356,6 +447,7 @@ impl PartialWeights {
                     .collect(),
                 ln_f_g: Vec::new(),
                 ln_f_b: Vec::new(),
+                lm_head: Vec::new(),
                 config,
             },
         }
@@ -377,7 +469,7 @@ impl PartialWeights {
             return Ok(());
         }
         let n_missing = missing.layers.iter().filter(|&&x| x).count()
-            + [missing.wte, missing.wpe, missing.ln_f]
+            + [missing.wte, missing.wpe, missing.ln_f, missing.lm_head]
                 .iter()
                 .filter(|&&x| x)
                 .count();
@@ -421,6 +513,9 @@ impl PartialWeights {
         if drop.ln_f {
             (w.ln_f_g, w.ln_f_b) = (Vec::new(), Vec::new());
         }
+        if drop.lm_head {
+            w.lm_head = Vec::new();
+        }
         for l in (0..drop.layers.len()).filter(|&l| drop.layers[l]) {
             w.layers[l] = PartialWeights::empty_layer(&w.config);
         }
@@ -445,6 +540,9 @@ impl PartialWeights {
     pub(crate) fn put_ln_f(&mut self, g: Vec<f32>, b: Vec<f32>) {
         (self.w.ln_f_g, self.w.ln_f_b, self.held.ln_f) = (g, b, true);
     }
+    pub(crate) fn put_lm_head(&mut self, v: Vec<f32>) {
+        (self.w.lm_head, self.held.lm_head) = (v, true);
+    }
 }
 
 impl StageSource for PartialWeights {
@@ -458,33 +556,33 @@ impl StageSource for PartialWeights {
 }
 
 /// The whole model's tensor list, in checkpoint order, for anything shaped
-/// like the model (its weights, its gradients): `[wte, wpe]`, the blocks,
-/// `[ln_f.weight, ln_f.bias]`, each with its HF name and shape.
+/// like the model (its weights, its gradients): the token table, the
+/// position table (learned positions only), the blocks, the final norm's
+/// gain (and bias, LayerNorm only), an untied LM head; each with its name
+/// ([`names`]) and shape.
 pub fn named_model_tensors<'a>(
     cfg: &Gpt2Config,
     embeddings: [&'a Vec<f32>; 2],
     layers: &'a [LayerWeights],
     ln_f: [&'a Vec<f32>; 2],
+    lm_head: &'a Vec<f32>,
 ) -> Vec<(String, &'a Vec<f32>, Vec<usize>)> {
-    let c = cfg.n_embd;
-    let mut out = vec![
-        (
-            names::WTE.to_string(),
-            embeddings[0],
-            vec![cfg.vocab_size, c],
-        ),
-        (
-            names::WPE.to_string(),
-            embeddings[1],
-            vec![cfg.n_positions, c],
-        ),
-    ];
+    let (v, c) = (cfg.vocab_size, cfg.n_embd);
+    let mut out = vec![(names::WTE.to_string(), embeddings[0], vec![v, c])];
+    if cfg.learned_positions() {
+        out.push((names::WPE.to_string(), embeddings[1], vec![cfg.n_positions, c]));
+    }
     for (l, layer) in layers.iter().enumerate() {
         for (name, t, shape) in layer.named_tensors(cfg) {
             out.push((names::block_tensor(l, name), t, shape));
         }
     }
     out.push((names::LN_F_WEIGHT.to_string(), ln_f[0], vec![c]));
-    out.push((names::LN_F_BIAS.to_string(), ln_f[1], vec![c]));
+    if cfg.is_gpt2() {
+        out.push((names::LN_F_BIAS.to_string(), ln_f[1], vec![c]));
+    }
+    if !cfg.tied_head() {
+        out.push((names::LM_HEAD.to_string(), lm_head, vec![v, c]));
+    }
     out
 }

@@ -31,6 +31,7 @@ pub fn micro() -> Gpt2Config {
         n_head: 2,
         n_inner: 6,
         layer_norm_epsilon: 1e-5,
+        arch: wgpipe::model::config::Arch::gpt2(),
     }
 }
 

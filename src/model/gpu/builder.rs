@@ -1,43 +1,50 @@
-//! How a [`GpuStage`](super::GpuStage)'s program is built: the dispatches
-//! of the embedding, of each block and of the head, in order, cut into
-//! segments ([`super::Cut`]), over the per-block scratch buffers they share.
+//! How a [`GpuStage`](super::GpuStage)'s program is built: the embedding,
+//! each block as its family's op list ([`crate::model::block::ops`]) turned
+//! into dispatches, and the head, in order, cut into segments
+//! ([`super::Cut`]) after each row-split projection, over the per-block
+//! scratch buffers they share.
 
 use super::{bytes, Cut, Mode, Segment, StageUpload};
 use crate::device::{upload_pod, zeros, Gpu};
 use crate::error::Result;
 use crate::kernels::{self as k, Dispatch};
+use crate::model::block::{self, Act, Norm, Op};
 use crate::model::weights::Layer;
-use crate::model::Gpt2Config;
+use crate::model::{Gpt2Config, Shard};
 
-/// The per-block scratch buffers, shared by every block of a stage. Under
-/// tensor parallelism (T devices) the attention and MLP widths are this
-/// rank's: C/T and F/T.
+/// The per-block scratch buffers, shared by every block of a stage; two
+/// activations whose lives do not overlap share one (the two norms' outputs,
+/// the two projections'). Under tensor parallelism the attention's and the
+/// MLP's widths are this rank's.
 pub(super) struct Scratch {
-    ln: wgpu::Buffer,              // (N, C) layernorm output
-    qkv: wgpu::Buffer,             // (N, 3C/T)
-    att: wgpu::Buffer,             // (N, C/T) attention output
-    pub(super) proj: wgpu::Buffer, // (N, C) c_proj output (attention, then MLP)
+    ln: wgpu::Buffer,              // (N, C) a norm's output
+    qkv: wgpu::Buffer,             // (N, (NH + 2 NKV) hd / T)
+    att: wgpu::Buffer,             // (N, NH hd / T) attention output
+    pub(super) proj: wgpu::Buffer, // (N, C) a projection's output (attention, then MLP)
     x2: wgpu::Buffer,              // (N, C) residual stream after attention
-    fch: wgpu::Buffer,             // (N, F/T)
-    fcg: wgpu::Buffer,             // (N, F/T) gelu(fch)
+    fc: wgpu::Buffer,              // (N, F/T), or (N, 2F/T) gate | up
+    fca: wgpu::Buffer,             // (N, F/T) its activation
 }
 
 impl Scratch {
-    pub(super) fn new(gpu: &Gpu, n: usize, c: usize, cl: usize, fl: usize) -> Scratch {
+    pub(super) fn new(gpu: &Gpu, cfg: &Gpt2Config, shard: Shard, n: usize) -> Scratch {
+        let heads = shard.heads(cfg);
+        let f = cfg.n_inner / shard.of;
+        let w = |a: Act| n * block::width(cfg, a, heads, f);
         Scratch {
-            ln: zeros(gpu, "ln (N,C)", n * c),
-            qkv: zeros(gpu, "qkv (N,3C/T)", n * 3 * cl),
-            att: zeros(gpu, "att (N,C/T)", n * cl),
-            proj: zeros(gpu, "proj (N,C)", n * c),
-            x2: zeros(gpu, "x2 (N,C)", n * c),
-            fch: zeros(gpu, "fch (N,F/T)", n * fl),
-            fcg: zeros(gpu, "fch_gelu (N,F/T)", n * fl),
+            ln: zeros(gpu, "ln (N,C)", w(Act::Ln1)),
+            qkv: zeros(gpu, "qkv (N,QKV/T)", w(Act::Qkv)),
+            att: zeros(gpu, "att (N,Q/T)", w(Act::Att)),
+            proj: zeros(gpu, "proj (N,C)", w(Act::AttnProj)),
+            x2: zeros(gpu, "x2 (N,C)", w(Act::X2)),
+            fc: zeros(gpu, "fc (N,F/T)", w(Act::Fc)),
+            fca: zeros(gpu, "fc act (N,F/T)", w(Act::FcAct)),
         }
     }
 
     pub(super) fn into_buffers(self) -> [wgpu::Buffer; 7] {
         [
-            self.ln, self.qkv, self.att, self.proj, self.x2, self.fch, self.fcg,
+            self.ln, self.qkv, self.att, self.proj, self.x2, self.fc, self.fca,
         ]
     }
 }
@@ -47,12 +54,14 @@ impl Scratch {
 pub(super) struct Builder<'a> {
     pub(super) gpu: &'a Gpu,
     pub(super) cfg: &'a Gpt2Config,
+    pub(super) shard: Shard,
     pub(super) b: usize,
     pub(super) t: usize,
     /// (N, C) residual stream.
     pub(super) x: &'a wgpu::Buffer,
     pub(super) mode: &'a Mode<'a>,
-    /// (N, 2) row table of the KV cache, with a cache.
+    /// (N, 2) (slot, position) of each row: the KV cache's row table, or
+    /// under rotary positions without a cache each row's position.
     pub(super) rows: Option<&'a wgpu::Buffer>,
     pub(super) segments: Vec<Segment>,
     pub(super) current: Vec<Dispatch>,
@@ -74,13 +83,15 @@ impl Builder<'_> {
         self.segments.push(Segment { end, dispatches });
     }
 
-    /// x = wte[ids] + wpe[pos_offset + t] (decoding: wpe[pos_r], each row at
-    /// its own position), one dispatch per vocabulary chunk (position offset
-    /// 0 until [`GpuStage::set_position_offset`]). Returns the (N) token id
+    /// x = wte[ids] (+ wpe[pos_offset + t] with learned positions;
+    /// decoding: wpe[pos_r], each row at its own position), one dispatch per
+    /// vocabulary chunk (position offset 0 until
+    /// [`super::GpuStage::set_position_offset`]). Returns the (N) token id
     /// buffer.
-    pub(super) fn embedding(&mut self, up: &StageUpload, wpe: &wgpu::Buffer) -> wgpu::Buffer {
+    pub(super) fn embedding(&mut self, up: &StageUpload) -> wgpu::Buffer {
         let (gpu, n, t, c) = (self.gpu, self.n(), self.t, self.cfg.n_embd);
         let ids = upload_pod(gpu, "ids (N)", &vec![0u32; n]);
+        let wpe = up.wpe.as_ref();
         for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
             let d = match (self.mode, self.rows) {
                 (Mode::Decode(_), Some(rows)) => {
@@ -93,105 +104,149 @@ impl Builder<'_> {
         ids
     }
 
-    /// Block `l` (the `i`-th of the stage): x2 = x + attn(ln_1(x)); x = x2 +
-    /// mlp(ln_2(x2)), cut after each c_proj matmul. With a KV cache the keys
-    /// and values are written into it after the QKV matmul; decoding attends
-    /// over the cache instead of the pass's own rows.
+    /// The buffer of activation `a`.
+    fn buf<'s>(&'s self, s: &'s Scratch, a: Act) -> &'s wgpu::Buffer {
+        match a {
+            Act::X | Act::Out => self.x,
+            Act::Ln1 | Act::Ln2 => &s.ln,
+            Act::Qkv => &s.qkv,
+            Act::Att => &s.att,
+            Act::AttnProj | Act::MlpProj => &s.proj,
+            Act::X2 => &s.x2,
+            Act::Fc => &s.fc,
+            Act::FcAct => &s.fca,
+        }
+    }
+
+    /// Block `l` (the `i`-th of the stage): its family's ops, each a
+    /// dispatch (the attention two with a KV cache: the keys and values
+    /// written into it, then attention over the pass's own rows, or when
+    /// decoding over the cache), cut after each row-split projection.
     pub(super) fn block(
         &mut self,
         l: usize,
         i: usize,
         lb: &Layer<wgpu::Buffer>,
         s: &Scratch,
-        tp: usize,
+        inv_freq: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         let (gpu, cfg) = (self.gpu, self.cfg);
         let (b, t, n) = (self.b, self.t, self.n());
-        let (c, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
-        // This rank's attention channels, heads and MLP width.
-        let (cl, nh, f) = (c / tp, cfg.n_head / tp, cfg.n_inner / tp);
-        let x = self.x;
-        self.push(k::layernorm_forward(
-            gpu, &s.ln, x, &lb.ln_1_g, &lb.ln_1_b, n, c, eps,
-        ));
-        self.push(k::matmul_forward(
-            gpu,
-            &s.qkv,
-            &s.ln,
-            &lb.c_attn_w,
-            &lb.c_attn_b,
-            n,
-            c,
-            3 * cl,
-        ));
-        match (self.mode, self.rows) {
-            (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
-                let (kc, vc) = (&kv.k[i], &kv.v[i]);
-                self.push(k::kv_cache_write(
-                    gpu, kc, vc, &s.qkv, rows, n, cl, kv.n_pos,
-                ));
-                self.push(match self.mode {
-                    Mode::Decode(_) => {
-                        k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, cl, nh, kv.n_pos)
+        let (c, eps, hd) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.head_dim());
+        let heads = self.shard.heads(cfg);
+        let (nh, nkv) = heads;
+        let f = cfg.n_inner / self.shard.of;
+        let width = |a: Act| block::width(cfg, a, heads, f);
+        let window = cfg.arch.sliding_window.unwrap_or(0);
+        for op in block::ops(cfg) {
+            let d = match op {
+                Op::Norm { kind, x, g, b: beta, out } => match kind {
+                    Norm::Layer => k::layernorm_forward(
+                        gpu,
+                        self.buf(s, out),
+                        self.buf(s, x),
+                        g.of(lb),
+                        beta.of(lb),
+                        n,
+                        c,
+                        eps,
+                    ),
+                    Norm::Rms => {
+                        k::rmsnorm_forward(gpu, self.buf(s, out), self.buf(s, x), g.of(lb), n, c, eps)
                     }
-                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh),
-                });
-            }
-            _ => self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh)),
+                },
+                Op::Linear {
+                    x,
+                    w,
+                    b: bias,
+                    out,
+                    row_split,
+                } => {
+                    let d = k::matmul_forward(
+                        gpu,
+                        self.buf(s, out),
+                        self.buf(s, x),
+                        w.of(lb),
+                        bias.of(lb),
+                        n,
+                        width(x),
+                        width(out),
+                    );
+                    if row_split {
+                        self.push(d);
+                        self.cut(match out {
+                            Act::AttnProj => Cut::AttnProj { layer: l },
+                            _ => Cut::MlpProj { layer: l },
+                        });
+                        continue;
+                    }
+                    d
+                }
+                Op::Rope { qkv } => {
+                    let rows = self.rows.expect("rotary positions need a position table");
+                    let inv = inv_freq.expect("rotary positions need their frequencies");
+                    k::rope_forward(gpu, self.buf(s, qkv), rows, 2, 1, inv, n, nh, nkv, hd)
+                }
+                Op::Attention { qkv, out } => {
+                    let (q, o) = (self.buf(s, qkv), self.buf(s, out));
+                    match (self.mode, self.rows) {
+                        (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
+                            let (kc, vc) = (&kv.k[i], &kv.v[i]);
+                            self.push(k::kv_cache_write(
+                                gpu, kc, vc, q, rows, n, nh, nkv, hd, kv.n_pos,
+                            ));
+                            match self.mode {
+                                Mode::Decode(_) => k::attention_decode(
+                                    gpu, o, q, kc, vc, rows, n, nh, nkv, hd, kv.n_pos, window,
+                                ),
+                                _ => k::attention_forward(gpu, o, q, b, t, nh, nkv, hd, window),
+                            }
+                        }
+                        _ => k::attention_forward(gpu, o, q, b, t, nh, nkv, hd, window),
+                    }
+                }
+                Op::Gelu { x, out } => {
+                    k::gelu_forward(gpu, self.buf(s, out), self.buf(s, x), n * width(out))
+                }
+                Op::SwiGlu { x, out } => {
+                    k::swiglu_forward(gpu, self.buf(s, out), self.buf(s, x), n, width(out))
+                }
+                Op::Residual { a, b: bb, out } => k::residual_forward(
+                    gpu,
+                    self.buf(s, out),
+                    self.buf(s, a),
+                    self.buf(s, bb),
+                    n * c,
+                ),
+            };
+            self.push(d);
         }
-        self.push(k::matmul_forward(
-            gpu,
-            &s.proj,
-            &s.att,
-            &lb.attn_proj_w,
-            &lb.attn_proj_b,
-            n,
-            cl,
-            c,
-        ));
-        self.cut(Cut::AttnProj { layer: l });
-        self.push(k::residual_forward(gpu, &s.x2, x, &s.proj, n * c));
-        self.push(k::layernorm_forward(
-            gpu, &s.ln, &s.x2, &lb.ln_2_g, &lb.ln_2_b, n, c, eps,
-        ));
-        self.push(k::matmul_forward(
-            gpu, &s.fch, &s.ln, &lb.c_fc_w, &lb.c_fc_b, n, c, f,
-        ));
-        self.push(k::gelu_forward(gpu, &s.fcg, &s.fch, n * f));
-        self.push(k::matmul_forward(
-            gpu,
-            &s.proj,
-            &s.fcg,
-            &lb.mlp_proj_w,
-            &lb.mlp_proj_b,
-            n,
-            f,
-            c,
-        ));
-        self.cut(Cut::MlpProj { layer: l });
-        self.push(k::residual_forward(gpu, x, &s.x2, &s.proj, n * c));
         Ok(())
     }
 
-    /// logits (N, Vp) = ln_f(x) @ wte^T, one matmul per vocabulary chunk into
-    /// its columns. Returns the logits buffer.
+    /// logits (N, Vp) = norm(x) @ head^T (the head's table: wte when tied),
+    /// one matmul per vocabulary chunk into its columns. Returns the logits
+    /// buffer.
     pub(super) fn head(
         &mut self,
         up: &StageUpload,
-        ln_f: &(wgpu::Buffer, wgpu::Buffer),
+        ln_f: &(wgpu::Buffer, Option<wgpu::Buffer>),
     ) -> Result<wgpu::Buffer> {
         let (gpu, n, c) = (self.gpu, self.n(), self.cfg.n_embd);
         let eps = self.cfg.layer_norm_epsilon;
         let vp = self.cfg.padded_vocab();
         gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
-        let lnf = zeros(gpu, "ln_f (N,C)", n * c);
+        let lnf = zeros(gpu, "final norm (N,C)", n * c);
         let out = zeros(gpu, "logits (N,Vp)", n * vp);
         let max_len = up.chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
         let no_bias = zeros(gpu, "lm_head bias (0)", max_len);
-        self.push(k::layernorm_forward(
-            gpu, &lnf, self.x, &ln_f.0, &ln_f.1, n, c, eps,
-        ));
-        for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
+        self.push(match (block::final_norm(self.cfg), &ln_f.1) {
+            (Norm::Layer, Some(beta)) => {
+                k::layernorm_forward(gpu, &lnf, self.x, &ln_f.0, beta, n, c, eps)
+            }
+            _ => k::rmsnorm_forward(gpu, &lnf, self.x, &ln_f.0, n, c, eps),
+        });
+        for (&(v0, len), tb) in up.chunks.iter().zip(&up.head_t) {
             self.push(k::matmul_forward_strided(
                 gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
             ));

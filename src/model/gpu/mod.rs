@@ -116,16 +116,24 @@ impl GpuStage {
                 )));
             }
         }
-        gpu.check_binding("activations (N, F)", bytes(n * f.max(3 * c)))?;
+        let widest = cfg.mlp_in_width().max(cfg.qkv_width()).max(c);
+        gpu.check_binding("activations (N, F)", bytes(n * widest.max(f)))?;
 
         let x = zeros(gpu, "x (N,C)", n * c);
+        // The row table: (slot, position) of each row for the KV cache, or
+        // (0, t) of row (b, t) for rotary positions without one.
         let rows = match mode {
-            Mode::Full => None,
+            Mode::Full if cfg.learned_positions() || up.layers.is_empty() => None,
+            Mode::Full => {
+                let table: Vec<u32> = (0..n).flat_map(|r| [0, (r % t) as u32]).collect();
+                Some(upload_pod(gpu, "positions (N,2)", &table))
+            }
             _ => Some(upload_pod(gpu, "KV cache rows (N,2)", &vec![0u32; 2 * n])),
         };
         let mut bld = Builder {
             gpu,
             cfg: &cfg,
+            shard,
             b,
             t,
             x: &x,
@@ -135,16 +143,16 @@ impl GpuStage {
             current: Vec::new(),
             keep: Vec::new(),
         };
-        let ids = up.wpe.as_ref().map(|wpe| bld.embedding(up, wpe));
+        let ids = part.embedding.then(|| bld.embedding(up));
         let embedding_dispatches = bld.current.len();
         if ids.is_some() {
             bld.cut(Cut::Embedding);
         }
         let mut proj = None;
         if !up.layers.is_empty() {
-            let scratch = Scratch::new(gpu, n, c, c / shard.of, f / shard.of);
+            let scratch = Scratch::new(gpu, &cfg, shard, n);
             for (i, (l, lb)) in part.layers.clone().zip(&up.layers).enumerate() {
-                bld.block(l, i, lb, &scratch, shard.of)?;
+                bld.block(l, i, lb, &scratch, up.inv_freq.as_ref())?;
             }
             proj = Some(scratch.proj.clone());
             bld.keep.extend(scratch.into_buffers());
@@ -254,7 +262,7 @@ impl GpuStage {
 /// Sequences per pass so the widest per-row buffer (logits, MLP hidden or
 /// QKV) fits one binding (at most `batch`).
 pub fn sequences_per_pass(gpu: &Gpu, cfg: &Gpt2Config, batch: usize, seq: usize) -> usize {
-    let widest = cfg.padded_vocab().max(cfg.n_inner).max(3 * cfg.n_embd);
+    let widest = cfg.padded_vocab().max(cfg.mlp_in_width()).max(cfg.qkv_width());
     let row_bytes = (widest * 4) as u64;
     let rows = (gpu.max_binding().min(gpu.limits.max_buffer_size) / row_bytes) as usize;
     (rows / seq.max(1)).clamp(1, batch.max(1))

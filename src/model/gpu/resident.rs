@@ -19,12 +19,20 @@ pub struct StageUpload {
     /// Which tensor-parallel part of the stage this device holds
     /// ([`Shard::WHOLE`] without tensor parallelism).
     pub shard: Shard,
-    /// Vocabulary chunks `(v0, len)` of the transposed token table.
+    /// Vocabulary chunks `(v0, len)` of the transposed token and head tables.
     pub(super) chunks: Vec<(usize, usize)>,
+    /// With the embedding: the token table, transposed, by chunk.
     pub(super) wte_t: Vec<wgpu::Buffer>,
+    /// With the head: the LM head's table, transposed, by chunk (the token
+    /// table's own buffers when the head is tied to it and the stage embeds).
+    pub(super) head_t: Vec<wgpu::Buffer>,
+    /// With the embedding, when positions are learned.
     pub(super) wpe: Option<wgpu::Buffer>,
     pub(super) layers: Vec<Layer<wgpu::Buffer>>,
-    pub(super) ln_f: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// With the head: the final norm's gain, and its bias (LayerNorm only).
+    pub(super) ln_f: Option<(wgpu::Buffer, Option<wgpu::Buffer>)>,
+    /// With blocks, under rotary positions: the (hd / 2) inverse frequencies.
+    pub(super) inv_freq: Option<wgpu::Buffer>,
 }
 
 impl StageUpload {
@@ -55,17 +63,25 @@ impl StageUpload {
                 names::group(what)
             ))
         };
-        let (mut chunks, mut wte_t) = (Vec::new(), Vec::new());
+        let (mut chunks, mut wte_t, mut head_t) = (Vec::new(), Vec::new(), Vec::new());
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg, shard.vocab(cfg.padded_vocab()))?;
-            wte_t = upload_token_table(
-                gpu,
-                &cfg,
-                w.wte.ok_or_else(|| missing(names::WTE))?,
-                &chunks,
-            );
         }
-        let wpe = match part.embedding {
+        if part.embedding {
+            let wte = w.wte.ok_or_else(|| missing(names::WTE))?;
+            wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE);
+        }
+        if part.head {
+            head_t = match (part.embedding && cfg.tied_head(), w.head) {
+                (true, _) => wte_t.clone(),
+                (false, Some(t)) => {
+                    let what = if cfg.tied_head() { names::WTE } else { names::LM_HEAD };
+                    upload_token_table(gpu, &cfg, t, &chunks, what)
+                }
+                (false, None) => return Err(missing(names::LM_HEAD)),
+            };
+        }
+        let wpe = match part.embedding && cfg.learned_positions() {
             true => {
                 let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
                 gpu.check_binding(names::WPE, bytes(wpe.len()))?;
@@ -100,12 +116,18 @@ impl StageUpload {
         let ln_f = match part.head {
             true => {
                 let (g, b) = w.ln_f.ok_or_else(|| missing(names::LN_F_WEIGHT))?;
-                Some((
-                    upload(gpu, names::LN_F_WEIGHT, g),
-                    upload(gpu, names::LN_F_BIAS, b),
-                ))
+                let b = cfg.is_gpt2().then(|| upload(gpu, names::LN_F_BIAS, b));
+                Some((upload(gpu, names::LN_F_WEIGHT, g), b))
             }
             false => None,
+        };
+        let inv_freq = match (&cfg.arch.rope, part.layers.is_empty()) {
+            (Some(r), false) => Some(upload(
+                gpu,
+                "rope inv_freq (hd/2)",
+                &crate::model::rope::inv_freq(cfg.head_dim(), r),
+            )),
+            _ => None,
         };
         Ok(StageUpload {
             part,
@@ -113,9 +135,11 @@ impl StageUpload {
             shard,
             chunks,
             wte_t,
+            head_t,
             wpe,
             layers,
             ln_f,
+            inv_freq,
         })
     }
 
@@ -135,11 +159,16 @@ impl StageUpload {
                 .into_iter()
                 .map(|(_, b, _)| b.size())
         });
+        // A tied head's table shares the embedding's buffers: counted once.
+        let shared = !self.wte_t.is_empty() && self.cfg.tied_head();
+        let head = self.head_t.iter().filter(|_| !shared);
         let rest = self
             .wte_t
             .iter()
+            .chain(head)
             .chain(&self.wpe)
-            .chain(self.ln_f.iter().flat_map(|(g, b)| [g, b]))
+            .chain(self.ln_f.iter().flat_map(|(g, b)| std::iter::once(g).chain(b)))
+            .chain(&self.inv_freq)
             .map(|b| b.size());
         layers.chain(rest).sum()
     }
@@ -150,9 +179,10 @@ impl StageUpload {
 struct Uploads(std::sync::atomic::AtomicUsize);
 
 /// The KV cache of a stage's blocks on its device — only the layers this
-/// stage holds: per block a key and a value buffer (slots, n_pos, C/T) (a
-/// tensor-parallel rank holds its own heads' channels, C/T of them), a slot
-/// per sequence, preallocated up to `n_pos` (the model's n_positions).
+/// stage holds: per block a key and a value buffer (slots, n_pos, NKV·hd),
+/// sized by the KV heads (a tensor-parallel rank holds its own KV heads, or
+/// its one replicated head), a slot per sequence, preallocated up to
+/// `n_pos` positions (what the generation needs, at most n_positions).
 pub struct KvCache {
     pub slots: usize,
     pub n_pos: usize,
@@ -169,9 +199,10 @@ impl KvCache {
         shard: Shard,
         blocks: usize,
         slots: usize,
+        n_pos: usize,
     ) -> Result<KvCache> {
-        let n_pos = cfg.n_positions;
-        let width = cfg.n_embd / shard.of;
+        let n_pos = n_pos.clamp(1, cfg.n_positions);
+        let width = shard.heads(cfg).1 * cfg.head_dim();
         let len = slots * n_pos * width;
         gpu.check_binding(
             &format!("KV cache of one block ({slots} sequences x {n_pos} positions x {width})"),

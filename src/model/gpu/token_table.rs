@@ -54,17 +54,19 @@ pub(crate) fn token_table_chunks(
         .collect()
 }
 
-/// [`token_table_chunks`] uploaded, one buffer per chunk.
+/// [`token_table_chunks`] of a (V, C) table (the token table, or an untied
+/// LM head's, named `what`) uploaded, one buffer per chunk.
 pub(crate) fn upload_token_table(
     gpu: &Gpu,
     cfg: &Gpt2Config,
-    wte: &[f32],
+    table: &[f32],
     chunks: &[(usize, usize)],
+    what: &str,
 ) -> Vec<wgpu::Buffer> {
-    token_table_chunks(cfg, wte, chunks)
+    token_table_chunks(cfg, table, chunks)
         .iter()
         .zip(chunks)
-        .map(|(t, (v0, _))| upload(gpu, &format!("wte_t[{v0}..]"), t))
+        .map(|(t, (v0, _))| upload(gpu, &format!("{what} transposed [{v0}..]"), t))
         .collect()
 }
 

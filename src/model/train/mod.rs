@@ -136,6 +136,12 @@ impl TrainStage {
     /// Upload a stage's weights and allocate its gradients and scratch.
     pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<TrainStage> {
         let (cfg, part) = (w.config.clone(), w.part.clone());
+        if !cfg.is_gpt2() {
+            return Err(Error::Input(format!(
+                "training a {} model is not implemented yet (inference and generation are)",
+                cfg.family().architecture()
+            )));
+        }
         let (c, f) = (cfg.n_embd, cfg.n_inner);
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
@@ -167,12 +173,8 @@ impl TrainStage {
         let mut wte_t = Vec::new();
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg, 0..cfg.padded_vocab())?;
-            wte_t = upload_token_table(
-                gpu,
-                &cfg,
-                w.wte.ok_or_else(|| missing(names::WTE))?,
-                &chunks,
-            );
+            let wte = w.wte.or(w.head).ok_or_else(|| missing(names::WTE))?;
+            wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE);
         }
         let wpe = if part.embedding {
             let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;

@@ -20,6 +20,12 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The KV cache positions a sequence needs: the longest prompt and every
+    /// new token (a shorter prompt's padding rows lie within the longest's).
+    pub fn positions(&self) -> usize {
+        self.t_max + self.steps
+    }
+
     /// Check `job` against the model and lay out its groups.
     pub fn new(job: &DecodeJob, n_positions: usize, vocab: usize) -> Result<Layout> {
         let b = job.prompts.len();

@@ -81,7 +81,14 @@ impl<'a> Gpt2Decode<'a> {
             .collect();
         for (s, up) in held {
             weight_bytes += up.bytes();
-            let cache = KvCache::new(gpu, &up.cfg, shard, up.part.layers.len(), slots)?;
+            let cache = KvCache::new(
+                gpu,
+                &up.cfg,
+                shard,
+                up.part.layers.len(),
+                slots,
+                layout.positions(),
+            )?;
             let prefill = GpuStage::build(gpu, up, per, layout.t_max, Mode::Prefill(&cache))?;
             let decode = GpuStage::build(gpu, up, per, 1, Mode::Decode(&cache))?;
             if *s == last {

@@ -448,6 +448,7 @@ impl<'g> Trainer<'g> {
             layers: z.layers,
             ln_f_g: z.ln_f_g,
             ln_f_b: z.ln_f_b,
+            lm_head: z.lm_head,
         };
         self.gather(Which::Params, |part| match part {
             Gathered::Wte(v) => w.wte = v,
