@@ -84,9 +84,9 @@ impl Builder<'_> {
         for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
             let d = match (self.mode, self.rows) {
                 (Mode::Decode(_), Some(rows)) => {
-                    k::embedding_decode(gpu, self.x, &ids, tb, wpe, rows, n, c, v0, len)
+                    k::embedding_decode(gpu, self.x, &ids, tb, Some(wpe), rows, n, c, v0, len)
                 }
-                _ => k::embedding_forward(gpu, self.x, &ids, tb, wpe, n, t, c, v0, len, 0),
+                _ => k::embedding_forward(gpu, self.x, &ids, tb, Some(wpe), n, t, c, v0, len, 0),
             };
             self.push(d);
         }
@@ -128,16 +128,46 @@ impl Builder<'_> {
             (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
                 let (kc, vc) = (&kv.k[i], &kv.v[i]);
                 self.push(k::kv_cache_write(
-                    gpu, kc, vc, &s.qkv, rows, n, cl, kv.n_pos,
+                    gpu,
+                    kc,
+                    vc,
+                    &s.qkv,
+                    rows,
+                    n,
+                    nh,
+                    nh,
+                    cl / nh,
+                    kv.n_pos,
                 ));
                 self.push(match self.mode {
-                    Mode::Decode(_) => {
-                        k::attention_decode(gpu, &s.att, &s.qkv, kc, vc, rows, n, cl, nh, kv.n_pos)
-                    }
-                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh),
+                    Mode::Decode(_) => k::attention_decode(
+                        gpu,
+                        &s.att,
+                        &s.qkv,
+                        kc,
+                        vc,
+                        rows,
+                        n,
+                        nh,
+                        nh,
+                        cl / nh,
+                        kv.n_pos,
+                        0,
+                    ),
+                    _ => k::attention_forward(gpu, &s.att, &s.qkv, b, t, nh, nh, cl / nh, 0),
                 });
             }
-            _ => self.push(k::attention_forward(gpu, &s.att, &s.qkv, b, t, cl, nh)),
+            _ => self.push(k::attention_forward(
+                gpu,
+                &s.att,
+                &s.qkv,
+                b,
+                t,
+                nh,
+                nh,
+                cl / nh,
+                0,
+            )),
         }
         self.push(k::matmul_forward(
             gpu,
