@@ -1,31 +1,36 @@
-// attention_decode: each row's query against its own sequence's KV cache.
-//   qkv (N, 3C): the row's query at columns h*HD .. (h+1)*HD (keys and values
-//                of the row are already in the cache: kv_cache_write)
+// attention_decode: each row's query against its own sequence's KV cache,
+// grouped-query, optionally over a sliding window.
+//   qkv (N, (NH + 2 NKV) HD): the row's query head h at columns
+//                h*HD .. (h+1)*HD (keys and values of the row are already
+//                in the cache: kv_cache_write); head h reads KV head
+//                h / (NH / NKV)
 //   rows (N, 2) u32: (slot, pos) — the row is token `pos` of sequence `slot`
-//   k_cache, v_cache (slots, n_pos, C)
-//   out (N, C): out[r, h] = softmax_{t <= pos}(q . k_cache[slot, t, h] / sqrt(HD)) @ v_cache[slot, t, h]
+//   k_cache, v_cache (slots, n_pos, NKV*HD)
+//   out (N, NH*HD): out[r, h] = softmax_t(q . k_cache[slot, t, kvh] / sqrt(HD)) @ v_cache[slot, t, kvh]
+//     over the positions t <= pos with pos - t < window (0 ..= pos when window = 0)
 //
-// Each row attends over positions 0 ..= pos of its own slot only: sequences
-// of different lengths decode side by side, and no padding enters. Same
-// online softmax as attention_forward: one invocation per (row, head, chunk
-// of up to 64 head dims).
+// Each row attends over its own slot only: sequences of different lengths
+// decode side by side, and no padding enters. Same online softmax as
+// attention_forward: one invocation per (row, head, chunk of up to 64 head
+// dims).
 
 struct Params {
     n: u32,        // rows
-    c: u32,
-    nh: u32,
-    hd: u32,       // head dim = C / NH
+    nh: u32,       // query heads
+    nkv: u32,      // key/value heads (NH a multiple of NKV)
+    hd: u32,       // head dim
     nchunks: u32,  // ceil(HD / 64)
     n_pos: u32,    // cache rows per slot
     scale: f32,    // 1 / sqrt(HD)
+    window: u32,   // sliding window (positions t > pos - window); 0 = none
     stride: u32,   // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(4) var<storage, read> rows: array<u32>;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (N, NH*HD)
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;       // (N, (NH + 2 NKV) HD)
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;   // (slots, n_pos, NKV*HD)
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;   // (slots, n_pos, NKV*HD)
+@group(0) @binding(4) var<storage, read> rows: array<u32>;      // (N, 2)
 @group(0) @binding(5) var<uniform> p: Params;
 
 const CHUNK: u32 = 64u;
@@ -43,9 +48,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let slot = rows[2u * r];
     let pos = rows[2u * r + 1u];
 
-    let q = r * 3u * p.c + h * p.hd;
+    let kv_len = p.nkv * p.hd;
+    let kvh = h / (p.nh / p.nkv);
+    let q = r * (p.nh * p.hd + 2u * kv_len) + h * p.hd;
     let d0 = chunk * CHUNK;
     let dn = min(CHUNK, p.hd - d0);
+    var first = 0u;
+    if (p.window > 0u && pos >= p.window) {
+        first = pos + 1u - p.window;
+    }
 
     var acc: array<f32, 64>;
     for (var d = 0u; d < dn; d = d + 1u) {
@@ -53,8 +64,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var m = -3.0e38;
     var l = 0.0;
-    for (var tk = 0u; tk <= pos; tk = tk + 1u) {
-        let kv = (slot * p.n_pos + tk) * p.c + h * p.hd;
+    for (var tk = first; tk <= pos; tk = tk + 1u) {
+        let kv = (slot * p.n_pos + tk) * kv_len + kvh * p.hd;
         var s = 0.0;
         for (var d = 0u; d < p.hd; d = d + 1u) {
             s = s + qkv[q + d] * k_cache[kv + d];
@@ -69,7 +80,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         m = m_new;
     }
-    let o = r * p.c + h * p.hd + d0;
+    let o = r * p.nh * p.hd + h * p.hd + d0;
     let inv = 1.0 / l;
     for (var d = 0u; d < dn; d = d + 1u) {
         out[o + d] = acc[d] * inv;

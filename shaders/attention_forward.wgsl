@@ -1,9 +1,13 @@
-// attention_forward: causal multi-head self-attention.
-//   qkv (B*T, 3C) = [q | k | v], head h at columns h*HD .. (h+1)*HD of each
-//   out (B*T, C):  out[b,t,h] = softmax_{t' <= t}(q.k / sqrt(HD)) @ v
+// attention_forward: causal grouped-query self-attention, optionally over a
+// sliding window.
+//   qkv (B*T, (NH + 2 NKV) HD) = [q: NH*HD | k: NKV*HD | v: NKV*HD]: query
+//     head h at columns h*HD .. (h+1)*HD of q; it reads KV head
+//     h / (NH / NKV) of k and v (NKV = NH: multi-head; NKV = 1: multi-query)
+//   out (B*T, NH*HD): out[b,t,h] = softmax_{t'}(q.k / sqrt(HD)) @ v over the
+//     keys t' <= t with t - t' < window (every t' <= t when window = 0)
 //
 // One invocation per (b, h, query t, chunk of up to 64 head dims). Each walks
-// the keys once with an online softmax (running max and sum, the accumulator
+// its keys once with an online softmax (running max and sum, the accumulator
 // rescaled when the max grows), so no (T, T) score matrix is stored and any
 // sequence length up to n_positions works. Head dims above 64 are split into
 // chunks; each chunk recomputes the scores over the full head.
@@ -11,16 +15,17 @@
 struct Params {
     b: u32,
     t: u32,
-    c: u32,
-    nh: u32,
-    hd: u32,       // head dim = C / NH
+    nh: u32,       // query heads
+    nkv: u32,      // key/value heads (NH a multiple of NKV)
+    hd: u32,       // head dim
     nchunks: u32,  // ceil(HD / 64)
     scale: f32,    // 1 / sqrt(HD)
+    window: u32,   // sliding window (keys t' > t - window); 0 = none
     stride: u32,   // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (B*T, NH*HD)
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;       // (B*T, (NH + 2 NKV) HD)
 @group(0) @binding(2) var<uniform> p: Params;
 
 const CHUNK: u32 = 64u;
@@ -38,10 +43,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = idx % p.nh;
     let b = idx / p.nh;
 
-    let c3 = 3u * p.c;
-    let q = (b * p.t + tq) * c3 + h * p.hd;
+    let row_len = (p.nh + 2u * p.nkv) * p.hd;
+    let kvh = h / (p.nh / p.nkv);
+    let k_col = p.nh * p.hd + kvh * p.hd;
+    let v_col = (p.nh + p.nkv) * p.hd + kvh * p.hd;
+    let q = (b * p.t + tq) * row_len + h * p.hd;
     let d0 = chunk * CHUNK;
     let dn = min(CHUNK, p.hd - d0);
+    var first = 0u;
+    if (p.window > 0u && tq >= p.window) {
+        first = tq + 1u - p.window;
+    }
 
     var acc: array<f32, 64>;
     for (var d = 0u; d < dn; d = d + 1u) {
@@ -49,9 +61,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var m = -3.0e38;
     var l = 0.0;
-    for (var tk = 0u; tk <= tq; tk = tk + 1u) {
-        let row = (b * p.t + tk) * c3 + h * p.hd;
-        let k = row + p.c;
+    for (var tk = first; tk <= tq; tk = tk + 1u) {
+        let row = (b * p.t + tk) * row_len;
+        let k = row + k_col;
         var s = 0.0;
         for (var d = 0u; d < p.hd; d = d + 1u) {
             s = s + qkv[q + d] * qkv[k + d];
@@ -61,13 +73,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let corr = exp(m - m_new);
         let e = exp(s - m_new);
         l = l * corr + e;
-        let v = row + 2u * p.c + d0;
+        let v = row + v_col + d0;
         for (var d = 0u; d < dn; d = d + 1u) {
             acc[d] = acc[d] * corr + e * qkv[v + d];
         }
         m = m_new;
     }
-    let o = (b * p.t + tq) * p.c + h * p.hd + d0;
+    let o = (b * p.t + tq) * p.nh * p.hd + h * p.hd + d0;
     let inv = 1.0 / l;
     for (var d = 0u; d < dn; d = d + 1u) {
         out[o + d] = acc[d] * inv;

@@ -1,5 +1,6 @@
 // embedding_decode: out (N, C) = wte[ids[r]] + wpe[pos_r], each row at its
-// own position — one new token per sequence, sequences at different lengths.
+// own position — one new token per sequence, sequences at different lengths
+// (without learned positions, with_wpe = 0: out = wte[ids[r]], wpe unread).
 //   rows (N, 2) u32: (slot, pos) of each row (the KV cache's row table)
 //
 // As embedding_forward, the token table is transposed and split by
@@ -8,11 +9,12 @@
 // invocation per output element.
 
 struct Params {
-    n: u32,      // rows
-    c: u32,      // channels
-    v0: u32,     // first token id in this chunk
-    vlen: u32,   // tokens in this chunk (row stride of wte_t)
-    stride: u32, // invocations per row of the dispatch grid
+    n: u32,        // rows
+    c: u32,        // channels
+    v0: u32,       // first token id in this chunk
+    vlen: u32,     // tokens in this chunk (row stride of wte_t)
+    stride: u32,   // invocations per row of the dispatch grid
+    with_wpe: u32, // 1: add wpe; 0: the model has no position table (wpe unread)
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -34,6 +36,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (id < p.v0 || id >= p.v0 + p.vlen) {
         return;
     }
+    let te = wte_t[ch * p.vlen + (id - p.v0)];
+    if (p.with_wpe == 0u) {
+        out[i] = te;
+        return;
+    }
     let pos = rows[2u * row + 1u];
-    out[i] = wte_t[ch * p.vlen + (id - p.v0)] + wpe[pos * p.c + ch];
+    out[i] = te + wpe[pos * p.c + ch];
 }

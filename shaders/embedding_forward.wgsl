@@ -1,4 +1,5 @@
 // embedding_forward: out (B*T, C) = wte[ids[b,t]] + wpe[pos_offset + t]
+// (without learned positions, with_wpe = 0: out = wte[ids[b,t]], wpe unread)
 //
 // The token table is stored transposed and split by vocabulary range so that
 // GPT-2's 50257 x 768 table fits the adapter's binding limit: this dispatch
@@ -13,6 +14,7 @@ struct Params {
     vlen: u32,       // tokens in this chunk (row stride of wte_t)
     stride: u32,     // invocations per row of the dispatch grid
     pos_offset: u32, // position of each sequence's first token (may change per call)
+    with_wpe: u32,   // 1: add wpe; 0: the model has no position table (wpe unread)
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -33,6 +35,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (id < p.v0 || id >= p.v0 + p.vlen) {
         return;
     }
+    let te = wte_t[ch * p.vlen + (id - p.v0)];
+    if (p.with_wpe == 0u) {
+        out[i] = te;
+        return;
+    }
     let pos = p.pos_offset + row % p.t;
-    out[i] = wte_t[ch * p.vlen + (id - p.v0)] + wpe[pos * p.c + ch];
+    out[i] = te + wpe[pos * p.c + ch];
 }

@@ -3,7 +3,9 @@
 //!
 //! B = batch, T = sequence length, C = channels (n_embd), V = vocab size,
 //! NH = heads, hd = C / NH, F = MLP width (n_inner), maxT = n_positions,
-//! N = B * T rows. All buffers are row-major f32; linear weights use the
+//! N = B * T rows. Attention is written for grouped-query heads too (NKV
+//! key/value heads, any hd, a sliding window): GPT-2 is NKV = NH, hd = C/NH,
+//! no window. All buffers are row-major f32; linear weights use the
 //! HF Conv1D layout (in, out). Dot products accumulate in f32, in plain order.
 //!
 //! Shapes are checked with `assert!`: a mismatch is a caller bug, not bad
@@ -17,13 +19,14 @@ use crate::model::config::Gpt2Config;
 use crate::model::weights::{Gpt2Weights, LayerWeights};
 
 /// out[b,t,:] = wte[ids[b,t],:] + wpe[pos_offset + t,:]; `pos_offset` is
-/// the position of each sequence's first token (0 for a whole prompt).
+/// the position of each sequence's first token (0 for a whole prompt). With
+/// `wpe` `None` (no learned positions: Llama) out[b,t,:] = wte[ids[b,t],:].
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_forward(
-    out: &mut [f32], // (B*T, C)
-    ids: &[u32],     // (B*T)
-    wte: &[f32],     // (V, C)
-    wpe: &[f32],     // (maxT, C)
+    out: &mut [f32],     // (B*T, C)
+    ids: &[u32],         // (B*T)
+    wte: &[f32],         // (V, C)
+    wpe: Option<&[f32]>, // (maxT, C)
     b: usize,
     t: usize,
     c: usize,
@@ -31,12 +34,14 @@ pub fn embedding_forward(
 ) {
     assert_eq!(out.len(), b * t * c, "embedding_forward: out");
     assert_eq!(ids.len(), b * t, "embedding_forward: ids");
-    assert!(
-        wpe.len() >= (pos_offset + t) * c,
-        "embedding_forward: positions {pos_offset}..{} exceed wpe rows {}",
-        pos_offset + t,
-        wpe.len() / c.max(1)
-    );
+    if let Some(wpe) = wpe {
+        assert!(
+            wpe.len() >= (pos_offset + t) * c,
+            "embedding_forward: positions {pos_offset}..{} exceed wpe rows {}",
+            pos_offset + t,
+            wpe.len() / c.max(1)
+        );
+    }
     let v = wte.len() / c.max(1);
     for bi in 0..b {
         for ti in 0..t {
@@ -47,9 +52,14 @@ pub fn embedding_forward(
             );
             let o = &mut out[(bi * t + ti) * c..][..c];
             let te = &wte[id * c..][..c];
-            let pe = &wpe[(pos_offset + ti) * c..][..c];
-            for i in 0..c {
-                o[i] = te[i] + pe[i];
+            match wpe {
+                Some(wpe) => {
+                    let pe = &wpe[(pos_offset + ti) * c..][..c];
+                    for i in 0..c {
+                        o[i] = te[i] + pe[i];
+                    }
+                }
+                None => o.copy_from_slice(te),
             }
         }
     }
@@ -125,36 +135,49 @@ pub fn matmul_forward(
     }
 }
 
-/// Causal multi-head self-attention. qkv rows are [q | k | v], each C wide;
-/// head h uses columns h*hd .. (h+1)*hd of each. For query position t:
-/// att[t2] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(hd)), out = sum att[t2] v_t2.
+/// Causal grouped-query self-attention. qkv rows are
+/// [q: NH*hd | k: NKV*hd | v: NKV*hd]; query head h uses columns
+/// h*hd .. (h+1)*hd of q and KV head h / (NH/NKV) of k and v (NKV = NH:
+/// multi-head, GPT-2 with hd = C/NH). For query position t, over the keys
+/// t2 <= t with t - t2 < window (every t2 <= t when window = 0):
+/// att[t2] = softmax(q_t . k_t2 / sqrt(hd)), out = sum att[t2] v_t2.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
-    out: &mut [f32], // (B*T, C)
-    qkv: &[f32],     // (B*T, 3C)
+    out: &mut [f32], // (B*T, NH*hd)
+    qkv: &[f32],     // (B*T, (NH + 2 NKV) hd)
     b: usize,
     t: usize,
-    c: usize,
     nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: usize,
 ) {
-    assert_eq!(out.len(), b * t * c, "attention_forward: out");
-    assert_eq!(qkv.len(), b * t * 3 * c, "attention_forward: qkv");
     assert!(
-        nh > 0 && c.is_multiple_of(nh),
-        "attention_forward: C {c} not divisible by NH {nh}"
+        nkv > 0 && hd > 0 && nh.is_multiple_of(nkv),
+        "attention_forward: NH {nh} not groups of NKV {nkv}, or hd {hd} is 0"
     );
-    let hd = c / nh;
+    let (c, ckv) = (nh * hd, nkv * hd); // widths of q and of k (and v)
+    let row_len = c + 2 * ckv;
+    assert_eq!(out.len(), b * t * c, "attention_forward: out");
+    assert_eq!(qkv.len(), b * t * row_len, "attention_forward: qkv");
+    let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let c3 = 3 * c;
     let mut att = vec![0.0f32; t]; // (T) scores, then probabilities, of one query
     for bi in 0..b {
-        let rows = &qkv[bi * t * c3..][..t * c3];
+        let rows = &qkv[bi * t * row_len..][..t * row_len];
         for h in 0..nh {
+            let (kc, vc) = (c + (h / group) * hd, c + ckv + (h / group) * hd);
             for ti in 0..t {
-                let q = &rows[ti * c3 + h * hd..][..hd];
-                // scores and their max, keys 0..=ti only (causal)
+                let q = &rows[ti * row_len + h * hd..][..hd];
+                // the keys this query sees: causal, within the window
+                let first = match window {
+                    0 => 0,
+                    w => (ti + 1).saturating_sub(w),
+                };
+                // scores and their max
                 let mut maxval = f32::NEG_INFINITY;
-                for t2 in 0..=ti {
-                    let k = &rows[t2 * c3 + c + h * hd..][..hd];
+                for t2 in first..=ti {
+                    let k = &rows[t2 * row_len + kc..][..hd];
                     let mut dot = 0.0f32;
                     for i in 0..hd {
                         dot += q[i] * k[i];
@@ -167,7 +190,7 @@ pub fn attention_forward(
                 }
                 // softmax with max subtraction
                 let mut sum = 0.0f32;
-                for a in att[..=ti].iter_mut() {
+                for a in att[first..=ti].iter_mut() {
                     *a = (*a - maxval).exp();
                     sum += *a;
                 }
@@ -175,8 +198,8 @@ pub fn attention_forward(
                 // weighted sum of values
                 let o = &mut out[(bi * t + ti) * c + h * hd..][..hd];
                 o.fill(0.0);
-                for t2 in 0..=ti {
-                    let v = &rows[t2 * c3 + 2 * c + h * hd..][..hd];
+                for t2 in first..=ti {
+                    let v = &rows[t2 * row_len + vc..][..hd];
                     let p = att[t2] * inv;
                     for i in 0..hd {
                         o[i] += p * v[i];
@@ -314,11 +337,7 @@ pub fn gpt2_forward(w: &Gpt2Weights, ids: &[u32], b: usize, t: usize) -> Vec<f32
     let (v, c) = (cfg.vocab_size, cfg.n_embd);
     let n = b * t;
     let mut x = vec![0.0f32; n * c]; // (N, C) residual stream
-    let no_positions = vec![0.0f32; t * c];
-    let wpe = match cfg.learned_positions() {
-        true => &w.wpe,
-        false => &no_positions,
-    };
+    let wpe = cfg.learned_positions().then_some(&w.wpe[..]);
     embedding_forward(&mut x, ids, &w.wte, wpe, b, t, c, 0);
     for layer in &w.layers {
         block_forward(&mut x, layer, cfg, b, t);

@@ -72,7 +72,16 @@ fn block_forward_matches_composed_ops() {
     let mut qkv = vec![0.0; n * 3 * c];
     matmul_forward(&mut qkv, &h, &l.c_attn_w, Some(&l.c_attn_b), n, c, 3 * c);
     let mut a = vec![0.0; n * c];
-    attention_forward(&mut a, &qkv, b, t, c, cfg.n_head);
+    attention_forward(
+        &mut a,
+        &qkv,
+        b,
+        t,
+        cfg.n_head,
+        cfg.n_head,
+        c / cfg.n_head,
+        0,
+    );
     let mut p = vec![0.0; n * c];
     matmul_forward(&mut p, &a, &l.attn_proj_w, Some(&l.attn_proj_b), n, c, c);
     let r: Vec<f32> = x0.iter().zip(&p).map(|(a, b)| a + b).collect();

@@ -15,7 +15,7 @@ fn embedding_adds_token_and_position() {
     let wpe: Vec<f32> = (0..maxt * c).map(|i| 100.0 * i as f32).collect(); // (maxT, C)
     let ids = [4u32, 0, 2, 1]; // (B=2, T=2)
     let mut out = vec![0.0; 4 * c];
-    embedding_forward(&mut out, &ids, &wte, &wpe, 2, 2, c, 0);
+    embedding_forward(&mut out, &ids, &wte, Some(&wpe), 2, 2, c, 0);
     assert_eq!(&out[0..3], &[12.0, 113.0, 214.0]); // wte[4] + wpe[0]
     assert_eq!(&out[3..6], &[300.0, 401.0, 502.0]); // wte[0] + wpe[1]
     assert_eq!(&out[6..9], &[6.0, 107.0, 208.0]); // wte[2] + wpe[0]
@@ -96,7 +96,7 @@ fn attention_two_tokens_by_hand() {
         0.5, 1.0, /*k1*/ -1.0, 0.5, /*v1*/ 0.0, 4.0, // t=1
     ];
     let mut out = [0.0f32; 4];
-    attention_forward(&mut out, &qkv, 1, 2, 2, 1);
+    attention_forward(&mut out, &qkv, 1, 2, 1, 1, 2, 0);
     // t=0 attends only to itself.
     assert_eq!(&out[0..2], &[3.0, -1.0]);
     // t=1: scores q1.k0 = 0.5+2 = 2.5, q1.k1 = -0.5+0.5 = 0, scaled by 1/sqrt(2).
@@ -116,8 +116,8 @@ fn attention_heads_and_batches_are_independent() {
         .map(|i| ((i * 37) % 29) as f32 / 29.0 - 0.5)
         .collect();
     let mut out = vec![0.0; b * t * c];
-    attention_forward(&mut out, &qkv, b, t, c, nh);
     let hd = c / nh;
+    attention_forward(&mut out, &qkv, b, t, nh, nh, hd, 0);
     for bi in 0..b {
         for h in 0..nh {
             // Extract this head's q, k, v as a single-head problem.
@@ -129,7 +129,7 @@ fn attention_heads_and_batches_are_independent() {
                 }
             }
             let mut o1 = vec![0.0; t * hd];
-            attention_forward(&mut o1, &one, 1, t, hd, 1);
+            attention_forward(&mut o1, &one, 1, t, 1, 1, hd, 0);
             for ti in 0..t {
                 assert_eq!(
                     &out[(bi * t + ti) * c + h * hd..][..hd],
@@ -146,7 +146,7 @@ fn attention_softmax_is_stable_for_large_scores() {
     // exp without max subtraction.
     let qkv = [100.0f32, 100.0, 1.0, /* t=1 */ 100.0, 100.0, 3.0];
     let mut out = [0.0f32; 2];
-    attention_forward(&mut out, &qkv, 1, 2, 1, 1);
+    attention_forward(&mut out, &qkv, 1, 2, 1, 1, 1, 0);
     assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
     assert_eq!(out[0], 1.0);
     assert!((out[1] - 2.0).abs() < 1e-6, "{}", out[1]); // equal scores -> mean of v

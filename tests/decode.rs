@@ -1,4 +1,5 @@
-//! Decoding with a KV cache: the three cache kernels against their CPU twins,
+//! Decoding with a KV cache: the three cache kernels against their CPU twins
+//! on every adapter (grouped-query heads and sliding windows too),
 //! and the pipelined decode (`executor::decode`) against full forwards — the
 //! logits every token was sampled from equal a forward over the whole
 //! sequence so far, at every step, for one device and pipelines of 2 and 3,
@@ -42,82 +43,115 @@ fn flat(rows: &[(u32, u32)]) -> Vec<u32> {
 
 #[test]
 fn cache_kernels_match_their_cpu_twins() {
-    let gpu = common::gpu();
-    let mut rng = Rng::new(3);
-    // (rows, C, NH, slots, n_pos): odd sizes, a head dim over 64 (two chunks).
-    for (n, c, nh, slots, n_pos) in [(3, 36, 3, 4, 9), (5, 50, 5, 3, 17), (2, 160, 2, 2, 6)] {
-        let what = format!("N={n} C={c} NH={nh} slots={slots} n_pos={n_pos}");
-        // Distinct (slot, pos) per row, as decoding writes them.
-        let rows: Vec<(u32, u32)> = (0..n)
-            .map(|r| ((r % slots) as u32, (n_pos - 1 - r / slots) as u32))
-            .collect();
-        let cache_len = slots * n_pos * c;
-        let k0 = rng.vec(cache_len, 1.0);
-        let v0 = rng.vec(cache_len, 1.0);
-        let qkv = rng.vec(n * 3 * c, 1.0);
+    // (rows, NH, NKV, HD, slots, n_pos, window): GPT-2's multi-head shapes,
+    // a head dim over 64 (two chunks), grouped-query (NKV = NH/2),
+    // multi-query (NKV = 1), head dims not powers of two, and sliding
+    // windows shorter than the positions attended.
+    let shapes = [
+        (3, 3, 3, 12, 4, 9, 0),
+        (5, 5, 5, 10, 3, 17, 0),
+        (2, 2, 2, 80, 2, 6, 0),
+        (7, 4, 2, 10, 3, 20, 0),
+        (5, 6, 1, 12, 4, 33, 0),
+        (6, 4, 2, 12, 3, 40, 7),
+        (4, 2, 1, 65, 2, 30, 5),
+    ];
+    common::for_each_adapter(|gpu| {
+        let mut rng = Rng::new(3);
+        for (n, nh, nkv, hd, slots, n_pos, window) in shapes {
+            let what = format!(
+                "on {}: N={n} NH={nh} NKV={nkv} HD={hd} slots={slots} n_pos={n_pos} window={window}",
+                gpu.label
+            );
+            // Distinct (slot, pos) per row, as decoding writes them.
+            let rows: Vec<(u32, u32)> = (0..n)
+                .map(|r| ((r % slots) as u32, (n_pos - 1 - r / slots) as u32))
+                .collect();
+            let cache_len = slots * n_pos * nkv * hd;
+            let k0 = rng.vec(cache_len, 1.0);
+            let v0 = rng.vec(cache_len, 1.0);
+            let qkv = rng.vec(n * (nh + 2 * nkv) * hd, 1.0);
 
-        let (kc, vc) = (upload(&gpu, "k", &k0), upload(&gpu, "v", &v0));
-        let (qkv_b, rows_b) = (
-            upload(&gpu, "qkv", &qkv),
-            upload_pod(&gpu, "rows", &flat(&rows)),
-        );
-        let out = zeros(&gpu, "out", n * c);
-        let write = kernels::kv_cache_write(&gpu, &kc, &vc, &qkv_b, &rows_b, n, c, n_pos);
-        let att = kernels::attention_decode(&gpu, &out, &qkv_b, &kc, &vc, &rows_b, n, c, nh, n_pos);
-        run(&gpu, &[&write, &att]);
+            let (kc, vc) = (upload(gpu, "k", &k0), upload(gpu, "v", &v0));
+            let (qkv_b, rows_b) = (
+                upload(gpu, "qkv", &qkv),
+                upload_pod(gpu, "rows", &flat(&rows)),
+            );
+            let out = zeros(gpu, "out", n * nh * hd);
+            let write =
+                kernels::kv_cache_write(gpu, &kc, &vc, &qkv_b, &rows_b, n, nh, nkv, hd, n_pos);
+            let att = kernels::attention_decode(
+                gpu, &out, &qkv_b, &kc, &vc, &rows_b, n, nh, nkv, hd, n_pos, window,
+            );
+            run(gpu, &[&write, &att]);
 
-        let (mut k1, mut v1) = (k0.clone(), v0.clone());
-        cpu::decode::kv_cache_write(&mut k1, &mut v1, &qkv, &rows, c, n_pos);
-        assert_eq!(read(&gpu, &kc, cache_len), k1, "kv_cache_write k {what}");
-        assert_eq!(read(&gpu, &vc, cache_len), v1, "kv_cache_write v {what}");
-        let mut want = vec![0.0; n * c];
-        cpu::decode::attention_decode(&mut want, &qkv, &k1, &v1, &rows, c, nh, n_pos);
-        assert_close(
-            &format!("attention_decode {what}"),
-            &read(&gpu, &out, n * c),
-            &want,
-            2e-5,
-            1e-4,
-        );
-    }
-
-    // embedding_decode over two vocabulary chunks, rows at their own positions.
-    let (n, c, v, max_t) = (6, 36, 11, 9);
-    let wte = rng.vec(v * c, 1.0);
-    let wpe = rng.vec(max_t * c, 1.0);
-    let ids: Vec<u32> = (0..n).map(|r| ((r * 7) % v) as u32).collect();
-    let rows = rows_table(&mut rng, n, 3, max_t);
-    let out = zeros(&gpu, "x", n * c);
-    let (ids_b, wpe_b) = (upload_pod(&gpu, "ids", &ids), upload(&gpu, "wpe", &wpe));
-    let rows_b = upload_pod(&gpu, "rows", &flat(&rows));
-    let split = 4;
-    let chunk = |v0: usize, len: usize| {
-        let mut t = vec![0.0f32; c * len];
-        for i in 0..len {
-            for ch in 0..c {
-                t[ch * len + i] = wte[(v0 + i) * c + ch];
-            }
+            let (mut k1, mut v1) = (k0.clone(), v0.clone());
+            cpu::decode::kv_cache_write(&mut k1, &mut v1, &qkv, &rows, nh, nkv, hd, n_pos);
+            assert_eq!(read(gpu, &kc, cache_len), k1, "kv_cache_write k {what}");
+            assert_eq!(read(gpu, &vc, cache_len), v1, "kv_cache_write v {what}");
+            let mut want = vec![0.0; n * nh * hd];
+            cpu::decode::attention_decode(
+                &mut want, &qkv, &k1, &v1, &rows, nh, nkv, hd, n_pos, window,
+            );
+            assert_close(
+                &format!("attention_decode {what}"),
+                &read(gpu, &out, n * nh * hd),
+                &want,
+                2e-5,
+                1e-4,
+            );
         }
-        upload(&gpu, "wte_t", &t)
-    };
-    let (c0, c1) = (chunk(0, split), chunk(split, v - split));
-    let d0 = kernels::embedding_decode(&gpu, &out, &ids_b, &c0, &wpe_b, &rows_b, n, c, 0, split);
-    let d1 = kernels::embedding_decode(
-        &gpu,
-        &out,
-        &ids_b,
-        &c1,
-        &wpe_b,
-        &rows_b,
-        n,
-        c,
-        split,
-        v - split,
-    );
-    run(&gpu, &[&d0, &d1]);
-    let mut want = vec![0.0; n * c];
-    cpu::decode::embedding_decode(&mut want, &ids, &wte, &wpe, &rows, c);
-    assert_eq!(read(&gpu, &out, n * c), want, "embedding_decode");
+    });
+}
+
+/// embedding_decode over two vocabulary chunks, rows at their own
+/// positions, with a position table and without one (`wpe` `None`).
+#[test]
+fn embedding_decode_matches_its_cpu_twin() {
+    common::for_each_adapter(|gpu| {
+        let mut rng = Rng::new(4);
+        let (n, c, v, max_t) = (6, 37, 11, 9);
+        let wte = rng.vec(v * c, 1.0);
+        let wpe = rng.vec(max_t * c, 1.0);
+        let ids: Vec<u32> = (0..n).map(|r| ((r * 7) % v) as u32).collect();
+        let rows = rows_table(&mut rng, n, 3, max_t);
+        let (ids_b, wpe_b) = (upload_pod(gpu, "ids", &ids), upload(gpu, "wpe", &wpe));
+        let rows_b = upload_pod(gpu, "rows", &flat(&rows));
+        let split = 4;
+        let chunk = |v0: usize, len: usize| {
+            let mut t = vec![0.0f32; c * len];
+            for i in 0..len {
+                for ch in 0..c {
+                    t[ch * len + i] = wte[(v0 + i) * c + ch];
+                }
+            }
+            upload(gpu, "wte_t", &t)
+        };
+        let chunks = [
+            (0, split, chunk(0, split)),
+            (split, v - split, chunk(split, v - split)),
+        ];
+        for with_wpe in [true, false] {
+            let out = zeros(gpu, "x", n * c);
+            let ds: Vec<Dispatch> = chunks
+                .iter()
+                .map(|(v0, len, tb)| {
+                    let wpe = with_wpe.then_some(&wpe_b);
+                    kernels::embedding_decode(gpu, &out, &ids_b, tb, wpe, &rows_b, n, c, *v0, *len)
+                })
+                .collect();
+            run(gpu, &ds.iter().collect::<Vec<_>>());
+            let mut want = vec![0.0; n * c];
+            let wpe_host = with_wpe.then_some(&wpe[..]);
+            cpu::decode::embedding_decode(&mut want, &ids, &wte, wpe_host, &rows, c);
+            assert_eq!(
+                read(gpu, &out, n * c),
+                want,
+                "embedding_decode on {} wpe={with_wpe}",
+                gpu.label
+            );
+        }
+    });
 }
 
 fn greedy(prompts: &[Vec<u32>], new: usize, groups: usize) -> DecodeJob {

@@ -289,39 +289,54 @@ fn layernorm_forward_matches_cpu() {
 // ---------------------------------------------------------------------------
 // attention
 
+/// (B, T, NH, NKV, HD, window) for the attention kernels: GPT-2's
+/// multi-head shapes (NKV = NH, HD = C/NH, no window) with head dims 4, 12,
+/// 5, 65 (two chunks of the kernel's 64-wide accumulator, the second 1
+/// wide), 96 (64 + 32), 64 (exactly one); then grouped-query (NKV = NH/2),
+/// multi-query (NKV = 1), head dims that are not powers of two, and
+/// sliding windows shorter than the sequence (1 = each query alone).
+const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
+    (1, 1, 1, 1, 4, 0),
+    (2, 11, 3, 3, 12, 0),
+    (3, 17, 4, 4, 5, 0),
+    (1, 40, 2, 2, 65, 0),
+    (2, 64, 1, 1, 96, 0),
+    (1, 33, 2, 2, 64, 0),
+    (2, 13, 4, 2, 10, 0),
+    (1, 37, 6, 1, 12, 0),
+    (3, 17, 4, 2, 12, 5),
+    (1, 40, 2, 1, 65, 16),
+    (2, 9, 8, 4, 6, 1),
+    (1, 70, 3, 1, 14, 7),
+];
+
 #[test]
 fn attention_forward_matches_cpu() {
-    let gpu = common::gpu();
-    // (B, T, C, NH): head dims 4, 12, 5, 65 (two chunks of the kernel's
-    // 64-wide accumulator, the second 1 wide), 96 (64 + 32), 64 (exactly one).
-    let shapes = [
-        (1, 1, 4, 1),
-        (2, 11, 36, 3),
-        (3, 17, 20, 4),
-        (1, 40, 130, 2),
-        (2, 64, 96, 1),
-        (1, 33, 128, 2),
-    ];
-    for (i, &(b, t, c, nh)) in shapes.iter().enumerate() {
-        // Scale 2: scores up to ~|4 hd / sqrt(hd)|, so the softmax is peaked
-        // in places and the running max really moves.
-        let qkv = Rng::new(400 + i as u64).vec(b * t * 3 * c, 2.0);
-        let mut want = vec![0f32; b * t * c];
-        cpu::attention_forward(&mut want, &qkv, b, t, c, nh);
+    common::for_each_adapter(|gpu| {
+        for (i, &(b, t, nh, nkv, hd, window)) in ATTENTION_SHAPES.iter().enumerate() {
+            // Scale 2: scores up to ~|4 hd / sqrt(hd)|, so the softmax is
+            // peaked in places and the running max really moves.
+            let qkv = Rng::new(400 + i as u64).vec(b * t * (nh + 2 * nkv) * hd, 2.0);
+            let mut want = vec![0f32; b * t * nh * hd];
+            cpu::attention_forward(&mut want, &qkv, b, t, nh, nkv, hd, window);
 
-        let out = zeros(&gpu, "out", b * t * c);
-        let qkv_b = upload(&gpu, "qkv", &qkv);
-        let d = kernels::attention_forward(&gpu, &out, &qkv_b, b, t, c, nh);
-        run(&gpu, &[&d]);
-        let got = read(&gpu, &out, b * t * c);
-        assert_close(
-            &format!("attention_forward B={b} T={t} C={c} NH={nh}"),
-            &got,
-            &want,
-            2e-5,
-            1e-4,
-        );
-    }
+            let out = zeros(gpu, "out", b * t * nh * hd);
+            let qkv_b = upload(gpu, "qkv", &qkv);
+            let d = kernels::attention_forward(gpu, &out, &qkv_b, b, t, nh, nkv, hd, window);
+            run(gpu, &[&d]);
+            let got = read(gpu, &out, b * t * nh * hd);
+            assert_close(
+                &format!(
+                    "attention_forward on {}: B={b} T={t} NH={nh} NKV={nkv} HD={hd} window={window}",
+                    gpu.label
+                ),
+                &got,
+                &want,
+                2e-5,
+                1e-4,
+            );
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -399,77 +414,85 @@ fn transpose_chunk(wte: &[f32], c: usize, v0: usize, vlen: usize) -> Vec<f32> {
     t
 }
 
+/// With a position table (GPT-2) and without one (Llama: `wpe` `None`,
+/// the kernel reads none), on every adapter.
 #[test]
 fn embedding_forward_matches_cpu_over_two_vocab_chunks() {
-    let gpu = common::gpu();
-    // (B, T, C, V, maxT, split): chunks [0, split) and [split, V).
-    for (i, &(b, t, c, v, max_t, split)) in [
-        (2, 5, 13, 37, 7, 20),
-        (1, 1, 1, 2, 1, 1),
-        (3, 9, 48, 101, 9, 64),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let mut rng = Rng::new(700 + i as u64);
-        let wte = rng.vec(v * c, 1.0); // (V, C)
-        let wpe = rng.vec(max_t * c, 0.1); // (maxT, C)
-        let mut ids: Vec<u32> = (0..b * t).map(|_| rng.below(v as u32)).collect();
-        // The edges of both chunks.
-        for (slot, id) in [0, split - 1, split, v - 1].into_iter().enumerate() {
-            if slot < ids.len() {
-                ids[slot] = id as u32;
+    common::for_each_adapter(|gpu| {
+        // (B, T, C, V, maxT, split): chunks [0, split) and [split, V).
+        for (i, &(b, t, c, v, max_t, split)) in [
+            (2, 5, 13, 37, 7, 20),
+            (1, 1, 1, 2, 1, 1),
+            (3, 9, 48, 101, 9, 64),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut rng = Rng::new(700 + i as u64);
+            let wte = rng.vec(v * c, 1.0); // (V, C)
+            let wpe = rng.vec(max_t * c, 0.1); // (maxT, C)
+            let mut ids: Vec<u32> = (0..b * t).map(|_| rng.below(v as u32)).collect();
+            // The edges of both chunks.
+            for (slot, id) in [0, split - 1, split, v - 1].into_iter().enumerate() {
+                if slot < ids.len() {
+                    ids[slot] = id as u32;
+                }
+            }
+            let ids_b = upload_pod(gpu, "ids", &ids);
+            let wpe_b = upload(gpu, "wpe", &wpe);
+            let chunks = [
+                (
+                    0,
+                    split,
+                    upload(gpu, "wte_t[0]", &transpose_chunk(&wte, c, 0, split)),
+                ),
+                (
+                    split,
+                    v - split,
+                    upload(gpu, "wte_t[1]", &transpose_chunk(&wte, c, split, v - split)),
+                ),
+            ];
+            for with_wpe in [true, false] {
+                let mut want = vec![0f32; b * t * c];
+                let wpe_host = with_wpe.then_some(&wpe[..]);
+                cpu::embedding_forward(&mut want, &ids, &wte, wpe_host, b, t, c, 0);
+
+                let out = zeros(gpu, "out", b * t * c);
+                let ds: Vec<Dispatch> = chunks
+                    .iter()
+                    .map(|(v0, vlen, chunk)| {
+                        let wpe = with_wpe.then_some(&wpe_b);
+                        kernels::embedding_forward(
+                            gpu,
+                            &out,
+                            &ids_b,
+                            chunk,
+                            wpe,
+                            b * t,
+                            t,
+                            c,
+                            *v0,
+                            *vlen,
+                            0,
+                        )
+                    })
+                    .collect();
+                run(gpu, &ds.iter().collect::<Vec<_>>());
+                let got = read(gpu, &out, b * t * c);
+                // One add of the same two floats on both sides (or a copy): exact.
+                assert_close(
+                    &format!(
+                        "embedding_forward on {}: B={b} T={t} C={c} V={v} split={split} wpe={with_wpe}",
+                        gpu.label
+                    ),
+                    &got,
+                    &want,
+                    0.0,
+                    0.0,
+                );
             }
         }
-        let mut want = vec![0f32; b * t * c];
-        cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c, 0);
-
-        let out = zeros(&gpu, "out", b * t * c);
-        let ids_b = upload_pod(&gpu, "ids", &ids);
-        let wpe_b = upload(&gpu, "wpe", &wpe);
-        let chunk0 = upload(&gpu, "wte_t[0]", &transpose_chunk(&wte, c, 0, split));
-        let chunk1 = upload(
-            &gpu,
-            "wte_t[1]",
-            &transpose_chunk(&wte, c, split, v - split),
-        );
-        let d0 = kernels::embedding_forward(
-            &gpu,
-            &out,
-            &ids_b,
-            &chunk0,
-            &wpe_b,
-            b * t,
-            t,
-            c,
-            0,
-            split,
-            0,
-        );
-        let d1 = kernels::embedding_forward(
-            &gpu,
-            &out,
-            &ids_b,
-            &chunk1,
-            &wpe_b,
-            b * t,
-            t,
-            c,
-            split,
-            v - split,
-            0,
-        );
-        run(&gpu, &[&d0, &d1]);
-        let got = read(&gpu, &out, b * t * c);
-        // One add of the same two floats on both sides: exact.
-        assert_close(
-            &format!("embedding_forward B={b} T={t} C={c} V={v} split={split}"),
-            &got,
-            &want,
-            0.0,
-            0.0,
-        );
-    }
+    });
 }
 
 /// One built embedding dispatch run at position offset 0, then k, then 0
@@ -488,7 +511,19 @@ fn embedding_position_offset_changes_per_call_without_rebuilding() {
     let ids_b = upload_pod(&gpu, "ids", &ids);
     let wpe_b = upload(&gpu, "wpe", &wpe);
     let wte_b = upload(&gpu, "wte_t", &transpose_chunk(&wte, c, 0, v));
-    let d = kernels::embedding_forward(&gpu, &out, &ids_b, &wte_b, &wpe_b, b * t, t, c, 0, v, 0);
+    let d = kernels::embedding_forward(
+        &gpu,
+        &out,
+        &ids_b,
+        &wte_b,
+        Some(&wpe_b),
+        b * t,
+        t,
+        c,
+        0,
+        v,
+        0,
+    );
     for offset in [0, max_t - t, 2, 0] {
         d.update_params(&gpu.queue, |p: &mut EmbeddingParams| {
             p.pos_offset = offset as u32
@@ -501,10 +536,19 @@ fn embedding_position_offset_changes_per_call_without_rebuilding() {
         run(&gpu, &[&d]);
         let got = read(&gpu, &out, b * t * c);
         let mut want = vec![0f32; b * t * c];
-        cpu::embedding_forward(&mut want, &ids, &wte, &wpe, b, t, c, offset);
+        cpu::embedding_forward(&mut want, &ids, &wte, Some(&wpe), b, t, c, offset);
         // The offset reference is the plain one over wpe's rows from `offset`.
         let mut shifted = vec![0f32; b * t * c];
-        cpu::embedding_forward(&mut shifted, &ids, &wte, &wpe[offset * c..], b, t, c, 0);
+        cpu::embedding_forward(
+            &mut shifted,
+            &ids,
+            &wte,
+            Some(&wpe[offset * c..]),
+            b,
+            t,
+            c,
+            0,
+        );
         assert_eq!(want, shifted, "cpu::embedding_forward at offset {offset}");
         assert_close(
             &format!("embedding_forward at position offset {offset}"),
@@ -516,7 +560,7 @@ fn embedding_position_offset_changes_per_call_without_rebuilding() {
     }
     // Parameters of another op's type are refused, naming both types.
     let err = d
-        .set_params(&gpu.queue, &[0u32; 7])
+        .set_params(&gpu.queue, &[0u32; 8])
         .expect_err("wrong parameter type accepted");
     assert!(err.to_string().contains("EmbeddingParams"), "{err}");
 }

@@ -1,8 +1,9 @@
 //! The forward ops' dispatch functions, one per shader: embedding,
 //! layernorm, the matmul variants, attention, GELU and the residual add.
 //! Shapes use llm.c's letters: B batch, T time, C channels, OC output
-//! channels, V vocabulary, NH heads, N = B*T rows. Each mirrors the function
-//! of the same name in [`crate::cpu`].
+//! channels, V vocabulary, NH (query) heads, NKV key/value heads, HD head
+//! dim, N = B*T rows. Each mirrors the function of the same name in
+//! [`crate::cpu`].
 
 use bytemuck::{Pod, Zeroable};
 
@@ -30,19 +31,23 @@ pub struct EmbeddingParams {
     pub stride: u32,
     /// Position of each sequence's first token (0 for a whole prompt).
     pub pos_offset: u32,
+    /// 1: add the position table; 0: there is none (fixed at build time).
+    pub with_wpe: u32,
 }
 
 /// out (N, C) = wte_t[:, ids - v0] + wpe[pos_offset + t], for the ids in this
 /// vocabulary chunk. `wte_t` is one chunk (C, vlen) of the transposed token
 /// table holding tokens v0 .. v0+vlen; dispatch once per chunk. The caller
-/// keeps `pos_offset + T <= maxT`.
+/// keeps `pos_offset + T <= maxT`. With `wpe` `None` (a model without
+/// learned positions: Llama) out = wte_t[:, ids - v0] only, and no position
+/// table is read.
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_forward(
     gpu: &Gpu,
-    out: &wgpu::Buffer,   // (N, C)
-    ids: &wgpu::Buffer,   // (N) u32
-    wte_t: &wgpu::Buffer, // (C, vlen)
-    wpe: &wgpu::Buffer,   // (maxT, C)
+    out: &wgpu::Buffer,         // (N, C)
+    ids: &wgpu::Buffer,         // (N) u32
+    wte_t: &wgpu::Buffer,       // (C, vlen)
+    wpe: Option<&wgpu::Buffer>, // (maxT, C)
     n: usize,
     t: usize,
     c: usize,
@@ -59,7 +64,10 @@ pub fn embedding_forward(
         vlen: vlen as u32,
         stride,
         pos_offset: pos_offset as u32,
+        with_wpe: wpe.is_some() as u32,
     };
+    // Without a position table the shader reads none; wte_t fills its binding.
+    let wpe = wpe.unwrap_or(wte_t);
     dispatch(
         gpu,
         "embedding_forward",
@@ -207,42 +215,61 @@ fn matmul_dispatch(
     dispatch(gpu, variant.shader(), buffers, &p, groups)
 }
 
-/// out (B*T, C) = causal self-attention over qkv (B*T, 3C) with NH heads.
+/// out (B*T, NH*HD) = causal grouped-query self-attention over qkv rows
+/// `[q: NH*HD | k: NKV*HD | v: NKV*HD]`: query head h reads KV head
+/// h / (NH/NKV), scores scaled by 1/sqrt(HD); with `window` > 0 query t sees
+/// only the keys t' with t - t' < window (Mistral's sliding window), with 0
+/// every t' <= t. GPT-2 is NKV = NH, HD = C/NH, window 0. NH must be a
+/// multiple of NKV; HD need not be a power of two.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     gpu: &Gpu,
-    out: &wgpu::Buffer,
-    qkv: &wgpu::Buffer,
+    out: &wgpu::Buffer, // (B*T, NH*HD)
+    qkv: &wgpu::Buffer, // (B*T, (NH + 2 NKV) HD)
     b: usize,
     t: usize,
-    c: usize,
     nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: usize,
 ) -> Dispatch {
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
         b: u32,
         t: u32,
-        c: u32,
         nh: u32,
+        nkv: u32,
         hd: u32,
         nchunks: u32,
         scale: f32,
+        window: u32,
         stride: u32,
     }
-    let hd = c / nh;
+    check_heads("attention_forward", nh, nkv, hd);
     let nchunks = hd.div_ceil(64);
     let (groups, stride) = grid_1d(b * nh * t * nchunks);
     let p = P {
         b: b as u32,
         t: t as u32,
-        c: c as u32,
         nh: nh as u32,
+        nkv: nkv as u32,
         hd: hd as u32,
         nchunks: nchunks as u32,
         scale: 1.0 / (hd as f32).sqrt(),
+        window: window as u32,
         stride,
     };
     dispatch(gpu, "attention_forward", &[out, qkv], &p, groups)
+}
+
+/// The head shape every attention kernel needs: NKV > 0 key/value heads
+/// shared by groups of NH/NKV query heads, HD > 0. A caller's bug otherwise.
+pub(super) fn check_heads(name: &str, nh: usize, nkv: usize, hd: usize) {
+    assert!(
+        nkv > 0 && hd > 0 && nh.is_multiple_of(nkv),
+        "{name}: NH {nh} query heads are not groups of NKV {nkv} key/value heads, or HD {hd} is 0"
+    );
 }
 
 /// out = gelu_new(inp), `len` elements.

@@ -70,7 +70,7 @@ pub fn forward_backward_microbatch(
 
     // ---- forward, keeping what backward needs
     let mut x = vec![0.0f32; n * c]; // (N, C) residual stream
-    embedding_forward(&mut x, ids, &w.wte, &w.wpe, b, t, c, 0);
+    embedding_forward(&mut x, ids, &w.wte, Some(&w.wpe), b, t, c, 0);
     let mut acts = Vec::with_capacity(cfg.n_layer);
     for layer in &w.layers {
         let a = block_forward_keep(&x, layer, cfg, b, t);
@@ -160,7 +160,7 @@ fn block_forward_keep(
         c,
         3 * c,
     );
-    attention_forward(&mut a.atty, &a.qkv, b, t, c, nh);
+    attention_forward(&mut a.atty, &a.qkv, b, t, nh, nh, c / nh, 0);
     let (ap_w, ap_b) = (&w.attn_proj_w, Some(&w.attn_proj_b[..]));
     matmul_forward(&mut attproj, &a.atty, ap_w, ap_b, n, c, c);
     residual_forward(&mut a.residual2, x, &attproj);

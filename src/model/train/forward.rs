@@ -53,7 +53,17 @@ impl TrainStage {
             let x0 = get(s, Stashed::X(0))?;
             for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
                 run(k::embedding_forward(
-                    gpu, x0, ids, tb, wpe, n, t, c, v0, len, 0,
+                    gpu,
+                    x0,
+                    ids,
+                    tb,
+                    Some(wpe),
+                    n,
+                    t,
+                    c,
+                    v0,
+                    len,
+                    0,
                 ));
             }
         }
@@ -87,7 +97,17 @@ impl TrainStage {
                 c,
                 3 * c,
             ));
-            run(k::attention_forward(gpu, atty, qkv, b, t, c, nh));
+            run(k::attention_forward(
+                gpu,
+                atty,
+                qkv,
+                b,
+                t,
+                nh,
+                nh,
+                c / nh,
+                0,
+            ));
             run(k::matmul_forward(
                 gpu,
                 proj,
