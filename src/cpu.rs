@@ -3,16 +3,18 @@
 //!
 //! B = batch, T = sequence length, C = channels (n_embd), V = vocab size,
 //! NH = heads, hd = C / NH, F = MLP width (n_inner), maxT = n_positions,
-//! N = B * T rows. Attention is written for grouped-query heads too (NKV
-//! key/value heads, any hd, a sliding window): GPT-2 is NKV = NH, hd = C/NH,
-//! no window. All buffers are row-major f32; linear weights use the
+//! N = B * T rows. All buffers are row-major f32; linear weights use the
 //! HF Conv1D layout (in, out). Dot products accumulate in f32, in plain order.
+//! Attention is written for grouped-query heads too (NKV key/value heads,
+//! any hd, a sliding window): GPT-2 is NKV = NH, hd = C/NH, no window. The
+//! Llama family's own ops (RMSNorm, RoPE, SwiGLU) are in [`llama`].
 //!
 //! Shapes are checked with `assert!`: a mismatch is a caller bug, not bad
 //! input (inputs are checked by `io::check_input` and checkpoint loading).
 
 pub mod backward;
 pub mod decode;
+pub mod llama;
 pub mod optim;
 
 use crate::model::config::Gpt2Config;

@@ -52,7 +52,8 @@
 //! - [`pipeline`]: the [`Pipeline`] API; [`bench`]: the benchmarks.
 //!
 //! Beside them: [`io`] (token and logits files), [`data`] (token streams),
-//! [`microbatch`], [`sampling`], [`tokenizer`].
+//! [`microbatch`], [`sampling`], [`tokenizer`], [`rope`] (RoPE's
+//! frequencies as transformers computes them).
 
 pub mod action;
 pub mod analysis;
@@ -67,6 +68,7 @@ pub mod kernels;
 pub mod microbatch;
 pub mod model;
 pub mod pipeline;
+pub mod rope;
 pub mod sampling;
 pub mod schedule;
 pub mod timing;

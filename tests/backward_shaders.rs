@@ -24,6 +24,9 @@ const BACKWARD_SHADERS: &[&str] = &[
     "matmul_backward_weight",
     "matmul_backward_weight_vec4",
     "residual_backward",
+    "rmsnorm_backward",
+    "rope_backward",
+    "swiglu_backward",
 ];
 
 #[test]

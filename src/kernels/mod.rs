@@ -2,7 +2,8 @@
 //! device ([`Kernels::of`]), and one Rust dispatch function per op: the
 //! forward ops in [`forward`], their gradients in [`backward`], the
 //! optimizer in [`optim`], decoding against a KV cache in [`decode`], the
-//! sampler in [`mod@sample`]. This file holds what they share: the shader table,
+//! sampler in [`mod@sample`], and the Llama family's own ops (RMSNorm, RoPE,
+//! SwiGLU, forward and backward) in [`llama`]. This file holds what they share: the shader table,
 //! the compiled pipelines, [`Dispatch`] and how one is built.
 //! Buffers are the device layer's ([`crate::device::buffers`]).
 //!
@@ -15,18 +16,21 @@
 //! for every microbatch. Each op has a CPU reference twin of the same name in
 //! [`crate::cpu`] (forward), [`crate::cpu::backward`] (backward) or
 //! [`crate::cpu::optim`] (optimizer steps and the gradient's sum of squares)
-//! or [`crate::cpu::decode`] (decoding against a KV cache); the sampler's
+//! or [`crate::cpu::decode`] (decoding against a KV cache) or
+//! [`crate::cpu::llama`] (the Llama family's ops); the sampler's
 //! ([`mod@sample`]) is [`crate::sampling::sample_row`].
 
 pub mod backward;
 pub mod decode;
 pub mod forward;
+pub mod llama;
 pub mod optim;
 pub mod sample;
 
 pub use backward::*;
 pub use decode::*;
 pub use forward::*;
+pub use llama::*;
 pub use optim::*;
 pub use sample::*;
 
@@ -144,6 +148,31 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     // generation: twin in sampling
     ("sample", include_str!("../../shaders/sample.wgsl")),
+    // the Llama family's ops: twins in cpu::llama
+    (
+        "rmsnorm_forward",
+        include_str!("../../shaders/rmsnorm_forward.wgsl"),
+    ),
+    (
+        "rmsnorm_backward",
+        include_str!("../../shaders/rmsnorm_backward.wgsl"),
+    ),
+    (
+        "rope_forward",
+        include_str!("../../shaders/rope_forward.wgsl"),
+    ),
+    (
+        "rope_backward",
+        include_str!("../../shaders/rope_backward.wgsl"),
+    ),
+    (
+        "swiglu_forward",
+        include_str!("../../shaders/swiglu_forward.wgsl"),
+    ),
+    (
+        "swiglu_backward",
+        include_str!("../../shaders/swiglu_backward.wgsl"),
+    ),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.

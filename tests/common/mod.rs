@@ -3,6 +3,8 @@
 //! directories, fixtures and safetensors files.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod llama64;
+
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
