@@ -278,8 +278,8 @@ pub fn block_forward(
     let width = |a: Act| block::width(cfg, a, (nh, nkv), f);
     let mut acts: std::collections::HashMap<Act, Vec<f32>> = Default::default();
     acts.insert(Act::X, x.to_vec());
-    let positions: Vec<u32> = (0..n).flat_map(|r| [0, (r % t) as u32]).collect();
-    let inv_freq = cfg.arch.rope.as_ref().map(|r| crate::model::rope::inv_freq(hd, r));
+    let positions: Vec<u32> = (0..n).map(|r| (r % t) as u32).collect();
+    let inv_freq = cfg.arch.rope.as_ref().map(|r| r.inv_freq(hd));
     let window = cfg.arch.sliding_window.unwrap_or(0);
     let p = |x: crate::model::block::Param| x.of(w).as_slice();
     for op in block::ops(cfg) {
@@ -290,7 +290,7 @@ pub fn block_forward(
                 let xv = get(x);
                 match kind {
                     Norm::Layer => layernorm_forward(&mut o, &xv, p(g), p(beta), n, c, eps),
-                    Norm::Rms => rmsnorm_forward(&mut o, &xv, p(g), n, c, eps),
+                    Norm::Rms => llama::rmsnorm_forward(&mut o, &xv, p(g), n, c, eps),
                 }
                 (out, o)
             }
@@ -302,7 +302,7 @@ pub fn block_forward(
             Op::Rope { qkv } => {
                 let mut q = get(qkv);
                 let inv = inv_freq.as_ref().expect("rotary positions have frequencies");
-                rope_forward(&mut q, &positions, 2, 1, inv, n, nh, nkv, hd);
+                llama::rope_forward(&mut q, &positions, inv, n, nh, nkv, hd);
                 (qkv, q)
             }
             Op::Attention { qkv, out } => {
@@ -317,7 +317,7 @@ pub fn block_forward(
             }
             Op::SwiGlu { x, out } => {
                 let mut o = vec![0.0f32; n * width(out)];
-                swiglu_forward(&mut o, &get(x), n, width(out));
+                llama::swiglu_forward(&mut o, &get(x), n, width(out));
                 (out, o)
             }
             Op::Residual { a, b: bb, out } => {
@@ -348,7 +348,7 @@ pub fn gpt2_forward(w: &Gpt2Weights, ids: &[u32], b: usize, t: usize) -> Vec<f32
     let eps = cfg.layer_norm_epsilon;
     match cfg.is_gpt2() {
         true => layernorm_forward(&mut lnf, &x, &w.ln_f_g, &w.ln_f_b, n, c, eps),
-        false => rmsnorm_forward(&mut lnf, &x, &w.ln_f_g, n, c, eps),
+        false => llama::rmsnorm_forward(&mut lnf, &x, &w.ln_f_g, n, c, eps),
     }
     let head = match cfg.tied_head() {
         true => &w.wte,

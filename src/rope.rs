@@ -15,7 +15,8 @@
 //! once in 256 values.
 
 /// The `rope_scaling` of a Llama-family `config.json`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
 pub enum RopeScaling {
     /// No `rope_scaling` (or `rope_type: "default"`): Llama 2, Qwen2,
     /// Mistral, SmolLM, TinyLlama.

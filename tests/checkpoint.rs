@@ -373,6 +373,7 @@ fn partial_load_reads_only_its_parts_and_gives_the_full_loads_tensors() {
                 wpe: false,
                 layers: vec![false, true, true],
                 ln_f: true,
+                lm_head: false,
             }
         );
         assert_eq!(mine.held(), &set);
@@ -400,6 +401,7 @@ fn partial_load_reads_only_its_parts_and_gives_the_full_loads_tensors() {
             wpe: true,
             layers: vec![true, false, false],
             ln_f: false,
+            lm_head: false,
         };
         assert_eq!(ckpt.bytes_read() - before, set_bytes(&cfg, &added, elem));
         assert_eq!(more.whole().unwrap(), &full);

@@ -82,25 +82,19 @@ impl Family {
 pub struct Rope {
     /// `rope_theta`: the base of the frequencies.
     pub theta: f64,
+    /// `rope_scaling`: how the frequencies are stretched for longer contexts.
     pub scaling: RopeScaling,
 }
 
-/// `rope_scaling`: how the frequencies are stretched for longer contexts.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-#[serde(tag = "rope_type", rename_all = "lowercase")]
-pub enum RopeScaling {
-    /// No scaling (`rope_scaling` null or `"default"`).
-    None,
-    /// Positions divided by `factor`.
-    Linear { factor: f64 },
-    /// Llama 3.x's frequency-dependent stretch.
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position_embeddings: f64,
-    },
+impl Rope {
+    /// The (hd / 2) inverse frequencies of a head of width `head_dim`, as
+    /// transformers computes them.
+    pub fn inv_freq(&self, head_dim: usize) -> Vec<f32> {
+        crate::rope::rope_inv_freq(head_dim, self.theta, &self.scaling)
+    }
 }
+
+pub use crate::rope::RopeScaling;
 
 /// What a family changes from GPT-2 (whose values are the default).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -316,7 +310,7 @@ impl Gpt2Config {
                         factor: 32.0,
                         low_freq_factor: 1.0,
                         high_freq_factor: 4.0,
-                        original_max_position_embeddings: 8192.0,
+                        original_max_position_embeddings: 8192,
                     };
                 }
                 c
@@ -701,6 +695,12 @@ fn rope_scaling(
             .and_then(Value::as_f64)
             .ok_or_else(|| format!("{key} of type `{kind}` needs a number `{k}`"))
     };
+    let count = |k: &str| -> std::result::Result<usize, String> {
+        rs.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|x| usize::try_from(x).ok())
+            .ok_or_else(|| format!("{key} of type `{kind}` needs a whole number `{k}`"))
+    };
     match kind {
         "default" => Ok(RopeScaling::None),
         "linear" => Ok(RopeScaling::Linear {
@@ -710,7 +710,7 @@ fn rope_scaling(
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
             high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: num("original_max_position_embeddings")?,
+            original_max_position_embeddings: count("original_max_position_embeddings")?,
         }),
         other => Err(format!(
             "{key} type `{other}` is not supported; wgpipe supports `linear` and `llama3`"

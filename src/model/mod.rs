@@ -24,7 +24,6 @@ pub mod layout;
 pub mod names;
 pub mod optim;
 pub(crate) mod rng;
-pub mod rope;
 pub mod weights;
 
 pub mod partition;

@@ -185,10 +185,12 @@ impl Builder<'_> {
                 Op::Rope { qkv } => {
                     let rows = self.rows.expect("rotary positions need a position table");
                     let inv = inv_freq.expect("rotary positions need their frequencies");
-                    k::rope_forward(gpu, self.buf(s, qkv), rows, 2, 1, inv, n, nh, nkv, hd)
+                    let table = k::PositionTable::rows(n);
+                    k::rope_forward(gpu, self.buf(s, qkv), rows, inv, n, nh, nkv, hd, table)
                 }
                 Op::Attention { qkv, out } => {
-                    let (q, o) = (self.buf(s, qkv), self.buf(s, out));
+                    let (q, o) = (self.buf(s, qkv).clone(), self.buf(s, out).clone());
+                    let (q, o) = (&q, &o);
                     match (self.mode, self.rows) {
                         (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
                             let (kc, vc) = (&kv.k[i], &kv.v[i]);

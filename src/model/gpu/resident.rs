@@ -125,7 +125,7 @@ impl StageUpload {
             (Some(r), false) => Some(upload(
                 gpu,
                 "rope inv_freq (hd/2)",
-                &crate::model::rope::inv_freq(cfg.head_dim(), r),
+                &r.inv_freq(cfg.head_dim()),
             )),
             _ => None,
         };
