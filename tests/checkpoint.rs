@@ -469,7 +469,7 @@ fn partial_load_checks_what_it_reads() {
     let mut ckpt = Checkpoint::open(&dir).unwrap();
     let head = ckpt.load(&[part(0..0, false, true)]).unwrap();
     assert_eq!(
-        head.stage(&part(0..0, false, true)).unwrap().wte.unwrap(),
+        head.stage(&part(0..0, false, true)).unwrap().head.unwrap(),
         &w.wte[..]
     );
     // Layer 1: the missing tensor, named, and nothing read.

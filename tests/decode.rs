@@ -298,9 +298,11 @@ fn each_stage_holds_the_cache_of_its_own_layers_only() {
     let p = prompts(&cfg, &[2, 3], 4);
     let one = generate_on(&[common::gpu()], &w, &greedy(&p, 2, 1));
     let two = generate_on(&[common::gpu(), common::gpu()], &w, &greedy(&p, 2, 2));
-    // Two sequences plus the padding slot, n_positions rows of C floats, a
-    // key and a value per layer: 2 + 1 layers split over two devices.
-    let per_layer = (3 * cfg.n_positions * cfg.n_embd * 4 * 2) as u64;
+    // Two sequences plus the padding slot, each with room for the longest
+    // prompt and its 2 new tokens (3 + 2 positions) of C floats, a key and a
+    // value per layer: 2 + 1 layers split over two devices.
+    let positions = 3 + 2;
+    let per_layer = (3 * positions * cfg.n_embd * 4 * 2) as u64;
     assert_eq!(one.kv_bytes, vec![3 * per_layer]);
     assert_eq!(two.kv_bytes, vec![2 * per_layer, per_layer]);
 }

@@ -238,8 +238,9 @@ impl Checkpoint {
             .max();
         match max_layer {
             Some(l) if l >= self.config.n_layer => Err(Error::Config(format!(
-                "{}: has tensors for layer {l}, but {CONFIG_FILE} says n_layer = {}",
+                "{}: has tensors for layer {}, but {CONFIG_FILE} says n_layer = {}",
                 self.dir.display(),
+                layout::block_name(&self.config, l),
                 self.config.n_layer
             ))),
             _ => Ok(()),

@@ -107,6 +107,15 @@ pub fn block_index(cfg: &Gpt2Config, checkpoint_name: &str) -> Option<usize> {
     }
 }
 
+/// Block `l` as the checkpoint names it: `h.3` in GPT-2, `model.layers.3`
+/// in the Llama family.
+pub fn block_name(cfg: &Gpt2Config, l: usize) -> String {
+    match cfg.is_gpt2() {
+        true => names::block(l),
+        false => format!("{LLAMA_MODEL}layers.{l}"),
+    }
+}
+
 /// One of wgpipe's tensors of `shape` from the checkpoint tensors `how`
 /// names, each as `read` returns it (in the checkpoint's own layout).
 pub fn assemble<E>(
