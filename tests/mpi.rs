@@ -333,6 +333,69 @@ fn same_training(np: usize, flags: &[&str]) {
     assert!((0.0..1.0).contains(&measured), "measured bubble {measured}");
 }
 
+/// A run of 6 steps and a run of 3 steps resumed for 3 more, each over two
+/// ranks (1F1B): the same losses, weights and optimizer state, bit for bit.
+#[test]
+fn a_run_resumed_over_two_ranks_equals_the_run_without_a_stop() {
+    let fixture = common::fixture_dir("tiny-gpt2-4l");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.bin");
+    let tokens: Vec<u16> = (0..2000u32).map(|i| ((i * 7919) % 97) as u16).collect();
+    wgpipe::data::write_token_file(&data, &tokens).unwrap();
+    let (whole, part) = (dir.path().join("whole"), dir.path().join("part"));
+    let train = |extra: &[&str]| -> Value {
+        let mut a = vec![
+            "train",
+            "--checkpoint",
+            path(&fixture),
+            "--data",
+            path(&data),
+            "--devices",
+            "2",
+            "--schedule",
+            "1f1b",
+            "--split",
+            "3,1",
+            "--batch",
+            "4",
+            "--seq",
+            "8",
+            "--microbatches",
+            "2",
+            "--grad-clip",
+            "1.0",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        serde_json::from_str(&ok(&mpirun(2, &a, &[]))).unwrap()
+    };
+    let six = train(&["--steps", "6", "--save", path(&whole)]);
+    let three = train(&["--steps", "3", "--save", path(&part)]);
+    let rest = train(&[
+        "--steps",
+        "6",
+        "--resume",
+        path(&part),
+        "--save",
+        path(&part),
+    ]);
+    let losses = |v: &Value| -> Vec<f64> { serde_json::from_value(v["losses"].clone()).unwrap() };
+    let (six, three, rest) = (losses(&six), losses(&three), losses(&rest));
+    assert_eq!(six[..3], three[..]);
+    assert_eq!(six[3..], rest[..], "steps 4-6, resumed over two ranks");
+    for f in [
+        "model.safetensors",
+        "optimizer.exp_avg.safetensors",
+        "optimizer.exp_avg_sq.safetensors",
+        "train_state.json",
+    ] {
+        assert!(
+            std::fs::read(whole.join(f)).unwrap() == std::fs::read(part.join(f)).unwrap(),
+            "{f} differs after 6 steps"
+        );
+    }
+}
+
 #[test]
 fn train_over_two_ranks_gives_the_in_process_gradients_and_weights() {
     same_training(2, &["--schedule", "1f1b", "--split", "3,1"]);
