@@ -56,7 +56,9 @@ fn interrupt(mut child: Child) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    if let Some(e) = child.stderr.as_mut() {
+        std::io::Read::read_to_string(e, &mut err).unwrap();
+    }
     (status.code(), err)
 }
 
@@ -76,13 +78,25 @@ fn only(dir: &Path, keep: &[&str]) {
     assert_eq!(names, keep, "in {}", dir.display());
 }
 
-/// The child printed its first line to stdout (`run`'s split: the
-/// pipeline is built and about to run).
-fn first_line(child: &mut Child) {
-    let out = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
-    assert!(!line.is_empty(), "no output before the run");
+/// Wait for the child's first line on `stream` (the split, on stdout for
+/// `run` and stderr for `generate`: the pipeline is built and about to run).
+/// The stream is read on by a thread of its own, so the child never blocks
+/// on a full pipe; the thread hands back everything it read.
+fn first_line(stream: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stream);
+        let mut text = String::new();
+        let _ = r.read_line(&mut text);
+        let _ = tx.send(!text.is_empty());
+        let _ = std::io::Read::read_to_string(&mut r, &mut text);
+        text
+    });
+    assert!(
+        rx.recv_timeout(HUNG).expect("a first line"),
+        "no output before the run"
+    );
+    reader
 }
 
 #[test]
@@ -136,7 +150,7 @@ fn sigint_stops_run_generate_and_a_bench_and_writes_no_output() {
         vec![
             "generate",
             "--model",
-            "small-test",
+            "gpt2",
             "--devices",
             "2",
             "--split",
@@ -144,35 +158,41 @@ fn sigint_stops_run_generate_and_a_bench_and_writes_no_output() {
             "--input-ids",
             "",
             "--max-new-tokens",
-            "100",
+            "200",
             "--ids-out",
             &ids,
         ],
         vec!["bench", "soak", "--steps", "100000", "--csv", &csv],
     ];
     let prompts = tmp.path().join("prompts.safetensors");
-    let ids: Vec<u8> = (0..64 * 20i64)
+    let ids: Vec<u8> = (0..2 * 20i64)
         .flat_map(|i| (i % 300 + 1).to_le_bytes())
         .collect();
     let name = "input_ids".to_string();
     common::write_st(
         &prompts,
-        &[(name, safetensors::Dtype::I64, vec![64, 20], ids)],
+        &[(name, safetensors::Dtype::I64, vec![2, 20], ids)],
     );
     for mut args in cases {
         if let Some(i) = args.iter().position(|a| a.is_empty()) {
             args[i] = prompts.to_str().unwrap();
         }
         let mut child = spawn(&args);
-        if args[0] == "run" {
-            first_line(&mut child);
-            std::thread::sleep(Duration::from_millis(500));
-        } else {
-            // generate says its split on stderr, the bench nothing: give
-            // them time to be well into their work.
-            std::thread::sleep(Duration::from_secs(3));
+        let reader = match args[0] {
+            "run" => Some(first_line(child.stdout.take().unwrap())),
+            "generate" => Some(first_line(child.stderr.take().unwrap())),
+            // The bench says nothing before its report.
+            _ => {
+                std::thread::sleep(Duration::from_secs(3));
+                None
+            }
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let (code, mut err) = interrupt(child);
+        if let (Some(r), "generate") = (reader, args[0]) {
+            err += &r.join().unwrap();
         }
-        assert_interrupted(interrupt(child));
+        assert_interrupted((code, err));
         only(tmp.path(), &["prompts.safetensors"]);
     }
 }

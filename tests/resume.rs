@@ -54,29 +54,26 @@ fn token_file(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `train` on the 4-layer fixture over 2 devices, even split, windows of
-/// the token file, with `extra` flags.
+/// the token file, with `extra` flags (which replace a default of the same
+/// name).
 fn train(data: &Path, extra: &[&str]) -> Output {
     let fx = common::fixture_dir("tiny-gpt2-4l");
-    let mut args = vec![
-        "train",
-        "--checkpoint",
-        s(&fx),
-        "--data",
-        s(data),
-        "--batch",
-        "4",
-        "--seq",
-        "16",
-        "--microbatches",
-        "2",
-        "--devices",
-        "2",
-        "--split",
-        "even",
-        "--grad-clip",
-        "1.0",
-        "--json",
+    let defaults = [
+        ("--checkpoint", s(&fx)),
+        ("--data", s(data)),
+        ("--batch", "4"),
+        ("--seq", "16"),
+        ("--microbatches", "2"),
+        ("--devices", "2"),
+        ("--split", "even"),
+        ("--grad-clip", "1.0"),
     ];
+    let mut args = vec!["train", "--json"];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
     args.extend_from_slice(extra);
     wgpipe(&args)
 }

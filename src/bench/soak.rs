@@ -36,8 +36,10 @@ pub struct SoakBench {
     pub generates: usize,
     /// Sample every this many iterations of each phase.
     pub every: usize,
-    /// Sequences per step (one microbatch each) and tokens per sequence.
+    /// Sequences per step, split into `microbatches`, and tokens per
+    /// sequence.
     pub batch: usize,
+    pub microbatches: usize,
     pub seq: usize,
     /// Prompts per `generate` call, their length, and new tokens per prompt.
     pub prompts: usize,
@@ -55,7 +57,8 @@ impl Default for SoakBench {
             steps: 1000,
             generates: 1000,
             every: 50,
-            batch: 4,
+            batch: 8,
+            microbatches: 2,
             seq: 32,
             prompts: 2,
             prompt_len: 8,
@@ -126,9 +129,9 @@ impl SoakBench {
         let pipeline = Pipeline::new(PipelineConfig {
             devices: self.devices.clone(),
             schedule: self.schedule,
-            microbatches: Some(self.batch),
+            microbatches: Some(self.microbatches),
             workload: Workload::Train {
-                sequences: 1,
+                sequences: self.batch.div_ceil(self.microbatches.max(1)),
                 tokens: self.seq,
             },
             ..PipelineConfig::new(ModelSource::Preset {

@@ -24,9 +24,12 @@ pub struct SoakArgs {
     /// Sample RSS, descriptors and device buffers every N iterations.
     #[arg(long, default_value_t = 50)]
     pub every: usize,
-    /// Sequences per training step (one microbatch each).
-    #[arg(long, default_value_t = 4)]
+    /// Sequences per training step.
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Microbatches per training step.
+    #[arg(long, default_value_t = 2)]
+    pub microbatches: usize,
     /// Tokens per training sequence.
     #[arg(long, default_value_t = 32)]
     pub seq: usize,
@@ -51,6 +54,7 @@ pub fn run(a: &SoakArgs, cx: &Context) -> Result<()> {
         generates: a.generates,
         every: a.every,
         batch: a.batch,
+        microbatches: a.microbatches,
         seq: a.seq,
         new_tokens: a.new_tokens,
         ..SoakBench::default()

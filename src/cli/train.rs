@@ -272,9 +272,10 @@ pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
     };
     let mut batches = batches(args, &cfg, seq, stream.as_ref())?;
     if let Some(st) = &resume {
-        batches
-            .resume(&st.data)
-            .map_err(|e| Error::Input(format!("--resume: {e}")))?;
+        batches.resume(&st.data).map_err(|e| match e {
+            Error::Input(msg) => Error::Input(format!("--resume: {msg}")),
+            e => e,
+        })?;
     }
     let first = batches.next_batch();
     wgpipe::io::check_input(&cfg, &first)?;
