@@ -396,6 +396,76 @@ fn a_run_resumed_over_two_ranks_equals_the_run_without_a_stop() {
     }
 }
 
+/// Ctrl-C to mpirun mid-run: every rank stops, saying so, the job exits
+/// non-zero, and the training state is the last one saved, whole.
+#[test]
+fn sigint_to_mpirun_stops_every_rank_and_leaves_the_last_state_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe", "--bind-to", "none", bin()])
+        .args([
+            "train",
+            "--transport",
+            "mpi",
+            "--model",
+            "tiny",
+            "--devices",
+            "2",
+        ])
+        .args([
+            "--steps",
+            "100000",
+            "--save-every",
+            "1",
+            "--save",
+            path(&state),
+        ])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mpirun");
+    let hung = std::time::Duration::from_secs(120);
+    let t0 = std::time::Instant::now();
+    while !state.join("train_state.json").is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "mpirun ended before its first save"
+        );
+        assert!(t0.elapsed() < hung, "no save within {hung:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > hung {
+            let _ = child.kill();
+            panic!("mpirun did not stop within {hung:?} of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    // The first rank to notice says so and aborts the job, which ends the
+    // other (it may be gone before it says anything).
+    assert!(
+        err.contains("error: rank ") && err.contains(": interrupted"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the state is left: {left:?}");
+    let st = wgpipe::pipeline::TrainState::read(&state).expect("a whole state");
+    assert!(st.step >= 1);
+}
+
 #[test]
 fn train_over_two_ranks_gives_the_in_process_gradients_and_weights() {
     same_training(2, &["--schedule", "1f1b", "--split", "3,1"]);

@@ -250,3 +250,46 @@ fn a_non_finite_loss_stops_the_step_and_poisons_no_state() {
             .unwrap();
     assert_eq!(st["step"], 1);
 }
+
+/// A NaN in one gradient (put there by the test build's hook) stops the
+/// step before its update, naming the step, the stage and the tensor; the
+/// state saved before it stands.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_nan_gradient_is_named_and_poisons_no_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = token_file(tmp.path());
+    let saved = tmp.path().join("saved");
+    let fx = common::fixture_dir("tiny-gpt2-4l");
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpipe"))
+        .args([
+            "train",
+            "--checkpoint",
+            s(&fx),
+            "--data",
+            s(&data),
+            "--batch",
+            "4",
+        ])
+        .args([
+            "--seq",
+            "16",
+            "--devices",
+            "2",
+            "--split",
+            "even",
+            "--steps",
+            "4",
+        ])
+        .args(["--save", s(&saved), "--save-every", "1"])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env("WGPIPE_TEST_POISON_GRAD", "2:h.3.mlp.c_fc.weight")
+        .output()
+        .unwrap();
+    fails_with(
+        &out,
+        &["step 2: the gradient of h.3.mlp.c_fc.weight on stage 1 holds a NaN; the step was not applied"],
+    );
+    let st = wgpipe::pipeline::TrainState::read(&saved).unwrap();
+    assert_eq!(st.step, 1);
+}

@@ -434,6 +434,33 @@ impl<'g> Trainer<'g> {
         })
     }
 
+    /// Test builds only (`fault-injection`): `WGPIPE_TEST_POISON_GRAD=S:NAME`
+    /// writes a NaN into gradient NAME (a checkpoint name) before step S's
+    /// update, on whichever device holds it.
+    #[cfg(feature = "fault-injection")]
+    fn poison_for_test(&self) -> Result<()> {
+        let Ok(spec) = std::env::var("WGPIPE_TEST_POISON_GRAD") else {
+            return Ok(());
+        };
+        let Some((step, name)) = spec.split_once(':') else {
+            return Ok(());
+        };
+        if step.parse::<u64>().ok() != Some(self.steps + 1) {
+            return Ok(());
+        }
+        self.with_programs(|gpu, p| {
+            for st in p.stages.values() {
+                for (_, g) in st.param_tensors().iter().filter(|(_, g)| g.name == name) {
+                    gpu.queue
+                        .write_buffer(g.buf, 0, bytemuck::bytes_of(&f32::NAN));
+                }
+            }
+            gpu.queue.submit([]);
+            gpu.wait()
+        })?;
+        Ok(())
+    }
+
     /// Optimizer steps taken (the next step is `steps() + 1`).
     pub fn steps(&self) -> u64 {
         self.steps
@@ -447,6 +474,8 @@ impl<'g> Trainer<'g> {
     /// clipping needs anyway): a NaN or infinity in any of them stops the
     /// step before any update, naming the step, the stage and the tensor.
     pub fn optimizer_step(&mut self, opt: &Optimizer, clip: Option<f64>) -> Result<Option<f64>> {
+        #[cfg(feature = "fault-injection")]
+        self.poison_for_test()?;
         let sums = self.grad_sumsqs()?;
         if let Some((stage, name, sum)) = sums.tensors.iter().find(|t| !t.2.is_finite()) {
             let what = match sum.is_nan() {
