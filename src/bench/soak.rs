@@ -86,7 +86,8 @@ pub struct SoakSample {
     pub elapsed_s: f64,
 }
 
-/// One phase's first 100 iterations against its last 100.
+/// One phase's first 100 iterations against its last 100 (a phase shorter
+/// than 200: its first half against its second).
 #[derive(Clone, Debug, Serialize)]
 pub struct SoakGrowth {
     pub phase: String,
@@ -251,7 +252,8 @@ impl SoakBench {
 }
 
 /// A phase's growth: the samples within its first 100 iterations against
-/// those within its last 100 (iteration 0, before the phase's first call,
+/// those within its last 100, or within its halves when it is shorter than
+/// 200 (iteration 0, before the phase's first call,
 /// left out: what the first call allocates once is not growth).
 fn growth(phase: &str, samples: &[SoakSample]) -> Option<SoakGrowth> {
     let s: Vec<&SoakSample> = samples
@@ -268,8 +270,10 @@ fn growth(phase: &str, samples: &[SoakSample]) -> Option<SoakGrowth> {
             .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
-    let a = mean(&|x| x.iteration <= 100);
-    let b = mean(&|x| x.iteration + 100 > end);
+    // 100 iterations, or half the phase when it is shorter than 200.
+    let w = 100.min(end / 2).max(1);
+    let a = mean(&|x| x.iteration <= w);
+    let b = mean(&|x| x.iteration + w > end);
     Some(SoakGrowth {
         phase: phase.into(),
         rss_first_bytes: a,
@@ -378,3 +382,40 @@ impl SoakReport {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(phase: &str, i: usize, rss: u64, buffers: i64) -> SoakSample {
+        SoakSample {
+            phase: phase.into(),
+            iteration: i,
+            total: i,
+            rss_bytes: rss,
+            open_fds: 5,
+            device_buffers: buffers,
+            device_buffer_bytes: 0,
+            bind_groups: 0,
+            elapsed_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn growth_compares_the_first_and_last_100_iterations_or_the_halves() {
+        // 1000 iterations every 50: 50 and 100 against 950 and 1000; the
+        // sample before the first call (iteration 0) is left out.
+        let mut s = vec![at("train", 0, 1, 7)];
+        s.extend((1..=20).map(|k| at("train", 50 * k, 1000 + k as u64, 9)));
+        let g = growth("train", &s).unwrap();
+        assert_eq!((g.rss_first_bytes, g.rss_last_bytes), (1001.5, 1019.5));
+        assert_eq!(g.device_buffers_growth, 0);
+        // 100 iterations every 10: the first 50 against the last 50.
+        let s: Vec<_> = (1..=10)
+            .map(|k| at("train", 10 * k, 100 * k as u64, 1))
+            .collect();
+        let g = growth("train", &s).unwrap();
+        assert_eq!((g.rss_first_bytes, g.rss_last_bytes), (300.0, 800.0));
+        assert!(growth("generate", &s).is_none());
+    }
+}
