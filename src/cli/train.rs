@@ -390,7 +390,10 @@ fn train_steps(
         if let (Some(dir), true) = (&args.save, every || step == args.steps as u64) {
             trainer
                 .save_state(dir, &batches.state())
-                .map_err(|e| Error::Input(format!("--save {e}")))?;
+                .map_err(|e| match e {
+                    Error::Interrupted => e,
+                    e => Error::Input(format!("--save {e}")),
+                })?;
             ran.saved_steps.push(step);
         }
     }
