@@ -99,8 +99,26 @@ impl TokenStream {
             seq,
             starts: (self.len() - seq + 1) as u64,
             rng: Rng::new(seed),
+            drawn: 0,
         })
     }
+
+    /// A checksum of the stream's tokens ([`crate::io::checksum`] of their
+    /// little-endian bytes): what a resumed run checks it trains on the same data.
+    pub fn checksum(&self) -> String {
+        crate::io::checksum(&to_le_bytes(&self.tokens, u16::to_le))
+    }
+}
+
+/// Where a [`Windows`] sampler is: its random state and the batches drawn
+/// so far. [`Windows::seek`] puts a sampler of the same stream, batch and
+/// seq back there, so the batches that follow are those that would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowsPosition {
+    /// The sampler's splitmix64 state.
+    pub rng: u64,
+    /// Batches drawn so far.
+    pub batches: u64,
 }
 
 /// Seeded sampler of training batches from a [`TokenStream`]; see
@@ -111,13 +129,29 @@ pub struct Windows<'a> {
     seq: usize,
     starts: u64, // number of possible window starts: len - seq + 1
     rng: Rng,
+    drawn: u64,
 }
 
 impl Windows<'_> {
+    /// Where the sampler is (see [`WindowsPosition`]).
+    pub fn position(&self) -> WindowsPosition {
+        WindowsPosition {
+            rng: self.rng.state(),
+            batches: self.drawn,
+        }
+    }
+
+    /// Continue from `pos`, a position of a sampler of the same stream.
+    pub fn seek(&mut self, pos: WindowsPosition) {
+        self.rng = Rng::new(pos.rng);
+        self.drawn = pos.batches;
+    }
+
     /// The next `batch` windows, row-major (B, T): row b is
     /// `tokens[s_b .. s_b + seq]` with `s_b` uniform in `0..=len - seq`.
     pub fn next_batch(&mut self) -> TokenBatch {
         let tokens = self.stream.tokens();
+        self.drawn += 1;
         let mut ids = Vec::with_capacity(self.batch * self.seq);
         for _ in 0..self.batch {
             let s = self.uniform_start();
@@ -170,4 +204,119 @@ pub fn write_token_file(path: &Path, tokens: &[u16]) -> Result<()> {
     write_atomic(path, |tmp| {
         std::fs::write(tmp, &bytes).map_err(|e| Error::io(path, e))
     })
+}
+
+/// Where each training step's batch comes from: the same batch every step,
+/// or seeded windows of a token stream. [`Batches::state`] says where it is,
+/// in a form a resumed run checks and continues from ([`Batches::resume`]).
+pub enum Batches<'a> {
+    Fixed(TokenBatch),
+    Stream(Windows<'a>),
+}
+
+/// A [`Batches`]' identity and position, as a resumed run's state keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BatchesState {
+    /// The same batch every step: its shape and a checksum of its ids.
+    Fixed {
+        batch: usize,
+        seq: usize,
+        checksum: String,
+    },
+    /// Windows of a stream: the stream's length and checksum, and where the
+    /// sampler is.
+    Stream {
+        tokens: usize,
+        checksum: String,
+        batch: usize,
+        seq: usize,
+        position: WindowsPosition,
+    },
+}
+
+impl Batches<'_> {
+    /// The next step's batch.
+    pub fn next_batch(&mut self) -> TokenBatch {
+        match self {
+            Batches::Fixed(t) => t.clone(),
+            Batches::Stream(w) => w.next_batch(),
+        }
+    }
+
+    /// What these batches are and where they are.
+    pub fn state(&self) -> BatchesState {
+        match self {
+            Batches::Fixed(t) => BatchesState::Fixed {
+                batch: t.batch,
+                seq: t.seq,
+                checksum: crate::io::checksum(&to_le_bytes(&t.ids, u32::to_le)),
+            },
+            Batches::Stream(w) => BatchesState::Stream {
+                tokens: w.stream.len(),
+                checksum: w.stream.checksum(),
+                batch: w.batch,
+                seq: w.seq,
+                position: w.position(),
+            },
+        }
+    }
+
+    /// Continue from `saved`, the state of batches of the same data: the
+    /// same batch, or the same stream sampled with the same shape. Anything
+    /// else is refused, saying what differs.
+    pub fn resume(&mut self, saved: &BatchesState) -> Result<()> {
+        let now = self.state();
+        match (&mut *self, saved, &now) {
+            (Batches::Fixed(_), BatchesState::Fixed { .. }, _) if saved == &now => Ok(()),
+            (
+                Batches::Stream(w),
+                BatchesState::Stream {
+                    tokens,
+                    checksum,
+                    batch,
+                    seq,
+                    position,
+                },
+                BatchesState::Stream {
+                    tokens: t2,
+                    checksum: c2,
+                    batch: b2,
+                    seq: s2,
+                    ..
+                },
+            ) if (tokens, checksum, batch, seq) == (t2, c2, b2, s2) => {
+                w.seek(*position);
+                Ok(())
+            }
+            _ => Err(Error::Input(format!(
+                "the run was saved training on {}; this run trains on {}",
+                saved.describe(),
+                now.describe()
+            ))),
+        }
+    }
+}
+
+impl BatchesState {
+    /// `a fixed batch of 4x16 tokens (checksum …)`, `windows of 4x16 from a
+    /// stream of N tokens (checksum …)`.
+    pub fn describe(&self) -> String {
+        match self {
+            BatchesState::Fixed {
+                batch,
+                seq,
+                checksum,
+            } => format!("one fixed batch of {batch}x{seq} tokens (checksum {checksum})"),
+            BatchesState::Stream {
+                tokens,
+                checksum,
+                batch,
+                seq,
+                ..
+            } => format!(
+                "windows of {batch}x{seq} from a stream of {tokens} tokens (checksum {checksum})"
+            ),
+        }
+    }
 }

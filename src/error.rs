@@ -86,6 +86,15 @@ pub enum Error {
         msg: String,
     },
 
+    /// A NaN or infinity in the loss or a gradient: which step, stage and
+    /// tensor. The step was not applied.
+    #[error("{0}")]
+    NonFinite(String),
+
+    /// The run was stopped by [`crate::interrupt::request`] (Ctrl-C in the CLI).
+    #[error("interrupted")]
+    Interrupted,
+
     #[error("{0}")]
     Other(String),
 }

@@ -352,6 +352,18 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// A checksum of `bytes` as 16 hex digits: 64-bit FNV-1a. Not
+/// cryptographic: it detects a file that was cut short or changed by
+/// accident (a resumed run's state), not one changed on purpose.
+pub fn checksum(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// Write named f32 tensors (name, values, shape) as one safetensors file,
 /// each name prefixed with `prefix` (`transformer.` for GPT2LMHeadModel's
 /// names), through [`write_atomic`].

@@ -52,6 +52,7 @@
 //! - [`pipeline`]: the [`Pipeline`] API; [`bench`]: the benchmarks.
 //!
 //! Beside them: [`io`] (token and logits files), [`data`] (token streams),
+//! [`interrupt`] (stopping a run from outside, Ctrl-C in the CLI),
 //! [`microbatch`], [`sampling`], [`tokenizer`], [`rope`] (RoPE's
 //! frequencies as transformers computes them).
 
@@ -63,6 +64,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod executor;
+pub mod interrupt;
 pub mod io;
 pub mod kernels;
 pub mod microbatch;

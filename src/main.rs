@@ -67,6 +67,11 @@ fn main() -> ExitCode {
         env_logger::Env::default().default_filter_or("warn,wgpu_hal=off"),
     )
     .init();
+    // Ctrl-C stops the run at the devices' next action and the command
+    // returns "interrupted" (a second Ctrl-C ends the process at once).
+    if let Err(e) = wgpipe::interrupt::stop_on_signals() {
+        eprintln!("warning: {e}");
+    }
     if cli.transport == TransportKind::Mpi {
         return mpi::main(cli.command);
     }
@@ -74,8 +79,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// 130 (as a shell reports a process ended by SIGINT) for an interrupted
+/// command, 1 for every other failure.
+fn exit_code(e: &wgpipe::Error) -> ExitCode {
+    match e {
+        wgpipe::Error::Interrupted => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
     }
 }
 
@@ -113,6 +127,7 @@ mod mpi {
             Command::Forward(_) => "forward",
             Command::Bench(b) => match b.what {
                 cli::bench::BenchWhat::Decode(_) => "bench decode",
+                cli::bench::BenchWhat::Soak(_) => "bench soak",
                 _ => "bench layouts",
             },
             Command::Plan(_) => "plan",
@@ -156,7 +171,14 @@ mod mpi {
                 drop(guard); // MPI_Finalize: every rank gets here together.
                 return ExitCode::SUCCESS;
             }
-            Ok(Err(e)) => format!("error: {who}: {e}"),
+            Ok(Err(e)) => {
+                if matches!(e, wgpipe::Error::Interrupted) {
+                    // Every rank stops: those that were not signalled too.
+                    mpi::report(&format!("error: {who}: interrupted"));
+                    guard.abort(130)
+                }
+                format!("error: {who}: {e}")
+            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<String>()

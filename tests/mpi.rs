@@ -333,6 +333,143 @@ fn same_training(np: usize, flags: &[&str]) {
     assert!((0.0..1.0).contains(&measured), "measured bubble {measured}");
 }
 
+/// A run of 6 steps and a run of 3 steps resumed for 3 more, each over two
+/// ranks (1F1B): the same losses, weights and optimizer state, bit for bit.
+#[test]
+fn a_run_resumed_over_two_ranks_equals_the_run_without_a_stop() {
+    let fixture = common::fixture_dir("tiny-gpt2-4l");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.bin");
+    let tokens: Vec<u16> = (0..2000u32).map(|i| ((i * 7919) % 97) as u16).collect();
+    wgpipe::data::write_token_file(&data, &tokens).unwrap();
+    let (whole, part) = (dir.path().join("whole"), dir.path().join("part"));
+    let train = |extra: &[&str]| -> Value {
+        let mut a = vec![
+            "train",
+            "--checkpoint",
+            path(&fixture),
+            "--data",
+            path(&data),
+            "--devices",
+            "2",
+            "--schedule",
+            "1f1b",
+            "--split",
+            "3,1",
+            "--batch",
+            "4",
+            "--seq",
+            "8",
+            "--microbatches",
+            "2",
+            "--grad-clip",
+            "1.0",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        serde_json::from_str(&ok(&mpirun(2, &a, &[]))).unwrap()
+    };
+    let six = train(&["--steps", "6", "--save", path(&whole)]);
+    let three = train(&["--steps", "3", "--save", path(&part)]);
+    let rest = train(&[
+        "--steps",
+        "6",
+        "--resume",
+        path(&part),
+        "--save",
+        path(&part),
+    ]);
+    let losses = |v: &Value| -> Vec<f64> { serde_json::from_value(v["losses"].clone()).unwrap() };
+    let (six, three, rest) = (losses(&six), losses(&three), losses(&rest));
+    assert_eq!(six[..3], three[..]);
+    assert_eq!(six[3..], rest[..], "steps 4-6, resumed over two ranks");
+    for f in [
+        "model.safetensors",
+        "optimizer.exp_avg.safetensors",
+        "optimizer.exp_avg_sq.safetensors",
+        "train_state.json",
+    ] {
+        assert!(
+            std::fs::read(whole.join(f)).unwrap() == std::fs::read(part.join(f)).unwrap(),
+            "{f} differs after 6 steps"
+        );
+    }
+}
+
+/// Ctrl-C to mpirun mid-run: every rank stops, saying so, the job exits
+/// non-zero, and the training state is the last one saved, whole.
+#[test]
+fn sigint_to_mpirun_stops_every_rank_and_leaves_the_last_state_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe", "--bind-to", "none", bin()])
+        .args([
+            "train",
+            "--transport",
+            "mpi",
+            "--model",
+            "tiny",
+            "--devices",
+            "2",
+        ])
+        .args([
+            "--steps",
+            "100000",
+            "--save-every",
+            "1",
+            "--save",
+            path(&state),
+        ])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mpirun");
+    let hung = std::time::Duration::from_secs(120);
+    let t0 = std::time::Instant::now();
+    while !state.join("train_state.json").is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "mpirun ended before its first save"
+        );
+        assert!(t0.elapsed() < hung, "no save within {hung:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > hung {
+            let _ = child.kill();
+            panic!("mpirun did not stop within {hung:?} of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    // The first rank to notice says so and aborts the job, which ends the
+    // other. On a busy machine mpirun's own escalation (SIGTERM, then
+    // SIGKILL) can end both before either reaches a step boundary and says
+    // anything; what must hold either way is that nothing else is said (no
+    // panic, no torn save) and the state below is whole.
+    assert!(
+        err.trim().is_empty() || (err.contains("error: rank ") && err.contains(": interrupted")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the state is left: {left:?}");
+    let st = wgpipe::pipeline::TrainState::read(&state).expect("a whole state");
+    assert!(st.step >= 1);
+}
+
 #[test]
 fn train_over_two_ranks_gives_the_in_process_gradients_and_weights() {
     same_training(2, &["--schedule", "1f1b", "--split", "3,1"]);

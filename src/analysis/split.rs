@@ -23,7 +23,7 @@ use crate::executor::{Cluster, DeviceGroup};
 use crate::model::partition::{partition, Split};
 use crate::model::StageSource;
 use crate::schedule::{simulate, Costs, Schedule};
-use crate::workload::profile::profile_layers;
+use crate::workload::profile::profile_layers_repeated;
 pub use crate::workload::profile::{LayerCosts, Profile};
 
 /// A split with its predicted stage times and makespan.
@@ -313,12 +313,28 @@ pub struct Chosen {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AutoSplit {
     pub profile: Profile,
+    /// The split taken: the best, or the even one when the best's gain is
+    /// within the profile's noise.
     pub chosen: SplitChoice,
     pub even: SplitChoice,
+    /// The split with the shortest predicted makespan.
+    pub best: SplitChoice,
+    /// Even's predicted makespan minus the best's.
+    pub gain_ms: f64,
+    /// How far the prediction moves between the profile's repetitions:
+    /// half the range, over the repetitions, of even's predicted makespan
+    /// and of the best split's gain, whichever is larger.
+    pub noise_ms: f64,
+    /// Why the chosen split won, in words.
+    pub why: String,
 }
 
-/// Profile iterations (microbatches) per layer kind and device for `auto`.
+/// Profile iterations (microbatches) per layer kind and device, per
+/// repetition, for `auto`.
 pub const PROFILE_ITERATIONS: usize = 3;
+/// Profile repetitions (runs) for `auto`: the spread between them is the
+/// noise a gain must clear.
+pub const PROFILE_REPEATS: usize = 3;
 
 /// Turn `--split` into layers per stage for `schedule` on `groups`: counts
 /// are checked, `even` is the even partition, and `auto` profiles every
@@ -343,19 +359,16 @@ pub fn resolve_split(
         Split::Auto if !profiles(split, n_layer, stages) => ("auto", even, None),
         Split::Auto => {
             crate::executor::check_devices(schedule, groups)?;
-            let profile = profile_layers(groups, cluster, w, per, seq, PROFILE_ITERATIONS)?;
-            let chosen = choose_split(&profile, schedule, n_layer)?;
-            let even = predict(&profile, schedule, &even)?;
-            let split = chosen.split.clone();
-            (
-                "auto",
-                split,
-                Some(AutoSplit {
-                    profile,
-                    chosen,
-                    even,
-                }),
-            )
+            let profile = profile_layers_repeated(
+                groups,
+                cluster,
+                w,
+                (per, seq),
+                PROFILE_ITERATIONS,
+                PROFILE_REPEATS,
+            )?;
+            let auto = choose_stable(profile, schedule, &even)?;
+            ("auto", auto.chosen.split.clone(), Some(auto))
         }
     };
     Ok(Chosen {
@@ -363,6 +376,79 @@ pub fn resolve_split(
         split,
         auto,
     })
+}
+
+/// `--split auto`'s choice from a (repeated) profile: the split with the
+/// shortest predicted makespan, unless its gain over the even split is
+/// within the profile's own noise (see [`AutoSplit::noise_ms`]), when the
+/// even split is kept — so that runs of the same model on the same devices
+/// do not take different splits from one profile's noise to the next.
+pub fn choose_stable(profile: Profile, schedule: &Schedule, even: &[usize]) -> Result<AutoSplit> {
+    let n_layer = even.iter().sum();
+    let best = choose_split(&profile, schedule, n_layer)?;
+    let even = predict(&profile, schedule, even)?;
+    let gain_ms = even.makespan_ms - best.makespan_ms;
+    let half_range = |v: Vec<f64>| {
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        if v.len() < 2 {
+            0.0
+        } else {
+            (hi - lo) / 2.0
+        }
+    };
+    let (mut evens, mut gains) = (Vec::new(), Vec::new());
+    for rep in &profile.repetitions {
+        let e = predict(rep, schedule, &even.split)?.makespan_ms;
+        evens.push(e);
+        gains.push(e - predict(rep, schedule, &best.split)?.makespan_ms);
+    }
+    let noise_ms = half_range(evens).max(half_range(gains));
+    let d = |ms: f64| crate::trace::axis::duration(ms * 1e3);
+    let pct = 100.0 * gain_ms / even.makespan_ms.max(f64::MIN_POSITIVE);
+    let reps = profile.repetitions.len().max(1);
+    let (chosen, why) = if best.split == even.split {
+        (
+            best.clone(),
+            "the even split is the fastest predicted".to_string(),
+        )
+    } else if gain_ms > noise_ms {
+        (
+            best.clone(),
+            format!(
+                "beats even by {} ({pct:.1} %) per step, above the profile's noise of ±{} over {reps} repetitions",
+                d(gain_ms),
+                d(noise_ms)
+            ),
+        )
+    } else {
+        (
+            even.clone(),
+            format!(
+                "kept even: the best split, {}, would gain {} ({pct:.1} %), within the profile's noise of ±{} over {reps} repetitions",
+                join(&best.split),
+                d(gain_ms),
+                d(noise_ms)
+            ),
+        )
+    };
+    Ok(AutoSplit {
+        profile,
+        chosen,
+        even,
+        best,
+        gain_ms,
+        noise_ms,
+        why,
+    })
+}
+
+/// `3,1`.
+fn join(v: &[usize]) -> String {
+    v.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One or a few lines: the split, and for `auto` the predicted stage times
@@ -375,24 +461,20 @@ impl std::fmt::Display for Chosen {
 
 impl Chosen {
     fn describe(&self) -> String {
-        let join = |v: &[usize]| {
-            v.iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         let d = |ms: f64| crate::trace::axis::duration(ms * 1e3);
         let ms = |v: &[f64]| v.iter().map(|&t| d(t)).collect::<Vec<_>>().join(" / ");
         let Some(a) = &self.auto else {
             let why = match self.asked.as_str() {
                 "auto" => "auto: the only split",
+                "layers" => "pinned by --split",
                 asked => asked,
             };
             return format!("split {} ({why})", join(&self.split));
         };
         let mut s = format!(
-            "split auto: {} — predicted time per microbatch by stage {} (makespan {}); even {} would be {} ({})",
+            "split auto: {} — {}; predicted time per microbatch by stage {} (makespan {}); even {} would be {} ({})",
             join(&a.chosen.split),
+            a.why,
             ms(&a.chosen.stage_ms),
             d(a.chosen.makespan_ms),
             join(&a.even.split),
@@ -444,6 +526,7 @@ mod tests {
                     head_ms: 30.0 * rng.next(),
                 })
                 .collect(),
+            repetitions: Vec::new(),
         }
     }
 
@@ -457,7 +540,61 @@ mod tests {
                 };
                 p
             ],
+            repetitions: Vec::new(),
         }
+    }
+
+    /// A profile of `reps` repetitions of `uniform(2, block, head)`, the
+    /// second device's block `jitter[r]` slower in repetition r.
+    fn repeated(block: f64, head: f64, jitter: &[f64]) -> Profile {
+        let reps: Vec<Profile> = jitter
+            .iter()
+            .map(|&j| {
+                let mut p = uniform(2, block, head);
+                p.devices[1].block_ms += j;
+                p
+            })
+            .collect();
+        Profile {
+            devices: uniform(2, block, head).devices,
+            repetitions: reps,
+        }
+    }
+
+    #[test]
+    fn a_gain_within_the_profiles_noise_keeps_the_even_split() {
+        let s = Schedule::for_inference(ScheduleKind::Gpipe, 2, 4, 1).unwrap();
+        // Equal devices and a head worth 1.2 blocks: 7,5 beats 6,6 by 5.7 ms
+        // of 316, less than the repetitions move (a block ±5 ms on device 1).
+        let a = choose_stable(repeated(10.0, 12.0, &[-5.0, 0.0, 5.0]), &s, &[6, 6]).unwrap();
+        assert_ne!(a.best.split, vec![6, 6], "{a:?}");
+        assert_eq!(a.chosen.split, vec![6, 6], "{a:?}");
+        assert!(a.gain_ms > 0.0 && a.gain_ms <= a.noise_ms, "{a:?}");
+        assert!(a.why.starts_with("kept even"), "{}", a.why);
+        // The same profile measured steadily: the gain stands.
+        let a = choose_stable(repeated(10.0, 12.0, &[0.0, 0.0, 0.0]), &s, &[6, 6]).unwrap();
+        assert_eq!(a.chosen.split, a.best.split, "{a:?}");
+        assert_eq!(a.noise_ms, 0.0);
+        assert!(a.why.starts_with("beats even"), "{}", a.why);
+        // A head worth 5 blocks: a gain far above the noise.
+        let a = choose_stable(repeated(10.0, 50.0, &[-1.0, 0.0, 1.0]), &s, &[6, 6]).unwrap();
+        assert_eq!(a.chosen.split, vec![8, 4], "{a:?}");
+        let chosen = Chosen {
+            asked: "auto".into(),
+            split: a.chosen.split.clone(),
+            auto: Some(a),
+        };
+        assert!(chosen.to_string().contains("beats even by"), "{chosen}");
+    }
+
+    #[test]
+    fn a_pinned_split_says_so() {
+        let c = Chosen {
+            asked: "layers".into(),
+            split: vec![3, 1],
+            auto: None,
+        };
+        assert_eq!(c.to_string(), "split 3,1 (pinned by --split)");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The benchmarks, as library calls returning typed rows: the bubble sweep
 //! ([`bubble`]), pipelined decode ([`decode`]), every TP × PP layout of N
-//! devices ([`layouts`]) and one hop between two devices ([`hop`]). The
+//! devices ([`layouts`]), one hop between two devices ([`hop`]) and memory
+//! over a long run ([`soak`]). The
 //! command line prints and writes what they return.
 
 pub mod bubble;
 pub mod decode;
 pub mod hop;
 pub mod layouts;
+pub mod soak;
 
 use crate::error::{Error, Result};
 use crate::model::Gpt2Config;

@@ -30,6 +30,8 @@ pub enum BenchWhat {
     Hop(HopArgs),
     /// Every layout P x T of N devices (pipeline x tensor parallel) on the same work: the seed's PP-vs-TP table, measured.
     Layouts(LayoutsArgs),
+    /// Memory over a long run: 1000 training steps then 1000 generate calls on one pipeline, RSS, fds and device buffers sampled.
+    Soak(super::soak::SoakArgs),
 }
 
 pub fn run(args: &BenchArgs, cx: &Context) -> Result<()> {
@@ -38,6 +40,7 @@ pub fn run(args: &BenchArgs, cx: &Context) -> Result<()> {
         BenchWhat::Decode(a) => decode(a, cx),
         BenchWhat::Hop(a) => hop(a, cx),
         BenchWhat::Layouts(a) => layouts(a, cx),
+        BenchWhat::Soak(a) => super::soak::run(a, cx),
     }
 }
 

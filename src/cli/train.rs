@@ -6,11 +6,13 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpipe::data::{TokenStream, Windows};
-use wgpipe::pipeline::{check_save_dir, Chosen, Measurement, MpiReport, StepReport, Trainer};
+use wgpipe::data::{Batches, TokenStream};
+use wgpipe::pipeline::{
+    check_save_dir, Chosen, Measurement, MpiReport, StepReport, TrainState, Trainer,
+};
 use wgpipe::{
-    Error, Optimizer, Pipeline, PipelineConfig, Result, ScheduleKind, TokenBatch, TrainConfig,
-    Workload,
+    Error, ModelSource, Optimizer, Pipeline, PipelineConfig, Result, ScheduleKind, TokenBatch,
+    TrainConfig, Workload,
 };
 
 use super::{duration, Context, LayoutArgs, ModelArgs, TimelineArgs};
@@ -54,7 +56,8 @@ pub struct TrainArgs {
     /// Chunks (virtual stages) per device, for interleaved.
     #[arg(long = "virtual", default_value_t = 1)]
     pub virtual_stages: usize,
-    /// Optimizer steps.
+    /// Optimizer steps, counted from the start of the run (with --resume,
+    /// the steps already taken included).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     #[arg(long, value_enum, default_value_t = OptimizerName::Adamw)]
@@ -84,9 +87,21 @@ pub struct TrainArgs {
     /// step) as safetensors, under the checkpoint's tensor names.
     #[arg(long, value_name = "FILE")]
     pub grads_out: Option<PathBuf>,
-    /// Write the trained model as a checkpoint directory (must not exist, or be empty).
+    /// Write the run's state at the end: a checkpoint directory transformers
+    /// loads, with the optimizer state, data position and settings beside it
+    /// (--resume continues from it). Must not exist, be empty, or be the
+    /// --resume directory; replaced whole at each save.
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
+    /// Also save to --save every N steps (of the run, from its start).
+    #[arg(long, value_name = "N", requires = "save")]
+    pub save_every: Option<usize>,
+    /// Continue the run saved in DIR (by --save): its weights, optimizer
+    /// state and data position; --steps counts from the run's start. The
+    /// model, optimizer settings and batch must be the run's; the devices,
+    /// split and schedule may change.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// The last step's timeline (`--trace`, `--svg`), and the report as JSON.
     #[command(flatten)]
     pub out: TimelineArgs,
@@ -95,7 +110,11 @@ pub struct TrainArgs {
 /// What `--json` prints.
 #[derive(serde::Serialize)]
 struct Report {
+    /// The loss of each step run here, from step `first_step` (1 unless resumed).
     losses: Vec<f64>,
+    first_step: u64,
+    /// The steps after which the run's state was saved to --save.
+    saved_steps: Vec<u64>,
     schedule: String,
     devices: usize,
     device_names: Vec<String>,
@@ -191,51 +210,80 @@ impl TrainArgs {
         }
         cx.check_outputs(&[&self.grads_out])?;
         self.out.check(cx)?;
-        if let (Some(dir), true) = (&self.save, cx.cluster.is_root()) {
+        if self.save_every == Some(0) {
+            return Err(Error::Input(
+                "--save-every 0: save every 1 step or more".into(),
+            ));
+        }
+        let resumed_in_place = self.save.is_some() && self.save == self.resume;
+        if let (Some(dir), true, false) = (&self.save, cx.cluster.is_root(), resumed_in_place) {
             check_save_dir(dir).map_err(|e| Error::Input(format!("--save {e}")))?;
         }
         self.optimizer()
     }
 }
 
-/// Where each step's tokens come from: the same batch every step, or
-/// seeded windows of a token stream.
-enum Batches<'a> {
-    Fixed(TokenBatch),
-    Stream(Windows<'a>),
+/// The state of the run `--resume` names, read and checked against this
+/// run before any device opens: the same model, settings it can go on
+/// under, and steps left to take.
+fn resume_state(args: &TrainArgs, opt: &Optimizer) -> Result<Option<TrainState>> {
+    let Some(dir) = &args.resume else {
+        return Ok(None);
+    };
+    let refuse = |msg: String| Err(Error::Input(format!("--resume {}: {msg}", dir.display())));
+    let st = TrainState::read(dir)?;
+    let (saved, asked) = (
+        ModelSource::Checkpoint(dir.clone()).config()?,
+        args.model.config()?,
+    );
+    if saved != asked {
+        return refuse(format!(
+            "the run trained another model ({}); this run asks for {}",
+            shape(&saved),
+            shape(&asked)
+        ));
+    }
+    if args.steps as u64 <= st.step {
+        return refuse(format!(
+            "the run has taken {} steps already; --steps {} counts from its start: ask for more",
+            st.step, args.steps
+        ));
+    }
+    st.check_compatible(opt, args.grad_clip, st.batch, st.seq)?;
+    Ok(Some(st))
 }
 
-impl Batches<'_> {
-    fn next(&mut self) -> TokenBatch {
-        match self {
-            Batches::Fixed(t) => t.clone(),
-            Batches::Stream(w) => w.next_batch(),
-        }
-    }
+/// `2 layers, 64 wide, 2 heads, vocab 128, 64 positions`.
+fn shape(c: &wgpipe::Gpt2Config) -> String {
+    format!(
+        "{} layers, {} wide, {} heads, vocab {}, {} positions",
+        c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.n_positions
+    )
 }
 
 pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
     let opt = args.check(cx)?;
+    let resume = resume_state(args, &opt)?;
     let cfg = args.model.config()?;
     let seq = args.seq.unwrap_or(cfg.n_positions.min(64));
     let stream = match (&args.input_ids, &args.data) {
         (None, Some(path)) => Some(TokenStream::read(path, cfg.vocab_size)?),
         _ => None,
     };
-    let batch = args.batch.unwrap_or(4);
-    let mut batches = match (&args.input_ids, &stream) {
-        (Some(path), _) => Batches::Fixed(wgpipe::io::read_input_ids(path)?),
-        (None, Some(s)) => Batches::Stream(s.windows(batch, seq, args.model.seed)?),
-        (None, None) => Batches::Fixed(wgpipe::io::random_input_ids(
-            batch,
-            seq,
-            cfg.vocab_size,
-            args.model.seed,
-        )),
-    };
-    let first = batches.next();
+    let mut batches = batches(args, &cfg, seq, stream.as_ref())?;
+    if let Some(st) = &resume {
+        batches.resume(&st.data).map_err(|e| match e {
+            Error::Input(msg) => Error::Input(format!("--resume: {msg}")),
+            e => e,
+        })?;
+    }
+    let first = batches.next_batch();
     wgpipe::io::check_input(&cfg, &first)?;
     let m = args.microbatches.unwrap_or(first.batch);
+    let model = match &args.resume {
+        Some(dir) => ModelSource::Checkpoint(dir.clone()),
+        None => args.model.source(),
+    };
     let pipeline = Pipeline::new(PipelineConfig {
         devices: args.devices.clone(),
         split: args.layout.split.clone(),
@@ -247,7 +295,7 @@ pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
             sequences: first.batch.div_ceil(m),
             tokens: first.seq,
         },
-        ..PipelineConfig::new(args.model.source())
+        ..PipelineConfig::new(model)
     })?;
     if !args.out.json {
         cx.print(&format!("{}\n", pipeline.split()));
@@ -259,19 +307,52 @@ pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
         batch: first.batch,
         seq: first.seq,
     })?;
-    let steps = train_steps(args, cx, &mut trainer, first, &mut batches)?;
-    finish(args, cx, &pipeline, &trainer, &steps)
+    if let Some(dir) = &args.resume {
+        trainer.resume(dir)?;
+    }
+    let run = train_steps(args, cx, &mut trainer, first, &mut batches)?;
+    finish(args, cx, &pipeline, &trainer, &run)
 }
 
-/// Every step, with a progress bar; the first step's gradients written
-/// where `--grads-out` asks, before its update.
+/// Where each step's tokens come from: the `--input-ids` batch every step,
+/// `--batch` seeded windows of `--data`, or one batch of random ids.
+fn batches<'s>(
+    args: &TrainArgs,
+    cfg: &wgpipe::Gpt2Config,
+    seq: usize,
+    stream: Option<&'s TokenStream>,
+) -> Result<Batches<'s>> {
+    let batch = args.batch.unwrap_or(4);
+    Ok(match (&args.input_ids, stream) {
+        (Some(path), _) => Batches::Fixed(wgpipe::io::read_input_ids(path)?),
+        (None, Some(s)) => Batches::Stream(s.windows(batch, seq, args.model.seed)?),
+        (None, None) => Batches::Fixed(wgpipe::io::random_input_ids(
+            batch,
+            seq,
+            cfg.vocab_size,
+            args.model.seed,
+        )),
+    })
+}
+
+/// What the steps of this process did.
+struct Ran {
+    steps: Vec<StepReport>,
+    first_step: u64,
+    saved_steps: Vec<u64>,
+}
+
+/// Every step left (from the resumed step on), with a progress bar; the
+/// first step's gradients written where `--grads-out` asks, before its
+/// update; the state saved every `--save-every` steps and at the end.
 fn train_steps(
     args: &TrainArgs,
     cx: &Context,
     trainer: &mut Trainer,
     first: TokenBatch,
     batches: &mut Batches,
-) -> Result<Vec<StepReport>> {
+) -> Result<Ran> {
+    let done = trainer.steps_taken();
     let bar = match args.out.json || !cx.cluster.is_root() {
         true => ProgressBar::hidden(),
         false => ProgressBar::new(args.steps as u64),
@@ -280,29 +361,44 @@ fn train_steps(
         ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed}]")
             .expect("valid template"),
     );
-    let mut steps = Vec::with_capacity(args.steps);
+    bar.set_position(done);
+    let mut ran = Ran {
+        steps: Vec::with_capacity(args.steps),
+        first_step: done + 1,
+        saved_steps: Vec::new(),
+    };
     let mut tokens = first;
-    for step in 0..args.steps {
-        if step > 0 {
-            tokens = batches.next();
+    for step in done + 1..=args.steps as u64 {
+        if step > done + 1 {
+            tokens = batches.next_batch();
         }
-        let report = match (step, &args.grads_out) {
-            (0, Some(path)) => trainer.train_step_with(&tokens, |t| t.save_grads(path)),
+        let report = match (step == done + 1, &args.grads_out) {
+            (true, Some(path)) => trainer.train_step_with(&tokens, |t| t.save_grads(path)),
             _ => trainer.train_step(&tokens),
         }
         .map_err(|e| match e {
-            Error::Other(msg) if msg.starts_with("the loss is") => Error::Other(format!(
-                "step {step}: {msg} (--lr is {}; add --grad-clip)",
+            Error::NonFinite(msg) => Error::NonFinite(format!(
+                "{msg} (--lr is {}; lower it, or add --grad-clip)",
                 args.lr
             )),
             e => e,
         })?;
         bar.set_message(format!("loss {:.4}", report.pass.loss));
         bar.inc(1);
-        steps.push(report);
+        ran.steps.push(report);
+        let every = args.save_every.is_some_and(|n| step % n as u64 == 0);
+        if let (Some(dir), true) = (&args.save, every || step == args.steps as u64) {
+            trainer
+                .save_state(dir, &batches.state())
+                .map_err(|e| match e {
+                    Error::Interrupted => e,
+                    e => Error::Input(format!("--save {e}")),
+                })?;
+            ran.saved_steps.push(step);
+        }
     }
     bar.finish();
-    Ok(steps)
+    Ok(ran)
 }
 
 /// Save, write the last step's timeline, and report.
@@ -311,14 +407,10 @@ fn finish(
     cx: &Context,
     pipeline: &Pipeline,
     trainer: &Trainer,
-    steps: &[StepReport],
+    run: &Ran,
 ) -> Result<()> {
     let peak = trainer.peak_activation_bytes()?;
-    if let Some(dir) = &args.save {
-        trainer
-            .save(dir)
-            .map_err(|e| Error::Input(format!("--save {e}")))?;
-    }
+    let steps = &run.steps;
     let last = &steps.last().expect("at least one step").pass;
     let s = trainer.schedule();
     let title = format!(
@@ -331,6 +423,8 @@ fn finish(
     let m = &last.pipeline;
     let report = Report {
         losses: steps.iter().map(|r| r.pass.loss).collect(),
+        first_step: run.first_step,
+        saved_steps: run.saved_steps.clone(),
         schedule: s.name.clone(),
         devices: s.devices,
         device_names: last.timeline.device_names.clone(),
@@ -361,16 +455,17 @@ fn finish(
 fn text(r: &Report) -> String {
     let first = r.losses.first().copied().unwrap_or(f64::NAN);
     let last = r.losses.last().copied().unwrap_or(f64::NAN);
+    let steps = match r.first_step {
+        1 => format!("{} steps", r.losses.len()),
+        f => format!("steps {f}-{} (resumed)", f + r.losses.len() as u64 - 1),
+    };
     let mut s = format!(
-        "{} P={} M={} v={}: {} steps of {}x{} tokens, loss {first:.4} -> {last:.4}\n",
-        r.schedule,
-        r.devices,
-        r.microbatches,
-        r.virtual_stages,
-        r.losses.len(),
-        r.batch,
-        r.seq
+        "{} P={} M={} v={}: {steps} of {}x{} tokens, loss {first:.4} -> {last:.4}\n",
+        r.schedule, r.devices, r.microbatches, r.virtual_stages, r.batch, r.seq
     );
+    if let Some(last) = r.saved_steps.last() {
+        s += &format!("saved the run's state after step {last}\n");
+    }
     s += &format!(
         "step {} (median), {:.0} tokens/s; last step's pipeline: makespan {}\n",
         duration(r.step_ms * 1e3),

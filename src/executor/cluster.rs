@@ -139,7 +139,7 @@ impl Cluster {
             Cluster::Local => Ok(vec![mine]),
             #[cfg(feature = "mpi")]
             Cluster::Mpi(w) => {
-                let all = super::mpi::all_gather(w, to_bytes(&mine)).map_err(Error::Other)?;
+                let all = super::mpi::all_gather(w, to_bytes(&mine)).map_err(gather_error)?;
                 all.iter()
                     .enumerate()
                     .map(|(r, b)| {
@@ -185,7 +185,7 @@ impl Cluster {
                 } else {
                     Vec::new()
                 };
-                let all = super::mpi::all_gather(w, mine).map_err(Error::Other)?;
+                let all = super::mpi::all_gather(w, mine).map_err(gather_error)?;
                 from_bytes(&all[d])
                     .ok_or_else(|| Error::Other(format!("device {d}'s result arrived corrupt")))
             }
@@ -200,7 +200,7 @@ impl Cluster {
             #[cfg(feature = "mpi")]
             Cluster::Mpi(w) => {
                 let mine = groups.first().map(DeviceGroup::label).unwrap_or_default();
-                let all = super::mpi::all_gather(w, mine.into_bytes()).map_err(Error::Other)?;
+                let all = super::mpi::all_gather(w, mine.into_bytes()).map_err(gather_error)?;
                 Ok(all
                     .into_iter()
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -289,5 +289,15 @@ impl Cluster {
                     .collect()
             }
         }
+    }
+}
+
+/// An all-gather's failure as an error: [`Error::Interrupted`] when a stop
+/// cut its wait short.
+#[cfg(feature = "mpi")]
+fn gather_error(msg: String) -> Error {
+    match crate::interrupt::requested() {
+        true => Error::Interrupted,
+        false => Error::Other(msg),
     }
 }

@@ -263,6 +263,9 @@ where
         }
         outcomes
     });
+    // Interrupted: the devices stopped at their next check, and whatever
+    // failed on the way out (a wait cut short) is not the reason.
+    crate::interrupt::check()?;
     if let Some(e) = errors
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())

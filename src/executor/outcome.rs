@@ -110,7 +110,12 @@ pub(super) fn gather<P: StageProgram>(
         bytes.len().put(&mut mine);
         mine.extend_from_slice(&bytes);
     }
-    let everyone = net.exchange(mine).map_err(Error::Other)?;
+    let everyone = net
+        .exchange(mine)
+        .map_err(|msg| match crate::interrupt::requested() {
+            true => Error::Interrupted,
+            false => Error::Other(msg),
+        })?;
     let mut slots: Vec<Option<(String, Outcome<P::Output>)>> = (0..n).map(|_| None).collect();
     let bad = || Error::Other("a rank's outcome arrived corrupt".into());
     for theirs in &everyone {

@@ -55,6 +55,7 @@ pub trait Control: Sync {
     fn start(&self, d: usize) -> Result<(), WaitError>;
     /// Stop the run: every device gives up at its next check or wait.
     fn abort(&self);
+    /// The run was aborted, or a stop was asked for ([`crate::interrupt`]).
     fn aborted(&self) -> bool;
     /// Device `d`'s thread has ended (successfully or not).
     fn finish(&self, d: usize);
@@ -250,7 +251,7 @@ impl Control for InProcess {
     }
 
     fn aborted(&self) -> bool {
-        self.abort.load(Ordering::SeqCst)
+        self.abort.load(Ordering::SeqCst) || crate::interrupt::requested()
     }
 
     fn finish(&self, d: usize) {

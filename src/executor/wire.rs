@@ -43,6 +43,18 @@ impl Wire for usize {
     }
 }
 
+/// UTF-8 bytes after their length (tensor names).
+impl Wire for String {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.len().put(out);
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn take(inp: &mut &[u8]) -> Option<Self> {
+        let n = usize::take(inp)?;
+        String::from_utf8(take_n(inp, n)?.to_vec()).ok()
+    }
+}
+
 impl<T: Wire> Wire for Vec<T> {
     fn put(&self, out: &mut Vec<u8>) {
         self.len().put(out);

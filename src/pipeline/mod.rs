@@ -25,6 +25,7 @@ mod compare;
 mod forward;
 mod generate;
 mod load;
+pub mod state;
 mod train;
 
 pub use crate::analysis::measure::Measurement;
@@ -39,6 +40,7 @@ pub use compare::Compare;
 pub use forward::ForwardReport;
 pub use generate::{GenerateOptions, Generation, Prompt, Sequence, Token};
 pub use load::CheckpointReads;
+pub use state::TrainState;
 pub use train::{StepReport, TrainConfig, Trainer};
 
 use crate::device::{place_devices, Gpu, Placement};

@@ -9,8 +9,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::state::{self, TrainState};
 use super::Pipeline;
 use crate::analysis::measure::{measure_timeline, Measurement};
+use crate::data::BatchesState;
 use crate::error::{Error, Result};
 use crate::executor::{DeviceGroup, TransferRecord};
 use crate::io::TokenBatch;
@@ -175,9 +177,11 @@ impl Trainer<'_> {
         let t0 = Instant::now();
         let pass = self.forward_backward(tokens)?;
         if !pass.loss.is_finite() {
-            return Err(Error::Other(format!(
-                "the loss is {}; lower the learning rate or clip the gradients",
-                pass.loss
+            return Err(Error::NonFinite(format!(
+                "step {}: the loss is {} (stage {}, tensor `loss`); the step was not applied",
+                self.steps_taken() + 1,
+                pass.loss,
+                self.schedule().stages() - 1
             )));
         }
         before_update(self)?;
@@ -219,6 +223,98 @@ impl Trainer<'_> {
         self.inner.peak_activation_bytes()
     }
 
+    /// Optimizer steps taken: by this trainer, and before it by the run it
+    /// resumed ([`Trainer::resume`]).
+    pub fn steps_taken(&self) -> u64 {
+        self.inner.steps()
+    }
+
+    /// Save everything a run needs to go on later ([`super::state`]): the
+    /// weights (a checkpoint transformers loads), the optimizer's moments
+    /// under the same tensor names, the step count, the settings, and
+    /// `data`, where the caller's batches are. `dir` must be missing, empty,
+    /// or a state saved before, which is replaced whole: a failure leaves
+    /// the previous state. Weights or moments that are not finite are
+    /// refused, naming the tensor, and nothing is written. Under MPI every
+    /// rank reads back and rank 0 writes.
+    pub fn save_state(&self, dir: &Path, data: &BatchesState) -> Result<()> {
+        let kind = self.config.optimizer.kind();
+        let w = self.weights()?;
+        let moments = self.inner.moments(kind)?;
+        if !self.pipeline.cluster.is_root() {
+            return Ok(());
+        }
+        let cfg = self.pipeline.config();
+        check_finite("weight", w.named_tensors())?;
+        for m in &moments {
+            check_finite("optimizer moment", m.named_tensors(cfg))?;
+        }
+        let s = self.schedule();
+        let st = TrainState {
+            format: state::FORMAT,
+            step: self.steps_taken(),
+            optimizer: self.config.optimizer,
+            grad_clip: self.config.grad_clip,
+            batch: self.config.batch,
+            seq: self.config.seq,
+            data: data.clone(),
+            layout: state::Layout {
+                schedule: s.name.clone(),
+                devices: s.devices,
+                microbatches: s.microbatches,
+                virtual_stages: s.virtual_stages,
+                split: self.pipeline.split().split.clone(),
+                recompute: self.config.recompute,
+            },
+            files: Default::default(),
+            checksum: String::new(),
+        };
+        state::write_state(dir, st, |tmp| {
+            save_checkpoint(&w, tmp)?;
+            for (m, name) in moments.iter().zip(state::moment_files(kind)) {
+                state::write_moments(&tmp.join(name), cfg, m)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Go on from the state in `dir`: its checksums verified, its settings
+    /// checked against this trainer's (optimizer, clipping, batch shape),
+    /// its optimizer moments put on whichever devices now hold each tensor
+    /// and its step count taken over. The weights are the pipeline's: build
+    /// it from the state's checkpoint (`ModelSource::Checkpoint(dir)`), or
+    /// this is refused. Returns the state (its `data` says where the batches
+    /// were). Only a trainer that has not stepped can resume.
+    pub fn resume(&mut self, dir: &Path) -> Result<TrainState> {
+        let st = TrainState::read(dir)?;
+        let c = &self.config;
+        st.check_compatible(&c.optimizer, c.grad_clip, c.batch, c.seq)?;
+        if self.steps_taken() != 0 {
+            return Err(Error::Input(format!(
+                "this trainer has taken {} steps; only a fresh trainer resumes a run",
+                self.steps_taken()
+            )));
+        }
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        match &self.pipeline.host.dir {
+            Some(d) if same(d, dir) => {}
+            _ => {
+                return Err(Error::Input(format!(
+                    "{}: the pipeline's weights do not come from this training state; build it from the state's checkpoint to resume",
+                    dir.display()
+                )))
+            }
+        }
+        let kind = c.optimizer.kind();
+        let moments = state::read_moments(dir, self.pipeline.config(), kind)?;
+        let _busy = self.pipeline.lock();
+        self.inner.restore(st.step, kind, &moments)?;
+        Ok(st)
+    }
+
     /// Write the current weights as a checkpoint directory transformers and
     /// [`Pipeline`] load. `dir` must be missing or empty: the checkpoint is
     /// written beside it and moved into place, so a failure leaves nothing
@@ -248,6 +344,21 @@ impl Trainer<'_> {
             Error::io(dir, e)
         })
     }
+}
+
+/// Every tensor of `tensors` finite, or an error naming the first that is not.
+fn check_finite<'a>(
+    what: &str,
+    tensors: impl IntoIterator<Item = (String, &'a Vec<f32>, Vec<usize>)>,
+) -> Result<()> {
+    for (name, t, _) in tensors {
+        if let Some(x) = t.iter().find(|x| !x.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "{what} {name} holds {x}: refusing to save a poisoned state"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A checkpoint goes only where nothing would be overwritten: a missing or

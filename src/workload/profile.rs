@@ -3,7 +3,9 @@
 //! shape), and ln_f with the LM head over the whole vocabulary — timed on
 //! every device, all devices at once with no messages between them (as they
 //! will run), through the executor's own worker and timestamps, for a few
-//! microbatches of the run's shape; each figure is the median. A stage's
+//! microbatches of the run's shape; each figure is the median. Repeated
+//! ([`profile_layers_repeated`]), each repetition is a run of its own, and
+//! the spread between them is the profile's noise. A stage's
 //! time is then additive: `n · block (+ embedding on stage 0) (+ head on the
 //! last stage)` of the device that holds it (stage s on device s mod P).
 
@@ -33,7 +35,13 @@ pub struct LayerCosts {
 /// Layer costs per schedule device.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Profile {
+    /// The median of every timed microbatch of every repetition.
     pub devices: Vec<LayerCosts>,
+    /// Each repetition's own medians (a separate run each), when the profile
+    /// was repeated: how much the figures move from run to run, the noise a
+    /// prediction from them carries ([`crate::analysis::split`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repetitions: Vec<Profile>,
 }
 
 impl Profile {
@@ -98,6 +106,67 @@ pub fn profile_layers(
     seq: usize,
     iterations: usize,
 ) -> Result<Profile> {
+    let durations = profile_run(groups, cluster, w, per, seq, iterations)?;
+    Ok(Profile {
+        devices: medians(&durations),
+        repetitions: Vec::new(),
+    })
+}
+
+/// [`profile_layers`] `repeats` times, each a run of its own: the profile is
+/// the median of every microbatch timed, and keeps each repetition's
+/// medians ([`Profile::repetitions`]).
+pub fn profile_layers_repeated(
+    groups: &[DeviceGroup],
+    cluster: &Cluster,
+    w: &dyn StageSource,
+    (per, seq): (usize, usize),
+    iterations: usize,
+    repeats: usize,
+) -> Result<Profile> {
+    let mut all: Vec<[Vec<f64>; 3]> = Vec::new();
+    let mut repetitions = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let run = profile_run(groups, cluster, w, per, seq, iterations)?;
+        repetitions.push(Profile {
+            devices: medians(&run),
+            repetitions: Vec::new(),
+        });
+        all.resize_with(run.len(), Default::default);
+        for (d, kinds) in run.into_iter().enumerate() {
+            for (k, v) in kinds.into_iter().enumerate() {
+                all[d][k].extend(v);
+            }
+        }
+    }
+    Ok(Profile {
+        devices: medians(&all),
+        repetitions,
+    })
+}
+
+/// Each device's median ms per layer kind.
+fn medians(durations: &[[Vec<f64>; 3]]) -> Vec<LayerCosts> {
+    durations
+        .iter()
+        .map(|[e, b, h]| LayerCosts {
+            embedding_ms: median(e.clone()),
+            block_ms: median(b.clone()),
+            head_ms: median(h.clone()),
+        })
+        .collect()
+}
+
+/// One profile run: by device, by layer kind (embedding, block, head), the
+/// ms of every microbatch.
+fn profile_run(
+    groups: &[DeviceGroup],
+    cluster: &Cluster,
+    w: &dyn StageSource,
+    per: usize,
+    seq: usize,
+    iterations: usize,
+) -> Result<Vec<[Vec<f64>; 3]>> {
     let cfg = w.config();
     if cfg.n_layer == 0 {
         return Err(Error::Input("the model has no layers to profile".into()));
@@ -140,21 +209,15 @@ pub fn profile_layers(
     })?
     .timeline;
     let kind_ms = |d: usize, k: usize| {
-        let v = timeline
+        timeline
             .events
             .iter()
             .filter(|e| e.track == Track::compute(d))
             .filter(|e| e.action.is_some_and(|a| a.stage == k))
-            .map(|e| e.duration_us())
-            .collect();
-        median(v) / 1e3
+            .map(|e| e.duration_us() / 1e3)
+            .collect::<Vec<f64>>()
     };
-    let devices = (0..groups.len())
-        .map(|d| LayerCosts {
-            embedding_ms: kind_ms(d, 0),
-            block_ms: kind_ms(d, 1),
-            head_ms: kind_ms(d, 2),
-        })
-        .collect();
-    Ok(Profile { devices })
+    Ok((0..groups.len())
+        .map(|d| [kind_ms(d, 0), kind_ms(d, 1), kind_ms(d, 2)])
+        .collect())
 }

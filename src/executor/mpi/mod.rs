@@ -256,9 +256,15 @@ fn polled_barrier(world: &SimpleCommunicator, aborted: impl Fn() -> bool) -> boo
 /// (`MPI_Allgatherv` on the world). Collective: every rank calls it, in
 /// the same order; a rank that fails instead ends the job (`MPI_Abort`),
 /// which ends the wait.
+/// What [`all_gather`] says when a stop was asked for while it waited.
+pub const INTERRUPTED: &str = "interrupted";
+
 pub fn all_gather(c: &World, mine: Vec<u8>) -> std::result::Result<Vec<Vec<u8>>, String> {
     let world = &c.world.0;
-    polled_barrier(world, || false);
+    if !polled_barrier(world, crate::interrupt::requested) {
+        // The CLI aborts the job, which ends the other ranks' waits.
+        return Err(INTERRUPTED.into());
+    }
     let n =
         i32::try_from(mine.len()).map_err(|_| format!("rank {}'s results exceed 2 GiB", c.rank))?;
     let mut counts = vec![0i32; c.size];

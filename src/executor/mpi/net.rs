@@ -300,7 +300,7 @@ impl Control for MpiNet {
     }
 
     fn aborted(&self) -> bool {
-        self.abort.load(Ordering::SeqCst)
+        self.abort.load(Ordering::SeqCst) || crate::interrupt::requested()
     }
 
     fn finish(&self, d: usize) {

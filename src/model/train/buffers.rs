@@ -7,7 +7,9 @@ use super::TrainStage;
 use crate::device::{download, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::model::gpu::untranspose_token_table;
+use crate::model::grads::Gpt2Grads;
 use crate::model::names;
+use crate::model::optim::OptimizerKind;
 use crate::model::weights::{Layer, LayerWeights, StagePart};
 use crate::model::Gpt2Config;
 
@@ -142,12 +144,25 @@ impl TrainStage {
         p.into_iter().zip(g).collect()
     }
 
-    /// Parameters (or gradients) read back, in checkpoint layout.
+    /// The buffers `which` names: `None` for optimizer moments before the
+    /// optimizer's first step (or its restore) made them.
+    fn buffers(&self, which: Which) -> Option<&StageBuffers> {
+        match which {
+            Which::Params => Some(&self.params),
+            Which::Grads => Some(&self.grads),
+            Which::Moment(i) => self.optimizer.as_ref()?.moments.get(i),
+        }
+    }
+
+    /// Parameters (or gradients, or an optimizer moment) read back, in
+    /// checkpoint layout.
     pub fn read(&self, gpu: &Gpu, which: Which) -> Result<HostStage> {
-        let bufs = match which {
-            Which::Params => &self.params,
-            Which::Grads => &self.grads,
-        };
+        let bufs = self.buffers(which).ok_or_else(|| {
+            Error::Other(format!(
+                "stage {:?} has no {which:?}: the optimizer has not stepped",
+                self.part
+            ))
+        })?;
         let cfg = &self.cfg;
         let c = cfg.n_embd;
         let wte = self.token_table(gpu, bufs)?;
@@ -217,9 +232,77 @@ impl TrainStage {
     }
 }
 
-/// Parameters or gradients, for [`TrainStage::read`].
+/// Parameters, gradients or an optimizer moment, for [`TrainStage::read`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
     Params,
     Grads,
+    /// AdamW's m (0) and v (1), or SGD's momentum buffer (0).
+    Moment(usize),
+}
+
+impl TrainStage {
+    /// Set the optimizer's moments (allocating them for `kind` if no step
+    /// has yet) from `sets`, one per moment in [`Which::Moment`] order, each
+    /// in checkpoint layout for the whole model: this stage writes its own
+    /// tensors. How a resumed run puts its saved optimizer state back, on
+    /// whichever stages now hold each tensor.
+    pub fn write_moments(
+        &mut self,
+        gpu: &Gpu,
+        kind: OptimizerKind,
+        sets: &[&Gpt2Grads],
+    ) -> Result<()> {
+        if self.optimizer.is_none() {
+            self.optimizer = Some(self.build_optimizer(gpu, kind));
+        }
+        let moments = &self.optimizer.as_ref().expect("built").moments;
+        if moments.len() != sets.len() {
+            return Err(Error::Input(format!(
+                "{} optimizer moments given for an optimizer that keeps {}",
+                sets.len(),
+                moments.len()
+            )));
+        }
+        let put = |b: &wgpu::Buffer, name: &str, data: &[f32], len: usize| {
+            if data.len() != len {
+                return Err(Error::Input(format!(
+                    "optimizer moment `{name}` holds {} values; the stage's tensor has {len}",
+                    data.len()
+                )));
+            }
+            gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(data));
+            Ok(())
+        };
+        let cfg = &self.cfg;
+        for (bufs, src) in moments.iter().zip(sets) {
+            if !bufs.wte_t.is_empty() {
+                let chunks = crate::model::gpu::token_table_chunks(cfg, &src.wte, &self.chunks);
+                for (b, data) in bufs.wte_t.iter().zip(&chunks) {
+                    put(b, names::WTE, data, data.len())?;
+                }
+            }
+            if let Some(b) = &bufs.wpe {
+                put(b, names::WPE, &src.wpe, cfg.n_positions * cfg.n_embd)?;
+            }
+            for (l, layer) in self.part.layers.clone().zip(&bufs.layers) {
+                let host = src
+                    .layers
+                    .get(l)
+                    .ok_or_else(|| Error::Input(format!("optimizer moments hold no layer {l}")))?;
+                for ((name, b, shape), (_, t, _)) in layer
+                    .named_tensors(cfg)
+                    .into_iter()
+                    .zip(host.named_tensors(cfg))
+                {
+                    put(b, &names::block_tensor(l, name), t, shape.iter().product())?;
+                }
+            }
+            if let Some((g, b)) = &bufs.ln_f {
+                put(g, names::LN_F_WEIGHT, &src.ln_f_g, cfg.n_embd)?;
+                put(b, names::LN_F_BIAS, &src.ln_f_b, cfg.n_embd)?;
+            }
+        }
+        Ok(())
+    }
 }

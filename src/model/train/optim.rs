@@ -15,7 +15,8 @@ pub(super) struct OptimizerState {
     /// One update dispatch per tensor, in [`StageBuffers::tensors`] order,
     /// with whether weight decay applies to it.
     updates: Vec<(Dispatch, bool)>,
-    _moments: Vec<StageBuffers>,
+    /// AdamW's m and v, or SGD's momentum buffer ([`super::Which::Moment`]).
+    pub(super) moments: Vec<StageBuffers>,
 }
 
 impl TrainStage {
@@ -46,7 +47,7 @@ impl TrainStage {
         Ok(())
     }
 
-    fn build_optimizer(&self, gpu: &Gpu, kind: OptimizerKind) -> OptimizerState {
+    pub(super) fn build_optimizer(&self, gpu: &Gpu, kind: OptimizerKind) -> OptimizerState {
         let (cfg, part, chunks) = (&self.cfg, &self.part, &self.chunks);
         let moments: Vec<StageBuffers> = match kind {
             OptimizerKind::AdamW => vec![
@@ -74,16 +75,25 @@ impl TrainStage {
             })
             .collect();
         drop(ts);
-        OptimizerState {
-            updates,
-            _moments: moments,
-        }
+        OptimizerState { updates, moments }
     }
 
     /// Σ g² over this stage's gradients, in f64 on the host from per-workgroup
     /// partial sums made on the device; `with_wte` false leaves the token
     /// table out (the tied table is counted once, on one stage).
     pub fn grad_sumsq(&self, gpu: &Gpu, with_wte: bool) -> Result<f64> {
+        Ok(self
+            .grad_sumsq_by_tensor(gpu, with_wte)?
+            .iter()
+            .map(|(_, s)| s)
+            .sum())
+    }
+
+    /// [`TrainStage::grad_sumsq`] per tensor, by checkpoint name (the token
+    /// table's chunks as `wte.weight[v0..]`), in one submission. A NaN or an
+    /// infinity anywhere in a gradient makes its tensor's sum non-finite:
+    /// how a step finds a poisoned gradient and names it.
+    pub fn grad_sumsq_by_tensor(&self, gpu: &Gpu, with_wte: bool) -> Result<Vec<(String, f64)>> {
         let tensors: Vec<_> = self
             .param_tensors()
             .into_iter()
@@ -112,7 +122,16 @@ impl TrainStage {
         }
         gpu.queue.submit([enc.finish()]);
         let v = download(gpu, &partials, total)?;
-        Ok(v.iter().map(|&x| x as f64).sum())
+        let mut rest = &v[..];
+        Ok(tensors
+            .iter()
+            .zip(&lens)
+            .map(|(g, &len)| {
+                let (mine, after) = rest.split_at(len);
+                rest = after;
+                (g.name.clone(), mine.iter().map(|&x| x as f64).sum())
+            })
+            .collect())
     }
 }
 

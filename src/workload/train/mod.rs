@@ -32,7 +32,7 @@ use crate::executor::{run_plan, Cluster, DeviceGroup, TransferRecord};
 use crate::io::TokenBatch;
 use crate::microbatch::Microbatches;
 use crate::model::grads::{next_token_targets, Gpt2Grads};
-use crate::model::optim::{bias_corrections, AdamWStep, OptimizerStep, SgdStep};
+use crate::model::optim::{bias_corrections, AdamWStep, OptimizerKind, OptimizerStep, SgdStep};
 use crate::model::partition;
 use crate::model::train::Which;
 use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageSource, StageWeights};
@@ -51,7 +51,8 @@ pub struct TrainOptions {
 }
 
 /// The optimizer, with PyTorch's semantics and defaults.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Optimizer {
     /// `torch.optim.AdamW`.
     AdamW {
@@ -70,6 +71,14 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// AdamW or SGD.
+    pub fn kind(&self) -> OptimizerKind {
+        match self {
+            Optimizer::AdamW { .. } => OptimizerKind::AdamW,
+            Optimizer::Sgd { .. } => OptimizerKind::Sgd,
+        }
+    }
+
     /// The hyperparameters of optimizer step `t` (from 1), gradients scaled by `grad_scale`.
     fn step(&self, t: u64, grad_scale: f64) -> OptimizerStep {
         match *self {
@@ -270,6 +279,25 @@ impl<'g> Trainer<'g> {
             .collect()
     }
 
+    /// `f` on each of this process's devices, in device order, with the
+    /// program to change.
+    fn with_programs_mut<T>(
+        &mut self,
+        mut f: impl FnMut(&Gpu, &mut Gpt2Train) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        if self.broken {
+            return Err(Error::Other(
+                "a previous step failed; this trainer's devices are gone".into(),
+            ));
+        }
+        self.programs
+            .iter_mut()
+            .zip(&self.groups)
+            .filter_map(|(p, g)| Some((p.as_mut()?, g)))
+            .map(|(p, g)| f(g.lead(), p.get_mut().unwrap_or_else(|e| e.into_inner())))
+            .collect()
+    }
+
     /// The most stashed-activation bytes each device held (its stash pool).
     pub fn peak_activation_bytes(&self) -> Result<Vec<u64>> {
         let mine = self.with_programs(|_, p| Ok(p.peak_activation_bytes()))?;
@@ -382,28 +410,87 @@ impl<'g> Trainer<'g> {
 
     /// The global L2 norm of the accumulated gradients (the tied table once).
     pub fn grad_norm(&self) -> Result<f64> {
-        let mine = self.with_programs(|gpu, p| {
-            p.stages
-                .values()
-                .map(|s| s.grad_sumsq(gpu, s.part.embedding))
-                .sum::<Result<f64>>()
+        Ok(self.grad_sumsqs()?.total.sqrt())
+    }
+
+    /// Σ g² of every gradient tensor on every stage (the tied table once, on
+    /// the embedding's stage), gathered from every rank in device order.
+    fn grad_sumsqs(&self) -> Result<GradSums> {
+        let mine: Vec<(u32, String, f64)> = self
+            .with_programs(|gpu, p| {
+                let mut out = Vec::new();
+                for (&s, st) in &p.stages {
+                    for (name, sum) in st.grad_sumsq_by_tensor(gpu, st.part.embedding)? {
+                        out.push((s as u32, name, sum));
+                    }
+                }
+                Ok(out)
+            })?
+            .concat();
+        let all: Vec<(u32, String, f64)> = self.cluster.share(mine)?.concat();
+        Ok(GradSums {
+            total: all.iter().map(|t| t.2).sum(),
+            tensors: all,
+        })
+    }
+
+    /// Test builds only (`fault-injection`): `WGPIPE_TEST_POISON_GRAD=S:NAME`
+    /// writes a NaN into gradient NAME (a checkpoint name) before step S's
+    /// update, on whichever device holds it.
+    #[cfg(feature = "fault-injection")]
+    fn poison_for_test(&self) -> Result<()> {
+        let Ok(spec) = std::env::var("WGPIPE_TEST_POISON_GRAD") else {
+            return Ok(());
+        };
+        let Some((step, name)) = spec.split_once(':') else {
+            return Ok(());
+        };
+        if step.parse::<u64>().ok() != Some(self.steps + 1) {
+            return Ok(());
+        }
+        self.with_programs(|gpu, p| {
+            for st in p.stages.values() {
+                for (_, g) in st.param_tensors().iter().filter(|(_, g)| g.name == name) {
+                    gpu.queue
+                        .write_buffer(g.buf, 0, bytemuck::bytes_of(&f32::NAN));
+                }
+            }
+            gpu.queue.submit([]);
+            gpu.wait()
         })?;
-        Ok(self
-            .cluster
-            .share(mine)?
-            .concat()
-            .iter()
-            .sum::<f64>()
-            .sqrt())
+        Ok(())
+    }
+
+    /// Optimizer steps taken (the next step is `steps() + 1`).
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// One optimizer step on every device, gradients first clipped to a
     /// global norm of `clip` when given (as `torch.nn.utils.clip_grad_norm_`);
     /// then the gradients are zeroed. Returns the gradient norm when clipping.
+    ///
+    /// Every gradient is checked first (its sum of squares, the pass that
+    /// clipping needs anyway): a NaN or infinity in any of them stops the
+    /// step before any update, naming the step, the stage and the tensor.
     pub fn optimizer_step(&mut self, opt: &Optimizer, clip: Option<f64>) -> Result<Option<f64>> {
+        #[cfg(feature = "fault-injection")]
+        self.poison_for_test()?;
+        let sums = self.grad_sumsqs()?;
+        if let Some((stage, name, sum)) = sums.tensors.iter().find(|t| !t.2.is_finite()) {
+            let what = match sum.is_nan() {
+                true => "a NaN",
+                false => "an infinity (or values too large to square in f32)",
+            };
+            let name = name.split('[').next().unwrap_or(name);
+            return Err(Error::NonFinite(format!(
+                "step {}: the gradient of {name} on stage {stage} holds {what}; the step was not applied",
+                self.steps + 1
+            )));
+        }
         let (norm, scale) = match clip {
             Some(max) => {
-                let norm = self.grad_norm()?;
+                let norm = sums.total.sqrt();
                 (Some(norm), (max / (norm + 1e-6)).min(1.0))
             }
             None => (None, 1.0),
@@ -421,19 +508,53 @@ impl<'g> Trainer<'g> {
         Ok(norm)
     }
 
+    /// The optimizer's moments (AdamW's m and v, or SGD's momentum buffer),
+    /// each in checkpoint layout, read back from the devices. Under MPI every
+    /// rank gets them all. Before the first step there are none: an error.
+    pub fn moments(&self, kind: OptimizerKind) -> Result<Vec<Gpt2Grads>> {
+        (0..moment_count(kind))
+            .map(|i| {
+                let mut g = Gpt2Grads::zeros(&self.cfg);
+                self.gather(Which::Moment(i), |part| put_grads(&mut g, part))?;
+                Ok(g)
+            })
+            .collect()
+    }
+
+    /// Continue a saved run: `steps` optimizer steps already taken (the bias
+    /// corrections go on from there) and the optimizer's moments `moments`
+    /// (as [`Trainer::moments`] read them, from whichever layout), each
+    /// device taking its own stages' tensors.
+    pub fn restore(
+        &mut self,
+        steps: u64,
+        kind: OptimizerKind,
+        moments: &[Gpt2Grads],
+    ) -> Result<()> {
+        if moments.len() != moment_count(kind) {
+            return Err(Error::Input(format!(
+                "{} optimizer moments for {kind:?}, which keeps {}",
+                moments.len(),
+                moment_count(kind)
+            )));
+        }
+        let sets: Vec<&Gpt2Grads> = moments.iter().collect();
+        self.with_programs_mut(|gpu, p| {
+            for s in p.stages.values_mut() {
+                s.write_moments(gpu, kind, &sets)?;
+            }
+            gpu.queue.submit([]);
+            gpu.wait()
+        })?;
+        self.steps = steps;
+        Ok(())
+    }
+
     /// The accumulated gradients, in checkpoint layout (`wte` holding both
     /// tied shares). Under MPI every rank gets them all.
     pub fn grads(&self) -> Result<Gpt2Grads> {
         let mut g = Gpt2Grads::zeros(&self.cfg);
-        self.gather(Which::Grads, |part| match part {
-            Gathered::Wte(v) => g.wte = v,
-            Gathered::Wpe(v) => g.wpe = v,
-            Gathered::Layer(l, lw) => g.layers[l] = *lw,
-            Gathered::LnF(a, b) => {
-                g.ln_f_g = a;
-                g.ln_f_b = b;
-            }
-        })?;
+        self.gather(Which::Grads, |part| put_grads(&mut g, part))?;
         Ok(g)
     }
 
@@ -492,6 +613,32 @@ impl<'g> Trainer<'g> {
             put(Gathered::from_piece(cfg, piece)?);
         }
         Ok(())
+    }
+}
+
+/// Σ g² per gradient tensor: (stage, checkpoint name, sum), and their total.
+struct GradSums {
+    tensors: Vec<(u32, String, f64)>,
+    total: f64,
+}
+
+/// How many moment tensors per parameter `kind` keeps.
+fn moment_count(kind: OptimizerKind) -> usize {
+    match kind {
+        OptimizerKind::AdamW => 2,
+        OptimizerKind::Sgd => 1,
+    }
+}
+
+fn put_grads(g: &mut Gpt2Grads, part: Gathered) {
+    match part {
+        Gathered::Wte(v) => g.wte = v,
+        Gathered::Wpe(v) => g.wpe = v,
+        Gathered::Layer(l, lw) => g.layers[l] = *lw,
+        Gathered::LnF(a, b) => {
+            g.ln_f_g = a;
+            g.ln_f_b = b;
+        }
     }
 }
 
