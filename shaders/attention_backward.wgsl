@@ -35,7 +35,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> stats: array<f32>; // (B, NH, T, 2)
 @group(0) @binding(2) var<storage, read> dout: array<f32>;
 @group(0) @binding(3) var<storage, read> qkv: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> p: Params;
 
 const CHUNK: u32 = 64u;
 

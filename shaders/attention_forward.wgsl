@@ -21,7 +21,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> p: Params;
 
 const CHUNK: u32 = 64u;
 

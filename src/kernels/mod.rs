@@ -299,8 +299,15 @@ impl Kernels {
 
 /// One kernel launch with its buffers bound: encode it as often as needed.
 ///
-/// Its parameters (shapes, offsets) live in a small uniform buffer owned by
-/// the dispatch. They are written when the dispatch is built and can be
+/// Its parameters (shapes, offsets) live in a small buffer owned by the
+/// dispatch, bound as a read-only *storage* buffer after the op's own
+/// buffers, not as a uniform buffer: Mesa's lavapipe (22.x) inlines uniform
+/// values into a shader whose loops or branches read them and, when that
+/// halves the shader, compiles the inlined copy with LLVM again at *every*
+/// bind — 10-30 ms per dispatch. Parameters it cannot see as uniforms are
+/// never inlined (measured: `layernorm_backward` at N = 32, C = 256 took
+/// 14-30 ms per dispatch with a uniform, 0.07-0.2 ms without; README,
+/// "Kernel speed"). They are written when the dispatch is built and can be
 /// rewritten between submits with [`Dispatch::update_params`], e.g. the
 /// embedding's position offset per decode step, without rebuilding anything.
 pub struct Dispatch {
@@ -372,7 +379,8 @@ impl Dispatch {
     }
 }
 
-/// Build a [`Dispatch`]: `buffers` bound at 0.., then `params` as a uniform.
+/// Build a [`Dispatch`]: `buffers` bound at 0.., then `params` in a
+/// read-only storage buffer (see [`Dispatch`] for why not a uniform).
 fn dispatch<P: bytemuck::Pod>(
     gpu: &Gpu,
     name: &'static str,
@@ -381,7 +389,7 @@ fn dispatch<P: bytemuck::Pod>(
     groups: [u32; 3],
 ) -> Dispatch {
     let pipeline = Kernels::of(gpu).get(name).clone();
-    // Uniform buffers are padded to 16 bytes, the strictest backends' rule.
+    // Parameter blocks are padded to 16 bytes, the strictest backends' rule.
     let mut contents = bytemuck::bytes_of(params).to_vec();
     contents.resize(contents.len().next_multiple_of(16), 0);
     let uniform = gpu
@@ -389,7 +397,7 @@ fn dispatch<P: bytemuck::Pod>(
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: &contents,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         });
     let mut entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()
