@@ -7,7 +7,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{dispatch, grid_1d, Dispatch, ElementwiseParams, Kernels, MatmulShape, MatmulVariant};
-use crate::device::Gpu;
+use crate::device::{zeros, Gpu};
 use crate::error::{Error, Result};
 
 /// The parameters of [`embedding_forward`], as its shader reads them.
@@ -217,6 +217,40 @@ pub fn attention_forward(
     c: usize,
     nh: usize,
 ) -> Dispatch {
+    let no_lse = zeros(gpu, "no lse", 1);
+    attention_dispatch(gpu, out, qkv, &no_lse, false, b, t, c, nh)
+}
+
+/// [`attention_forward`] that also writes lse (B, NH, T), the log-sum-exp
+/// of each query's scaled scores: what training keeps for
+/// [`attention_backward`](super::attention_backward), so that it need not
+/// find the softmax's normaliser again.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_lse(
+    gpu: &Gpu,
+    out: &wgpu::Buffer, // (B*T, C)
+    lse: &wgpu::Buffer, // (B, NH, T)
+    qkv: &wgpu::Buffer, // (B*T, 3C)
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    attention_dispatch(gpu, out, qkv, lse, true, b, t, c, nh)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_dispatch(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    qkv: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+    with_lse: bool,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -228,6 +262,7 @@ pub fn attention_forward(
         nchunks: u32,
         scale: f32,
         stride: u32,
+        with_lse: u32,
     }
     let hd = c / nh;
     let nchunks = hd.div_ceil(64);
@@ -241,8 +276,9 @@ pub fn attention_forward(
         nchunks: nchunks as u32,
         scale: 1.0 / (hd as f32).sqrt(),
         stride,
+        with_lse: with_lse as u32,
     };
-    dispatch(gpu, "attention_forward", &[out, qkv], &p, groups)
+    dispatch(gpu, "attention_forward", &[out, qkv, lse], &p, groups)
 }
 
 /// out = gelu_new(inp), `len` elements.

@@ -95,12 +95,20 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_backward_input_vec4.wgsl"),
     ),
     (
+        "matmul_backward_input_subgroup",
+        include_str!("../../shaders/matmul_backward_input_subgroup.wgsl"),
+    ),
+    (
         "matmul_backward_weight",
         include_str!("../../shaders/matmul_backward_weight.wgsl"),
     ),
     (
         "matmul_backward_weight_vec4",
         include_str!("../../shaders/matmul_backward_weight_vec4.wgsl"),
+    ),
+    (
+        "matmul_backward_weight_subgroup",
+        include_str!("../../shaders/matmul_backward_weight_subgroup.wgsl"),
     ),
     (
         "matmul_backward_bias",
@@ -147,7 +155,11 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
-pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
+pub const SUBGROUP_SHADERS: &[&str] = &[
+    "matmul_forward_subgroup",
+    "matmul_backward_input_subgroup",
+    "matmul_backward_weight_subgroup",
+];
 
 /// Shaders compiled without zeroing their workgroup memory first (WebGPU's
 /// default), because they write every workgroup variable before reading it.
@@ -155,9 +167,20 @@ pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
 /// large arrays took Mesa's llvmpipe ~90 s to compile (3 s without).
 pub const NO_WORKGROUP_ZEROING: &[&str] = &["sample"];
 
-/// The three matmul kernels. Vec4 and Subgroup8 need C, OC (and the strided
-/// form's row length and column offset) to be multiples of 4; Subgroup8 also
-/// needs a device with 8-wide subgroups ([`Gpu::supports_subgroup8`]).
+/// What a matmul kernel computes: the forward product `out = inp @ W + b`,
+/// or one of its two gradients, `dinp += dout @ W^T` and `dW += inp^T @ dout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulOp {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+/// The matmul kernels, by how they block the work; each exists for the
+/// forward and, except Rows4, for both gradients ([`MatmulVariant::shader_of`]).
+/// Vec4 and Subgroup8 need C, OC (and the strided form's row length and
+/// column offset) to be multiples of 4; Subgroup8 also needs a device with
+/// 8-wide subgroups ([`Gpu::supports_subgroup8`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     /// `matmul_forward`: any shape, one invocation per 4x4 output block.
@@ -182,7 +205,7 @@ impl MatmulVariant {
     /// Rows up to which [`matmul_forward`] runs Rows4 on aligned shapes.
     pub const FEW_ROWS: usize = 4;
 
-    /// Its name in [`SHADERS`] (and a [`Dispatch`]'s `name`).
+    /// Its forward kernel's name in [`SHADERS`] (and a [`Dispatch`]'s `name`).
     pub fn shader(self) -> &'static str {
         match self {
             MatmulVariant::General => "matmul_forward",
@@ -190,6 +213,21 @@ impl MatmulVariant {
             MatmulVariant::Subgroup8 => "matmul_forward_subgroup",
             MatmulVariant::Rows4 => "matmul_forward_rows4",
         }
+    }
+
+    /// Its kernel for `op`, `None` where it has none (Rows4 has no gradients).
+    pub fn shader_of(self, op: MatmulOp) -> Option<&'static str> {
+        use MatmulVariant as V;
+        Some(match (op, self) {
+            (MatmulOp::Forward, _) => self.shader(),
+            (_, V::Rows4) => return None,
+            (MatmulOp::BackwardInput, V::General) => "matmul_backward_input",
+            (MatmulOp::BackwardInput, V::Vec4) => "matmul_backward_input_vec4",
+            (MatmulOp::BackwardInput, V::Subgroup8) => "matmul_backward_input_subgroup",
+            (MatmulOp::BackwardWeight, V::General) => "matmul_backward_weight",
+            (MatmulOp::BackwardWeight, V::Vec4) => "matmul_backward_weight_vec4",
+            (MatmulOp::BackwardWeight, V::Subgroup8) => "matmul_backward_weight_subgroup",
+        })
     }
 
     /// Whether the variant needs shapes whose widths are multiples of 4.
@@ -262,9 +300,9 @@ impl Kernels {
         }
     }
 
-    /// The matmul variant [`matmul_forward`] runs for shapes whose widths are
-    /// multiples of 4: Subgroup8 on devices with 8-wide subgroups, else Vec4.
-    /// (Other shapes run [`MatmulVariant::General`].)
+    /// The matmul variant [`matmul_forward`] and both matmul gradients run for
+    /// shapes whose widths are multiples of 4: Subgroup8 on devices with
+    /// 8-wide subgroups, else Vec4. (Other shapes run [`MatmulVariant::General`].)
     pub fn aligned_matmul(&self) -> MatmulVariant {
         self.aligned_matmul
     }

@@ -195,6 +195,8 @@ impl TrainStage {
                 &self.att_stats,
                 &self.datty,
                 get(s, Stashed::Qkv(l))?,
+                get(s, Stashed::Atty(l))?,
+                get(s, Stashed::AttLse(l))?,
                 b,
                 t,
                 c,

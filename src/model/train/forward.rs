@@ -87,7 +87,8 @@ impl TrainStage {
                 c,
                 3 * c,
             ));
-            run(k::attention_forward(gpu, atty, qkv, b, t, c, nh));
+            let lse = get(s, Stashed::AttLse(l))?;
+            run(k::attention_forward_lse(gpu, atty, lse, qkv, b, t, c, nh));
             run(k::matmul_forward(
                 gpu,
                 proj,
