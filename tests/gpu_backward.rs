@@ -82,35 +82,15 @@ fn every_matmul_backward_variant_the_device_runs_matches_cpu() {
 fn a_matmul_variant_without_gradients_is_an_error() {
     let gpu = common::gpu();
     let b = zeros(&gpu, "b", 64);
-    let err = kernels::matmul_backward_input_with(
-        &gpu,
-        MatmulVariant::Rows4,
-        &b,
-        &b,
-        &b,
-        4,
-        4,
-        4,
-        4,
-        0,
-    )
-    .map(|_| ())
-    .unwrap_err();
+    let err =
+        kernels::matmul_backward_input_with(&gpu, MatmulVariant::Rows4, &b, &b, &b, 4, 4, 4, 4, 0)
+            .map(|_| ())
+            .unwrap_err();
     assert!(err.to_string().contains("matmul_forward_rows4"), "{err}");
-    let err = kernels::matmul_backward_weight_with(
-        &gpu,
-        MatmulVariant::Vec4,
-        &b,
-        &b,
-        &b,
-        4,
-        6,
-        4,
-        4,
-        0,
-    )
-    .map(|_| ())
-    .unwrap_err();
+    let err =
+        kernels::matmul_backward_weight_with(&gpu, MatmulVariant::Vec4, &b, &b, &b, 4, 6, 4, 4, 0)
+            .map(|_| ())
+            .unwrap_err();
     assert!(err.to_string().contains("multiples of 4"), "{err}");
 }
 
@@ -249,7 +229,11 @@ fn attention_out_lse(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (V
                 let scores: Vec<f64> = (0..=ti)
                     .map(|tk| {
                         let k = &qkv[(bi * t + tk) * c3 + c + h * hd..][..hd];
-                        q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale
+                        q.iter()
+                            .zip(k)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                            * scale
                     })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -274,8 +258,20 @@ fn check_attention(gpu: &Gpu, b: usize, t: usize, c: usize, nh: usize, seed: u64
     let (out_b, lse_b) = (zeros(gpu, "out", b * t * c), zeros(gpu, "lse", b * nh * t));
     let f = kernels::attention_forward_lse(gpu, &out_b, &lse_b, &qkv_b, b, t, c, nh);
     run(gpu, &[&f]);
-    assert_close(&format!("out {shape}"), &read(gpu, &out_b, b * t * c), &out_want, 1e-5, 1e-4);
-    assert_close(&format!("lse {shape}"), &read(gpu, &lse_b, b * nh * t), &lse_want, 1e-5, 1e-5);
+    assert_close(
+        &format!("out {shape}"),
+        &read(gpu, &out_b, b * t * c),
+        &out_want,
+        1e-5,
+        1e-4,
+    );
+    assert_close(
+        &format!("lse {shape}"),
+        &read(gpu, &lse_b, b * nh * t),
+        &lse_want,
+        1e-5,
+        1e-5,
+    );
 
     let mut want = dqkv0.clone();
     cpu::attention_backward(&mut want, &dout, &qkv, b, t, c, nh);
@@ -286,8 +282,9 @@ fn check_attention(gpu: &Gpu, b: usize, t: usize, c: usize, nh: usize, seed: u64
     };
     let scratch = zeros(gpu, "scratch", len);
     let dout_b = upload(gpu, "dout", &dout);
-    let [p0, p1, p2] =
-        kernels::attention_backward(gpu, &dqkv, &scratch, &dout_b, &qkv_b, &out_b, &lse_b, b, t, c, nh);
+    let [p0, p1, p2] = kernels::attention_backward(
+        gpu, &dqkv, &scratch, &dout_b, &qkv_b, &out_b, &lse_b, b, t, c, nh,
+    );
     run(gpu, &[&p0, &p1, &p2]);
     assert_close(
         &format!("dqkv {shape}"),

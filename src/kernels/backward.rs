@@ -122,7 +122,13 @@ pub fn matmul_backward_input(
 ) -> Dispatch {
     let p = MatmulShape::new(n, c, oc, ldd, col_off);
     let variant = backward_variant(gpu, &p);
-    backward_dispatch(gpu, MatmulOp::BackwardInput, variant, &[dinp, dout, weight], p)
+    backward_dispatch(
+        gpu,
+        MatmulOp::BackwardInput,
+        variant,
+        &[dinp, dout, weight],
+        p,
+    )
 }
 
 /// [`matmul_backward_input`] with the kernel variant chosen by the caller
@@ -169,7 +175,13 @@ pub fn matmul_backward_weight(
 ) -> Dispatch {
     let p = MatmulShape::new(n, c, oc, ldd, col_off);
     let variant = backward_variant(gpu, &p);
-    backward_dispatch(gpu, MatmulOp::BackwardWeight, variant, &[dweight, dout, inp], p)
+    backward_dispatch(
+        gpu,
+        MatmulOp::BackwardWeight,
+        variant,
+        &[dweight, dout, inp],
+        p,
+    )
 }
 
 /// [`matmul_backward_weight`] with the kernel variant chosen by the caller;
@@ -240,7 +252,9 @@ fn backward_dispatch(
     let (n, c, oc) = (p.n, p.c, p.oc);
     let groups = match (op, variant) {
         // dinp: one invocation per 32-row x 4-column block; workgroups of 64x1.
-        (MatmulOp::BackwardInput, MatmulVariant::Subgroup8) => [(c / 4).div_ceil(64), n.div_ceil(32)],
+        (MatmulOp::BackwardInput, MatmulVariant::Subgroup8) => {
+            [(c / 4).div_ceil(64), n.div_ceil(32)]
+        }
         // dinp: one invocation per 8-row x 4-column block; workgroups of 16x4.
         (MatmulOp::BackwardInput, MatmulVariant::Vec4) => [(c / 4).div_ceil(16), n.div_ceil(8 * 4)],
         // dinp: one invocation per element; workgroups of 8x8.
@@ -346,12 +360,7 @@ pub fn attention_backward(
     let queries = b * nh * t;
     let keep_ds = scratch.size() >= (queries * (t + 1) * 4) as u64;
     let buffers = [dqkv, scratch, dout, qkv, out, lse];
-    [
-        (0, queries),
-        (1, queries * nchunks),
-        (2, queries * nchunks),
-    ]
-    .map(|(phase, threads)| {
+    [(0, queries), (1, queries * nchunks), (2, queries * nchunks)].map(|(phase, threads)| {
         let (groups, stride) = grid_1d(threads);
         let p = P {
             b: b as u32,

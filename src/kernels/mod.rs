@@ -22,13 +22,17 @@ pub mod backward;
 pub mod decode;
 pub mod forward;
 pub mod optim;
+pub mod probe;
 pub mod sample;
+pub mod weights;
 
 pub use backward::*;
 pub use decode::*;
 pub use forward::*;
 pub use optim::*;
+pub use probe::{decode_weights, DecodeWeights, WeightStorage};
 pub use sample::*;
+pub use weights::{WeightTexture, WeightTextures};
 
 use std::any::TypeId;
 use std::sync::{Arc, Mutex};
@@ -64,6 +68,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "matmul_forward_rows4",
         include_str!("../../shaders/matmul_forward_rows4.wgsl"),
+    ),
+    (
+        "matmul_forward_rows4_texture",
+        include_str!("../../shaders/matmul_forward_rows4_texture.wgsl"),
     ),
     (
         "attention_forward",
@@ -152,6 +160,20 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     // generation: twin in sampling
     ("sample", include_str!("../../shaders/sample.wgsl")),
+    // weights held in textures for decoding (weights.rs)
+    (
+        "weights_to_texture",
+        include_str!("../../shaders/weights_to_texture.wgsl"),
+    ),
+    // the adapter's read limits (probe.rs)
+    (
+        "read_buffer",
+        include_str!("../../shaders/read_buffer.wgsl"),
+    ),
+    (
+        "read_texture",
+        include_str!("../../shaders/read_texture.wgsl"),
+    ),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
@@ -353,7 +375,7 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
-    uniform: wgpu::Buffer,
+    params_buf: wgpu::Buffer,
     /// The parameters last written, as bytes of `params_type`.
     params: Mutex<Vec<u8>>,
     params_type: (TypeId, &'static str),
@@ -378,7 +400,7 @@ impl Dispatch {
     }
 
     /// Change this dispatch's parameters with `edit` and queue the write of
-    /// its uniform buffer (`queue.write_buffer`): it takes effect for work
+    /// its parameter buffer (`queue.write_buffer`): it takes effect for work
     /// submitted to `queue` after this call, not for work already submitted.
     /// Call it before the submit whose command buffer encodes this dispatch;
     /// when called twice before that submit, the last value wins. `queue`
@@ -395,7 +417,7 @@ impl Dispatch {
         let mut p: P = bytemuck::pod_read_unaligned(&bytes[..size]);
         edit(&mut p);
         bytes[..size].copy_from_slice(bytemuck::bytes_of(&p));
-        queue.write_buffer(&self.uniform, 0, &bytes);
+        queue.write_buffer(&self.params_buf, 0, &bytes);
         Ok(())
     }
 
@@ -426,28 +448,42 @@ fn dispatch<P: bytemuck::Pod>(
     params: &P,
     groups: [u32; 3],
 ) -> Dispatch {
+    let resources = buffers.iter().map(|b| b.as_entire_binding()).collect();
+    dispatch_resources(gpu, name, resources, params, groups)
+}
+
+/// [`dispatch`] with any resources (a texture view among the buffers)
+/// bound at 0.., then `params`.
+fn dispatch_resources<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    name: &'static str,
+    resources: Vec<wgpu::BindingResource<'_>>,
+    params: &P,
+    groups: [u32; 3],
+) -> Dispatch {
     let pipeline = Kernels::of(gpu).get(name).clone();
     // Parameter blocks are padded to 16 bytes, the strictest backends' rule.
     let mut contents = bytemuck::bytes_of(params).to_vec();
     contents.resize(contents.len().next_multiple_of(16), 0);
-    let uniform = gpu
+    let params_buf = gpu
         .device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: &contents,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         });
-    let mut entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
+    let count = resources.len() as u32;
+    let mut entries: Vec<wgpu::BindGroupEntry> = resources
+        .into_iter()
         .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
+        .map(|(i, resource)| wgpu::BindGroupEntry {
             binding: i as u32,
-            resource: b.as_entire_binding(),
+            resource,
         })
         .collect();
     entries.push(wgpu::BindGroupEntry {
-        binding: buffers.len() as u32,
-        resource: uniform.as_entire_binding(),
+        binding: count,
+        resource: params_buf.as_entire_binding(),
     });
     let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(name),
@@ -459,7 +495,7 @@ fn dispatch<P: bytemuck::Pod>(
         pipeline,
         bind_group,
         groups,
-        uniform,
+        params_buf,
         params: Mutex::new(contents),
         params_type: (TypeId::of::<P>(), std::any::type_name::<P>()),
     }

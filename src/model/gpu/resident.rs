@@ -2,9 +2,12 @@
 //! weights, uploaded once and shared by every program built over them
 //! ([`StageUpload`]), and the KV cache of its blocks ([`KvCache`]).
 
+use std::sync::Arc;
+
 use super::{bytes, upload_token_table, vocab_chunks};
 use crate::device::{upload, zeros, Gpu};
 use crate::error::{Error, Result};
+use crate::kernels::WeightTextures;
 use crate::model::names;
 use crate::model::weights::{Layer, StageWeights};
 use crate::model::{Gpt2Config, Shard, StagePart};
@@ -25,6 +28,11 @@ pub struct StageUpload {
     pub(super) wpe: Option<wgpu::Buffer>,
     pub(super) layers: Vec<Layer<wgpu::Buffer>>,
     pub(super) ln_f: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// The matmul weights (every block's four, the token table's chunks for
+    /// the tied head), registered so that decoding may read them from
+    /// textures on adapters where that is faster; made on first need, freed
+    /// with the last clone of this upload.
+    textures: Arc<WeightTextures>,
 }
 
 impl StageUpload {
@@ -107,6 +115,11 @@ impl StageUpload {
             }
             false => None,
         };
+        let matrices = layers
+            .iter()
+            .flat_map(|l| [&l.c_attn_w, &l.attn_proj_w, &l.c_fc_w, &l.mlp_proj_w]);
+        let head = wte_t.iter().filter(|_| part.head);
+        let textures = WeightTextures::register(gpu, matrices.chain(head));
         Ok(StageUpload {
             part,
             cfg,
@@ -116,6 +129,7 @@ impl StageUpload {
             wpe,
             layers,
             ln_f,
+            textures,
         })
     }
 
@@ -128,7 +142,8 @@ impl StageUpload {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Bytes of weights this upload holds on its device.
+    /// Bytes of weights this upload holds on its device: its buffers, and the
+    /// texture copies decoding has made of them so far.
     pub fn bytes(&self) -> u64 {
         let layers = self.layers.iter().flat_map(|l| {
             l.named_tensors(&self.cfg)
@@ -141,7 +156,7 @@ impl StageUpload {
             .chain(&self.wpe)
             .chain(self.ln_f.iter().flat_map(|(g, b)| [g, b]))
             .map(|b| b.size());
-        layers.chain(rest).sum()
+        layers.chain(rest).sum::<u64>() + self.textures.bytes()
     }
 }
 
