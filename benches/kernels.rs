@@ -1,4 +1,5 @@
-//! Kernel benchmarks: correctness first, then time.
+//! Kernel benchmarks: correctness first, then time, every row beside the
+//! adapter's limit.
 //!
 //!     cargo bench --bench kernels -- --warm-up-time 1 --measurement-time 3
 //!
@@ -8,15 +9,29 @@
 //! 3. A plain table of GFLOP/s from its own loop: 20 dispatches encoded in one
 //!    compute pass, one submit, wait, divide. Per-submit overhead
 //!    (~50-100 us on lavapipe) is then negligible, as in the real forward pass.
-//!
-//! 4. GPT-2 small forward tokens/s (seeded weights, B=1, T=128 and T=512 is
+//!    Its best row is the adapter's best matmul.
+//! 4. The adapter's read limits (`limits.rs`): streaming reads from a
+//!    storage buffer and from a texture, the best of a few load shapes each.
+//! 5. The gradient matmuls and decoding's GEMVs (`tables.rs`), and every
+//!    kernel of a training stage's F, I and W (`train_ops.rs`), each with its
+//!    fraction of the relevant limit.
+//! 6. GPT-2 small forward tokens/s (seeded weights, B=1, T=128 and T=512 is
 //!    too slow for criterion's ten samples: best of 2 timed runs after a warm-up).
+//!
+//! `WGPIPE_BENCH_ONLY=train|decode|backward` runs only that part of 5 (after
+//! the limits), for quick looks.
 //!
 //! The adapter is the tests' one: `WGPIPE_TEST_ADAPTER` ("" = first).
 //! Measure in release: debug builds turn on wgpu validation.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "kernels/limits.rs"]
+mod limits;
+#[path = "kernels/tables.rs"]
+mod tables;
+#[path = "kernels/train_ops.rs"]
+mod train_ops;
 
 use std::time::{Duration, Instant};
 
@@ -137,58 +152,88 @@ fn bench_matmul(c: &mut Criterion, gpu: &Gpu, ms: &[(&str, Matmul)]) {
     group.finish();
 }
 
-/// GFLOP/s from our own loop: best of 3 submits of `BATCH` dispatches.
-fn print_table(gpu: &Gpu, ms: &[(&str, Matmul)]) {
+/// GFLOP/s from our own loop: best of 3 submits of `BATCH` dispatches, each
+/// row as a fraction of the table's best (returned: the best matmul).
+fn print_table(gpu: &Gpu, ms: &[(&str, Matmul)]) -> f64 {
     println!(
         "\nmatmul_forward on {}: {BATCH} dispatches per submit, best of 3",
         gpu.label
     );
+    let rows: Vec<(&str, &Matmul, f64)> = ms
+        .iter()
+        .map(|(label, m)| {
+            m.run(gpu, 1); // warm-up
+            let best = (0..3)
+                .map(|_| time_batched(gpu, m, BATCH as u64))
+                .min()
+                .expect("3 runs");
+            (*label, m, best.as_secs_f64() / BATCH as f64)
+        })
+        .collect();
+    let gflops = |m: &Matmul, per: f64| m.flop() as f64 / per / 1e9;
+    let top = rows
+        .iter()
+        .map(|(_, m, per)| gflops(m, *per))
+        .fold(0.0, f64::max);
     println!(
-        "{:<16} {:>16} {:<20} {:>10} {:>9}",
-        "shape", "N x C x OC", "kernel", "ms/matmul", "GFLOP/s"
+        "{:<16} {:>16} {:<24} {:>10} {:>9} {:>8}",
+        "shape", "N x C x OC", "kernel", "ms/matmul", "GFLOP/s", "of best"
     );
-    for (label, m) in ms {
-        m.run(gpu, 1); // warm-up
-        let best = (0..3)
-            .map(|_| time_batched(gpu, m, BATCH as u64))
-            .min()
-            .expect("3 runs");
-        let per = best.as_secs_f64() / BATCH as f64;
+    for (label, m, per) in rows {
         println!(
-            "{:<16} {:>16} {:<20} {:>10.2} {:>9.1}",
+            "{:<16} {:>16} {:<24} {:>10.2} {:>9.1} {:>7.0}%",
             label,
             format!("{}x{}x{}", m.n, m.c, m.oc),
             m.dispatch.name,
             per * 1e3,
-            m.flop() as f64 / per / 1e9
+            gflops(m, per),
+            100.0 * gflops(m, per) / top
         );
     }
+    top
 }
 
 fn main() {
     let gpu = common::gpu();
     println!("adapter: {}", gpu.label);
+    let only = std::env::var("WGPIPE_BENCH_ONLY").ok();
 
     // 1. Correctness, both kernels, odd shapes included.
     for (n, c, oc) in [(65, 64, 256), (33, 35, 71), (128, 768, 2304)] {
         Matmul::new(&gpu, n, c, oc).check(&gpu);
     }
 
-    // 2. Criterion.
     let ms: Vec<(&str, Matmul)> = SHAPES
         .iter()
         .map(|&(l, n, c, oc)| (l, Matmul::new(&gpu, n, c, oc)))
         .collect();
     ms[1].1.check(&gpu); // 512^3, the target shape
-    let mut crit = Criterion::default().configure_from_args();
-    bench_matmul(&mut crit, &gpu, &ms);
-    crit.final_summary();
+    if only.is_none() {
+        // 2. Criterion.
+        let mut crit = Criterion::default().configure_from_args();
+        bench_matmul(&mut crit, &gpu, &ms);
+        crit.final_summary();
+    }
 
-    // 3. Our own table (skipped under `cargo test --benches`, which runs each
-    //    benchmark once only to see that it works).
+    // 3.-6. Our own tables (skipped under `cargo test --benches`, which runs
+    //    each benchmark once only to see that it works).
     if std::env::args().any(|a| a == "--bench") {
-        print_table(&gpu, &ms);
-        print_forward(&gpu);
+        let best = print_table(&gpu, &ms);
+        let limits = limits::measure(&gpu, best);
+        let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+        if part("backward") {
+            tables::print_backward(&gpu, &limits);
+        }
+        if part("decode") {
+            tables::print_decode(&gpu, &limits);
+            tables::print_decode_step(&gpu, &limits);
+        }
+        if part("train") {
+            train_ops::print(&gpu, &[32, 64], &limits);
+        }
+        if only.is_none() {
+            print_forward(&gpu);
+        }
     }
 }
 

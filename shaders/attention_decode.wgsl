@@ -31,7 +31,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;   // (slots, n_pos, NKV*HD)
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;   // (slots, n_pos, NKV*HD)
 @group(0) @binding(4) var<storage, read> rows: array<u32>;      // (N, 2)
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(5) var<storage, read> p: Params;
 
 const CHUNK: u32 = 64u;
 

@@ -11,6 +11,10 @@
 // rescaled when the max grows), so no (T, T) score matrix is stored and any
 // sequence length up to n_positions works. Head dims above 64 are split into
 // chunks; each chunk recomputes the scores over the full head.
+// With `with_lse` (training), the first chunk of each query also writes the
+// log-sum-exp of its scaled scores, lse (B, NH, T) = m + ln(l), for the
+// backward (attention_backward.wgsl), which then needs no pass of its own to
+// find the softmax's normaliser.
 
 struct Params {
     b: u32,
@@ -22,11 +26,13 @@ struct Params {
     scale: f32,    // 1 / sqrt(HD)
     window: u32,   // sliding window (keys t' > t - window); 0 = none
     stride: u32,   // invocations per row of the dispatch grid
+    with_lse: u32, // 1: write lse
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>; // (B*T, NH*HD)
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;       // (B*T, (NH + 2 NKV) HD)
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>; // (B, NH, T), with_lse only
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;       // (B*T, (NH + 2 NKV) HD)
+@group(0) @binding(3) var<storage, read> p: Params;
 
 const CHUNK: u32 = 64u;
 
@@ -36,6 +42,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (idx >= p.b * p.nh * p.t * p.nchunks) {
         return;
     }
+    let query = idx / p.nchunks; // (b, h, tq) flattened: the lse slot
     let chunk = idx % p.nchunks;
     idx = idx / p.nchunks;
     let tq = idx % p.t;
@@ -80,6 +87,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         m = m_new;
     }
     let o = (b * p.t + tq) * p.nh * p.hd + h * p.hd + d0;
+    if (p.with_lse == 1u && chunk == 0u) {
+        lse[query] = m + log(l);
+    }
     let inv = 1.0 / l;
     for (var d = 0u; d < dn; d = d + 1u) {
         out[o + d] = acc[d] * inv;

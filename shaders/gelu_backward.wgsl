@@ -12,7 +12,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> inp: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> p: Params;
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
 

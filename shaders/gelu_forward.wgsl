@@ -9,7 +9,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> p: Params;
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
 

@@ -24,7 +24,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> v_cache: array<f32>; // (slots, n_pos, NKV*HD)
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;           // (N, (NH + 2 NKV) HD)
 @group(0) @binding(3) var<storage, read> rows: array<u32>;          // (N, 2)
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

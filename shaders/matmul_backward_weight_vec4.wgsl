@@ -14,7 +14,7 @@ struct Params { n: u32, c: u32, oc: u32, ldd: u32, col_off: u32, }
 @group(0) @binding(0) var<storage, read_write> dweight: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> dout: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> inp: array<vec4<f32>>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> p: Params;
 @compute @workgroup_size(16, 4, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c4 = p.c / 4u; let oc4 = p.oc / 4u; let ldd4 = p.ldd / 4u; let off4 = p.col_off / 4u;

@@ -27,7 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> dout: array<f32>;          // (N, C)
 @group(0) @binding(4) var<storage, read> inp: array<f32>;           // (N, C)
 @group(0) @binding(5) var<storage, read> weight: array<f32>;        // (C)
-@group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(6) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -23,7 +23,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> dqkv: array<f32>;  // (N, (NH + 2 NKV) HD)
 @group(0) @binding(1) var<storage, read> positions: array<u32>;   // (period * pos_stride)
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;    // (HD / 2)
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> p: Params;
 
 const INV_TWO_PI: f32 = 0.15915493667125702;
 // 2pi = TWO_PI_A + TWO_PI_B + TWO_PI_C; A and B have at most 8 significant bits.

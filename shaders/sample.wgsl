@@ -64,7 +64,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> rows: array<u32>;
 @group(0) @binding(3) var<storage, read> uniforms: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> p: Params;
 
 const WG: u32 = 64u;      // invocations per workgroup (a power of two, >= 3 * M)
 const M: u32 = 8u;        // thresholds per search pass

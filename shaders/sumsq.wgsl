@@ -16,7 +16,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> p: Params;
 
 const WG: u32 = 256u;
 const PER_THREAD: u32 = 16u;

@@ -13,7 +13,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (N, F)
 @group(0) @binding(1) var<storage, read> gate_up: array<f32>;    // (N, 2F)
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

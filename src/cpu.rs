@@ -283,9 +283,19 @@ pub fn block_forward(
     let window = cfg.arch.sliding_window.unwrap_or(0);
     let p = |x: crate::model::block::Param| x.of(w).as_slice();
     for op in block::ops(cfg) {
-        let get = |a: Act| acts.get(&a).expect("an op reads what an earlier one wrote").clone();
+        let get = |a: Act| {
+            acts.get(&a)
+                .expect("an op reads what an earlier one wrote")
+                .clone()
+        };
         let (out, val) = match op {
-            Op::Norm { kind, x, g, b: beta, out } => {
+            Op::Norm {
+                kind,
+                x,
+                g,
+                b: beta,
+                out,
+            } => {
                 let mut o = vec![0.0f32; n * c];
                 let xv = get(x);
                 match kind {
@@ -294,14 +304,30 @@ pub fn block_forward(
                 }
                 (out, o)
             }
-            Op::Linear { x, w: wt, b: bias, out, .. } => {
+            Op::Linear {
+                x,
+                w: wt,
+                b: bias,
+                out,
+                ..
+            } => {
                 let mut o = vec![0.0f32; n * width(out)];
-                matmul_forward(&mut o, &get(x), p(wt), Some(p(bias)), n, width(x), width(out));
+                matmul_forward(
+                    &mut o,
+                    &get(x),
+                    p(wt),
+                    Some(p(bias)),
+                    n,
+                    width(x),
+                    width(out),
+                );
                 (out, o)
             }
             Op::Rope { qkv } => {
                 let mut q = get(qkv);
-                let inv = inv_freq.as_ref().expect("rotary positions have frequencies");
+                let inv = inv_freq
+                    .as_ref()
+                    .expect("rotary positions have frequencies");
                 llama::rope_forward(&mut q, &positions, inv, n, nh, nkv, hd);
                 (qkv, q)
             }

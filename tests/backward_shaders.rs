@@ -2,7 +2,8 @@
 //! every shader of `kernels::SHADERS` (forward, backward, optimizer) follows
 //! the binding conventions the dispatch functions rely on: one
 //! `@compute fn main`, group 0 bindings 0.. without gaps, read_write outputs
-//! first, the uniform params struct last. Naga only, no GPU needed
+//! first, the params struct last, in a read-only storage buffer (not a
+//! uniform: see `kernels::Dispatch` for why). Naga only, no GPU needed
 //! (tests/shaders.rs validates the same table).
 
 use std::path::Path;
@@ -20,8 +21,10 @@ const BACKWARD_SHADERS: &[&str] = &[
     "layernorm_backward",
     "matmul_backward_bias",
     "matmul_backward_input",
+    "matmul_backward_input_subgroup",
     "matmul_backward_input_vec4",
     "matmul_backward_weight",
+    "matmul_backward_weight_subgroup",
     "matmul_backward_weight_vec4",
     "residual_backward",
     "rmsnorm_backward",
@@ -92,10 +95,18 @@ fn every_shader_parses_validates_and_follows_the_conventions() {
             ));
         }
         // (binding, address space) of the resources, by binding number
+        // A storage texture written to counts as a read_write output.
+        let space = |g: &naga::GlobalVariable| match module.types[g.ty].inner {
+            naga::TypeInner::Image {
+                class: naga::ImageClass::Storage { access, .. },
+                ..
+            } if access.contains(StorageAccess::STORE) => AddressSpace::Storage { access },
+            _ => g.space,
+        };
         let mut bindings: Vec<(u32, AddressSpace)> = module
             .global_variables
             .iter()
-            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.group, b.binding, g.space)))
+            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.group, b.binding, space(g))))
             .map(|(group, binding, space)| {
                 assert_eq!(group, 0, "{name}: binding {binding} not in group 0");
                 (binding, space)
@@ -110,10 +121,10 @@ fn every_shader_parses_validates_and_follows_the_conventions() {
         }
         let writable = |s: &AddressSpace| matches!(s, AddressSpace::Storage { access } if access.contains(StorageAccess::STORE));
         let (last, rest) = bindings.split_last().unwrap();
-        if last.1 != AddressSpace::Uniform || rest.iter().any(|(_, s)| *s == AddressSpace::Uniform)
-        {
+        let read_only = |s: &AddressSpace| matches!(s, AddressSpace::Storage { access } if !access.contains(StorageAccess::STORE));
+        if !read_only(&last.1) || bindings.iter().any(|(_, s)| *s == AddressSpace::Uniform) {
             failures.push(format!(
-                "{name}: the params uniform must be the last binding, alone"
+                "{name}: the params must be the last binding, read-only storage, and no binding a uniform"
             ));
         }
         let first_read = rest

@@ -276,7 +276,15 @@ fn adapters_lists_every_adapter_the_library_finds() {
         assert_eq!(a["index"], i);
         assert!(["vulkan", "metal", "dx12", "gl"].contains(&a["backend"].as_str().unwrap()));
         assert!(a["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+        assert!(a["max_texture_dimension_2d"].as_u64().unwrap() > 0);
         assert!(a["timestamp_query"].is_boolean());
+        // Where decoding reads its weights from, measured on the adapter.
+        let d = &a["decode_weights"];
+        assert!(
+            ["buffer", "texture"].contains(&d["storage"].as_str().unwrap()),
+            "{d}"
+        );
+        assert!(d["buffer_gbps"].as_f64().unwrap() > 0.0, "{d}");
     }
 }
 

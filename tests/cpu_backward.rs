@@ -499,7 +499,7 @@ fn attention_backward_single_key_passes_dout_to_v() {
     let qkv = rand_vec(3 * c, 7, 2.0);
     let dout = [1.0f32, -2.0, 3.0, -4.0];
     let mut dqkv = vec![0.0f32; 3 * c];
-    attention_backward(&mut dqkv, &dout, &qkv, 1, 1, c, nh);
+    attention_backward(&mut dqkv, &dout, &qkv, 1, 1, nh, nh, c / nh, 0);
     assert_eq!(&dqkv[2 * c..], &dout);
     assert!(dqkv[..2 * c].iter().all(|&x| x.abs() < 1e-6), "{dqkv:?}");
 }

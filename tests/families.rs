@@ -29,7 +29,10 @@ const FIXTURES: &[&str] = &[
 fn rel_err(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
     diff / scale
 }
 
@@ -73,13 +76,18 @@ fn pipelined_forwards_equal_one_device_for_every_family() {
     for name in ["tiny-llama", "tiny-qwen2", "tiny-mistral"] {
         let dir = common::fixture_dir(name);
         let tokens = read_input_ids(&dir.join("input_ids.safetensors")).unwrap();
-        let one = pipeline(name, 1, ScheduleKind::Gpipe, 1).forward(&tokens).unwrap();
+        let one = pipeline(name, 1, ScheduleKind::Gpipe, 1)
+            .forward(&tokens)
+            .unwrap();
         let want = reference(&dir);
         assert!(rel_err(&one.logits, &want) < 1e-4, "{name}: one device");
         let layers = load_checkpoint(&dir).unwrap().config.n_layer;
         let mut layouts = vec![(2, ScheduleKind::OneFOneB, 1)];
         if layers >= 4 {
-            layouts.extend([(4, ScheduleKind::Gpipe, 1), (2, ScheduleKind::Interleaved, 2)]);
+            layouts.extend([
+                (4, ScheduleKind::Gpipe, 1),
+                (2, ScheduleKind::Interleaved, 2),
+            ]);
         }
         for (p, kind, v) in layouts {
             let run = pipeline(name, p, kind, v).forward(&tokens).unwrap();
@@ -106,7 +114,10 @@ fn the_tokenizer_gives_transformers_ids_and_text() {
             let want: Vec<u32> = serde_json::from_value(case["prompt_ids"][i].clone()).unwrap();
             assert_eq!(ids, want, "{p}");
             let out: Vec<u32> = serde_json::from_value(case["output_ids"][i].clone()).unwrap();
-            assert_eq!(tok.decode(&out).unwrap(), case["texts"][i].as_str().unwrap());
+            assert_eq!(
+                tok.decode(&out).unwrap(),
+                case["texts"][i].as_str().unwrap()
+            );
         }
     }
 }
@@ -154,7 +165,10 @@ fn unsupported_architectures_and_settings_are_refused_by_name() {
     let d = common::scratch("families-refused");
     std::fs::create_dir_all(&d).unwrap();
     for (json, needle) in [
-        (r#"{"architectures": ["FalconForCausalLM"]}"#, "FalconForCausalLM"),
+        (
+            r#"{"architectures": ["FalconForCausalLM"]}"#,
+            "FalconForCausalLM",
+        ),
         (r#"{"model_type": "phi3"}"#, "phi3"),
         (
             r#"{"architectures": ["LlamaForCausalLM"], "hidden_act": "gelu", "vocab_size": 8, "max_position_embeddings": 8, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8}"#,

@@ -10,7 +10,7 @@ mod common;
 use common::assert_close;
 use wgpipe::cpu::backward::{self as cpu};
 use wgpipe::device::{download, upload, upload_pod, zeros, Gpu};
-use wgpipe::kernels::{self, Dispatch};
+use wgpipe::kernels::{self, Dispatch, Kernels, MatmulOp, MatmulVariant};
 use wgpipe::model::grads::NO_TARGET;
 
 /// Encode `dispatches` in one pass, in order, submit, wait; any device error
@@ -51,9 +51,65 @@ fn matmul_backward_kernels_match_cpu_on_a_column_slice() {
     check_matmul_backward(70, 264, 68, 68, 0);
 }
 
-fn check_matmul_backward(n: usize, c: usize, oc: usize, ldd: usize, col_off: usize) {
+#[test]
+fn every_matmul_backward_variant_the_device_runs_matches_cpu() {
+    // Every shape class of the blocked kernels: rows below, at and past a
+    // 32-row block (and the vec4 kernel's 8), C/4 and OC/4 not filling a
+    // workgroup's columns, C not a multiple of 32 (the subgroup dW's row
+    // block), a column slice of a wider dout, and GPT-2's QKV at N = 32.
+    let shapes = [
+        (1, 4, 4, 4, 0),
+        (7, 36, 20, 28, 8),
+        (32, 256, 768, 768, 0),
+        (33, 64, 260, 300, 40),
+        (70, 264, 68, 68, 0),
+        (64, 128, 256, 512, 256),
+        (32, 768, 2304, 2304, 0),
+    ];
+    common::for_each_adapter(|gpu| {
+        for v in Kernels::of(gpu).matmul_variants() {
+            if v.shader_of(MatmulOp::BackwardInput).is_none() {
+                continue;
+            }
+            for &(n, c, oc, ldd, col_off) in &shapes {
+                check_matmul_backward_on(gpu, Some(v), n, c, oc, ldd, col_off);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_matmul_variant_without_gradients_is_an_error() {
     let gpu = common::gpu();
-    let shape = format!("N={n} C={c} OC={oc} ldd={ldd} col_off={col_off}");
+    let b = zeros(&gpu, "b", 64);
+    let err =
+        kernels::matmul_backward_input_with(&gpu, MatmulVariant::Rows4, &b, &b, &b, 4, 4, 4, 4, 0)
+            .map(|_| ())
+            .unwrap_err();
+    assert!(err.to_string().contains("matmul_forward_rows4"), "{err}");
+    let err =
+        kernels::matmul_backward_weight_with(&gpu, MatmulVariant::Vec4, &b, &b, &b, 4, 6, 4, 4, 0)
+            .map(|_| ())
+            .unwrap_err();
+    assert!(err.to_string().contains("multiples of 4"), "{err}");
+}
+
+fn check_matmul_backward(n: usize, c: usize, oc: usize, ldd: usize, col_off: usize) {
+    check_matmul_backward_on(&common::gpu(), None, n, c, oc, ldd, col_off);
+}
+
+/// dinp, dweight and dbias of one shape against the CPU twins: through the
+/// dispatch functions' own choice, or with `variant` for dinp and dweight.
+fn check_matmul_backward_on(
+    gpu: &Gpu,
+    variant: Option<MatmulVariant>,
+    n: usize,
+    c: usize,
+    oc: usize,
+    ldd: usize,
+    col_off: usize,
+) {
+    let shape = format!("N={n} C={c} OC={oc} ldd={ldd} col_off={col_off} ({variant:?})");
     let wide = rand_vec(n * ldd, 1, 1.0);
     let dout: Vec<f32> = (0..n)
         .flat_map(|i| wide[i * ldd + col_off..][..oc].to_vec())
@@ -64,47 +120,62 @@ fn check_matmul_backward(n: usize, c: usize, oc: usize, ldd: usize, col_off: usi
     let dw0 = rand_vec(c * oc, 5, 1.0);
     let db0 = rand_vec(oc, 6, 1.0);
     let (wide_b, inp_b, w_b) = (
-        upload(&gpu, "dout", &wide),
-        upload(&gpu, "inp", &inp),
-        upload(&gpu, "weight", &weight),
+        upload(gpu, "dout", &wide),
+        upload(gpu, "inp", &inp),
+        upload(gpu, "weight", &weight),
     );
+    // Sums over OC (dinp) or N (dweight) terms of size ~1: tolerance grows
+    // with the length of the sum.
+    let atol = |terms: usize| 1e-5 * (terms as f32 / 64.0).max(1.0);
 
     let mut want = dinp0.clone();
     cpu::matmul_backward_input(&mut want, &dout, &weight, n, c, oc);
-    let dinp = upload(&gpu, "dinp", &dinp0);
-    let d = kernels::matmul_backward_input(&gpu, &dinp, &wide_b, &w_b, n, c, oc, ldd, col_off);
-    run(&gpu, &[&d]);
+    let dinp = upload(gpu, "dinp", &dinp0);
+    let d = match variant {
+        None => kernels::matmul_backward_input(gpu, &dinp, &wide_b, &w_b, n, c, oc, ldd, col_off),
+        Some(v) => kernels::matmul_backward_input_with(
+            gpu, v, &dinp, &wide_b, &w_b, n, c, oc, ldd, col_off,
+        )
+        .unwrap_or_else(|e| panic!("{shape}: {e}")),
+    };
+    run(gpu, &[&d]);
     assert_close(
-        &format!("dinp {shape}"),
-        &read(&gpu, &dinp, n * c),
+        &format!("dinp {shape} via {}", d.name),
+        &read(gpu, &dinp, n * c),
         &want,
-        1e-5,
+        atol(oc),
         1e-5,
     );
 
     let mut want = dw0.clone();
     cpu::matmul_backward_weight(&mut want, &dout, &inp, n, c, oc);
-    let dw = upload(&gpu, "dweight", &dw0);
-    let d = kernels::matmul_backward_weight(&gpu, &dw, &wide_b, &inp_b, n, c, oc, ldd, col_off);
-    run(&gpu, &[&d]);
+    let dw = upload(gpu, "dweight", &dw0);
+    let d = match variant {
+        None => kernels::matmul_backward_weight(gpu, &dw, &wide_b, &inp_b, n, c, oc, ldd, col_off),
+        Some(v) => kernels::matmul_backward_weight_with(
+            gpu, v, &dw, &wide_b, &inp_b, n, c, oc, ldd, col_off,
+        )
+        .unwrap_or_else(|e| panic!("{shape}: {e}")),
+    };
+    run(gpu, &[&d]);
     assert_close(
-        &format!("dweight {shape}"),
-        &read(&gpu, &dw, c * oc),
+        &format!("dweight {shape} via {}", d.name),
+        &read(gpu, &dw, c * oc),
         &want,
-        1e-5,
+        atol(n),
         1e-5,
     );
 
     let mut want = db0.clone();
     cpu::matmul_backward_bias(&mut want, &dout, n, oc);
-    let db = upload(&gpu, "dbias", &db0);
-    let d = kernels::matmul_backward_bias(&gpu, &db, &wide_b, n, oc, ldd, col_off);
-    run(&gpu, &[&d]);
+    let db = upload(gpu, "dbias", &db0);
+    let d = kernels::matmul_backward_bias(gpu, &db, &wide_b, n, oc, ldd, col_off);
+    run(gpu, &[&d]);
     assert_close(
         &format!("dbias {shape}"),
-        &read(&gpu, &db, oc),
+        &read(gpu, &db, oc),
         &want,
-        1e-5,
+        atol(n),
         1e-5,
     );
 }
@@ -143,20 +214,123 @@ fn layernorm_backward_kernel_matches_cpu() {
     assert_close("dbeta", &read(&gpu, &db_b, c), &db, 1e-5, 1e-5);
 }
 
-fn check_attention(gpu: &Gpu, b: usize, t: usize, c: usize, nh: usize, seed: u64) {
-    let qkv = rand_vec(b * t * 3 * c, seed, 1.5);
+/// An attention's shape: heads, KV heads, head dim, sliding window (0: none).
+#[derive(Clone, Copy, Debug)]
+struct Heads {
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: usize,
+}
+
+impl Heads {
+    fn mha(c: usize, nh: usize) -> Heads {
+        Heads {
+            nh,
+            nkv: nh,
+            hd: c / nh,
+            window: 0,
+        }
+    }
+    fn row(&self) -> usize {
+        (self.nh + 2 * self.nkv) * self.hd
+    }
+}
+
+/// The forward's output and per-query log-sum-exp of the scaled scores
+/// (B, NH, T), computed plainly on the CPU.
+fn attention_out_lse(qkv: &[f32], b: usize, t: usize, a: Heads) -> (Vec<f32>, Vec<f32>) {
+    let Heads {
+        nh,
+        nkv,
+        hd,
+        window,
+    } = a;
+    let c = nh * hd;
+    let mut out = vec![0f32; b * t * c];
+    wgpipe::cpu::attention_forward(&mut out, qkv, b, t, nh, nkv, hd, window);
+    let row = a.row();
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut lse = Vec::with_capacity(b * nh * t);
+    for bi in 0..b {
+        for h in 0..nh {
+            let kc = c + (h / (nh / nkv)) * hd;
+            for ti in 0..t {
+                let q = &qkv[(bi * t + ti) * row + h * hd..][..hd];
+                let first = match window {
+                    0 => 0,
+                    w => (ti + 1).saturating_sub(w),
+                };
+                let scores: Vec<f64> = (first..=ti)
+                    .map(|tk| {
+                        let k = &qkv[(bi * t + tk) * row + kc..][..hd];
+                        q.iter()
+                            .zip(k)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let l: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                lse.push((m + l.ln()) as f32);
+            }
+        }
+    }
+    (out, lse)
+}
+
+/// dqkv through attention_backward, fed by the GPU forward's own output and
+/// lse (attention_forward_lse, checked against the CPU first), with a
+/// scratch that holds every score's gradient, or (`recompute`) only D.
+fn check_attention(gpu: &Gpu, b: usize, t: usize, a: Heads, seed: u64, recompute: bool) {
+    let shape = format!("B={b} T={t} {a:?} recompute={recompute}");
+    let Heads {
+        nh,
+        nkv,
+        hd,
+        window,
+    } = a;
+    let (c, row) = (nh * hd, a.row());
+    let qkv = rand_vec(b * t * row, seed, 1.5);
     let dout = rand_vec(b * t * c, seed + 1, 1.0);
-    let dqkv0 = rand_vec(b * t * 3 * c, seed + 2, 1.0);
-    let mut want = dqkv0.clone();
-    cpu::attention_backward(&mut want, &dout, &qkv, b, t, c, nh);
-    let dqkv = upload(gpu, "dqkv", &dqkv0);
-    let stats = zeros(gpu, "stats", b * nh * t * 2);
-    let (dout_b, qkv_b) = (upload(gpu, "dout", &dout), upload(gpu, "qkv", &qkv));
-    let [p0, p1] = kernels::attention_backward(gpu, &dqkv, &stats, &dout_b, &qkv_b, b, t, c, nh);
-    run(gpu, &[&p0, &p1]);
+    let dqkv0 = rand_vec(b * t * row, seed + 2, 1.0);
+    let (out_want, lse_want) = attention_out_lse(&qkv, b, t, a);
+    let qkv_b = upload(gpu, "qkv", &qkv);
+    let (out_b, lse_b) = (zeros(gpu, "out", b * t * c), zeros(gpu, "lse", b * nh * t));
+    let f = kernels::attention_forward_lse(gpu, &out_b, &lse_b, &qkv_b, b, t, nh, nkv, hd, window);
+    run(gpu, &[&f]);
     assert_close(
-        &format!("dqkv B={b} T={t} C={c} NH={nh}"),
-        &read(gpu, &dqkv, b * t * 3 * c),
+        &format!("out {shape}"),
+        &read(gpu, &out_b, b * t * c),
+        &out_want,
+        1e-5,
+        1e-4,
+    );
+    assert_close(
+        &format!("lse {shape}"),
+        &read(gpu, &lse_b, b * nh * t),
+        &lse_want,
+        1e-5,
+        1e-5,
+    );
+
+    let mut want = dqkv0.clone();
+    cpu::attention_backward(&mut want, &dout, &qkv, b, t, nh, nkv, hd, window);
+    let dqkv = upload(gpu, "dqkv", &dqkv0);
+    let len = match recompute {
+        true => b * nh * t,
+        false => kernels::attention_backward_scratch_len(gpu, b, t, nh),
+    };
+    let scratch = zeros(gpu, "scratch", len);
+    let dout_b = upload(gpu, "dout", &dout);
+    let [p0, p1, p2] = kernels::attention_backward(
+        gpu, &dqkv, &scratch, &dout_b, &qkv_b, &out_b, &lse_b, b, t, nh, nkv, hd, window,
+    );
+    run(gpu, &[&p0, &p1, &p2]);
+    assert_close(
+        &format!("dqkv {shape}"),
+        &read(gpu, &dqkv, b * t * row),
         &want,
         2e-5,
         1e-4,
@@ -165,9 +339,27 @@ fn check_attention(gpu: &Gpu, b: usize, t: usize, c: usize, nh: usize, seed: u64
 
 #[test]
 fn attention_backward_kernel_matches_cpu() {
-    let gpu = common::gpu();
-    check_attention(&gpu, 2, 7, 12, 3, 21); // hd = 4
-    check_attention(&gpu, 1, 5, 150, 2, 22); // hd = 75: two chunks of head dims
+    // Every shape class: head dims below one chunk (4), exactly one (64, the
+    // bench model's and GPT-2's), two chunks (75); one query, T past a
+    // workgroup of queries; the dS scratch kept and recomputed; grouped-
+    // and multi-query heads, a head dim not a power of two, a sliding window.
+    let gqa = |nh, nkv, hd, window| Heads {
+        nh,
+        nkv,
+        hd,
+        window,
+    };
+    common::for_each_adapter(|gpu| {
+        for recompute in [false, true] {
+            check_attention(gpu, 2, 7, Heads::mha(12, 3), 21, recompute); // hd = 4
+            check_attention(gpu, 1, 5, Heads::mha(150, 2), 22, recompute); // hd = 75: two chunks
+            check_attention(gpu, 1, 1, Heads::mha(64, 1), 23, recompute); // one token
+            check_attention(gpu, 1, 33, Heads::mha(256, 4), 24, recompute); // hd = 64
+            check_attention(gpu, 2, 9, gqa(4, 2, 6, 0), 25, recompute); // GQA
+            check_attention(gpu, 1, 11, gqa(6, 1, 10, 0), 26, recompute); // MQA, hd 10
+            check_attention(gpu, 2, 13, gqa(4, 2, 8, 4), 27, recompute); // window 4
+        }
+    });
 }
 
 #[test]

@@ -187,6 +187,135 @@ fn an_unsupported_matmul_variant_is_an_error_not_a_panic() {
     assert!(std::sync::Arc::ptr_eq(&kernels, &Kernels::of(&gpu)));
 }
 
+#[test]
+fn texture_matmul_matches_the_buffer_kernel_bitwise_at_every_shape_class() {
+    // Decoding's few-row matmul with the weight in a texture: 1 to 4 rows,
+    // OC/4 below and past a workgroup's 64 columns, rows of texels cut into
+    // blocks (a last block partly filled) as on an adapter whose
+    // max_texture_dimension_2d is narrower than OC/4, and a column slice of
+    // a wider output (the LM head's chunks). Same arithmetic in the same
+    // order as matmul_forward_rows4: bitwise equal, and close to the CPU.
+    common::for_each_adapter(|gpu| {
+        // (N, C, OC, ldo, col_off, texels per texture row)
+        for (i, &(n, c, oc, ldo, off, tw)) in [
+            (1, 4, 4, 4, 0, 1),
+            (1, 768, 2304, 2304, 0, 576),
+            (2, 36, 100, 100, 0, 25),
+            (3, 36, 100, 100, 0, 8),
+            (4, 64, 260, 300, 40, 65),
+            (4, 256, 516, 516, 0, 7),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let shape = format!("N={n} C={c} OC={oc} ldo={ldo} col_off={off} tw={tw}");
+            let (inp, weight, bias) = matmul_data(100 + i as u64, n, c, oc);
+            let (inp_b, w_b, b_b) = (
+                upload(gpu, "inp", &inp),
+                upload(gpu, "w", &weight),
+                upload(gpu, "b", &bias),
+            );
+            let tex = kernels::WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw)
+                .unwrap_or_else(|e| panic!("{shape}: {e}"));
+            let (o_tex, o_buf) = (zeros(gpu, "out", n * ldo), zeros(gpu, "out", n * ldo));
+            let d = kernels::matmul_forward_texture(
+                gpu, &o_tex, &inp_b, &tex, &b_b, n, c, oc, ldo, off,
+            )
+            .unwrap_or_else(|e| panic!("{shape}: {e}"));
+            assert_eq!(d.name, "matmul_forward_rows4_texture");
+            let r = kernels::matmul_forward_strided(
+                gpu, &o_buf, &inp_b, &w_b, &b_b, n, c, oc, ldo, off,
+            );
+            assert_eq!(
+                r.name, "matmul_forward_rows4",
+                "unregistered weights stay in buffers"
+            );
+            run(gpu, &[&d, &r]);
+            let (got, buf) = (read(gpu, &o_tex, n * ldo), read(gpu, &o_buf, n * ldo));
+            assert!(
+                got.iter()
+                    .zip(&buf)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{shape}: texture and buffer kernels differ"
+            );
+            let mut want = vec![0f32; n * oc];
+            cpu::matmul_forward(&mut want, &inp, &weight, Some(&bias), n, c, oc);
+            let cols: Vec<f32> = (0..n)
+                .flat_map(|r| got[r * ldo + off..][..oc].to_vec())
+                .collect();
+            assert_close(&format!("texture matmul {shape}"), &cols, &want, 1e-5, 1e-4);
+        }
+        // Shapes it refuses, by name.
+        let w = zeros(gpu, "w", 16);
+        let tex = kernels::WeightTexture::from_buffer(gpu, &w, 4, 4).unwrap();
+        let b = zeros(gpu, "b", 64);
+        for (n, c, oc) in [(5, 4, 4), (1, 8, 4), (1, 4, 6)] {
+            let err = kernels::matmul_forward_texture(gpu, &b, &b, &tex, &b, n, c, oc, oc, 0)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("matmul_forward_rows4_texture"),
+                "{err}"
+            );
+        }
+        let too_tall = gpu.limits.max_texture_dimension_2d as usize + 1;
+        let big = zeros(gpu, "w", 4 * too_tall);
+        let err = kernels::WeightTexture::from_buffer(gpu, &big, too_tall, 4)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    });
+}
+
+#[test]
+fn registered_weights_are_read_from_textures_where_the_adapter_chose_them() {
+    // A stage's registered weights: a few-row matmul runs the texture kernel
+    // exactly when the adapter's measured choice is textures; more rows, or
+    // a buffer nobody registered, always read the buffer.
+    common::for_each_adapter(|gpu| {
+        let choice = kernels::decode_weights(gpu);
+        println!("{}: {choice:?}", gpu.label);
+        assert!(choice.buffer_gbps > 0.0, "{choice:?}");
+        let (n, c, oc) = (2, 64, 128);
+        let (inp, weight, bias) = matmul_data(7, n, c, oc);
+        let (inp_b, w_b, b_b) = (
+            upload(gpu, "inp", &inp),
+            upload(gpu, "w", &weight),
+            upload(gpu, "b", &bias),
+        );
+        let registered = kernels::WeightTextures::register(gpu, [&w_b]);
+        let out = zeros(gpu, "out", 40 * oc);
+        let d = kernels::matmul_forward(gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
+        let want = match choice.storage {
+            kernels::WeightStorage::Texture => "matmul_forward_rows4_texture",
+            kernels::WeightStorage::Buffer => "matmul_forward_rows4",
+        };
+        assert_eq!(d.name, want);
+        assert_eq!(
+            registered.bytes() > 0,
+            choice.storage == kernels::WeightStorage::Texture
+        );
+        run(gpu, &[&d]);
+        let mut expect = vec![0f32; n * oc];
+        cpu::matmul_forward(&mut expect, &inp, &weight, Some(&bias), n, c, oc);
+        assert_close(
+            "registered matmul",
+            &read(gpu, &out, n * oc),
+            &expect,
+            1e-5,
+            1e-4,
+        );
+        let many = kernels::matmul_forward(gpu, &out, &inp_b, &w_b, &b_b, 40, c, oc);
+        assert_ne!(many.name, "matmul_forward_rows4_texture");
+        drop(registered);
+        let after = kernels::matmul_forward(gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
+        assert_eq!(
+            after.name, "matmul_forward_rows4",
+            "the textures went with their holder"
+        );
+    });
+}
+
 /// Two column blocks of a wider output, like the LM head's vocabulary chunks:
 /// each block matches the CPU, the gap and the margins stay exactly zero.
 #[test]

@@ -15,6 +15,11 @@ pub struct DecodeMetrics {
     /// Inter-token latency over every consecutive pair of every sequence.
     pub itl_ms_p50: f64,
     pub itl_ms_p99: f64,
+    /// Median over decoded tokens (all but each sequence's first) of the
+    /// time the devices spent computing it: its passes on every stage,
+    /// sampler included (GPU timestamps). ITL − this is what the kernels do
+    /// not account for: submits, waits, hops, readbacks, other groups.
+    pub itl_kernels_ms_p50: f64,
     /// New tokens over the time from the first prefill to the last token.
     pub tokens_per_s: f64,
 }
@@ -47,6 +52,16 @@ impl DecodeMetrics {
             .copied()
             .fold(f64::NEG_INFINITY, f64::max);
         let n: usize = g.token_us.iter().map(Vec::len).sum();
+        let mut busy: Vec<f64> = g
+            .token_busy_us
+            .iter()
+            .flat_map(|t| t.iter().skip(1).copied())
+            .collect();
+        busy.sort_by(f64::total_cmp);
+        let busy_p50 = match busy.len() {
+            0 => f64::NAN,
+            n => busy[(n - 1) / 2],
+        };
         DecodeMetrics {
             ttft_ms: mean(&firsts) / 1e3,
             tpot_ms: if tpots.is_empty() {
@@ -56,6 +71,7 @@ impl DecodeMetrics {
             },
             itl_ms_p50: pct(0.5) / 1e3,
             itl_ms_p99: pct(0.99) / 1e3,
+            itl_kernels_ms_p50: busy_p50 / 1e3,
             tokens_per_s: n as f64 / ((end - g.start_us) / 1e6),
         }
     }

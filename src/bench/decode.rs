@@ -51,6 +51,11 @@ pub struct DecodeRow {
     pub tpot_ms: f64,
     pub itl_ms_p50: f64,
     pub itl_ms_p99: f64,
+    /// The ITL's breakdown: the devices computing a decoded token (its
+    /// passes on every stage, sampler included; GPU timestamps), and the
+    /// rest of ITL p50 (submits, waits, hops, readbacks, other groups).
+    pub itl_kernels_ms: f64,
+    pub itl_other_ms: f64,
     pub tokens_per_s: f64,
     /// The decode schedule's bubble, measured on the timeline.
     pub bubble_measured: f64,
@@ -60,6 +65,8 @@ pub struct DecodeRow {
     pub split: Vec<usize>,
     /// KV-cache bytes on each device.
     pub kv_bytes: Vec<u64>,
+    /// Where each device's decode matmuls read their weights from.
+    pub decode_weights: Vec<crate::kernels::WeightStorage>,
 }
 
 /// What `bench decode` measured.
@@ -157,7 +164,13 @@ impl DecodeBench {
             for _ in 0..self.repeat {
                 let run = generate_resident(&groups, &local, &resident, &job, None)?;
                 let bubble = run.timeline.stats().bubble;
-                runs.push((DecodeMetrics::of(&run), bubble, run.kv_bytes.clone()));
+                let storage: Vec<_> = run.decode_weights.iter().map(|w| w.storage).collect();
+                runs.push((
+                    DecodeMetrics::of(&run),
+                    bubble,
+                    run.kv_bytes.clone(),
+                    storage,
+                ));
             }
             let med =
                 |f: &dyn Fn(&DecodeMetrics) -> f64| median(runs.iter().map(|r| f(&r.0)).collect());
@@ -169,11 +182,14 @@ impl DecodeBench {
                 tpot_ms: med(&|m| m.tpot_ms),
                 itl_ms_p50: med(&|m| m.itl_ms_p50),
                 itl_ms_p99: med(&|m| m.itl_ms_p99),
+                itl_kernels_ms: med(&|m| m.itl_kernels_ms_p50),
+                itl_other_ms: med(&|m| m.itl_ms_p50 - m.itl_kernels_ms_p50),
                 tokens_per_s: med(&|m| m.tokens_per_s),
                 bubble_measured: median(runs.iter().map(|r| r.1).collect()),
                 bubble_analytic: crate::schedule::analytic::decode_bubble(g, p),
                 split,
                 kv_bytes: runs[0].2.clone(),
+                decode_weights: runs[0].3.clone(),
             });
         }
         Ok(rows)
@@ -184,13 +200,15 @@ impl DecodeRow {
     /// One progress line.
     pub fn line(&self) -> String {
         format!(
-            "P={} G={} split {:?}: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} / p99 {:.1} ms, {:.2} tokens/s, bubble {:.1}%",
+            "P={} G={} split {:?}: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} (kernels {:.1} + rest {:.1}) / p99 {:.1} ms, {:.2} tokens/s, bubble {:.1}%",
             self.devices,
             self.groups,
             self.split,
             self.ttft_ms,
             self.tpot_ms,
             self.itl_ms_p50,
+            self.itl_kernels_ms,
+            self.itl_other_ms,
             self.itl_ms_p99,
             self.tokens_per_s,
             100.0 * self.bubble_measured
@@ -202,17 +220,18 @@ impl DecodeReport {
     /// The rows as a Markdown table.
     pub fn table(&self) -> String {
         let mut s = String::from(
-            "| P | groups | sequences | TTFT ms | TPOT ms | ITL p50 ms | ITL p99 ms | tokens/s | bubble (steady-state) |\n|---|---|---|---|---|---|---|---|---|\n",
+            "| P | groups | sequences | TTFT ms | TPOT ms | ITL p50 ms | of which kernels | ITL p99 ms | tokens/s | bubble (steady-state) |\n|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             s += &format!(
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} % ({:.0} %) |\n",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} % ({:.0} %) |\n",
                 r.devices,
                 r.groups,
                 r.sequences,
                 r.ttft_ms,
                 r.tpot_ms,
                 r.itl_ms_p50,
+                r.itl_kernels_ms,
                 r.itl_ms_p99,
                 r.tokens_per_s,
                 100.0 * r.bubble_measured,

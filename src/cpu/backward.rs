@@ -188,66 +188,76 @@ pub fn matmul_backward_bias(
     }
 }
 
-/// Backward of [`crate::cpu::attention_forward`] (causal, multi-head; qkv
-/// rows [q | k | v]). For one query t of one head, with P = softmax over
-/// keys t2 <= t of the scaled scores (recomputed as the forward does):
+/// Backward of [`crate::cpu::attention_forward`] (causal, grouped-query,
+/// within `window` when it is > 0; qkv rows [q: NH*hd | k: NKV*hd |
+/// v: NKV*hd]). For one query t of head h, with P = softmax over its keys
+/// t2 (recomputed as the forward does), in h's KV head:
 /// dv[t2] += P[t2] dout[t]; dP[t2] = dout[t] . v[t2];
 /// dS[t2] = P[t2] (dP[t2] - sum_u P[u] dP[u]);
 /// dq[t] += scale * sum dS[t2] k[t2]; dk[t2] += scale * dS[t2] q[t].
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
-    dqkv: &mut [f32], // (B*T, 3C)
-    dout: &[f32],     // (B*T, C)
-    qkv: &[f32],      // (B*T, 3C)
+    dqkv: &mut [f32], // (B*T, (NH + 2 NKV) hd)
+    dout: &[f32],     // (B*T, NH*hd)
+    qkv: &[f32],      // (B*T, (NH + 2 NKV) hd)
     b: usize,
     t: usize,
-    c: usize,
     nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: usize,
 ) {
-    assert_eq!(dqkv.len(), b * t * 3 * c, "attention_backward: dqkv");
-    assert_eq!(dout.len(), b * t * c, "attention_backward: dout");
-    assert_eq!(qkv.len(), b * t * 3 * c, "attention_backward: qkv");
     assert!(
-        nh > 0 && c.is_multiple_of(nh),
-        "attention_backward: C {c} not divisible by NH {nh}"
+        nkv > 0 && hd > 0 && nh.is_multiple_of(nkv),
+        "attention_backward: NH {nh} not groups of NKV {nkv}, or hd {hd} is 0"
     );
-    let hd = c / nh;
+    let (c, ckv) = (nh * hd, nkv * hd);
+    let row_len = c + 2 * ckv;
+    assert_eq!(dqkv.len(), b * t * row_len, "attention_backward: dqkv");
+    assert_eq!(dout.len(), b * t * c, "attention_backward: dout");
+    assert_eq!(qkv.len(), b * t * row_len, "attention_backward: qkv");
+    let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let c3 = 3 * c;
     let mut att = vec![0.0f32; t]; // (T) probabilities of one query
     let mut datt = vec![0.0f32; t]; // (T) their gradient, then the scores'
     for bi in 0..b {
-        let base = bi * t * c3;
+        let base = bi * t * row_len;
         for h in 0..nh {
+            let (kc, vc) = (c + (h / group) * hd, c + ckv + (h / group) * hd);
             for ti in 0..t {
-                let q = base + ti * c3 + h * hd; // offset of q[ti]
-                                                 // recompute the probabilities, exactly as the forward
+                let first = match window {
+                    0 => 0,
+                    w => (ti + 1).saturating_sub(w),
+                };
+                let q = base + ti * row_len + h * hd; // offset of q[ti]
+                                                      // recompute the probabilities, exactly as the forward
                 let mut maxval = f32::NEG_INFINITY;
-                for (t2, a) in att[..=ti].iter_mut().enumerate() {
-                    let k = base + t2 * c3 + c + h * hd;
+                for t2 in first..=ti {
+                    let k = base + t2 * row_len + kc;
                     let mut dot = 0.0f32;
                     for i in 0..hd {
                         dot += qkv[q + i] * qkv[k + i];
                     }
                     let s = dot * scale;
-                    *a = s;
+                    att[t2] = s;
                     if s > maxval {
                         maxval = s;
                     }
                 }
                 let mut sum = 0.0f32;
-                for a in att[..=ti].iter_mut() {
+                for a in att[first..=ti].iter_mut() {
                     *a = (*a - maxval).exp();
                     sum += *a;
                 }
                 let inv = 1.0 / sum;
-                for a in att[..=ti].iter_mut() {
+                for a in att[first..=ti].iter_mut() {
                     *a *= inv;
                 }
                 // through the weighted sum of values: dv and dP
                 let d = &dout[(bi * t + ti) * c + h * hd..][..hd];
                 let mut dot_pdp = 0.0f32; // sum_u P[u] dP[u]
-                for t2 in 0..=ti {
-                    let v = base + t2 * c3 + 2 * c + h * hd;
+                for t2 in first..=ti {
+                    let v = base + t2 * row_len + vc;
                     let mut dp = 0.0f32;
                     for i in 0..hd {
                         dp += d[i] * qkv[v + i];
@@ -257,9 +267,9 @@ pub fn attention_backward(
                     dot_pdp += att[t2] * dp;
                 }
                 // through the softmax, then the scaled dot products: dq, dk
-                for t2 in 0..=ti {
+                for t2 in first..=ti {
                     let ds = att[t2] * (datt[t2] - dot_pdp) * scale;
-                    let k = base + t2 * c3 + c + h * hd;
+                    let k = base + t2 * row_len + kc;
                     for i in 0..hd {
                         dqkv[q + i] += ds * qkv[k + i];
                         dqkv[k + i] += ds * qkv[q + i];

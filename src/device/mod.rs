@@ -48,6 +48,10 @@ pub struct AdapterSummary {
     pub max_storage_buffer_binding_size: u64,
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+    /// The widest and tallest 2D texture (weights held in textures for
+    /// decoding are tiled to it).
+    pub max_texture_dimension_2d: u32,
     pub timestamp_query: bool,
     pub shader_f16: bool,
     pub subgroup: bool,
@@ -87,6 +91,8 @@ fn summarize(
         max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+        max_texture_dimension_2d: limits.max_texture_dimension_2d,
         timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroup: features.contains(wgpu::Features::SUBGROUP),

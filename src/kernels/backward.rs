@@ -6,8 +6,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dispatch, grid_1d, Dispatch, ElementwiseParams, MatmulShape};
+use super::{
+    dispatch, grid_1d, Dispatch, ElementwiseParams, Kernels, MatmulOp, MatmulShape, MatmulVariant,
+};
 use crate::device::Gpu;
+use crate::error::{Error, Result};
 
 /// dwte_t (C, vlen) += dout rows by token, for the tokens v0 .. v0+vlen of
 /// this vocabulary chunk (the layout of [`embedding_forward`](super::embedding_forward)'s table); with
@@ -101,8 +104,10 @@ pub fn layernorm_backward(
 /// dinp (N, C) += dout[:, col_off .. col_off+OC] @ weight (C, OC)^T, where
 /// dout's rows are `ldd` floats long (the LM head reads one vocabulary chunk
 /// of dlogits; `ldd = oc`, `col_off = 0` otherwise). When C, OC, ldd and
-/// col_off are multiples of 4, the register-blocked vec4 kernel; the general
-/// one otherwise.
+/// col_off are multiples of 4, the device's aligned matmul variant
+/// ([`Kernels::aligned_matmul`]: the subgroup kernel on devices with 8-wide
+/// subgroups, else the register-blocked vec4 one), as the forward runs; the
+/// general kernel otherwise. The transpose is in the kernels' indexing.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_input(
     gpu: &Gpu,
@@ -116,21 +121,46 @@ pub fn matmul_backward_input(
     col_off: usize,
 ) -> Dispatch {
     let p = MatmulShape::new(n, c, oc, ldd, col_off);
-    let (name, groups) = if p.aligned() {
-        // One invocation per 8-row x 4-column block; workgroups of 16x4.
-        let g = [(c / 4).div_ceil(16), n.div_ceil(8 * 4)];
-        ("matmul_backward_input_vec4", g)
-    } else {
-        // One invocation per element of dinp; workgroups of 8x8.
-        ("matmul_backward_input", [c.div_ceil(8), n.div_ceil(8)])
-    };
-    let groups = [groups[0].max(1) as u32, groups[1].max(1) as u32, 1];
-    dispatch(gpu, name, &[dinp, dout, weight], &p, groups)
+    let variant = backward_variant(gpu, &p);
+    backward_dispatch(
+        gpu,
+        MatmulOp::BackwardInput,
+        variant,
+        &[dinp, dout, weight],
+        p,
+    )
+}
+
+/// [`matmul_backward_input`] with the kernel variant chosen by the caller
+/// (to test or time each one): an error, naming it, when the device cannot
+/// run it, the shape does not suit it, or it has no gradient kernel (Rows4).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_input_with(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    dinp: &wgpu::Buffer,
+    dout: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+    ldd: usize,
+    col_off: usize,
+) -> Result<Dispatch> {
+    let p = MatmulShape::new(n, c, oc, ldd, col_off);
+    check_variant(gpu, MatmulOp::BackwardInput, variant, &p)?;
+    Ok(backward_dispatch(
+        gpu,
+        MatmulOp::BackwardInput,
+        variant,
+        &[dinp, dout, weight],
+        p,
+    ))
 }
 
 /// dweight (C, OC) += inp (N, C)^T @ dout[:, col_off .. col_off+OC], dout's
-/// rows `ldd` floats long. Aligned shapes (as [`matmul_backward_input`]) run
-/// the register-blocked vec4 kernel.
+/// rows `ldd` floats long. Aligned shapes run the device's aligned variant,
+/// as [`matmul_backward_input`] does; the transpose is in the indexing.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_weight(
     gpu: &Gpu,
@@ -144,16 +174,103 @@ pub fn matmul_backward_weight(
     col_off: usize,
 ) -> Dispatch {
     let p = MatmulShape::new(n, c, oc, ldd, col_off);
-    let (name, groups) = if p.aligned() {
-        // One invocation per 4-row x 16-column block; workgroups of 16x4.
-        let g = [(oc / 4).div_ceil(4 * 16), (c / 4).div_ceil(4)];
-        ("matmul_backward_weight_vec4", g)
-    } else {
-        // One invocation per element of dweight; workgroups of 8x8.
-        ("matmul_backward_weight", [oc.div_ceil(8), c.div_ceil(8)])
+    let variant = backward_variant(gpu, &p);
+    backward_dispatch(
+        gpu,
+        MatmulOp::BackwardWeight,
+        variant,
+        &[dweight, dout, inp],
+        p,
+    )
+}
+
+/// [`matmul_backward_weight`] with the kernel variant chosen by the caller;
+/// errors as [`matmul_backward_input_with`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_weight_with(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    dweight: &wgpu::Buffer,
+    dout: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+    ldd: usize,
+    col_off: usize,
+) -> Result<Dispatch> {
+    let p = MatmulShape::new(n, c, oc, ldd, col_off);
+    check_variant(gpu, MatmulOp::BackwardWeight, variant, &p)?;
+    Ok(backward_dispatch(
+        gpu,
+        MatmulOp::BackwardWeight,
+        variant,
+        &[dweight, dout, inp],
+        p,
+    ))
+}
+
+/// The variant a gradient matmul of shape `p` runs: the forward's choice for
+/// aligned shapes, General otherwise.
+fn backward_variant(gpu: &Gpu, p: &MatmulShape) -> MatmulVariant {
+    match p.aligned() {
+        true => Kernels::of(gpu).aligned_matmul(),
+        false => MatmulVariant::General,
+    }
+}
+
+/// An error naming what keeps `variant` from running `op` at shape `p` here.
+fn check_variant(gpu: &Gpu, op: MatmulOp, variant: MatmulVariant, p: &MatmulShape) -> Result<()> {
+    if variant.shader_of(op).is_none() {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} has no {op:?} kernel"
+        )));
+    }
+    if !Kernels::of(gpu).supports(variant) {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} needs 8-wide subgroups, which {} lacks",
+            gpu.label
+        )));
+    }
+    if variant.needs_aligned() && !p.aligned() {
+        return Err(Error::Input(format!(
+            "matmul variant {variant} needs C, OC, ldd and col_off to be multiples of 4, got C={} OC={} ldd={} col_off={}",
+            p.c, p.oc, p.ldo, p.col_off
+        )));
+    }
+    Ok(())
+}
+
+/// Build the dispatch of a gradient matmul the caller has checked.
+fn backward_dispatch(
+    gpu: &Gpu,
+    op: MatmulOp,
+    variant: MatmulVariant,
+    buffers: &[&wgpu::Buffer; 3],
+    p: MatmulShape,
+) -> Dispatch {
+    let (n, c, oc) = (p.n, p.c, p.oc);
+    let groups = match (op, variant) {
+        // dinp: one invocation per 32-row x 4-column block; workgroups of 64x1.
+        (MatmulOp::BackwardInput, MatmulVariant::Subgroup8) => {
+            [(c / 4).div_ceil(64), n.div_ceil(32)]
+        }
+        // dinp: one invocation per 8-row x 4-column block; workgroups of 16x4.
+        (MatmulOp::BackwardInput, MatmulVariant::Vec4) => [(c / 4).div_ceil(16), n.div_ceil(8 * 4)],
+        // dinp: one invocation per element; workgroups of 8x8.
+        (MatmulOp::BackwardInput, _) => [c.div_ceil(8), n.div_ceil(8)],
+        // dweight: one invocation per 32-row x 4-column block; workgroups of 64x1.
+        (_, MatmulVariant::Subgroup8) => [(oc / 4).div_ceil(64), c.div_ceil(32)],
+        // dweight: one invocation per 4-row x 16-column block; workgroups of 16x4.
+        (_, MatmulVariant::Vec4) => [(oc / 4).div_ceil(4 * 16), (c / 4).div_ceil(4)],
+        // dweight: one invocation per element; workgroups of 8x8.
+        _ => [oc.div_ceil(8), c.div_ceil(8)],
     };
-    let groups = [groups[0].max(1) as u32, groups[1].max(1) as u32, 1];
-    dispatch(gpu, name, &[dweight, dout, inp], &p, groups)
+    let groups = [groups[0].max(1), groups[1].max(1), 1];
+    let name = variant
+        .shader_of(op)
+        .expect("bug: gradient variants are checked before dispatch");
+    dispatch(gpu, name, buffers, &p, groups)
 }
 
 /// dbias (OC) += column sums of dout[:, col_off .. col_off+OC], dout's rows
@@ -187,50 +304,82 @@ pub fn matmul_backward_bias(
     dispatch(gpu, "matmul_backward_bias", &[dbias, dout], &p, groups)
 }
 
-/// dqkv (B*T, 3C) += the gradient of [`attention_forward`](super::attention_forward) for dout (B*T, C).
-/// Two dispatches, to encode in this order: phase 0 (per query: logsumexp
-/// and sum of P dP into `stats`), phase 1 (per position and chunk of 64 head
-/// dims: dq, dk, dv). `stats` is a (B, NH, T, 2) scratch buffer.
+/// f32 elements of [`attention_backward`]'s scratch for B x T tokens and
+/// NH heads on `gpu`: D (B, NH, T) and, when it fits one binding, every
+/// score's gradient (B, NH, T, T), so that each score is computed once; else
+/// D alone, and the query side computes its scores again.
+pub fn attention_backward_scratch_len(gpu: &Gpu, b: usize, t: usize, nh: usize) -> usize {
+    let queries = b * nh * t;
+    let with_ds = queries * (t + 1);
+    let limit = gpu.max_binding().min(gpu.limits.max_buffer_size);
+    match ((with_ds * 4) as u64) <= limit {
+        true => with_ds,
+        false => queries,
+    }
+}
+
+/// dqkv (B*T, (NH + 2 NKV) HD) += the gradient of
+/// [`attention_forward`](super::attention_forward) (grouped-query, within
+/// `window` when it is > 0) for dout (B*T, NH*HD), given the forward's
+/// output `out` (B*T, NH*HD) and its log-sum-exp `lse` (B, NH, T)
+/// ([`attention_forward_lse`](super::attention_forward_lse)).
+/// Three dispatches, to encode in this order: phase 0 (per query: D =
+/// dout . out into `scratch`), phase 1 (per KV head, key and chunk of 64
+/// head dims: dk, dv over the group's query heads, and every score's
+/// gradient into `scratch` when it holds [`attention_backward_scratch_len`]
+/// floats), phase 2 (per query and chunk: dq). With a scratch of only
+/// (B, NH, T) floats phase 2 recomputes its scores.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     gpu: &Gpu,
-    dqkv: &wgpu::Buffer,  // (B*T, 3C)
-    stats: &wgpu::Buffer, // (B, NH, T, 2) scratch
-    dout: &wgpu::Buffer,  // (B*T, C)
-    qkv: &wgpu::Buffer,   // (B*T, 3C)
+    dqkv: &wgpu::Buffer,    // (B*T, (NH + 2 NKV) HD)
+    scratch: &wgpu::Buffer, // (B, NH, T) + (B, NH, T, T) if it fits
+    dout: &wgpu::Buffer,    // (B*T, NH*HD)
+    qkv: &wgpu::Buffer,     // (B*T, (NH + 2 NKV) HD)
+    out: &wgpu::Buffer,     // (B*T, NH*HD)
+    lse: &wgpu::Buffer,     // (B, NH, T)
     b: usize,
     t: usize,
-    c: usize,
     nh: usize,
-) -> [Dispatch; 2] {
+    nkv: usize,
+    hd: usize,
+    window: usize,
+) -> [Dispatch; 3] {
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
         b: u32,
         t: u32,
-        c: u32,
         nh: u32,
+        nkv: u32,
         hd: u32,
         nchunks: u32,
         scale: f32,
         phase: u32,
         stride: u32,
+        keep_ds: u32,
+        window: u32,
     }
-    let hd = c / nh;
+    super::forward::check_heads("attention_backward", nh, nkv, hd);
     let nchunks = hd.div_ceil(64);
-    let buffers = [dqkv, stats, dout, qkv];
-    [(0, b * nh * t), (1, b * nh * t * nchunks)].map(|(phase, threads)| {
+    let queries = b * nh * t;
+    let keep_ds = scratch.size() >= (queries * (t + 1) * 4) as u64;
+    let buffers = [dqkv, scratch, dout, qkv, out, lse];
+    let keys = b * nkv * t * nchunks;
+    [(0, queries), (1, keys), (2, queries * nchunks)].map(|(phase, threads)| {
         let (groups, stride) = grid_1d(threads);
         let p = P {
             b: b as u32,
             t: t as u32,
-            c: c as u32,
             nh: nh as u32,
+            nkv: nkv as u32,
             hd: hd as u32,
             nchunks: nchunks as u32,
             scale: 1.0 / (hd as f32).sqrt(),
             phase,
             stride,
+            keep_ds: keep_ds as u32,
+            window: window as u32,
         };
         dispatch(gpu, "attention_backward", &buffers, &p, groups)
     })

@@ -7,8 +7,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dispatch, grid_1d, Dispatch, ElementwiseParams, Kernels, MatmulShape, MatmulVariant};
-use crate::device::Gpu;
+use super::weights::WeightTexture;
+use super::{
+    dispatch, dispatch_resources, grid_1d, Dispatch, ElementwiseParams, Kernels, MatmulShape,
+    MatmulVariant,
+};
+use crate::device::{zeros, Gpu};
 use crate::error::{Error, Result};
 
 /// The parameters of [`embedding_forward`], as its shader reads them.
@@ -189,7 +193,86 @@ pub fn matmul_forward_strided(
         true => Kernels::of(gpu).aligned_matmul(),
         false => MatmulVariant::General,
     };
+    if variant == MatmulVariant::Rows4
+        && super::decode_weights(gpu).storage == super::WeightStorage::Texture
+    {
+        if let Some(tex) = super::weights::texture_for(gpu, weight, c, oc) {
+            return texture_dispatch(gpu, out, inp, &tex, bias, shape);
+        }
+    }
     matmul_dispatch(gpu, variant, &[out, inp, weight, bias], shape)
+}
+
+/// [`matmul_forward_strided`] for at most [`MatmulVariant::FEW_ROWS`] rows
+/// with the weight (C, OC) held in a texture
+/// (`matmul_forward_rows4_texture`): what [`matmul_forward`] runs for
+/// decoding on adapters whose textures read faster than their buffers
+/// ([`super::decode_weights`]), for weights a stage registered
+/// ([`super::WeightTextures`]). An error, naming the shape, for more rows,
+/// widths not multiples of 4, or a texture of another shape.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_texture(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    weight: &WeightTexture,
+    bias: &wgpu::Buffer,
+    n: usize,
+    c: usize,
+    oc: usize,
+    ldo: usize,
+    col_off: usize,
+) -> Result<Dispatch> {
+    let shape = MatmulShape::new(n, c, oc, ldo, col_off);
+    if n > MatmulVariant::FEW_ROWS || !shape.aligned() || (weight.c, weight.oc) != (c, oc) {
+        return Err(Error::Input(format!(
+            "matmul_forward_rows4_texture needs at most {} rows, widths that are multiples \
+             of 4 and a ({c}, {oc}) weight texture: got N={n} C={c} OC={oc} ldo={ldo} \
+             col_off={col_off}, a ({}, {}) texture",
+            MatmulVariant::FEW_ROWS,
+            weight.c,
+            weight.oc
+        )));
+    }
+    Ok(texture_dispatch(gpu, out, inp, weight, bias, shape))
+}
+
+fn texture_dispatch(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    weight: &WeightTexture,
+    bias: &wgpu::Buffer,
+    shape: MatmulShape,
+) -> Dispatch {
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct P {
+        shape: MatmulShape,
+        tw: u32,
+    }
+    // One invocation per 4-row x 4-column block; workgroups of 64x1.
+    let groups = [
+        shape.oc.div_ceil(4 * 64).max(1),
+        shape.n.div_ceil(4).max(1),
+        1,
+    ];
+    let p = P {
+        shape,
+        tw: weight.tw as u32,
+    };
+    dispatch_resources(
+        gpu,
+        "matmul_forward_rows4_texture",
+        vec![
+            out.as_entire_binding(),
+            inp.as_entire_binding(),
+            wgpu::BindingResource::TextureView(&weight.view),
+            bias.as_entire_binding(),
+        ],
+        &p,
+        groups,
+    )
 }
 
 /// Build the dispatch of a matmul `variant` the caller has checked the device
@@ -233,6 +316,42 @@ pub fn attention_forward(
     hd: usize,
     window: usize,
 ) -> Dispatch {
+    let no_lse = zeros(gpu, "no lse", 1);
+    let heads = (nh, nkv, hd);
+    attention_dispatch(gpu, out, qkv, (&no_lse, false), b, t, heads, window)
+}
+
+/// [`attention_forward`] that also writes lse (B, NH, T), the log-sum-exp
+/// of each query's scaled scores: what training keeps for
+/// [`attention_backward`](super::attention_backward), so that it need not
+/// find the softmax's normaliser again.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_lse(
+    gpu: &Gpu,
+    out: &wgpu::Buffer, // (B*T, NH*HD)
+    lse: &wgpu::Buffer, // (B, NH, T)
+    qkv: &wgpu::Buffer, // (B*T, (NH + 2 NKV) HD)
+    b: usize,
+    t: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: usize,
+) -> Dispatch {
+    attention_dispatch(gpu, out, qkv, (lse, true), b, t, (nh, nkv, hd), window)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_dispatch(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    qkv: &wgpu::Buffer,
+    (lse, with_lse): (&wgpu::Buffer, bool),
+    b: usize,
+    t: usize,
+    (nh, nkv, hd): (usize, usize, usize),
+    window: usize,
+) -> Dispatch {
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -245,6 +364,7 @@ pub fn attention_forward(
         scale: f32,
         window: u32,
         stride: u32,
+        with_lse: u32,
     }
     check_heads("attention_forward", nh, nkv, hd);
     let nchunks = hd.div_ceil(64);
@@ -259,8 +379,9 @@ pub fn attention_forward(
         scale: 1.0 / (hd as f32).sqrt(),
         window: window as u32,
         stride,
+        with_lse: with_lse as u32,
     };
-    dispatch(gpu, "attention_forward", &[out, qkv], &p, groups)
+    dispatch(gpu, "attention_forward", &[out, lse, qkv], &p, groups)
 }
 
 /// The head shape every attention kernel needs: NKV > 0 key/value heads

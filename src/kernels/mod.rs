@@ -25,14 +25,18 @@ pub mod decode;
 pub mod forward;
 pub mod llama;
 pub mod optim;
+pub mod probe;
 pub mod sample;
+pub mod weights;
 
 pub use backward::*;
 pub use decode::*;
 pub use forward::*;
 pub use llama::*;
 pub use optim::*;
+pub use probe::{decode_weights, DecodeWeights, WeightStorage};
 pub use sample::*;
+pub use weights::{WeightTexture, WeightTextures};
 
 use std::any::TypeId;
 use std::sync::{Arc, Mutex};
@@ -70,6 +74,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_forward_rows4.wgsl"),
     ),
     (
+        "matmul_forward_rows4_texture",
+        include_str!("../../shaders/matmul_forward_rows4_texture.wgsl"),
+    ),
+    (
         "attention_forward",
         include_str!("../../shaders/attention_forward.wgsl"),
     ),
@@ -99,12 +107,20 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_backward_input_vec4.wgsl"),
     ),
     (
+        "matmul_backward_input_subgroup",
+        include_str!("../../shaders/matmul_backward_input_subgroup.wgsl"),
+    ),
+    (
         "matmul_backward_weight",
         include_str!("../../shaders/matmul_backward_weight.wgsl"),
     ),
     (
         "matmul_backward_weight_vec4",
         include_str!("../../shaders/matmul_backward_weight_vec4.wgsl"),
+    ),
+    (
+        "matmul_backward_weight_subgroup",
+        include_str!("../../shaders/matmul_backward_weight_subgroup.wgsl"),
     ),
     (
         "matmul_backward_bias",
@@ -173,10 +189,28 @@ pub const SHADERS: &[(&str, &str)] = &[
         "swiglu_backward",
         include_str!("../../shaders/swiglu_backward.wgsl"),
     ),
+    // weights held in textures for decoding (weights.rs)
+    (
+        "weights_to_texture",
+        include_str!("../../shaders/weights_to_texture.wgsl"),
+    ),
+    // the adapter's read limits (probe.rs)
+    (
+        "read_buffer",
+        include_str!("../../shaders/read_buffer.wgsl"),
+    ),
+    (
+        "read_texture",
+        include_str!("../../shaders/read_texture.wgsl"),
+    ),
 ];
 
 /// Shaders that need subgroup operations with a subgroup size of 8.
-pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
+pub const SUBGROUP_SHADERS: &[&str] = &[
+    "matmul_forward_subgroup",
+    "matmul_backward_input_subgroup",
+    "matmul_backward_weight_subgroup",
+];
 
 /// Shaders compiled without zeroing their workgroup memory first (WebGPU's
 /// default), because they write every workgroup variable before reading it.
@@ -184,9 +218,20 @@ pub const SUBGROUP_SHADERS: &[&str] = &["matmul_forward_subgroup"];
 /// large arrays took Mesa's llvmpipe ~90 s to compile (3 s without).
 pub const NO_WORKGROUP_ZEROING: &[&str] = &["sample"];
 
-/// The three matmul kernels. Vec4 and Subgroup8 need C, OC (and the strided
-/// form's row length and column offset) to be multiples of 4; Subgroup8 also
-/// needs a device with 8-wide subgroups ([`Gpu::supports_subgroup8`]).
+/// What a matmul kernel computes: the forward product `out = inp @ W + b`,
+/// or one of its two gradients, `dinp += dout @ W^T` and `dW += inp^T @ dout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulOp {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+/// The matmul kernels, by how they block the work; each exists for the
+/// forward and, except Rows4, for both gradients ([`MatmulVariant::shader_of`]).
+/// Vec4 and Subgroup8 need C, OC (and the strided form's row length and
+/// column offset) to be multiples of 4; Subgroup8 also needs a device with
+/// 8-wide subgroups ([`Gpu::supports_subgroup8`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     /// `matmul_forward`: any shape, one invocation per 4x4 output block.
@@ -211,7 +256,7 @@ impl MatmulVariant {
     /// Rows up to which [`matmul_forward`] runs Rows4 on aligned shapes.
     pub const FEW_ROWS: usize = 4;
 
-    /// Its name in [`SHADERS`] (and a [`Dispatch`]'s `name`).
+    /// Its forward kernel's name in [`SHADERS`] (and a [`Dispatch`]'s `name`).
     pub fn shader(self) -> &'static str {
         match self {
             MatmulVariant::General => "matmul_forward",
@@ -219,6 +264,21 @@ impl MatmulVariant {
             MatmulVariant::Subgroup8 => "matmul_forward_subgroup",
             MatmulVariant::Rows4 => "matmul_forward_rows4",
         }
+    }
+
+    /// Its kernel for `op`, `None` where it has none (Rows4 has no gradients).
+    pub fn shader_of(self, op: MatmulOp) -> Option<&'static str> {
+        use MatmulVariant as V;
+        Some(match (op, self) {
+            (MatmulOp::Forward, _) => self.shader(),
+            (_, V::Rows4) => return None,
+            (MatmulOp::BackwardInput, V::General) => "matmul_backward_input",
+            (MatmulOp::BackwardInput, V::Vec4) => "matmul_backward_input_vec4",
+            (MatmulOp::BackwardInput, V::Subgroup8) => "matmul_backward_input_subgroup",
+            (MatmulOp::BackwardWeight, V::General) => "matmul_backward_weight",
+            (MatmulOp::BackwardWeight, V::Vec4) => "matmul_backward_weight_vec4",
+            (MatmulOp::BackwardWeight, V::Subgroup8) => "matmul_backward_weight_subgroup",
+        })
     }
 
     /// Whether the variant needs shapes whose widths are multiples of 4.
@@ -291,9 +351,9 @@ impl Kernels {
         }
     }
 
-    /// The matmul variant [`matmul_forward`] runs for shapes whose widths are
-    /// multiples of 4: Subgroup8 on devices with 8-wide subgroups, else Vec4.
-    /// (Other shapes run [`MatmulVariant::General`].)
+    /// The matmul variant [`matmul_forward`] and both matmul gradients run for
+    /// shapes whose widths are multiples of 4: Subgroup8 on devices with
+    /// 8-wide subgroups, else Vec4. (Other shapes run [`MatmulVariant::General`].)
     pub fn aligned_matmul(&self) -> MatmulVariant {
         self.aligned_matmul
     }
@@ -328,8 +388,15 @@ impl Kernels {
 
 /// One kernel launch with its buffers bound: encode it as often as needed.
 ///
-/// Its parameters (shapes, offsets) live in a small uniform buffer owned by
-/// the dispatch. They are written when the dispatch is built and can be
+/// Its parameters (shapes, offsets) live in a small buffer owned by the
+/// dispatch, bound as a read-only *storage* buffer after the op's own
+/// buffers, not as a uniform buffer: Mesa's lavapipe (22.x) inlines uniform
+/// values into a shader whose loops or branches read them and, when that
+/// halves the shader, compiles the inlined copy with LLVM again at *every*
+/// bind — 10-30 ms per dispatch. Parameters it cannot see as uniforms are
+/// never inlined (measured: `layernorm_backward` at N = 32, C = 256 took
+/// 14-30 ms per dispatch with a uniform, 0.07-0.2 ms without; README,
+/// "Kernel speed"). They are written when the dispatch is built and can be
 /// rewritten between submits with [`Dispatch::update_params`], e.g. the
 /// embedding's position offset per decode step, without rebuilding anything.
 pub struct Dispatch {
@@ -337,7 +404,7 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
-    uniform: wgpu::Buffer,
+    params_buf: wgpu::Buffer,
     /// The parameters last written, as bytes of `params_type`.
     params: Mutex<Vec<u8>>,
     params_type: (TypeId, &'static str),
@@ -362,7 +429,7 @@ impl Dispatch {
     }
 
     /// Change this dispatch's parameters with `edit` and queue the write of
-    /// its uniform buffer (`queue.write_buffer`): it takes effect for work
+    /// its parameter buffer (`queue.write_buffer`): it takes effect for work
     /// submitted to `queue` after this call, not for work already submitted.
     /// Call it before the submit whose command buffer encodes this dispatch;
     /// when called twice before that submit, the last value wins. `queue`
@@ -379,7 +446,7 @@ impl Dispatch {
         let mut p: P = bytemuck::pod_read_unaligned(&bytes[..size]);
         edit(&mut p);
         bytes[..size].copy_from_slice(bytemuck::bytes_of(&p));
-        queue.write_buffer(&self.uniform, 0, &bytes);
+        queue.write_buffer(&self.params_buf, 0, &bytes);
         Ok(())
     }
 
@@ -401,7 +468,8 @@ impl Dispatch {
     }
 }
 
-/// Build a [`Dispatch`]: `buffers` bound at 0.., then `params` as a uniform.
+/// Build a [`Dispatch`]: `buffers` bound at 0.., then `params` in a
+/// read-only storage buffer (see [`Dispatch`] for why not a uniform).
 fn dispatch<P: bytemuck::Pod>(
     gpu: &Gpu,
     name: &'static str,
@@ -409,28 +477,42 @@ fn dispatch<P: bytemuck::Pod>(
     params: &P,
     groups: [u32; 3],
 ) -> Dispatch {
+    let resources = buffers.iter().map(|b| b.as_entire_binding()).collect();
+    dispatch_resources(gpu, name, resources, params, groups)
+}
+
+/// [`dispatch`] with any resources (a texture view among the buffers)
+/// bound at 0.., then `params`.
+fn dispatch_resources<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    name: &'static str,
+    resources: Vec<wgpu::BindingResource<'_>>,
+    params: &P,
+    groups: [u32; 3],
+) -> Dispatch {
     let pipeline = Kernels::of(gpu).get(name).clone();
-    // Uniform buffers are padded to 16 bytes, the strictest backends' rule.
+    // Parameter blocks are padded to 16 bytes, the strictest backends' rule.
     let mut contents = bytemuck::bytes_of(params).to_vec();
     contents.resize(contents.len().next_multiple_of(16), 0);
-    let uniform = gpu
+    let params_buf = gpu
         .device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: &contents,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         });
-    let mut entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
+    let count = resources.len() as u32;
+    let mut entries: Vec<wgpu::BindGroupEntry> = resources
+        .into_iter()
         .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
+        .map(|(i, resource)| wgpu::BindGroupEntry {
             binding: i as u32,
-            resource: b.as_entire_binding(),
+            resource,
         })
         .collect();
     entries.push(wgpu::BindGroupEntry {
-        binding: buffers.len() as u32,
-        resource: uniform.as_entire_binding(),
+        binding: count,
+        resource: params_buf.as_entire_binding(),
     });
     let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(name),
@@ -442,7 +524,7 @@ fn dispatch<P: bytemuck::Pod>(
         pipeline,
         bind_group,
         groups,
-        uniform,
+        params_buf,
         params: Mutex::new(contents),
         params_type: (TypeId::of::<P>(), std::any::type_name::<P>()),
     }

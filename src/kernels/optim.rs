@@ -1,7 +1,7 @@
 //! The optimizer's dispatch functions, in-place updates of one tensor, and
 //! the gradient's sum of squares (for clipping by the global norm); twins
 //! in [`crate::cpu::optim`]. Both sides take a step's settings as the model
-//! states them ([`crate::model::optim`]); the uniforms here put before them
+//! states them ([`crate::model::optim`]); the parameters here put before them
 //! what only the device needs.
 
 use bytemuck::{Pod, Zeroable};
@@ -10,7 +10,7 @@ use super::{dispatch, grid_1d, Dispatch, MAX_GROUPS};
 use crate::device::Gpu;
 use crate::model::optim::{AdamWStep, SgdStep};
 
-/// The uniform of [`adamw_update`], as its shader reads it: the tensor's
+/// The parameters of [`adamw_update`], as its shader reads them: the tensor's
 /// `len` and the grid's `stride`, fixed when the dispatch is built, then the
 /// step's settings, which the caller writes before each step:
 /// `update_params(q, |p: &mut AdamWParams| p.step = step)`.
@@ -54,7 +54,7 @@ pub fn adamw_update(
     dispatch(gpu, "adamw_update", &[params, m, v, grads], &p, groups)
 }
 
-/// The uniform of [`sgd_update`], as its shader reads it: `len` and
+/// The parameters of [`sgd_update`], as its shader reads them: `len` and
 /// `stride`, fixed at build, then the step's settings (as [`AdamWParams`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]

@@ -119,8 +119,7 @@ impl Checkpoint {
         }
         let data: u128 = files.iter().map(|f| f.header.data_len() as u128).sum();
         check_size(&config, &dir.join(CONFIG_FILE), data, &files[0].path)?;
-        let prefixed =
-            config.is_gpt2() && index.keys().any(|n: &String| n.starts_with(PREFIX));
+        let prefixed = config.is_gpt2() && index.keys().any(|n: &String| n.starts_with(PREFIX));
         let ckpt = Checkpoint {
             dir: dir.to_path_buf(),
             config,
@@ -353,9 +352,7 @@ fn shard_names(dir: &Path) -> Result<Vec<String>> {
     let map = v
         .get("weight_map")
         .and_then(serde_json::Value::as_object)
-        .ok_or_else(|| {
-            Error::Config(format!("{}: no `weight_map` object", path.display()))
-        })?;
+        .ok_or_else(|| Error::Config(format!("{}: no `weight_map` object", path.display())))?;
     let mut out: Vec<String> = Vec::new();
     for (tensor, file) in map {
         let name = file.as_str().filter(|f| {
@@ -487,7 +484,11 @@ pub fn save_checkpoint_with(w: &Gpt2Weights, dir: &Path, opts: SaveOptions) -> R
         std::fs::write(tmp, text.as_bytes()).map_err(|e| Error::io(tmp, e))
     })?;
 
-    let prefix = if opts.prefix && cfg.is_gpt2() { PREFIX } else { "" };
+    let prefix = if opts.prefix && cfg.is_gpt2() {
+        PREFIX
+    } else {
+        ""
+    };
     let dtype = match opts.dtype {
         StoreDtype::F32 => Dtype::F32,
         StoreDtype::F16 => Dtype::F16,

@@ -167,7 +167,9 @@ impl Gpt2Config {
     /// hd: the width of one head (`head_dim` when the config gives it,
     /// else C / NH).
     pub fn head_dim(&self) -> usize {
-        self.arch.head_dim.unwrap_or(self.n_embd / self.n_head.max(1))
+        self.arch
+            .head_dim
+            .unwrap_or(self.n_embd / self.n_head.max(1))
     }
 
     /// NH · hd: the attention's width (queries, and its output).
@@ -455,8 +457,16 @@ impl Gpt2Config {
         let per_layer = [norms, attn, attn_bias, mlp, mlp_bias]
             .into_iter()
             .try_fold(0usize, usize::checked_add)?;
-        let positions = if self.learned_positions() { p.checked_mul(c)? } else { 0 };
-        let head = if self.tied_head() { 0 } else { v.checked_mul(c)? };
+        let positions = if self.learned_positions() {
+            p.checked_mul(c)?
+        } else {
+            0
+        };
+        let head = if self.tied_head() {
+            0
+        } else {
+            v.checked_mul(c)?
+        };
         let final_norm = c.checked_mul(if gpt2 { 2 } else { 1 })?;
         [
             v.checked_mul(c)?,
@@ -509,12 +519,7 @@ fn family(obj: &Map<String, Value>) -> std::result::Result<Family, String> {
         Some(t) => Family::ALL
             .into_iter()
             .find(|f| f.model_type() == t)
-            .ok_or_else(|| {
-                format!(
-                    "model_type `{t}` is not supported; wgpipe runs {}",
-                    known()
-                )
-            }),
+            .ok_or_else(|| format!("model_type `{t}` is not supported; wgpipe runs {}", known())),
     }
 }
 
@@ -540,7 +545,11 @@ fn f64_key(obj: &Map<String, Value>, key: &str, default: f64) -> std::result::Re
 }
 
 /// A boolean at `key`, `default` when it is missing or null.
-fn bool_key(obj: &Map<String, Value>, key: &str, default: bool) -> std::result::Result<bool, String> {
+fn bool_key(
+    obj: &Map<String, Value>,
+    key: &str,
+    default: bool,
+) -> std::result::Result<bool, String> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v
@@ -623,12 +632,10 @@ fn llama_from_json(
     };
     let sliding_window = match family {
         Family::Mistral => window,
-        Family::Qwen2 if bool_key(obj, "use_sliding_window", false)? => {
-            return Err(
-                "key `use_sliding_window` is true; Qwen2's per-layer sliding window is not supported"
-                    .into(),
-            )
-        }
+        Family::Qwen2 if bool_key(obj, "use_sliding_window", false)? => return Err(
+            "key `use_sliding_window` is true; Qwen2's per-layer sliding window is not supported"
+                .into(),
+        ),
         _ => None,
     };
     Ok(Gpt2Config {
@@ -681,10 +688,7 @@ fn rope(obj: &Map<String, Value>) -> std::result::Result<Rope, String> {
 
 /// A rope scaling object (`key` names where it was found): type `default`,
 /// `linear` or `llama3`; any other type is refused by name.
-fn rope_scaling(
-    rs: &Map<String, Value>,
-    key: &str,
-) -> std::result::Result<RopeScaling, String> {
+fn rope_scaling(rs: &Map<String, Value>, key: &str) -> std::result::Result<RopeScaling, String> {
     let kind = rs
         .get("rope_type")
         .or_else(|| rs.get("type"))

@@ -64,8 +64,10 @@ impl Gpt2Grads {
     /// (`transformer.wte.weight`, …; a Llama's `model.layers.0.self_attn.q_proj.weight`, …).
     pub fn save(&self, cfg: &Gpt2Config, path: &Path) -> Result<()> {
         let tensors = crate::model::layout::to_checkpoint(cfg, &self.named_tensors(cfg));
-        let named: Vec<(String, &Vec<f32>, Vec<usize>)> =
-            tensors.iter().map(|(n, t, s)| (n.clone(), t, s.clone())).collect();
+        let named: Vec<(String, &Vec<f32>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, t, s)| (n.clone(), t, s.clone()))
+            .collect();
         let prefix = match cfg.is_gpt2() {
             true => crate::model::checkpoint::PREFIX,
             false => "",

@@ -36,7 +36,10 @@ impl Stored {
             Stored::Linear(parts) => (parts.iter())
                 .map(|(n, out)| (n.clone(), vec![*out, shape[0]]))
                 .collect(),
-            Stored::Concat(parts) => parts.iter().map(|(n, len)| (n.clone(), vec![*len])).collect(),
+            Stored::Concat(parts) => parts
+                .iter()
+                .map(|(n, len)| (n.clone(), vec![*len]))
+                .collect(),
         }
     }
 }
@@ -204,7 +207,10 @@ mod tests {
     #[test]
     fn gpt2_is_stored_as_is() {
         let cfg = Gpt2Config::named("tiny").unwrap();
-        assert_eq!(stored(&cfg, "h.1.attn.c_attn.weight"), Stored::Same("h.1.attn.c_attn.weight".into()));
+        assert_eq!(
+            stored(&cfg, "h.1.attn.c_attn.weight"),
+            Stored::Same("h.1.attn.c_attn.weight".into())
+        );
         assert_eq!(block_index(&cfg, "h.1.ln_1.weight"), Some(1));
     }
 
@@ -219,9 +225,14 @@ mod tests {
             .find(|(n, _, _)| n == "model.layers.1.self_attn.q_proj.weight")
             .unwrap();
         assert_eq!(q.2, vec![cfg.q_width(), cfg.n_embd]);
-        assert!(parts.iter().any(|(n, _, _)| n == "model.embed_tokens.weight"));
+        assert!(parts
+            .iter()
+            .any(|(n, _, _)| n == "model.embed_tokens.weight"));
         assert!(parts.iter().any(|(n, _, _)| n == "lm_head.weight"));
-        assert_eq!(block_index(&cfg, "model.layers.1.mlp.up_proj.weight"), Some(1));
+        assert_eq!(
+            block_index(&cfg, "model.layers.1.mlp.up_proj.weight"),
+            Some(1)
+        );
         let lookup: std::collections::HashMap<&str, &Vec<f32>> =
             parts.iter().map(|(n, t, _)| (n.as_str(), t)).collect();
         for (name, t, shape) in &named {

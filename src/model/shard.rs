@@ -112,7 +112,10 @@ impl Shard {
             _ => vec![0.0; b.len()],
         };
         let pick = |b: &[f32], ranges: &[Range<usize>]| -> Vec<f32> {
-            ranges.iter().flat_map(|r| b[r.clone()].iter().copied()).collect()
+            ranges
+                .iter()
+                .flat_map(|r| b[r.clone()].iter().copied())
+                .collect()
         };
         LayerWeights {
             ln_1_g: w.ln_1_g.clone(),

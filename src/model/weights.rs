@@ -570,7 +570,11 @@ pub fn named_model_tensors<'a>(
     let (v, c) = (cfg.vocab_size, cfg.n_embd);
     let mut out = vec![(names::WTE.to_string(), embeddings[0], vec![v, c])];
     if cfg.learned_positions() {
-        out.push((names::WPE.to_string(), embeddings[1], vec![cfg.n_positions, c]));
+        out.push((
+            names::WPE.to_string(),
+            embeddings[1],
+            vec![cfg.n_positions, c],
+        ));
     }
     for (l, layer) in layers.iter().enumerate() {
         for (name, t, shape) in layer.named_tensors(cfg) {

@@ -117,8 +117,12 @@ pub struct Generation {
     /// KV-cache bytes per Gpu (device × T + rank): only the layers each
     /// stage holds, and under tensor parallelism only each rank's heads.
     pub kv_bytes: Vec<u64>,
-    /// Weight bytes per Gpu, in the same order.
+    /// Weight bytes per Gpu, in the same order (with the texture copies
+    /// decoding reads on adapters whose textures read faster).
     pub weight_bytes: Vec<u64>,
+    /// Where each Gpu's decode matmuls read their weights from (buffer or
+    /// texture, chosen per adapter by measurement), in the same order.
+    pub decode_weights: Vec<crate::kernels::DecodeWeights>,
     pub split: Vec<usize>,
     /// The decode schedule's bubble: measured, and simulated with the
     /// measured median pass per stage.
@@ -295,6 +299,7 @@ impl Pipeline {
             max_new_tokens: opts.max_new_tokens,
             kv_bytes: run.kv_bytes.clone(),
             weight_bytes: run.weight_bytes.clone(),
+            decode_weights: run.decode_weights.clone(),
             split: resident.split(),
             bubble_measured: pipeline.bubble_measured,
             bubble_simulated: pipeline.bubble_simulated,

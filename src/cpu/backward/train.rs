@@ -218,7 +218,7 @@ fn block_backward(
     matmul_backward_bias(&mut g.attn_proj_b, &dattproj, n, c);
     // atty = attention(qkv)
     let mut dqkv = vec![0.0f32; n * 3 * c]; // (N, 3C)
-    attention_backward(&mut dqkv, &datty, &a.qkv, b, t, c, nh);
+    attention_backward(&mut dqkv, &datty, &a.qkv, b, t, nh, nh, c / nh, 0);
     // qkv = ln1 @ c_attn_w + c_attn_b
     let mut dln1 = vec![0.0f32; n * c]; // (N, C)
     matmul_backward_input(&mut dln1, &dqkv, &w.c_attn_w, n, c, 3 * c);

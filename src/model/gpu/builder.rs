@@ -140,7 +140,13 @@ impl Builder<'_> {
         let window = cfg.arch.sliding_window.unwrap_or(0);
         for op in block::ops(cfg) {
             let d = match op {
-                Op::Norm { kind, x, g, b: beta, out } => match kind {
+                Op::Norm {
+                    kind,
+                    x,
+                    g,
+                    b: beta,
+                    out,
+                } => match kind {
                     Norm::Layer => k::layernorm_forward(
                         gpu,
                         self.buf(s, out),
@@ -151,9 +157,15 @@ impl Builder<'_> {
                         c,
                         eps,
                     ),
-                    Norm::Rms => {
-                        k::rmsnorm_forward(gpu, self.buf(s, out), self.buf(s, x), g.of(lb), n, c, eps)
-                    }
+                    Norm::Rms => k::rmsnorm_forward(
+                        gpu,
+                        self.buf(s, out),
+                        self.buf(s, x),
+                        g.of(lb),
+                        n,
+                        c,
+                        eps,
+                    ),
                 },
                 Op::Linear {
                     x,

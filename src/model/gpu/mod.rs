@@ -262,7 +262,10 @@ impl GpuStage {
 /// Sequences per pass so the widest per-row buffer (logits, MLP hidden or
 /// QKV) fits one binding (at most `batch`).
 pub fn sequences_per_pass(gpu: &Gpu, cfg: &Gpt2Config, batch: usize, seq: usize) -> usize {
-    let widest = cfg.padded_vocab().max(cfg.mlp_in_width()).max(cfg.qkv_width());
+    let widest = cfg
+        .padded_vocab()
+        .max(cfg.mlp_in_width())
+        .max(cfg.qkv_width());
     let row_bytes = (widest * 4) as u64;
     let rows = (gpu.max_binding().min(gpu.limits.max_buffer_size) / row_bytes) as usize;
     (rows / seq.max(1)).clamp(1, batch.max(1))

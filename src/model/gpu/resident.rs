@@ -2,9 +2,12 @@
 //! weights, uploaded once and shared by every program built over them
 //! ([`StageUpload`]), and the KV cache of its blocks ([`KvCache`]).
 
+use std::sync::Arc;
+
 use super::{bytes, upload_token_table, vocab_chunks};
 use crate::device::{upload, zeros, Gpu};
 use crate::error::{Error, Result};
+use crate::kernels::WeightTextures;
 use crate::model::names;
 use crate::model::weights::{Layer, StageWeights};
 use crate::model::{Gpt2Config, Shard, StagePart};
@@ -33,6 +36,11 @@ pub struct StageUpload {
     pub(super) ln_f: Option<(wgpu::Buffer, Option<wgpu::Buffer>)>,
     /// With blocks, under rotary positions: the (hd / 2) inverse frequencies.
     pub(super) inv_freq: Option<wgpu::Buffer>,
+    /// The matmul weights (every block's four, the token table's chunks for
+    /// the tied head), registered so that decoding may read them from
+    /// textures on adapters where that is faster; made on first need, freed
+    /// with the last clone of this upload.
+    textures: Arc<WeightTextures>,
 }
 
 impl StageUpload {
@@ -75,7 +83,11 @@ impl StageUpload {
             head_t = match (part.embedding && cfg.tied_head(), w.head) {
                 (true, _) => wte_t.clone(),
                 (false, Some(t)) => {
-                    let what = if cfg.tied_head() { names::WTE } else { names::LM_HEAD };
+                    let what = if cfg.tied_head() {
+                        names::WTE
+                    } else {
+                        names::LM_HEAD
+                    };
                     upload_token_table(gpu, &cfg, t, &chunks, what)
                 }
                 (false, None) => return Err(missing(names::LM_HEAD)),
@@ -129,6 +141,11 @@ impl StageUpload {
             )),
             _ => None,
         };
+        let matrices = layers
+            .iter()
+            .flat_map(|l| [&l.c_attn_w, &l.attn_proj_w, &l.c_fc_w, &l.mlp_proj_w]);
+        let head = head_t.iter().filter(|_| part.head);
+        let textures = WeightTextures::register(gpu, matrices.chain(head));
         Ok(StageUpload {
             part,
             cfg,
@@ -140,6 +157,7 @@ impl StageUpload {
             layers,
             ln_f,
             inv_freq,
+            textures,
         })
     }
 
@@ -152,7 +170,8 @@ impl StageUpload {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Bytes of weights this upload holds on its device.
+    /// Bytes of weights this upload holds on its device: its buffers, and the
+    /// texture copies decoding has made of them so far.
     pub fn bytes(&self) -> u64 {
         let layers = self.layers.iter().flat_map(|l| {
             l.named_tensors(&self.cfg)
@@ -167,10 +186,14 @@ impl StageUpload {
             .iter()
             .chain(head)
             .chain(&self.wpe)
-            .chain(self.ln_f.iter().flat_map(|(g, b)| std::iter::once(g).chain(b)))
+            .chain(
+                self.ln_f
+                    .iter()
+                    .flat_map(|(g, b)| std::iter::once(g).chain(b)),
+            )
             .chain(&self.inv_freq)
             .map(|b| b.size());
-        layers.chain(rest).sum()
+        layers.chain(rest).sum::<u64>() + self.textures.bytes()
     }
 }
 

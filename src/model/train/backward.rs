@@ -195,10 +195,14 @@ impl TrainStage {
                 &self.att_stats,
                 &self.datty,
                 get(s, Stashed::Qkv(l))?,
+                get(s, Stashed::Atty(l))?,
+                get(s, Stashed::AttLse(l))?,
                 b,
                 t,
-                c,
                 nh,
+                nh,
+                c / nh,
+                0,
             ) {
                 ops.push(Op::Run(d));
             }

@@ -97,9 +97,11 @@ impl TrainStage {
                 c,
                 3 * c,
             ));
-            run(k::attention_forward(
+            let lse = get(s, Stashed::AttLse(l))?;
+            run(k::attention_forward_lse(
                 gpu,
                 atty,
+                lse,
                 qkv,
                 b,
                 t,

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 
 use crate::device::{upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
-use crate::kernels::Dispatch;
+use crate::kernels::{self as k, Dispatch};
 use crate::model::gpu::{upload_token_table, vocab_chunks};
 use crate::model::grads::NO_TARGET;
 use crate::model::names;
@@ -125,7 +125,7 @@ pub struct TrainStage {
     datty: wgpu::Buffer,     // (N, C)
     dlnf: wgpu::Buffer,      // (N, C)
     ln_stats: wgpu::Buffer,  // (N, 2)
-    att_stats: wgpu::Buffer, // (B, NH, T, 2)
+    att_stats: wgpu::Buffer, // attention_backward's scratch
 }
 
 fn bytes(len: usize) -> u64 {
@@ -249,7 +249,11 @@ impl TrainStage {
             datty: nc("datty (N,C)"),
             dlnf: nc("dlnf (N,C)"),
             ln_stats: zeros(gpu, "ln stats (N,2)", 2 * n),
-            att_stats: zeros(gpu, "attention stats (B,NH,T,2)", 2 * b * cfg.n_head * t),
+            att_stats: zeros(
+                gpu,
+                "attention backward scratch",
+                k::attention_backward_scratch_len(gpu, b, t, cfg.n_head),
+            ),
             part,
             cfg,
         })

@@ -15,6 +15,8 @@ pub enum Stashed {
     Ln1(usize),  // (N, C)
     Qkv(usize),  // (N, 3C)
     Atty(usize), // (N, C)
+    /// (B, NH, T) log-sum-exp of block `l`'s attention scores, per query.
+    AttLse(usize),
     Res2(usize), // (N, C)
     Ln2(usize),  // (N, C)
     Fch(usize),  // (N, F)
@@ -60,6 +62,7 @@ impl TrainStage {
             | Stashed::DEmb => n * c,
             Stashed::Qkv(_) | Stashed::DQkv(_) => n * 3 * c,
             Stashed::Fch(_) | Stashed::Fcg(_) | Stashed::DFch(_) => n * f,
+            Stashed::AttLse(_) => n * self.cfg.n_head,
             Stashed::DLogits => n * self.cfg.padded_vocab(),
         }
     }
@@ -68,7 +71,12 @@ impl TrainStage {
     fn input_set(&self) -> Vec<Stashed> {
         let mut v: Vec<Stashed> = self.xs().map(Stashed::X).collect();
         for l in 0..self.layers() {
-            v.extend([Stashed::Qkv(l), Stashed::Res2(l), Stashed::Fch(l)]);
+            v.extend([
+                Stashed::Qkv(l),
+                Stashed::AttLse(l),
+                Stashed::Res2(l),
+                Stashed::Fch(l),
+            ]);
         }
         v
     }

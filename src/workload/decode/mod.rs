@@ -71,6 +71,10 @@ pub struct DecodeRun {
     /// Per sequence, per new token: µs on the timeline's clock at which the
     /// pass that sampled it ended on the last stage.
     pub token_us: Vec<Vec<f64>>,
+    /// Per sequence, per new token: µs the devices were busy on the passes
+    /// that made it (its group's pass on every stage, GPU timestamps): the
+    /// kernels' share of its latency (the sampler's included).
+    pub token_busy_us: Vec<Vec<f64>>,
     /// µs on the same clock at which the first prefill began.
     pub start_us: f64,
     pub timeline: Timeline,
@@ -81,8 +85,11 @@ pub struct DecodeRun {
     /// KV-cache bytes per Gpu: per schedule device, or per rank of each
     /// device's tensor-parallel group (device × T + rank).
     pub kv_bytes: Vec<u64>,
-    /// Weight bytes per Gpu, in the same order.
+    /// Weight bytes per Gpu, in the same order (texture copies included).
     pub weight_bytes: Vec<u64>,
+    /// Where each Gpu's decode matmuls read their weights from, and the
+    /// measurement behind the choice, in the same order.
+    pub decode_weights: Vec<crate::kernels::DecodeWeights>,
     /// With `keep_logits`: per sequence, per new token, the V logits it was
     /// sampled from.
     pub logits: Vec<Vec<Vec<f32>>>,
@@ -137,6 +144,7 @@ pub fn generate_resident(
     let reduced_bytes = ran.reduced_bytes;
     let kv_bytes = outputs.iter().map(|o| o.kv_bytes).collect();
     let weight_bytes = outputs.iter().map(|o| o.weight_bytes).collect();
+    let decode_weights = outputs.iter().map(|o| o.weights.clone()).collect();
     let last_rank0 = &outputs[(p - 1) * tp];
     let (sampled, kept) = (&last_rank0.sampled, &last_rank0.logits);
     let v = cfg.vocab_size;
@@ -157,6 +165,12 @@ pub fn generate_resident(
                 .map(|a| (a.microbatch, e.end_us))
         })
         .collect();
+    let mut busy_of: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
+    for e in &timeline.events {
+        if let (Track::Compute { gpu: 0, .. }, Some(a)) = (e.track, e.action) {
+            *busy_of.entry(a.microbatch).or_default() += e.end_us - e.start_us;
+        }
+    }
     let start_us = timeline
         .events
         .iter()
@@ -165,16 +179,19 @@ pub fn generate_resident(
         .fold(f64::INFINITY, f64::min);
     let mut ids: Vec<Vec<u32>> = job.prompts.clone();
     let mut token_us = vec![Vec::new(); ids.len()];
+    let mut token_busy_us = vec![Vec::new(); ids.len()];
     for (u, got) in sampled.iter().enumerate() {
         let g = u % layout.groups();
         for (&s, &id) in layout.members[g].iter().zip(got) {
             ids[s].push(id);
             token_us[s].push(end_of.get(&u).copied().unwrap_or(f64::NAN));
+            token_busy_us[s].push(busy_of.get(&u).copied().unwrap_or(f64::NAN));
         }
     }
     Ok(DecodeRun {
         ids,
         token_us,
+        token_busy_us,
         start_us,
         timeline,
         wall_s,
@@ -182,6 +199,7 @@ pub fn generate_resident(
         reduced_bytes,
         kv_bytes,
         weight_bytes,
+        decode_weights,
         logits,
         schedule,
     })

@@ -21,6 +21,7 @@ struct DecodeStage {
     prefill: GpuStage,
     decode: GpuStage,
     cache: KvCache,
+    upload: StageUpload,
 }
 
 /// The last stage's sampler: one dispatch per program (prefill, decode).
@@ -53,7 +54,8 @@ pub struct Gpt2Decode<'a> {
     logits: Vec<wgpu::Buffer>,
     arrived: Arrived,
     sink: Option<TokenSink>,
-    weight_bytes: u64,
+    /// Where this Gpu's decode matmuls read their weights from.
+    weights: k::DecodeWeights,
 }
 
 impl<'a> Gpt2Decode<'a> {
@@ -74,13 +76,11 @@ impl<'a> Gpt2Decode<'a> {
         let slots = layout.lens.len() + 1;
         let mut stages = BTreeMap::new();
         let mut sampler = None;
-        let mut weight_bytes = 0;
         let last = stages_total - 1;
         let next_ids: Vec<wgpu::Buffer> = (0..layout.groups())
             .map(|g| device::zeros(gpu, &format!("next ids group {g}"), per))
             .collect();
         for (s, up) in held {
-            weight_bytes += up.bytes();
             let cache = KvCache::new(
                 gpu,
                 &up.cfg,
@@ -133,6 +133,7 @@ impl<'a> Gpt2Decode<'a> {
                     prefill,
                     decode,
                     cache,
+                    upload: up.clone(),
                 },
             );
         }
@@ -163,7 +164,7 @@ impl<'a> Gpt2Decode<'a> {
             logits,
             arrived: Arc::new(Mutex::new(vec![None; m])),
             sink,
-            weight_bytes,
+            weights: (*k::decode_weights(gpu)).clone(),
         })
     }
 
@@ -336,9 +337,12 @@ impl StageProgram for Gpt2Decode<'_> {
     }
 
     fn finish(self, gpu: &Gpu) -> Result<Self::Output> {
+        // Counted now: the texture copies decoding made are weights too.
+        let weight_bytes: u64 = self.stages.values().map(|s| s.upload.bytes()).sum();
         let out = |sampled, logits| DecodeOutput {
             kv_bytes: self.kv_bytes(),
-            weight_bytes: self.weight_bytes,
+            weight_bytes,
+            weights: self.weights.clone(),
             sampled,
             logits,
         };
@@ -385,30 +389,54 @@ impl StageProgram for Gpt2Decode<'_> {
     }
 
     fn output_to_bytes(o: &Self::Output) -> Option<Vec<u8>> {
+        let w = &o.weights;
+        let flags = u32::from(w.storage == k::WeightStorage::Texture) | (u32::from(w.forced) << 1);
         let o = (
-            o.kv_bytes,
-            o.weight_bytes,
+            (o.kv_bytes, o.weight_bytes),
+            (flags, (w.buffer_gbps, w.texture_gbps)),
             (o.sampled.clone(), o.logits.clone()),
         );
         Some(wire::to_bytes(&o))
     }
     fn output_from_bytes(b: &[u8]) -> Option<Self::Output> {
-        let (kv_bytes, weight_bytes, (sampled, logits)) = wire::from_bytes(b)?;
+        let (bytes, weights, results): OutputWire = wire::from_bytes(b)?;
+        let ((kv_bytes, weight_bytes), (flags, (buffer_gbps, texture_gbps))) = (bytes, weights);
+        let (sampled, logits) = results;
+        let storage = match flags & 1 {
+            1 => k::WeightStorage::Texture,
+            _ => k::WeightStorage::Buffer,
+        };
         Some(DecodeOutput {
             kv_bytes,
             weight_bytes,
+            weights: k::DecodeWeights {
+                storage,
+                buffer_gbps,
+                texture_gbps,
+                forced: flags & 2 != 0,
+            },
             sampled,
             logits,
         })
     }
 }
 
+/// [`DecodeOutput`] on the wire: (KV and weight bytes), (the decode
+/// weights' holding as flags, its two rates), (sampled ids, logits).
+type OutputWire = (
+    (u64, u64),
+    (u32, (f64, f64)),
+    (Vec<Vec<u32>>, Vec<Vec<f32>>),
+);
+
 /// What one Gpu's [`Gpt2Decode`] hands back.
 pub struct DecodeOutput {
     /// Bytes of the KV caches on the Gpu.
     pub kv_bytes: u64,
-    /// Bytes of weights on the Gpu.
+    /// Bytes of weights on the Gpu (texture copies for decoding included).
     pub weight_bytes: u64,
+    /// Where the Gpu's decode matmuls read their weights from.
+    pub weights: k::DecodeWeights,
     /// With the last stage: per microbatch, the sampled ids of the group's
     /// sequences.
     pub sampled: Vec<Vec<u32>>,
