@@ -23,7 +23,7 @@ use crate::model::config::Gpt2Config;
 use crate::model::weights::Layer;
 
 /// An activation of a block: one (N, width) tensor per microbatch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Act {
     /// The block's input, the residual stream (N, C).
     X,
@@ -131,6 +131,19 @@ pub enum Op {
     SwiGlu { x: Act, out: Act },
     /// `out = a + b`.
     Residual { a: Act, b: Act, out: Act },
+}
+
+impl Op {
+    /// The activations the op reads.
+    pub fn inputs(&self) -> Vec<Act> {
+        match *self {
+            Op::Norm { x, .. } | Op::Linear { x, .. } | Op::Gelu { x, .. } | Op::SwiGlu { x, .. } => {
+                vec![x]
+            }
+            Op::Rope { qkv } | Op::Attention { qkv, .. } => vec![qkv],
+            Op::Residual { a, b, .. } => vec![a, b],
+        }
+    }
 }
 
 /// The block of `cfg`'s family, op by op.

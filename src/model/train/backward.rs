@@ -1,13 +1,14 @@
 //! B, I and W: a training stage's backward over one microbatch as lists of
-//! ops, call for call the mirror of `cpu::backward::forward_backward_microbatch`
-//! (see the split in [`super`]'s doc).
+//! ops: each block's op list ([`block::ops`]) walked in reverse, every op
+//! turned into its backward kernels (see the split in [`super`]'s doc).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{get, Op, Stashed, TrainStage};
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::{self as k, Dispatch};
+use crate::model::block::{self, Act, Norm};
 
 /// Which part of the backward an action runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,43 +47,62 @@ impl TrainStage {
         Ok(ops)
     }
 
+    /// The dispatches of a norm's backward: d`x` += through the norm, and
+    /// its gain's (and bias's) gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_backward(
+        &self,
+        gpu: &Gpu,
+        kind: Norm,
+        dx: &wgpu::Buffer,
+        (dg, db): (&wgpu::Buffer, &wgpu::Buffer),
+        dout: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        g: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let (n, c, eps) = (self.rows(), self.cfg.n_embd, self.cfg.layer_norm_epsilon);
+        let stats = &self.ln_stats;
+        match kind {
+            Norm::Layer => k::layernorm_backward(gpu, dx, dg, db, stats, dout, x, g, n, c, eps).into(),
+            Norm::Rms => k::rmsnorm_backward(gpu, dx, dg, stats, dout, x, g, n, c, eps).into(),
+        }
+    }
+
     /// I: from the gradient of the stage output (received in `dy`, or from
     /// the loss on the head stage) down to the gradient of the stage input.
     fn input_grad_ops(&self, gpu: &Gpu, s: &HashMap<Stashed, wgpu::Buffer>) -> Result<Vec<Op>> {
         let cfg = &self.cfg;
         let (b, t, n) = (self.b, self.t, self.rows());
-        let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
+        let c = cfg.n_embd;
+        let (nh, nkv, hd) = (cfg.n_head, cfg.kv_heads(), cfg.head_dim());
+        let window = cfg.arch.sliding_window.unwrap_or(0);
+        let width = |a: Act| block::width(cfg, a, (nh, nkv), cfg.n_inner);
         let (p, g) = (&self.params, &self.grads);
         let mut ops = Vec::new();
-        let clear = |ops: &mut Vec<Op>, b: &wgpu::Buffer| ops.push(Op::Clear(b.clone()));
         let l_count = self.layers();
         // The gradient of the stage's top residual stream.
         let mut dout: &wgpu::Buffer = &self.dy;
         if self.part.head {
             let vp = cfg.padded_vocab();
             let dlogits = get(s, Stashed::DLogits)?;
-            clear(&mut ops, &self.dlnf);
-            for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
+            ops.push(Op::Clear(self.dlnf.clone()));
+            for (&(v0, len), tb) in self.chunks.iter().zip(p.head()) {
                 ops.push(Op::Run(k::matmul_backward_input(
                     gpu, &self.dlnf, dlogits, tb, n, c, len, vp, v0,
                 )));
             }
             let (gamma, _) = p.ln_f.as_ref().expect("ln_f");
             let (dg, db) = g.ln_f.as_ref().expect("ln_f grads");
-            clear(&mut ops, &self.gx[0]);
+            ops.push(Op::Clear(self.gx[0].clone()));
             let x = get(s, Stashed::X(l_count))?;
-            for d in k::layernorm_backward(
+            for d in self.norm_backward(
                 gpu,
+                block::final_norm(cfg),
                 &self.gx[0],
-                dg,
-                db,
-                &self.ln_stats,
+                (dg, db),
                 &self.dlnf,
                 x,
                 gamma,
-                n,
-                c,
-                eps,
             ) {
                 ops.push(Op::Run(d));
             }
@@ -108,133 +128,114 @@ impl TrainStage {
             } else {
                 &self.gx[0]
             };
-            let (dqkv, dattproj) = (get(s, Stashed::DQkv(l))?, get(s, Stashed::DAttProj(l))?);
-            let (dfch, dfcproj) = (get(s, Stashed::DFch(l))?, get(s, Stashed::DFcProj(l))?);
-            // out = res2 + fcproj
-            clear(&mut ops, &self.dres2);
-            clear(&mut ops, dfcproj);
-            ops.push(Op::Run(k::residual_backward(
-                gpu,
-                &self.dres2,
-                dfcproj,
-                dout,
-                n * c,
-            )));
-            // fcproj = fcg @ mlp_proj_w + b
-            clear(&mut ops, &self.dfcg);
-            ops.push(Op::Run(k::matmul_backward_input(
-                gpu,
-                &self.dfcg,
-                dfcproj,
-                &w.mlp_proj_w,
-                n,
-                f,
-                c,
-                c,
-                0,
-            )));
-            // fcg = gelu(fch)
-            clear(&mut ops, dfch);
-            ops.push(Op::Run(k::gelu_backward(
-                gpu,
-                dfch,
-                &self.dfcg,
-                get(s, Stashed::Fch(l))?,
-                n * f,
-            )));
-            // fch = ln2 @ c_fc_w + b
-            clear(&mut ops, &self.dln);
-            ops.push(Op::Run(k::matmul_backward_input(
-                gpu, &self.dln, dfch, &w.c_fc_w, n, c, f, f, 0,
-            )));
-            // ln2 = layernorm(res2), adding to the residual's gradient
-            let res2 = get(s, Stashed::Res2(l))?;
-            for d in k::layernorm_backward(
-                gpu,
-                &self.dres2,
-                &gl.ln_2_g,
-                &gl.ln_2_b,
-                &self.ln_stats,
-                &self.dln,
-                res2,
-                &w.ln_2_g,
-                n,
-                c,
-                eps,
-            ) {
-                ops.push(Op::Run(d));
-            }
-            // res2 = x + attproj
-            clear(&mut ops, dinp);
-            clear(&mut ops, dattproj);
-            ops.push(Op::Run(k::residual_backward(
-                gpu,
-                dinp,
-                dattproj,
-                &self.dres2,
-                n * c,
-            )));
-            // attproj = atty @ attn_proj_w + b
-            clear(&mut ops, &self.datty);
-            ops.push(Op::Run(k::matmul_backward_input(
-                gpu,
-                &self.datty,
-                dattproj,
-                &w.attn_proj_w,
-                n,
-                c,
-                c,
-                c,
-                0,
-            )));
-            // atty = attention(qkv)
-            clear(&mut ops, dqkv);
-            for d in k::attention_backward(
-                gpu,
-                dqkv,
-                &self.att_stats,
-                &self.datty,
-                get(s, Stashed::Qkv(l))?,
-                get(s, Stashed::Atty(l))?,
-                get(s, Stashed::AttLse(l))?,
-                b,
-                t,
-                nh,
-                nh,
-                c / nh,
-                0,
-            ) {
-                ops.push(Op::Run(d));
-            }
-            // qkv = ln1 @ c_attn_w + b
-            clear(&mut ops, &self.dln);
-            ops.push(Op::Run(k::matmul_backward_input(
-                gpu,
-                &self.dln,
-                dqkv,
-                &w.c_attn_w,
-                n,
-                c,
-                3 * c,
-                3 * c,
-                0,
-            )));
-            // ln1 = layernorm(x), adding to the residual's gradient
-            let x = get(s, Stashed::X(l))?;
-            for d in k::layernorm_backward(
-                gpu,
-                dinp,
-                &gl.ln_1_g,
-                &gl.ln_1_b,
-                &self.ln_stats,
-                &self.dln,
-                x,
-                &w.ln_1_g,
-                n,
-                c,
-                eps,
-            ) {
-                ops.push(Op::Run(d));
+            // The gradient of each activation: the block's ends, a linear's
+            // output (kept for W), else the backward's scratch.
+            let grad = |a: Act| -> Result<wgpu::Buffer> {
+                Ok(match a {
+                    Act::Out => dout.clone(),
+                    Act::X => dinp.clone(),
+                    _ => match s.get(&Stashed::Grad(a, l)) {
+                        Some(buf) => buf.clone(),
+                        None => self.dscratch[&a].clone(),
+                    },
+                })
+            };
+            // Backward kernels add into their gradients: each is cleared
+            // before its first writer in this block.
+            let mut written: HashSet<Act> = HashSet::from([Act::Out]);
+            let mut target = |ops: &mut Vec<Op>, a: Act| -> Result<wgpu::Buffer> {
+                let buf = grad(a)?;
+                if written.insert(a) {
+                    ops.push(Op::Clear(buf.clone()));
+                }
+                Ok(buf)
+            };
+            for op in self.ops.iter().rev() {
+                let ds: Vec<Dispatch> = match *op {
+                    block::Op::Residual { a, b: bb, out } => {
+                        let (da, db) = (target(&mut ops, a)?, target(&mut ops, bb)?);
+                        vec![k::residual_backward(gpu, &da, &db, &grad(out)?, n * c)]
+                    }
+                    block::Op::Linear { x, w: wt, out, .. } => {
+                        let dx = target(&mut ops, x)?;
+                        let (win, wout) = (width(x), width(out));
+                        vec![k::matmul_backward_input(
+                            gpu,
+                            &dx,
+                            &grad(out)?,
+                            wt.of(w),
+                            n,
+                            win,
+                            wout,
+                            wout,
+                            0,
+                        )]
+                    }
+                    block::Op::Gelu { x, out } => {
+                        let dx = target(&mut ops, x)?;
+                        let xb = self.act(s, x, l)?;
+                        vec![k::gelu_backward(gpu, &dx, &grad(out)?, xb, n * width(out))]
+                    }
+                    block::Op::SwiGlu { x, out } => {
+                        let dx = target(&mut ops, x)?;
+                        let xb = self.act(s, x, l)?;
+                        vec![k::swiglu_backward(gpu, &dx, &grad(out)?, xb, n, width(out))]
+                    }
+                    block::Op::Norm {
+                        kind,
+                        x,
+                        g: gp,
+                        b: bp,
+                        out,
+                    } => {
+                        let dx = target(&mut ops, x)?;
+                        let xb = self.act(s, x, l)?;
+                        self.norm_backward(
+                            gpu,
+                            kind,
+                            &dx,
+                            (gp.of(gl), bp.of(gl)),
+                            &grad(out)?,
+                            xb,
+                            gp.of(w),
+                        )
+                    }
+                    block::Op::Rope { qkv } => {
+                        // In place: d(rotated) becomes d(unrotated).
+                        let (pos, inv) = self.rope.as_ref().expect("rotary positions");
+                        vec![k::rope_backward(
+                            gpu,
+                            &grad(qkv)?,
+                            pos,
+                            inv,
+                            n,
+                            nh,
+                            nkv,
+                            hd,
+                            k::PositionTable::sequences(t, 0),
+                        )]
+                    }
+                    block::Op::Attention { qkv, out } => {
+                        let dqkv = target(&mut ops, qkv)?;
+                        k::attention_backward(
+                            gpu,
+                            &dqkv,
+                            &self.att_stats,
+                            &grad(out)?,
+                            self.act(s, qkv, l)?,
+                            self.act(s, out, l)?,
+                            get(s, Stashed::AttLse(l))?,
+                            b,
+                            t,
+                            nh,
+                            nkv,
+                            hd,
+                            window,
+                        )
+                        .into()
+                    }
+                };
+                ops.extend(ds.into_iter().map(Op::Run));
             }
             dout = dinp;
         }
@@ -246,14 +247,15 @@ impl TrainStage {
     fn weight_grad_ops(&self, gpu: &Gpu, s: &HashMap<Stashed, wgpu::Buffer>) -> Result<Vec<Op>> {
         let cfg = &self.cfg;
         let (t, n) = (self.t, self.rows());
-        let (c, f) = (cfg.n_embd, cfg.n_inner);
+        let c = cfg.n_embd;
+        let width = |a: Act| block::width(cfg, a, (cfg.n_head, cfg.kv_heads()), cfg.n_inner);
         let g = &self.grads;
         let mut ops = Vec::new();
         let mut run = |d: Dispatch| ops.push(Op::Run(d));
         if self.part.head {
             let vp = cfg.padded_vocab();
             let (dlogits, lnf) = (get(s, Stashed::DLogits)?, get(s, Stashed::Lnf)?);
-            for (&(v0, len), gb) in self.chunks.iter().zip(&g.wte_t) {
+            for (&(v0, len), gb) in self.chunks.iter().zip(g.head()) {
                 run(k::matmul_backward_weight(
                     gpu, gb, dlogits, lnf, n, c, len, vp, v0,
                 ));
@@ -261,88 +263,30 @@ impl TrainStage {
         }
         for l in (0..self.layers()).rev() {
             let gl = &g.layers[l];
-            let dfcproj = get(s, Stashed::DFcProj(l))?;
-            run(k::matmul_backward_weight(
-                gpu,
-                &gl.mlp_proj_w,
-                dfcproj,
-                get(s, Stashed::Fcg(l))?,
-                n,
-                f,
-                c,
-                c,
-                0,
-            ));
-            run(k::matmul_backward_bias(
-                gpu,
-                &gl.mlp_proj_b,
-                dfcproj,
-                n,
-                c,
-                c,
-                0,
-            ));
-            let dfch = get(s, Stashed::DFch(l))?;
-            run(k::matmul_backward_weight(
-                gpu,
-                &gl.c_fc_w,
-                dfch,
-                get(s, Stashed::Ln2(l))?,
-                n,
-                c,
-                f,
-                f,
-                0,
-            ));
-            run(k::matmul_backward_bias(gpu, &gl.c_fc_b, dfch, n, f, f, 0));
-            let dattproj = get(s, Stashed::DAttProj(l))?;
-            run(k::matmul_backward_weight(
-                gpu,
-                &gl.attn_proj_w,
-                dattproj,
-                get(s, Stashed::Atty(l))?,
-                n,
-                c,
-                c,
-                c,
-                0,
-            ));
-            run(k::matmul_backward_bias(
-                gpu,
-                &gl.attn_proj_b,
-                dattproj,
-                n,
-                c,
-                c,
-                0,
-            ));
-            let dqkv = get(s, Stashed::DQkv(l))?;
-            run(k::matmul_backward_weight(
-                gpu,
-                &gl.c_attn_w,
-                dqkv,
-                get(s, Stashed::Ln1(l))?,
-                n,
-                c,
-                3 * c,
-                3 * c,
-                0,
-            ));
-            run(k::matmul_backward_bias(
-                gpu,
-                &gl.c_attn_b,
-                dqkv,
-                n,
-                3 * c,
-                3 * c,
-                0,
-            ));
+            for op in self.ops.iter().rev() {
+                if let block::Op::Linear { x, w, b, out, .. } = *op {
+                    let dout = get(s, Stashed::Grad(out, l))?;
+                    let (win, wout) = (width(x), width(out));
+                    run(k::matmul_backward_weight(
+                        gpu,
+                        w.of(gl),
+                        dout,
+                        self.act(s, x, l)?,
+                        n,
+                        win,
+                        wout,
+                        wout,
+                        0,
+                    ));
+                    if *b.of(&self.present) {
+                        run(k::matmul_backward_bias(gpu, b.of(gl), dout, n, wout, wout, 0));
+                    }
+                }
+            }
         }
         if self.part.embedding {
-            let (ids, dwpe) = (
-                self.ids.as_ref().expect("ids"),
-                g.wpe.as_ref().expect("wpe grad"),
-            );
+            let ids = self.ids.as_ref().expect("ids");
+            let dwpe = g.wpe.as_ref().unwrap_or(&self.dlnf);
             let demb = get(s, Stashed::DEmb)?;
             for (i, (&(v0, len), gb)) in self.chunks.iter().zip(&g.wte_t).enumerate() {
                 run(k::embedding_backward(
@@ -356,7 +300,7 @@ impl TrainStage {
                     c,
                     v0,
                     len,
-                    i == 0,
+                    i == 0 && g.wpe.is_some(),
                 ));
             }
         }

@@ -14,12 +14,18 @@ use crate::model::weights::{Layer, LayerWeights, StagePart};
 use crate::model::Gpt2Config;
 
 /// A stage's parameters (or their gradients, or optimizer moments), one
-/// buffer per tensor. The token table is kept as the GPU stage keeps it:
-/// transposed vocabulary chunks (C, len).
+/// buffer per tensor. The token tables are kept as the GPU stage keeps
+/// them: transposed vocabulary chunks (C, len).
 pub struct StageBuffers {
+    /// The token table, on the embedding's stage and on the head's when the
+    /// head is tied to it.
     pub wte_t: Vec<wgpu::Buffer>,
+    /// An untied LM head's own table, on the head's stage.
+    pub head_t: Vec<wgpu::Buffer>,
     pub wpe: Option<wgpu::Buffer>,
     pub layers: Vec<Layer<wgpu::Buffer>>,
+    /// The final norm's gain and bias (under RMSNorm a zero bias that is
+    /// not a parameter).
     pub ln_f: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
@@ -36,6 +42,14 @@ pub struct Tensor<'a> {
 }
 
 impl StageBuffers {
+    /// The LM head's table by chunk: its own, or the tied token table.
+    pub fn head(&self) -> &[wgpu::Buffer] {
+        match self.head_t.is_empty() {
+            true => &self.wte_t,
+            false => &self.head_t,
+        }
+    }
+
     /// Every tensor in a fixed order (the same for parameters, gradients
     /// and moments of one stage).
     pub fn tensors(
@@ -49,6 +63,14 @@ impl StageBuffers {
         for (b, &(v0, len)) in self.wte_t.iter().zip(chunks) {
             out.push(Tensor {
                 name: format!("{}[{v0}..]", names::WTE),
+                buf: b,
+                len: c * len,
+                decay: true,
+            });
+        }
+        for (b, &(v0, len)) in self.head_t.iter().zip(chunks) {
+            out.push(Tensor {
+                name: format!("{}[{v0}..]", names::LM_HEAD),
                 buf: b,
                 len: c * len,
                 decay: true,
@@ -73,7 +95,8 @@ impl StageBuffers {
             }
         }
         if let Some((g, b)) = &self.ln_f {
-            for (name, buf) in [(names::LN_F_WEIGHT, g), (names::LN_F_BIAS, b)] {
+            let bias = cfg.is_gpt2().then_some((names::LN_F_BIAS, b));
+            for (name, buf) in std::iter::once((names::LN_F_WEIGHT, g)).chain(bias) {
                 out.push(Tensor {
                     name: name.into(),
                     buf,
@@ -99,7 +122,13 @@ impl StageBuffers {
         StageBuffers {
             wte_t: chunks
                 .iter()
+                .filter(|_| !self.wte_t.is_empty())
                 .map(|&(v0, len)| z(&format!("{}[{v0}..]", names::WTE), c * len))
+                .collect(),
+            head_t: chunks
+                .iter()
+                .filter(|_| !self.head_t.is_empty())
+                .map(|&(v0, len)| z(&format!("{}[{v0}..]", names::LM_HEAD), c * len))
                 .collect(),
             wpe: self
                 .wpe
@@ -133,7 +162,10 @@ pub struct HostStage {
     pub wte: Option<Vec<f32>>,
     pub wpe: Option<Vec<f32>>,
     pub layers: Vec<LayerWeights>,
+    /// (gain, bias), the bias empty under RMSNorm.
     pub ln_f: Option<(Vec<f32>, Vec<f32>)>,
+    /// (V, C), untransposed: an untied LM head's table, on the head stage.
+    pub lm_head: Option<Vec<f32>>,
 }
 
 impl TrainStage {
@@ -176,14 +208,22 @@ impl TrainStage {
             .map(|l| l.try_map(cfg, |_, b, shape| download(gpu, b, shape.iter().product())))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = match &bufs.ln_f {
-            Some((g, b)) => Some((download(gpu, g, c)?, download(gpu, b, c)?)),
+            Some((g, b)) => Some((
+                download(gpu, g, c)?,
+                match cfg.is_gpt2() {
+                    true => download(gpu, b, c)?,
+                    false => Vec::new(),
+                },
+            )),
             None => None,
         };
+        let lm_head = self.table(gpu, &bufs.head_t)?;
         Ok(HostStage {
             wte,
             wpe,
             layers,
             ln_f,
+            lm_head,
         })
     }
 
@@ -195,12 +235,17 @@ impl TrainStage {
     /// The token table of `bufs` (parameters or gradients), read back and
     /// untransposed to (V, C); `None` on a stage without it.
     fn token_table(&self, gpu: &Gpu, bufs: &StageBuffers) -> Result<Option<Vec<f32>>> {
-        if bufs.wte_t.is_empty() {
+        self.table(gpu, &bufs.wte_t)
+    }
+
+    /// A (V, C) table held as transposed vocabulary chunks, read back;
+    /// `None` where the stage holds no chunks of it.
+    fn table(&self, gpu: &Gpu, chunked: &[wgpu::Buffer]) -> Result<Option<Vec<f32>>> {
+        if chunked.is_empty() {
             return Ok(None);
         }
         let c = self.cfg.n_embd;
-        let data = bufs
-            .wte_t
+        let data = chunked
             .iter()
             .zip(&self.chunks)
             .map(|(b, &(_, len))| download(gpu, b, c * len))
@@ -282,6 +327,12 @@ impl TrainStage {
                     put(b, names::WTE, data, data.len())?;
                 }
             }
+            if !bufs.head_t.is_empty() {
+                let chunks = crate::model::gpu::token_table_chunks(cfg, &src.lm_head, &self.chunks);
+                for (b, data) in bufs.head_t.iter().zip(&chunks) {
+                    put(b, names::LM_HEAD, data, data.len())?;
+                }
+            }
             if let Some(b) = &bufs.wpe {
                 put(b, names::WPE, &src.wpe, cfg.n_positions * cfg.n_embd)?;
             }
@@ -300,7 +351,9 @@ impl TrainStage {
             }
             if let Some((g, b)) = &bufs.ln_f {
                 put(g, names::LN_F_WEIGHT, &src.ln_f_g, cfg.n_embd)?;
-                put(b, names::LN_F_BIAS, &src.ln_f_b, cfg.n_embd)?;
+                if cfg.is_gpt2() {
+                    put(b, names::LN_F_BIAS, &src.ln_f_b, cfg.n_embd)?;
+                }
             }
         }
         Ok(())

@@ -1,6 +1,7 @@
-//! F: a training stage's forward over one microbatch as a list of ops,
-//! every activation the backward reads written into its stashed buffer, and
-//! on the head stage the loss and the gradient of the logits.
+//! F: a training stage's forward over one microbatch, its blocks' op lists
+//! ([`block::ops`]) turned into dispatches as the GPU stage's builder turns
+//! them, every activation the backward reads written into its stashed
+//! buffer, and on the head stage the loss and the gradient of the logits.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use super::{get, Op, Stashed, TrainStage};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, Dispatch};
+use crate::model::block::{self, Act, Norm};
 
 impl TrainStage {
     /// Where the stage's output lies after F: its last stashed residual
@@ -29,6 +31,43 @@ impl TrainStage {
         self.top(s)
     }
 
+    /// The buffer F writes activation `a` of block `l` into: the residual
+    /// stream's, a stashed one, or the projections' shared scratch.
+    pub(super) fn act<'a>(
+        &'a self,
+        s: &'a HashMap<Stashed, wgpu::Buffer>,
+        a: Act,
+        l: usize,
+    ) -> Result<&'a wgpu::Buffer> {
+        match a {
+            Act::X => get(s, Stashed::X(l)),
+            Act::Out if l + 1 < self.layers() => get(s, Stashed::X(l + 1)),
+            Act::Out => self.top(s),
+            _ => match s.get(&Stashed::Act(a, l)) {
+                Some(b) => Ok(b),
+                None => Ok(&self.proj),
+            },
+        }
+    }
+
+    /// A dispatch of the final norm or a block's norm.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn norm_forward(
+        &self,
+        gpu: &Gpu,
+        kind: Norm,
+        out: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        g: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (n, c, eps) = (self.rows(), self.cfg.n_embd, self.cfg.layer_norm_epsilon);
+        match kind {
+            Norm::Layer => k::layernorm_forward(gpu, out, x, g, b, n, c, eps),
+            Norm::Rms => k::rmsnorm_forward(gpu, out, x, g, n, c, eps),
+        }
+    }
+
     /// F: the forward over one microbatch, writing the tensors of `s`; on the
     /// head stage also, from `loss` = (losses, scale), each row's
     /// cross-entropy into `losses` (N) and `dlogits` = scale * d(Σ losses),
@@ -41,15 +80,15 @@ impl TrainStage {
     ) -> Result<Vec<Op>> {
         let cfg = &self.cfg;
         let (b, t, n) = (self.b, self.t, self.rows());
-        let (c, f, nh, eps) = (cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.layer_norm_epsilon);
+        let c = cfg.n_embd;
+        let (nh, nkv, hd) = (cfg.n_head, cfg.kv_heads(), cfg.head_dim());
+        let window = cfg.arch.sliding_window.unwrap_or(0);
+        let width = |a: Act| block::width(cfg, a, (nh, nkv), cfg.n_inner);
         let p = &self.params;
         let mut ops = Vec::new();
         let mut run = |d: Dispatch| ops.push(Op::Run(d));
         if self.part.embedding {
-            let (ids, wpe) = (
-                self.ids.as_ref().expect("embedding ids"),
-                p.wpe.as_ref().expect("wpe"),
-            );
+            let ids = self.ids.as_ref().expect("embedding ids");
             let x0 = get(s, Stashed::X(0))?;
             for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
                 run(k::embedding_forward(
@@ -57,7 +96,7 @@ impl TrainStage {
                     x0,
                     ids,
                     tb,
-                    Some(wpe),
+                    p.wpe.as_ref(),
                     n,
                     t,
                     c,
@@ -67,78 +106,78 @@ impl TrainStage {
                 ));
             }
         }
-        let top = self.top(s)?;
-        let l_count = self.layers();
         for (l, w) in p.layers.iter().enumerate() {
-            let x = get(s, Stashed::X(l))?;
-            let out = if l + 1 < l_count {
-                get(s, Stashed::X(l + 1))?
-            } else {
-                top
-            };
-            let (ln1, qkv, atty) = (
-                get(s, Stashed::Ln1(l))?,
-                get(s, Stashed::Qkv(l))?,
-                get(s, Stashed::Atty(l))?,
-            );
-            let (res2, ln2) = (get(s, Stashed::Res2(l))?, get(s, Stashed::Ln2(l))?);
-            let (fch, fcg) = (get(s, Stashed::Fch(l))?, get(s, Stashed::Fcg(l))?);
-            let proj = &self.proj;
-            run(k::layernorm_forward(
-                gpu, ln1, x, &w.ln_1_g, &w.ln_1_b, n, c, eps,
-            ));
-            run(k::matmul_forward(
-                gpu,
-                qkv,
-                ln1,
-                &w.c_attn_w,
-                &w.c_attn_b,
-                n,
-                c,
-                3 * c,
-            ));
-            let lse = get(s, Stashed::AttLse(l))?;
-            run(k::attention_forward_lse(
-                gpu,
-                atty,
-                lse,
-                qkv,
-                b,
-                t,
-                nh,
-                nh,
-                c / nh,
-                0,
-            ));
-            run(k::matmul_forward(
-                gpu,
-                proj,
-                atty,
-                &w.attn_proj_w,
-                &w.attn_proj_b,
-                n,
-                c,
-                c,
-            ));
-            run(k::residual_forward(gpu, res2, x, proj, n * c));
-            run(k::layernorm_forward(
-                gpu, ln2, res2, &w.ln_2_g, &w.ln_2_b, n, c, eps,
-            ));
-            run(k::matmul_forward(
-                gpu, fch, ln2, &w.c_fc_w, &w.c_fc_b, n, c, f,
-            ));
-            run(k::gelu_forward(gpu, fcg, fch, n * f));
-            run(k::matmul_forward(
-                gpu,
-                proj,
-                fcg,
-                &w.mlp_proj_w,
-                &w.mlp_proj_b,
-                n,
-                f,
-                c,
-            ));
-            run(k::residual_forward(gpu, out, res2, proj, n * c));
+            for op in &self.ops {
+                let d = match *op {
+                    block::Op::Norm { kind, x, g, b: beta, out } => self.norm_forward(
+                        gpu,
+                        kind,
+                        self.act(s, out, l)?,
+                        self.act(s, x, l)?,
+                        g.of(w),
+                        beta.of(w),
+                    ),
+                    block::Op::Linear {
+                        x, w: wt, b: bias, out, ..
+                    } => k::matmul_forward(
+                        gpu,
+                        self.act(s, out, l)?,
+                        self.act(s, x, l)?,
+                        wt.of(w),
+                        bias.of(w),
+                        n,
+                        width(x),
+                        width(out),
+                    ),
+                    block::Op::Rope { qkv } => {
+                        let (pos, inv) = self.rope.as_ref().expect("rotary positions");
+                        k::rope_forward(
+                            gpu,
+                            self.act(s, qkv, l)?,
+                            pos,
+                            inv,
+                            n,
+                            nh,
+                            nkv,
+                            hd,
+                            k::PositionTable::sequences(t, 0),
+                        )
+                    }
+                    block::Op::Attention { qkv, out } => k::attention_forward_lse(
+                        gpu,
+                        self.act(s, out, l)?,
+                        get(s, Stashed::AttLse(l))?,
+                        self.act(s, qkv, l)?,
+                        b,
+                        t,
+                        nh,
+                        nkv,
+                        hd,
+                        window,
+                    ),
+                    block::Op::Gelu { x, out } => k::gelu_forward(
+                        gpu,
+                        self.act(s, out, l)?,
+                        self.act(s, x, l)?,
+                        n * width(out),
+                    ),
+                    block::Op::SwiGlu { x, out } => k::swiglu_forward(
+                        gpu,
+                        self.act(s, out, l)?,
+                        self.act(s, x, l)?,
+                        n,
+                        width(out),
+                    ),
+                    block::Op::Residual { a, b: bb, out } => k::residual_forward(
+                        gpu,
+                        self.act(s, out, l)?,
+                        self.act(s, a, l)?,
+                        self.act(s, bb, l)?,
+                        n * c,
+                    ),
+                };
+                run(d);
+            }
         }
         if self.part.head {
             let vp = cfg.padded_vocab();
@@ -146,8 +185,9 @@ impl TrainStage {
             let (lnf, dlogits) = (get(s, Stashed::Lnf)?, get(s, Stashed::DLogits)?);
             let logits = self.logits.as_ref().expect("logits");
             let no_bias = self.no_bias.as_ref().expect("no bias");
-            run(k::layernorm_forward(gpu, lnf, top, g, bb, n, c, eps));
-            for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
+            let top = self.top(s)?;
+            run(self.norm_forward(gpu, block::final_norm(cfg), lnf, top, g, bb));
+            for (&(v0, len), tb) in self.chunks.iter().zip(p.head()) {
                 run(k::matmul_forward_strided(
                     gpu, logits, lnf, tb, no_bias, n, c, len, vp, v0,
                 ));

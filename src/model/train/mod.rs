@@ -42,7 +42,8 @@ use crate::kernels::{self as k, Dispatch};
 use crate::model::gpu::{upload_token_table, vocab_chunks};
 use crate::model::grads::NO_TARGET;
 use crate::model::names;
-use crate::model::weights::{StagePart, StageWeights};
+use crate::model::block::{self, Act};
+use crate::model::weights::{block_role_present, Layer, StagePart, StageWeights};
 use crate::model::Gpt2Config;
 
 mod backward;
@@ -109,7 +110,8 @@ pub struct TrainStage {
     /// (N, Vp) logits scratch and a zero bias, with the head.
     logits: Option<wgpu::Buffer>,
     no_bias: Option<wgpu::Buffer>,
-    /// (N, C) forward scratch: c_proj outputs.
+    /// (N, C) forward scratch: the row-split projections' outputs, which
+    /// only the residual adds read.
     proj: wgpu::Buffer,
     /// (N, C) the stage's output when it is not stashed (no head).
     out: wgpu::Buffer,
@@ -117,15 +119,24 @@ pub struct TrainStage {
     dy: wgpu::Buffer,
     /// (N, C) gradient of the stage input, as sent (stages without the embedding).
     gin: wgpu::Buffer,
+    /// The block's op list ([`block::ops`]) every action walks, and the
+    /// activations it keeps: ([`stash::block_sets`]) I's, W's, and the
+    /// linears' outputs whose gradients I keeps for W.
+    ops: Vec<block::Op>,
+    sets: (Vec<Act>, Vec<Act>, Vec<Act>),
+    /// Which block parameters the family has (absent biases get no gradient).
+    present: Layer<bool>,
+    /// Under rotary positions: each row's position (T u32, 0..T) and the
+    /// (hd / 2) inverse frequencies.
+    rope: Option<(wgpu::Buffer, wgpu::Buffer)>,
     /// Backward scratch.
     gx: [wgpu::Buffer; 2], // (N, C) gradients of block outputs, ping-pong
-    dres2: wgpu::Buffer,     // (N, C)
-    dfcg: wgpu::Buffer,      // (N, F)
-    dln: wgpu::Buffer,       // (N, C)
-    datty: wgpu::Buffer,     // (N, C)
+    /// Gradients of the activations that are neither the residual stream
+    /// nor a linear's output (those are kept for W), by activation.
+    dscratch: HashMap<Act, wgpu::Buffer>,
     dlnf: wgpu::Buffer,      // (N, C)
     ln_stats: wgpu::Buffer,  // (N, 2)
-    att_stats: wgpu::Buffer, // attention_backward's scratch
+    att_stats: wgpu::Buffer, // attention backward's scratch
 }
 
 fn bytes(len: usize) -> u64 {
@@ -136,13 +147,7 @@ impl TrainStage {
     /// Upload a stage's weights and allocate its gradients and scratch.
     pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<TrainStage> {
         let (cfg, part) = (w.config.clone(), w.part.clone());
-        if !cfg.is_gpt2() {
-            return Err(Error::Input(format!(
-                "training a {} model is not implemented yet (inference and generation are)",
-                cfg.family().architecture()
-            )));
-        }
-        let (c, f) = (cfg.n_embd, cfg.n_inner);
+        let c = cfg.n_embd;
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
             return Err(Error::Input(format!(
@@ -161,7 +166,11 @@ impl TrainStage {
                 w.layers.len()
             )));
         }
-        gpu.check_binding("activations (N, F)", bytes(n * f.max(3 * c)))?;
+        let ops = block::ops(&cfg);
+        let heads = (cfg.n_head, cfg.kv_heads());
+        let width = |a: Act| block::width(&cfg, a, heads, cfg.n_inner);
+        let widest = [Act::Qkv, Act::Fc, Act::FcAct].map(width).into_iter().max().unwrap_or(c);
+        gpu.check_binding("activations (N, widest)", bytes(n * widest.max(c)))?;
         // What a stage lacks, by the group of tensors it belongs to ("wte").
         let missing = |what: &str| {
             Error::Input(format!(
@@ -170,18 +179,27 @@ impl TrainStage {
             ))
         };
         let mut chunks = Vec::new();
-        let mut wte_t = Vec::new();
+        let (mut wte_t, mut head_t) = (Vec::new(), Vec::new());
         if part.embedding || part.head {
             chunks = vocab_chunks(gpu, &cfg, 0..cfg.padded_vocab())?;
+        }
+        // The token table where the stage embeds, or holds a head tied to
+        // it; an untied head's own table apart.
+        if part.embedding || (part.head && cfg.tied_head()) {
             let wte = w.wte.or(w.head).ok_or_else(|| missing(names::WTE))?;
             wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE);
         }
-        let wpe = if part.embedding {
-            let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
-            gpu.check_binding(names::WPE, bytes(wpe.len()))?;
-            Some(upload(gpu, names::WPE, wpe))
-        } else {
-            None
+        if part.head && !cfg.tied_head() {
+            let head = w.head.ok_or_else(|| missing(names::LM_HEAD))?;
+            head_t = upload_token_table(gpu, &cfg, head, &chunks, names::LM_HEAD);
+        }
+        let wpe = match part.embedding && cfg.learned_positions() {
+            true => {
+                let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
+                gpu.check_binding(names::WPE, bytes(wpe.len()))?;
+                Some(upload(gpu, names::WPE, wpe))
+            }
+            false => None,
         };
         let layers = part
             .layers
@@ -197,15 +215,18 @@ impl TrainStage {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = if part.head {
             let (g, bb) = w.ln_f.ok_or_else(|| missing(names::LN_F_WEIGHT))?;
-            Some((
-                upload(gpu, names::LN_F_WEIGHT, g),
-                upload(gpu, names::LN_F_BIAS, bb),
-            ))
+            // RMSNorm has no bias: a zero one stands in, never updated.
+            let bias = match bb.is_empty() {
+                true => zeros(gpu, names::LN_F_BIAS, c),
+                false => upload(gpu, names::LN_F_BIAS, bb),
+            };
+            Some((upload(gpu, names::LN_F_WEIGHT, g), bias))
         } else {
             None
         };
         let params = StageBuffers {
             wte_t,
+            head_t,
             wpe,
             layers,
             ln_f,
@@ -226,6 +247,30 @@ impl TrainStage {
         let ids = part
             .embedding
             .then(|| upload_pod(gpu, "ids (N)", &vec![0u32; n]));
+        let rope = match (&cfg.arch.rope, part.layers.is_empty()) {
+            (Some(r), false) => Some((
+                upload_pod(gpu, "positions (T)", &(0..t as u32).collect::<Vec<_>>()),
+                upload(gpu, "rope inv_freq (hd/2)", &r.inv_freq(cfg.head_dim())),
+            )),
+            _ => None,
+        };
+        let sets = stash::block_sets(&ops);
+        // Gradients in scratch: of every activation an op reads but the
+        // residual stream and the linears' outputs (kept for W).
+        let mut dscratch = HashMap::new();
+        for op in &ops {
+            for x in op.inputs() {
+                if !matches!(x, Act::X | Act::Out) && !sets.2.contains(&x) {
+                    dscratch
+                        .entry(x)
+                        .or_insert_with(|| zeros(gpu, &format!("d{x:?}"), n * width(x)));
+                }
+            }
+        }
+        let present = Layer::try_from_fn(&cfg, |name, _| {
+            Ok::<_, std::convert::Infallible>(block_role_present(&cfg, name))
+        })
+        .unwrap_or_else(|never| match never {});
         let nc = |name: &str| zeros(gpu, name, n * c);
         Ok(TrainStage {
             b,
@@ -242,11 +287,12 @@ impl TrainStage {
             out: nc("out (N,C)"),
             dy: nc("dy (N,C)"),
             gin: nc("dx in (N,C)"),
+            ops,
+            sets,
+            present,
+            rope,
             gx: [nc("gx0 (N,C)"), nc("gx1 (N,C)")],
-            dres2: nc("dres2 (N,C)"),
-            dfcg: zeros(gpu, "dfcg (N,F)", n * f),
-            dln: nc("dln (N,C)"),
-            datty: nc("datty (N,C)"),
+            dscratch,
             dlnf: nc("dlnf (N,C)"),
             ln_stats: zeros(gpu, "ln stats (N,2)", 2 * n),
             att_stats: zeros(

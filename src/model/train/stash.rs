@@ -1,43 +1,73 @@
 //! What a training stage keeps between its actions: the [`Stashed`]
 //! tensors of one microbatch, their sizes, and which of them each action
 //! makes ([`TrainStage::acquires`]) and lets go of ([`TrainStage::releases`]).
+//!
+//! Which activations of a block are kept follows from the block's op list
+//! ([`block::ops`]): the backward of a norm, an activation function and the
+//! attention reads their inputs (I), a linear's weight gradient reads its
+//! input (W), and W reads the output gradient of every linear, which I makes.
 
 use super::TrainStage;
+use crate::model::block::{self, Act, Op};
 
 /// A tensor a stage keeps for one microbatch between two of its actions.
 /// Layer indices are local to the stage (0 = its first block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stashed {
-    /// (N, C) residual stream into block `l`; `X(L)` is ln_f's input on the
-    /// head stage; `X(0)` is the stage input (the received activation, or
-    /// the embedding's output).
+    /// (N, C) residual stream into block `l`; `X(L)` is the final norm's
+    /// input on the head stage; `X(0)` is the stage input (the received
+    /// activation, or the embedding's output).
     X(usize),
-    Ln1(usize),  // (N, C)
-    Qkv(usize),  // (N, 3C)
-    Atty(usize), // (N, C)
-    /// (B, NH, T) log-sum-exp of block `l`'s attention scores, per query.
+    /// Activation `a` of block `l` that the backward reads.
+    Act(Act, usize),
+    /// (B, NH, T) the log-sum-exp of block `l`'s attention scores.
     AttLse(usize),
-    Res2(usize), // (N, C)
-    Ln2(usize),  // (N, C)
-    Fch(usize),  // (N, F)
-    Fcg(usize),  // (N, F)
-    /// (N, C) ln_f output, the LM head's input.
+    /// (N, C) the final norm's output, the LM head's input.
     Lnf,
     /// (N, Vp) gradient of the loss w.r.t. the logits.
     DLogits,
-    /// Output gradients of the four matmuls of block `l`, made by I for W.
-    DQkv(usize), // (N, 3C)
-    DAttProj(usize), // (N, C)
-    DFch(usize),     // (N, F)
-    DFcProj(usize),  // (N, C)
+    /// Gradient of the output `a` of a linear of block `l`, made by I for W.
+    Grad(Act, usize),
     /// (N, C) gradient of the embedding's output, made by I for W.
     DEmb,
 }
 
+/// The activations of a block the backward reads, by the action that reads
+/// them last: (I's, W's), and the linears' outputs whose gradients I keeps
+/// for W. The residual stream (`X`, `Out`) is kept as [`Stashed::X`].
+pub(super) fn block_sets(ops: &[Op]) -> (Vec<Act>, Vec<Act>, Vec<Act>) {
+    let (mut input, mut weight, mut grads) = (Vec::new(), Vec::new(), Vec::new());
+    for op in ops {
+        match *op {
+            Op::Norm { x, .. } | Op::Gelu { x, .. } | Op::SwiGlu { x, .. } => input.push(x),
+            Op::Attention { qkv, out } => input.extend([qkv, out]),
+            Op::Linear { x, out, .. } => {
+                weight.push(x);
+                grads.push(out);
+            }
+            Op::Rope { .. } | Op::Residual { .. } => {}
+        }
+    }
+    let residual = |a: &Act| !matches!(a, Act::X | Act::Out);
+    input.retain(|a| residual(a) && !weight.contains(a));
+    weight.retain(residual);
+    for v in [&mut input, &mut weight] {
+        let mut seen = Vec::new();
+        v.retain(|a| match seen.contains(a) {
+            true => false,
+            false => {
+                seen.push(*a);
+                true
+            }
+        });
+    }
+    (input, weight, grads)
+}
+
 impl TrainStage {
-    /// The residual streams F stashes: the input of every block, and ln_f's
-    /// input on the head stage (with no blocks and no head: the stage input,
-    /// which is then also its output).
+    /// The residual streams F stashes: the input of every block, and the
+    /// final norm's input on the head stage (with no blocks and no head: the
+    /// stage input, which is then also its output).
     fn xs(&self) -> std::ops::Range<usize> {
         let l = self.layers();
         if self.part.head {
@@ -49,34 +79,26 @@ impl TrainStage {
 
     /// f32 elements of a stashed tensor.
     pub fn stash_len(&self, s: Stashed) -> usize {
-        let (n, c, f) = (self.rows(), self.cfg.n_embd, self.cfg.n_inner);
+        let (n, cfg) = (self.rows(), &self.cfg);
+        let heads = (cfg.n_head, cfg.kv_heads());
+        let width = |a: Act| block::width(cfg, a, heads, cfg.n_inner);
         match s {
-            Stashed::X(_)
-            | Stashed::Ln1(_)
-            | Stashed::Atty(_)
-            | Stashed::Res2(_)
-            | Stashed::Ln2(_)
-            | Stashed::Lnf
-            | Stashed::DAttProj(_)
-            | Stashed::DFcProj(_)
-            | Stashed::DEmb => n * c,
-            Stashed::Qkv(_) | Stashed::DQkv(_) => n * 3 * c,
-            Stashed::Fch(_) | Stashed::Fcg(_) | Stashed::DFch(_) => n * f,
-            Stashed::AttLse(_) => n * self.cfg.n_head,
-            Stashed::DLogits => n * self.cfg.padded_vocab(),
+            Stashed::X(_) | Stashed::Lnf | Stashed::DEmb => n * cfg.n_embd,
+            Stashed::Act(a, _) | Stashed::Grad(a, _) => n * width(a),
+            Stashed::AttLse(_) => self.b * cfg.n_head * self.t,
+            Stashed::DLogits => n * cfg.padded_vocab(),
         }
     }
 
     /// What F makes that I reads (released at I or B).
     fn input_set(&self) -> Vec<Stashed> {
         let mut v: Vec<Stashed> = self.xs().map(Stashed::X).collect();
+        let attention = self.ops.iter().any(|op| matches!(op, Op::Attention { .. }));
         for l in 0..self.layers() {
-            v.extend([
-                Stashed::Qkv(l),
-                Stashed::AttLse(l),
-                Stashed::Res2(l),
-                Stashed::Fch(l),
-            ]);
+            v.extend(self.sets.0.iter().map(|&a| Stashed::Act(a, l)));
+            if attention {
+                v.push(Stashed::AttLse(l));
+            }
         }
         v
     }
@@ -85,12 +107,7 @@ impl TrainStage {
     fn weight_set(&self) -> Vec<Stashed> {
         let mut v = Vec::new();
         for l in 0..self.layers() {
-            v.extend([
-                Stashed::Ln1(l),
-                Stashed::Atty(l),
-                Stashed::Ln2(l),
-                Stashed::Fcg(l),
-            ]);
+            v.extend(self.sets.1.iter().map(|&a| Stashed::Act(a, l)));
         }
         if self.part.head {
             v.extend([Stashed::Lnf, Stashed::DLogits]);
@@ -102,12 +119,7 @@ impl TrainStage {
     fn grad_set(&self) -> Vec<Stashed> {
         let mut v = Vec::new();
         for l in 0..self.layers() {
-            v.extend([
-                Stashed::DQkv(l),
-                Stashed::DAttProj(l),
-                Stashed::DFch(l),
-                Stashed::DFcProj(l),
-            ]);
+            v.extend(self.sets.2.iter().map(|&a| Stashed::Grad(a, l)));
         }
         if self.part.embedding {
             v.push(Stashed::DEmb);

@@ -373,7 +373,7 @@ impl<'g> Trainer<'g> {
     fn sum_tied_embedding(&self) -> Result<()> {
         let holders: usize = self.parts.iter().filter(|p| p.embedding || p.head).count();
         let same_stage = self.parts.iter().any(|p| p.embedding && p.head);
-        if holders < 2 || same_stage {
+        if !self.cfg.tied_head() || holders < 2 || same_stage {
             return Ok(());
         }
         let mine: Vec<Vec<f32>> = self
@@ -561,26 +561,17 @@ impl<'g> Trainer<'g> {
     /// The current weights, read back from the devices. Under MPI every
     /// rank gets them all.
     pub fn weights(&self) -> Result<Gpt2Weights> {
-        let z = Gpt2Grads::zeros(&self.cfg);
-        let mut w = Gpt2Weights {
+        let mut g = Gpt2Grads::zeros(&self.cfg);
+        self.gather(Which::Params, |part| put_grads(&mut g, part))?;
+        Ok(Gpt2Weights {
             config: self.cfg.clone(),
-            wte: z.wte,
-            wpe: z.wpe,
-            layers: z.layers,
-            ln_f_g: z.ln_f_g,
-            ln_f_b: z.ln_f_b,
-            lm_head: z.lm_head,
-        };
-        self.gather(Which::Params, |part| match part {
-            Gathered::Wte(v) => w.wte = v,
-            Gathered::Wpe(v) => w.wpe = v,
-            Gathered::Layer(l, lw) => w.layers[l] = *lw,
-            Gathered::LnF(a, b) => {
-                w.ln_f_g = a;
-                w.ln_f_b = b;
-            }
-        })?;
-        Ok(w)
+            wte: g.wte,
+            wpe: g.wpe,
+            layers: g.layers,
+            ln_f_g: g.ln_f_g,
+            ln_f_b: g.ln_f_b,
+            lm_head: g.lm_head,
+        })
     }
 
     /// Read every stage's tensors and hand each to `put` (the token table
@@ -605,6 +596,9 @@ impl<'g> Trainer<'g> {
                 }
                 if let Some((a, b)) = host.ln_f {
                     pieces.push(Gathered::LnF(a, b).piece(cfg));
+                }
+                if let Some(v) = host.lm_head {
+                    pieces.push(Gathered::LmHead(v).piece(cfg));
                 }
             }
             Ok(pieces)
@@ -639,6 +633,7 @@ fn put_grads(g: &mut Gpt2Grads, part: Gathered) {
             g.ln_f_g = a;
             g.ln_f_b = b;
         }
+        Gathered::LmHead(v) => g.lm_head = v,
     }
 }
 
@@ -647,6 +642,7 @@ enum Gathered {
     Wpe(Vec<f32>),
     Layer(usize, Box<crate::model::LayerWeights>),
     LnF(Vec<f32>, Vec<f32>),
+    LmHead(Vec<f32>),
 }
 
 /// A [`Gathered`] tensor set as plain data, to cross processes: (what,
@@ -667,6 +663,7 @@ impl Gathered {
                     .collect(),
             ),
             Gathered::LnF(a, b) => (3, 0, vec![a, b]),
+            Gathered::LmHead(v) => (4, 0, vec![v]),
         }
     }
 
@@ -679,9 +676,16 @@ impl Gathered {
             1 => Gathered::Wpe(next()?),
             2 if l < cfg.n_layer => Gathered::Layer(
                 l,
-                Box::new(crate::model::LayerWeights::try_from_fn(cfg, |_, _| next())?),
+                // The tensors the family has arrived; the others are zeros.
+                Box::new(crate::model::LayerWeights::try_from_fn(cfg, |name, shape| {
+                    match crate::model::weights::block_role_present(cfg, name) {
+                        true => next(),
+                        false => Ok(vec![0.0; shape.iter().product()]),
+                    }
+                })?),
             ),
             3 => Gathered::LnF(next()?, next()?),
+            4 => Gathered::LmHead(next()?),
             _ => return Err(bad()),
         })
     }
