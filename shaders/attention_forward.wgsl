@@ -25,8 +25,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>; // (B, NH, T)
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>; // (B, NH, T)
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;
 @group(0) @binding(3) var<storage, read> p: Params;
 
 const CHUNK: u32 = 64u;

@@ -1,14 +1,17 @@
 //! The backward shaders (shaders/*_backward*.wgsl) are the listed ones, and
 //! every shader of `kernels::SHADERS` (forward, backward, optimizer) follows
 //! the binding conventions the dispatch functions rely on: one
-//! `@compute fn main`, group 0 bindings 0.. without gaps, read_write outputs
-//! first, the uniform params struct last. Naga only, no GPU needed
+//! `@compute fn main`, group 0 bindings 0.. without gaps, outputs (read_write
+//! buffers, write-only storage textures) first, the params struct last, in a
+//! read-only storage buffer and no uniforms anywhere (lavapipe inlines
+//! uniform values and recompiles the shader at every bind: README, "Kernel
+//! speed"). Naga only, no GPU needed
 //! (tests/shaders.rs validates the same table).
 
 use std::path::Path;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use naga::{AddressSpace, StorageAccess};
+use naga::{AddressSpace, ImageClass, StorageAccess, TypeInner};
 use wgpipe::kernels::{SHADERS, SUBGROUP_SHADERS};
 
 /// Every backward kernel, one file per op and direction.
@@ -20,8 +23,10 @@ const BACKWARD_SHADERS: &[&str] = &[
     "layernorm_backward",
     "matmul_backward_bias",
     "matmul_backward_input",
+    "matmul_backward_input_subgroup",
     "matmul_backward_input_vec4",
     "matmul_backward_weight",
+    "matmul_backward_weight_subgroup",
     "matmul_backward_weight_vec4",
     "residual_backward",
 ];
@@ -88,38 +93,44 @@ fn every_shader_parses_validates_and_follows_the_conventions() {
                 "{name}: entry points {mains:?}, want one compute `main`"
             ));
         }
-        // (binding, address space) of the resources, by binding number
-        let mut bindings: Vec<(u32, AddressSpace)> = module
+        // (binding, address space, type) of the resources, by binding number
+        let mut bindings: Vec<(u32, AddressSpace, &TypeInner)> = module
             .global_variables
             .iter()
-            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.group, b.binding, g.space)))
-            .map(|(group, binding, space)| {
+            .filter_map(|(_, g)| g.binding.as_ref().map(|b| (b.group, b.binding, g)))
+            .map(|(group, binding, g)| {
                 assert_eq!(group, 0, "{name}: binding {binding} not in group 0");
-                (binding, space)
+                (binding, g.space, &module.types[g.ty].inner)
             })
             .collect();
-        bindings.sort_by_key(|&(b, _)| b);
-        let numbers: Vec<u32> = bindings.iter().map(|&(b, _)| b).collect();
+        bindings.sort_by_key(|&(b, _, _)| b);
+        let numbers: Vec<u32> = bindings.iter().map(|&(b, _, _)| b).collect();
         let want: Vec<u32> = (0..bindings.len() as u32).collect();
         if numbers != want {
             failures.push(format!("{name}: bindings {numbers:?}, want {want:?}"));
             continue;
         }
-        let writable = |s: &AddressSpace| matches!(s, AddressSpace::Storage { access } if access.contains(StorageAccess::STORE));
+        let writable = |s: &AddressSpace, ty: &TypeInner| {
+            matches!(s, AddressSpace::Storage { access } if access.contains(StorageAccess::STORE))
+                || matches!(ty, TypeInner::Image { class: ImageClass::Storage { access, .. }, .. }
+                    if access.contains(StorageAccess::STORE))
+        };
         let (last, rest) = bindings.split_last().unwrap();
-        if last.1 != AddressSpace::Uniform || rest.iter().any(|(_, s)| *s == AddressSpace::Uniform)
-        {
+        let params = matches!(last.1, AddressSpace::Storage { access } if access == StorageAccess::LOAD)
+            && matches!(last.2, TypeInner::Struct { .. });
+        if !params || bindings.iter().any(|(_, s, _)| *s == AddressSpace::Uniform) {
             failures.push(format!(
-                "{name}: the params uniform must be the last binding, alone"
+                "{name}: want the params struct last, in a read-only storage buffer, and no uniforms"
             ));
         }
         let first_read = rest
             .iter()
-            .position(|(_, s)| !writable(s))
+            .position(|(_, s, ty)| !writable(s, ty))
             .unwrap_or(rest.len());
-        if first_read == 0 || rest[first_read..].iter().any(|(_, s)| writable(s)) {
+        if first_read == 0 || rest[first_read..].iter().any(|(_, s, ty)| writable(s, ty)) {
+            let shown: Vec<_> = bindings.iter().map(|(b, s, _)| (b, s)).collect();
             failures.push(format!(
-                "{name}: want read_write outputs first, then read-only inputs: {bindings:?}"
+                "{name}: want outputs first, then read-only inputs: {shown:?}"
             ));
         }
     }

@@ -430,6 +430,10 @@ fn attention_forward_matches_cpu() {
         (1, 40, 130, 2),
         (2, 64, 96, 1),
         (1, 33, 128, 2),
+        // head dim 64 runs version 2 on 8-wide subgroups: T a multiple of
+        // 8 and not, several heads and sequences
+        (2, 32, 256, 4),
+        (2, 13, 192, 3),
     ];
     for (i, &(b, t, c, nh)) in shapes.iter().enumerate() {
         // Scale 2: scores up to ~|4 hd / sqrt(hd)|, so the softmax is peaked

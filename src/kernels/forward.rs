@@ -348,6 +348,9 @@ fn attention_dispatch(
         with_lse: u32,
     }
     let hd = c / nh;
+    if hd == 64 && gpu.supports_subgroup8() {
+        return attention_dispatch_subgroup(gpu, out, qkv, lse, with_lse, b, t, c, nh);
+    }
     let nchunks = hd.div_ceil(64);
     let (groups, stride) = grid_1d(b * nh * t * nchunks);
     let p = P {
@@ -361,7 +364,54 @@ fn attention_dispatch(
         stride,
         with_lse: with_lse as u32,
     };
-    dispatch(gpu, "attention_forward", &[out, qkv, lse], &p, groups)
+    dispatch(gpu, "attention_forward", &[out, lse, qkv], &p, groups)
+}
+
+/// Version 2 of [`attention_dispatch`] (`attention_forward_subgroup.wgsl`):
+/// head dim 64 on 8-wide subgroups, 8 queries of a head per subgroup.
+#[allow(clippy::too_many_arguments)]
+fn attention_dispatch_subgroup(
+    gpu: &Gpu,
+    out: &wgpu::Buffer,
+    qkv: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+    with_lse: bool,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Dispatch {
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct P {
+        b: u32,
+        t: u32,
+        c: u32,
+        nh: u32,
+        nblocks: u32,
+        scale: f32,
+        stride: u32,
+        with_lse: u32,
+    }
+    let nblocks = t.div_ceil(8);
+    let (groups, stride) = grid_1d(b * nh * nblocks * 8);
+    let p = P {
+        b: b as u32,
+        t: t as u32,
+        c: c as u32,
+        nh: nh as u32,
+        nblocks: nblocks as u32,
+        scale: 1.0 / 8.0,
+        stride,
+        with_lse: with_lse as u32,
+    };
+    dispatch(
+        gpu,
+        "attention_forward_subgroup",
+        &[out, lse, qkv],
+        &p,
+        groups,
+    )
 }
 
 /// out = gelu_new(inp), `len` elements.
