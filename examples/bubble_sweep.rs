@@ -30,6 +30,7 @@ fn main() -> wgpipe::Result<()> {
         // 3. The uniform bench model: two identical blocks per device, a tiny
         //    vocabulary, so the stages are equal.
         model: None,
+        checkpoint: None,
         layers_per_stage: 2,
     };
     // 4. Run it on this process's devices (the baseline on its own device).

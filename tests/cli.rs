@@ -666,3 +666,86 @@ fn tensor_parallel_forward_and_run_give_the_single_device_logits() {
         &["--tp 2", "not implemented for training"],
     );
 }
+
+/// `bench bubble`, `bench decode` and `bench layouts` run a checkpoint's
+/// own model (here a Llama: grouped-query attention, RoPE, an untied head)
+/// given `--checkpoint`, and refuse it beside `--model`.
+#[test]
+fn the_benches_run_a_checkpoint() {
+    let llama = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama");
+    let llama = llama.to_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = wgpipe(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = json(&[
+        "bench",
+        "bubble",
+        "--checkpoint",
+        llama,
+        "--devices",
+        "2",
+        "--microbatches",
+        "2",
+        "--seq",
+        "8",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["model"]["n_layer"], 4, "{v}");
+    assert_eq!(v["model"]["n_head"], 6, "{v}");
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+    let v = json(&[
+        "bench",
+        "decode",
+        "--checkpoint",
+        llama,
+        "--devices",
+        "2",
+        "--groups",
+        "2",
+        "--prompt-len",
+        "4",
+        "--max-new-tokens",
+        "3",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    // 6 query heads over 2 KV heads: TP 2 splits both; each layout runs.
+    let v = json(&[
+        "bench",
+        "layouts",
+        "--checkpoint",
+        llama,
+        "--devices",
+        "2",
+        "--batch",
+        "2",
+        "--seq",
+        "4",
+        "--max-new-tokens",
+        "2",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 2, "{v}");
+    // Both at once is a usage error (clap's status 2), naming the two.
+    let out = wgpipe(&["bench", "decode", "--checkpoint", llama, "--model", "gpt2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--checkpoint") && err.contains("--model"),
+        "{err}"
+    );
+}

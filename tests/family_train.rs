@@ -39,7 +39,10 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f64>)> {
 fn check(fixture: &str, devices: &str, schedule: &[&str]) {
     let fx = common::fixture_dir(fixture);
     let dir = tempfile::tempdir().unwrap();
-    let (grads, saved) = (dir.path().join("grads.safetensors"), dir.path().join("trained"));
+    let (grads, saved) = (
+        dir.path().join("grads.safetensors"),
+        dir.path().join("trained"),
+    );
     let what = format!("{fixture} --devices {devices} {schedule:?}");
     let ids = fx.join("input_ids.safetensors");
     let mut args = vec![
@@ -72,12 +75,19 @@ fn check(fixture: &str, devices: &str, schedule: &[&str]) {
     let run = &reference["runs"][0];
     assert_eq!(run["optimizer"], "adamw");
     let floats = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     };
     let (got, want) = (floats(&j["losses"]), floats(&run["losses"]));
     assert_eq!(got.len(), 3, "{what}");
     for (g, w) in got.iter().zip(&want) {
-        assert!((g - w).abs() <= 1e-4 * w.abs(), "{what}: losses {got:?}, transformers {want:?}");
+        assert!(
+            (g - w).abs() <= 1e-4 * w.abs(),
+            "{what}: losses {got:?}, transformers {want:?}"
+        );
     }
 
     // The first step's gradients, tensor by tensor, under transformers' names.
@@ -91,7 +101,10 @@ fn check(fixture: &str, devices: &str, schedule: &[&str]) {
     for ((name, g), (_, w)) in got.iter().zip(&want) {
         let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
         let diff = g.iter().zip(w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
-        assert!(diff <= 1e-4 * scale, "{what}: {name}: max |Δ| {diff:e} vs max |g| {scale:e}");
+        assert!(
+            diff <= 1e-4 * scale,
+            "{what}: {name}: max |Δ| {diff:e} vs max |g| {scale:e}"
+        );
     }
 
     // The weights after 3 steps: Σw² of every tensor as transformers ends.
@@ -132,7 +145,11 @@ fn check(fixture: &str, devices: &str, schedule: &[&str]) {
 #[test]
 fn llama_trains_as_transformers_does() {
     check("tiny-llama", "2", &["--schedule", "1f1b"]);
-    check("tiny-llama", "2", &["--schedule", "interleaved", "--virtual", "2"]);
+    check(
+        "tiny-llama",
+        "2",
+        &["--schedule", "interleaved", "--virtual", "2"],
+    );
 }
 
 #[test]

@@ -423,8 +423,11 @@ fn layernorm_forward_matches_cpu() {
 /// 5, 65 (two chunks of the kernel's 64-wide accumulator, the second 1
 /// wide), 96 (64 + 32), 64 (exactly one); then grouped-query (NKV = NH/2),
 /// multi-query (NKV = 1), head dims that are not powers of two, and
-/// sliding windows shorter than the sequence (1 = each query alone).
-const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
+/// sliding windows shorter than the sequence (1 = each query alone); the
+/// last four have head dim 64, which lavapipe runs on version 2 (8-wide
+/// subgroups, 8 queries a subgroup): T a multiple of 8 and not, grouped and
+/// multi-query, a window that starts inside a block of 8 queries.
+const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 16] = [
     (1, 1, 1, 1, 4, 0),
     (2, 11, 3, 3, 12, 0),
     (3, 17, 4, 4, 5, 0),
@@ -437,6 +440,10 @@ const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
     (1, 40, 2, 1, 65, 16),
     (2, 9, 8, 4, 6, 1),
     (1, 70, 3, 1, 14, 7),
+    (2, 32, 4, 4, 64, 0),
+    (2, 13, 3, 3, 64, 0),
+    (1, 21, 4, 2, 64, 6),
+    (2, 19, 2, 1, 64, 0),
 ];
 
 #[test]

@@ -95,21 +95,31 @@ fn path(p: &Path) -> &str {
 /// `--tp` of them), the ranks' clocks aligned and every rank's compute in
 /// the trace. Returns the MPI run's report.
 fn same_logits(np: usize, flags: &[&str]) -> Value {
-    let tp: usize = flags
-        .iter()
-        .position(|&f| f == "--tp")
-        .map_or(1, |i| flags[i + 1].parse().unwrap());
     // tiny-gpt2-4l's 3 heads and 97 tokens do not split in two; -gen's 4 and 320 do.
-    let fixture = common::fixture_dir(if tp > 1 {
+    let fixture = common::fixture_dir(if tp_of(flags) > 1 {
         "tiny-gpt2-gen"
     } else {
         "tiny-gpt2-4l"
     });
+    logits_match(&fixture, np, flags)
+}
+
+/// The `--tp` among `flags` (1 without).
+fn tp_of(flags: &[&str]) -> usize {
+    flags
+        .iter()
+        .position(|&f| f == "--tp")
+        .map_or(1, |i| flags[i + 1].parse().unwrap())
+}
+
+/// [`same_logits`] on any checkpoint: `run` in-process and over `np` ranks.
+fn logits_match(fixture: &Path, np: usize, flags: &[&str]) -> Value {
+    let tp = tp_of(flags);
     let devices = np.to_string();
     let mut args = vec![
         "run",
         "--checkpoint",
-        path(&fixture),
+        path(fixture),
         "--devices",
         &devices,
         "--batch",
@@ -212,12 +222,16 @@ fn tensor_parallel_ranks_give_the_in_process_logits() {
 
 /// `generate` over `np` ranks: the in-process tokens and text.
 fn same_tokens(np: usize, flags: &[&str]) -> Value {
-    let fixture = common::fixture_dir("tiny-gpt2-gen");
+    tokens_match(&common::fixture_dir("tiny-gpt2-gen"), np, flags)
+}
+
+/// [`same_tokens`] on any checkpoint with a tokenizer.
+fn tokens_match(fixture: &Path, np: usize, flags: &[&str]) -> Value {
     let devices = np.to_string();
     let mut args = vec![
         "generate",
         "--checkpoint",
-        path(&fixture),
+        path(fixture),
         "--prompt",
         "The pipeline",
         "--prompt",
@@ -277,11 +291,24 @@ fn tensor_parallel_ranks_give_the_in_process_tokens() {
 /// live on the first and last ranks.
 fn same_training(np: usize, flags: &[&str]) {
     let fixture = common::fixture_dir("tiny-gpt2-4l");
+    let there = training_matches(&fixture, np, flags);
+    // Each rank read only its own stages' tensors.
+    let split = split_of(&there["split"]["split"]);
+    let profiled = !there["split"]["auto"].is_null();
+    let (read, _) = reads_of(&there);
+    let s = sizes(&fixture);
+    assert_eq!(read, expected_reads(&s, &split, np, profiled), "{flags:?}");
+}
+
+/// `train` on any checkpoint in-process and over `np` ranks: the same
+/// losses, gradient norms, first-step gradients and trained checkpoint,
+/// byte for byte. Returns the MPI run's report.
+fn training_matches(fixture: &Path, np: usize, flags: &[&str]) -> Value {
     let devices = np.to_string();
     let mut args = vec![
         "train",
         "--checkpoint",
-        path(&fixture),
+        path(fixture),
         "--devices",
         &devices,
         "--steps",
@@ -323,14 +350,21 @@ fn same_training(np: usize, flags: &[&str]) {
     );
     assert_eq!(there["mpi"]["ranks"], np);
     assert_eq!(there["device_names"].as_array().unwrap().len(), np);
-    // Each rank read only its own stages' tensors.
-    let split = split_of(&there["split"]["split"]);
-    let profiled = !there["split"]["auto"].is_null();
-    let (read, _) = reads_of(&there);
-    let s = sizes(&fixture);
-    assert_eq!(read, expected_reads(&s, &split, np, profiled), "{flags:?}");
     let measured = there["bubble_measured"].as_f64().unwrap();
     assert!((0.0..1.0).contains(&measured), "measured bubble {measured}");
+    there
+}
+
+/// The Llama family over ranks (RMSNorm, RoPE, SwiGLU, grouped-query
+/// attention, an untied head on the last rank): its pipelined logits, its
+/// greedy tokens with TP 2 across two ranks, and its training under 1F1B
+/// equal the in-process ones byte for byte.
+#[test]
+fn a_llama_over_ranks_gives_the_in_process_logits_tokens_and_training() {
+    let llama = common::fixture_dir("tiny-llama");
+    logits_match(&llama, 2, &["--microbatches", "4", "--schedule", "1f1b"]);
+    tokens_match(&common::fixture_dir("tiny-llama-gen"), 2, &["--tp", "2"]);
+    training_matches(&llama, 2, &["--schedule", "1f1b", "--split", "3,1"]);
 }
 
 /// A run of 6 steps and a run of 3 steps resumed for 3 more, each over two

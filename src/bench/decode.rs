@@ -3,6 +3,8 @@
 //! token, the time per output token, inter-token latencies and output
 //! tokens/s of pipelined KV-cache decoding.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::analysis::serving::DecodeMetrics;
@@ -31,6 +33,8 @@ pub struct DecodeBench {
     pub sequences_per_group: usize,
     /// A built-in model, or `None` for the uniform bench model.
     pub model: Option<String>,
+    /// A checkpoint directory instead of a built-in (its weights are run).
+    pub checkpoint: Option<PathBuf>,
     /// Blocks: the bench model's count (default 4), or the first N of a
     /// built-in model.
     pub layers: Option<usize>,
@@ -88,7 +92,13 @@ impl DecodeBench {
     /// Measure every (P, G); `progress` sees each finished row.
     pub fn run(&self, mut progress: impl FnMut(&DecodeRow)) -> Result<DecodeReport> {
         let n_pos = self.prompt_len + self.max_new_tokens;
-        let cfg = super::bench_model(self.model.as_deref(), self.layers, 4, n_pos)?;
+        let cfg = super::bench_model(
+            self.model.as_deref(),
+            self.checkpoint.as_deref(),
+            self.layers,
+            4,
+            n_pos,
+        )?;
         if self.devices.contains(&0) || self.sequences_per_group == 0 || self.repeat == 0 {
             return Err(Error::Input(
                 "--devices, --sequences-per-group and --repeat must be at least 1".into(),
@@ -100,7 +110,7 @@ impl DecodeBench {
                 self.prompt_len, self.max_new_tokens, cfg.n_positions
             )));
         }
-        let w = Gpt2Weights::init(&cfg, self.seed)?;
+        let w = super::bench_weights(&cfg, self.checkpoint.as_deref(), self.seed)?;
         let mut rows = Vec::new();
         for &p in &self.devices {
             for row in self.measure_depth(&w, p)? {
@@ -116,7 +126,7 @@ impl DecodeBench {
             repeat: self.repeat,
             lp_num_threads: std::env::var("LP_NUM_THREADS").ok(),
             rows,
-            model_name: self.model.clone().unwrap_or_else(|| "bench model".into()),
+            model_name: super::bench_name(self.model.as_deref(), self.checkpoint.as_deref()),
         })
     }
 

@@ -10,6 +10,8 @@
 //! all-reduce's partial out of every rank and the sum back into it (host
 //! gather-sum-scatter: 2 × the reduced bytes per rank).
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::analysis::serving::DecodeMetrics;
@@ -37,6 +39,8 @@ pub struct LayoutsBench {
     pub devices: usize,
     /// A built-in model, or `None` for the uniform bench model.
     pub model: Option<String>,
+    /// A checkpoint directory instead of a built-in (its weights are run).
+    pub checkpoint: Option<PathBuf>,
     /// Blocks: the bench model's (default 4), or the first N of a built-in.
     pub layers: Option<usize>,
     /// Sequences in the prefill batch.
@@ -107,7 +111,13 @@ pub struct LayoutsReport {
 impl LayoutsBench {
     fn check(&self) -> Result<(Gpt2Config, usize)> {
         let n_pos = (self.seq + self.max_new_tokens).max(self.context.unwrap_or(0));
-        let cfg = super::bench_model(self.model.as_deref(), self.layers, 4, n_pos)?;
+        let cfg = super::bench_model(
+            self.model.as_deref(),
+            self.checkpoint.as_deref(),
+            self.layers,
+            4,
+            n_pos,
+        )?;
         if self.devices == 0 || self.batch == 0 || self.seq == 0 || self.repeat == 0 {
             return Err(Error::Input(
                 "--devices, --batch, --seq and --repeat must be at least 1".into(),
@@ -166,7 +176,7 @@ impl LayoutsBench {
                 reasons.join("; ")
             )));
         }
-        let w = Gpt2Weights::init(&cfg, self.seed)?;
+        let w = super::bench_weights(&cfg, self.checkpoint.as_deref(), self.seed)?;
         let gpus: Vec<Gpu> = place_devices(&n.to_string(), 1)?
             .open()?
             .into_iter()
@@ -194,7 +204,7 @@ impl LayoutsBench {
             lp_num_threads: std::env::var("LP_NUM_THREADS").ok(),
             rows,
             skipped,
-            model_name: self.model.clone().unwrap_or_else(|| "bench model".into()),
+            model_name: super::bench_name(self.model.as_deref(), self.checkpoint.as_deref()),
         })
     }
 }

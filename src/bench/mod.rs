@@ -10,8 +10,11 @@ pub mod hop;
 pub mod layouts;
 pub mod soak;
 
+use std::path::Path;
+
 use crate::error::{Error, Result};
-use crate::model::Gpt2Config;
+use crate::model::checkpoint::load_checkpoint;
+use crate::model::{Gpt2Config, Gpt2Weights};
 
 /// The benchmark's model shape: per-stage compute well above a transfer of
 /// its (T, C) activation (about 35 ms against 0.1 ms on lavapipe, one thread).
@@ -28,19 +31,27 @@ pub fn bench_config(layers: usize, seq: usize) -> Gpt2Config {
     }
 }
 
-/// The model a bench's `--model` / `--layers` pick: a built-in model cut to
-/// its first `layers` blocks, or (no `--model`) the bench model with
-/// `layers` blocks (`default_layers` without) and `n_positions` positions.
+/// The model a bench's `--model` / `--checkpoint` / `--layers` pick: a
+/// built-in model or a checkpoint directory (its `config.json`) cut to its
+/// first `layers` blocks, or (neither) the bench model with `layers` blocks
+/// (`default_layers` without) and `n_positions` positions.
 pub fn bench_model(
     model: Option<&str>,
+    checkpoint: Option<&Path>,
     layers: Option<usize>,
     default_layers: usize,
     n_positions: usize,
 ) -> Result<Gpt2Config> {
-    let Some(name) = model else {
-        return Ok(bench_config(layers.unwrap_or(default_layers), n_positions));
+    let mut cfg = match (model, checkpoint) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Input(
+                "--model and --checkpoint name two models; give one".into(),
+            ))
+        }
+        (Some(name), None) => Gpt2Config::named(name)?,
+        (None, Some(dir)) => Gpt2Config::from_json_file(&dir.join("config.json"))?,
+        (None, None) => return Ok(bench_config(layers.unwrap_or(default_layers), n_positions)),
     };
-    let mut cfg = Gpt2Config::named(name)?;
     if let Some(l) = layers {
         if l == 0 || l > cfg.n_layer {
             return Err(Error::Input(format!(
@@ -51,4 +62,33 @@ pub fn bench_model(
         cfg.n_layer = l;
     }
     Ok(cfg)
+}
+
+/// The weights for [`bench_model`]'s `cfg`: the checkpoint's (its first
+/// `cfg.n_layer` blocks), or seeded random ones.
+pub fn bench_weights(
+    cfg: &Gpt2Config,
+    checkpoint: Option<&Path>,
+    seed: u64,
+) -> Result<Gpt2Weights> {
+    let Some(dir) = checkpoint else {
+        return Gpt2Weights::init(cfg, seed);
+    };
+    let mut w = load_checkpoint(dir)?;
+    w.layers.truncate(cfg.n_layer);
+    w.config = cfg.clone();
+    Ok(w)
+}
+
+/// The model's name in a bench's titles: the built-in's, the checkpoint
+/// directory's, or "bench model".
+pub fn bench_name(model: Option<&str>, checkpoint: Option<&Path>) -> String {
+    match (model, checkpoint) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(dir)) => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string()),
+        (None, None) => "bench model".into(),
+    }
 }

@@ -62,6 +62,10 @@ pub struct BubbleArgs {
     /// uniform bench model (C=256, 4 heads, F=1024, vocab 64).
     #[arg(long)]
     pub model: Option<String>,
+    /// A `save_pretrained` directory instead of a built-in model: its
+    /// config and weights (any family wgpipe runs).
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub checkpoint: Option<PathBuf>,
     /// Layers per device for the bench model.
     #[arg(long, default_value_t = 2)]
     pub layers_per_stage: usize,
@@ -108,6 +112,7 @@ impl BubbleArgs {
                 train: self.train,
             },
             model: self.model.clone(),
+            checkpoint: self.checkpoint.clone(),
             layers_per_stage: self.layers_per_stage,
         }
     }
@@ -172,6 +177,10 @@ pub struct DecodeArgs {
     /// 64), whose stages balance at any P dividing its layers.
     #[arg(long)]
     pub model: Option<String>,
+    /// A `save_pretrained` directory instead of a built-in model: its
+    /// config and weights (any family wgpipe runs).
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub checkpoint: Option<PathBuf>,
     /// Blocks: the bench model's count (default 4), or the first N blocks
     /// of a built-in model (default: all).
     #[arg(long)]
@@ -198,6 +207,7 @@ fn decode(a: &DecodeArgs, cx: &Context) -> Result<()> {
         groups: a.groups.clone(),
         sequences_per_group: a.sequences_per_group,
         model: a.model.clone(),
+        checkpoint: a.checkpoint.clone(),
         layers: a.layers,
         prompt_len: a.prompt_len,
         max_new_tokens: a.max_new_tokens,
@@ -228,6 +238,10 @@ pub struct LayoutsArgs {
     /// uniform bench model (C=256, 4 heads, F=1024, vocab 64).
     #[arg(long)]
     pub model: Option<String>,
+    /// A `save_pretrained` directory instead of a built-in model: its
+    /// config and weights (any family wgpipe runs).
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub checkpoint: Option<PathBuf>,
     /// Blocks: the bench model's count (default 4), or the first N blocks of a built-in model.
     #[arg(long)]
     pub layers: Option<usize>,
@@ -261,6 +275,7 @@ fn layouts(a: &LayoutsArgs, cx: &Context) -> Result<()> {
     let bench = LayoutsBench {
         devices: a.devices,
         model: a.model.clone(),
+        checkpoint: a.checkpoint.clone(),
         layers: a.layers,
         batch: a.batch,
         seq: a.seq,

@@ -367,20 +367,37 @@ fn attention_dispatch(
         with_lse: u32,
     }
     check_heads("attention_forward", nh, nkv, hd);
-    let nchunks = hd.div_ceil(64);
-    let (groups, stride) = grid_1d(b * nh * t * nchunks);
-    let p = P {
-        b: b as u32,
-        t: t as u32,
-        nh: nh as u32,
-        nkv: nkv as u32,
-        hd: hd as u32,
-        nchunks: nchunks as u32,
-        scale: 1.0 / (hd as f32).sqrt(),
-        window: window as u32,
-        stride,
-        with_lse: with_lse as u32,
+    let p = |nchunks: usize, items: usize| {
+        let (groups, stride) = grid_1d(items);
+        let p = P {
+            b: b as u32,
+            t: t as u32,
+            nh: nh as u32,
+            nkv: nkv as u32,
+            hd: hd as u32,
+            nchunks: nchunks as u32,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: window as u32,
+            stride,
+            with_lse: with_lse as u32,
+        };
+        (p, groups)
     };
+    if hd == 64 && gpu.supports_subgroup8() {
+        // Version 2: 8 queries of a head per 8-wide subgroup, T padded to
+        // a multiple of 8; the sixth parameter is its blocks of 8 queries.
+        let nblocks = t.div_ceil(8);
+        let (p, groups) = p(nblocks, b * nh * nblocks * 8);
+        return dispatch(
+            gpu,
+            "attention_forward_subgroup",
+            &[out, lse, qkv],
+            &p,
+            groups,
+        );
+    }
+    let nchunks = hd.div_ceil(64);
+    let (p, groups) = p(nchunks, b * nh * t * nchunks);
     dispatch(gpu, "attention_forward", &[out, lse, qkv], &p, groups)
 }
 

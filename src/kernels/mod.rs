@@ -82,6 +82,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/attention_forward.wgsl"),
     ),
     (
+        "attention_forward_subgroup",
+        include_str!("../../shaders/attention_forward_subgroup.wgsl"),
+    ),
+    (
         "gelu_forward",
         include_str!("../../shaders/gelu_forward.wgsl"),
     ),
@@ -210,6 +214,7 @@ pub const SUBGROUP_SHADERS: &[&str] = &[
     "matmul_forward_subgroup",
     "matmul_backward_input_subgroup",
     "matmul_backward_weight_subgroup",
+    "attention_forward_subgroup",
 ];
 
 /// Shaders compiled without zeroing their workgroup memory first (WebGPU's

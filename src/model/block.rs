@@ -137,7 +137,10 @@ impl Op {
     /// The activations the op reads.
     pub fn inputs(&self) -> Vec<Act> {
         match *self {
-            Op::Norm { x, .. } | Op::Linear { x, .. } | Op::Gelu { x, .. } | Op::SwiGlu { x, .. } => {
+            Op::Norm { x, .. }
+            | Op::Linear { x, .. }
+            | Op::Gelu { x, .. }
+            | Op::SwiGlu { x, .. } => {
                 vec![x]
             }
             Op::Rope { qkv } | Op::Attention { qkv, .. } => vec![qkv],

@@ -20,12 +20,14 @@
 mod report;
 mod sweep;
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::device::{place_devices, Gpu};
 use crate::error::{Error, Result};
 use crate::executor::{Cluster, MpiSummary};
-use crate::model::{Gpt2Config, Gpt2Weights};
+use crate::model::Gpt2Config;
 use crate::schedule::{Schedule, ScheduleKind};
 
 pub use report::{accounting_table, table};
@@ -132,6 +134,8 @@ pub struct BubbleBench {
     /// A built-in model (its layers split evenly), or `None` for the uniform
     /// bench model with `layers_per_stage` blocks per device.
     pub model: Option<String>,
+    /// A checkpoint directory instead (its layers split evenly, its weights run).
+    pub checkpoint: Option<PathBuf>,
     pub layers_per_stage: usize,
 }
 
@@ -155,13 +159,12 @@ pub struct BubbleReport {
 impl BubbleBench {
     /// The model the sweep runs, checked against the sweep.
     pub fn model_config(&self, p: usize) -> Result<Gpt2Config> {
-        let cfg = match &self.model {
-            Some(name) => Gpt2Config::named(name)?,
-            None => super::bench_config(self.layers_per_stage * p, self.sweep.seq),
-        };
-        let per_device = match self.model {
-            Some(_) => cfg.n_layer / p,
-            None => self.layers_per_stage,
+        let (model, checkpoint) = (self.model.as_deref(), self.checkpoint.as_deref());
+        let bench_layers = self.layers_per_stage * p;
+        let cfg = super::bench_model(model, checkpoint, None, bench_layers, self.sweep.seq)?;
+        let per_device = match (model, checkpoint) {
+            (None, None) => self.layers_per_stage,
+            _ => cfg.n_layer / p,
         };
         check_sweep(&self.sweep, p, per_device)?;
         if self.sweep.seq > cfg.n_positions {
@@ -180,7 +183,7 @@ impl BubbleBench {
         let placement = place_devices(&self.devices, 1)?;
         let p = placement.devices();
         let cfg = self.model_config(p)?;
-        let w = Gpt2Weights::init(&cfg, self.sweep.seed)?;
+        let w = super::bench_weights(&cfg, self.checkpoint.as_deref(), self.sweep.seed)?;
         let gpus = cluster.open_local(&placement, &self.devices)?;
         let groups = cluster.device_groups(&gpus, p)?;
         let device_names = cluster.device_labels(&groups)?;

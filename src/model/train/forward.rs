@@ -109,7 +109,13 @@ impl TrainStage {
         for (l, w) in p.layers.iter().enumerate() {
             for op in &self.ops {
                 let d = match *op {
-                    block::Op::Norm { kind, x, g, b: beta, out } => self.norm_forward(
+                    block::Op::Norm {
+                        kind,
+                        x,
+                        g,
+                        b: beta,
+                        out,
+                    } => self.norm_forward(
                         gpu,
                         kind,
                         self.act(s, out, l)?,
@@ -118,7 +124,11 @@ impl TrainStage {
                         beta.of(w),
                     ),
                     block::Op::Linear {
-                        x, w: wt, b: bias, out, ..
+                        x,
+                        w: wt,
+                        b: bias,
+                        out,
+                        ..
                     } => k::matmul_forward(
                         gpu,
                         self.act(s, out, l)?,

@@ -39,10 +39,10 @@ use std::collections::HashMap;
 use crate::device::{upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, Dispatch};
+use crate::model::block::{self, Act};
 use crate::model::gpu::{upload_token_table, vocab_chunks};
 use crate::model::grads::NO_TARGET;
 use crate::model::names;
-use crate::model::block::{self, Act};
 use crate::model::weights::{block_role_present, Layer, StagePart, StageWeights};
 use crate::model::Gpt2Config;
 
@@ -169,7 +169,11 @@ impl TrainStage {
         let ops = block::ops(&cfg);
         let heads = (cfg.n_head, cfg.kv_heads());
         let width = |a: Act| block::width(&cfg, a, heads, cfg.n_inner);
-        let widest = [Act::Qkv, Act::Fc, Act::FcAct].map(width).into_iter().max().unwrap_or(c);
+        let widest = [Act::Qkv, Act::Fc, Act::FcAct]
+            .map(width)
+            .into_iter()
+            .max()
+            .unwrap_or(c);
         gpu.check_binding("activations (N, widest)", bytes(n * widest.max(c)))?;
         // What a stage lacks, by the group of tensors it belongs to ("wte").
         let missing = |what: &str| {

@@ -677,12 +677,13 @@ impl Gathered {
             2 if l < cfg.n_layer => Gathered::Layer(
                 l,
                 // The tensors the family has arrived; the others are zeros.
-                Box::new(crate::model::LayerWeights::try_from_fn(cfg, |name, shape| {
-                    match crate::model::weights::block_role_present(cfg, name) {
+                Box::new(crate::model::LayerWeights::try_from_fn(
+                    cfg,
+                    |name, shape| match crate::model::weights::block_role_present(cfg, name) {
                         true => next(),
                         false => Ok(vec![0.0; shape.iter().product()]),
-                    }
-                })?),
+                    },
+                )?),
             ),
             3 => Gathered::LnF(next()?, next()?),
             4 => Gathered::LmHead(next()?),
