@@ -139,7 +139,7 @@ fn work(name: &str, t: usize, c: usize, nh: usize) -> Work {
         {
             Work::Flop(matmul)
         }
-        "attention_forward" => Work::Flop(pairs * 4.0 * hd),
+        "attention_forward" | "attention_forward_subgroup" => Work::Flop(pairs * 4.0 * hd),
         "attention_backward" => Work::Flop(pairs * 10.0 * hd),
         // read in, write out (x2 per block)
         "layernorm_forward" => Work::Bytes(2.0 * 2.0 * n * c * b * l),
