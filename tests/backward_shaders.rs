@@ -15,6 +15,7 @@ use wgpipe::kernels::{SHADERS, SUBGROUP_SHADERS};
 /// Every backward kernel, one file per op and direction.
 const BACKWARD_SHADERS: &[&str] = &[
     "attention_backward",
+    "attention_backward_subgroup",
     "crossentropy_softmax_backward",
     "embedding_backward",
     "gelu_backward",

@@ -122,7 +122,10 @@ enum Work {
     Bytes(f64),
 }
 
-fn work(name: &str, t: usize, c: usize, nh: usize) -> Work {
+/// `split`: attention's backward runs its phase 1 (scores, dP, dk, dv) on
+/// `attention_backward_subgroup`, leaving phases 0 and 2 (D, dq) to
+/// `attention_backward`.
+fn work(name: &str, t: usize, c: usize, nh: usize, split: bool) -> Work {
     let (n, f, l) = (t as f64, 4.0 * c as f64, 2.0);
     let c = c as f64;
     let hd = c / nh as f64;
@@ -140,7 +143,9 @@ fn work(name: &str, t: usize, c: usize, nh: usize) -> Work {
             Work::Flop(matmul)
         }
         "attention_forward" | "attention_forward_subgroup" => Work::Flop(pairs * 4.0 * hd),
+        "attention_backward" if split => Work::Flop(pairs * 2.0 * hd),
         "attention_backward" => Work::Flop(pairs * 10.0 * hd),
+        "attention_backward_subgroup" => Work::Flop(pairs * 8.0 * hd),
         // read in, write out (x2 per block)
         "layernorm_forward" => Work::Bytes(2.0 * 2.0 * n * c * b * l),
         "gelu_forward" => Work::Bytes(2.0 * n * f * b * l),
@@ -181,8 +186,10 @@ bench-model stage (2 blocks, C={c}, F={}, {nh} heads), T={t}, on {}: per kernel,
             let each = time_each(gpu, &ops, 5);
             let sum: f64 = each.iter().map(|o| o.us).sum();
             if kind != Kind::B {
-                for (name, count, us) in by_kernel(&each) {
-                    let (rate, frac) = match work(name, t, c, nh) {
+                let kernels = by_kernel(&each);
+                let split = kernels.iter().any(|k| k.0 == "attention_backward_subgroup");
+                for (name, count, us) in kernels {
+                    let (rate, frac) = match work(name, t, c, nh, split) {
                         Work::Flop(fl) => {
                             let g = fl / us / 1e3;
                             (format!("{g:.1} GFLOP/s"), g / limits.matmul_gflops)

@@ -365,9 +365,19 @@ pub fn attention_backward(
     let queries = b * nh * t;
     let keep_ds = scratch.size() >= (queries * (t + 1) * 4) as u64;
     let buffers = [dqkv, scratch, dout, qkv, out, lse];
-    let keys = b * nkv * t * nchunks;
+    // Phase 1 on 8-wide subgroups where the head dim is 64: 8 keys per
+    // subgroup, T padded to a multiple of 8, the sixth parameter its blocks.
+    let subgroup = hd == 64 && gpu.supports_subgroup8();
+    let (keys, phase1) = match subgroup {
+        true => (b * nkv * t.div_ceil(8) * 8, "attention_backward_subgroup"),
+        false => (b * nkv * t * nchunks, "attention_backward"),
+    };
     [(0, queries), (1, keys), (2, queries * nchunks)].map(|(phase, threads)| {
         let (groups, stride) = grid_1d(threads);
+        let (name, nchunks) = match phase {
+            1 if subgroup => (phase1, t.div_ceil(8)),
+            _ => ("attention_backward", nchunks),
+        };
         let p = P {
             b: b as u32,
             t: t as u32,
@@ -381,7 +391,7 @@ pub fn attention_backward(
             keep_ds: keep_ds as u32,
             window: window as u32,
         };
-        dispatch(gpu, "attention_backward", &buffers, &p, groups)
+        dispatch(gpu, name, &buffers, &p, groups)
     })
 }
 

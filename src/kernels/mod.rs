@@ -135,6 +135,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/attention_backward.wgsl"),
     ),
     (
+        "attention_backward_subgroup",
+        include_str!("../../shaders/attention_backward_subgroup.wgsl"),
+    ),
+    (
         "gelu_backward",
         include_str!("../../shaders/gelu_backward.wgsl"),
     ),
@@ -215,6 +219,7 @@ pub const SUBGROUP_SHADERS: &[&str] = &[
     "matmul_backward_input_subgroup",
     "matmul_backward_weight_subgroup",
     "attention_forward_subgroup",
+    "attention_backward_subgroup",
 ];
 
 /// Shaders compiled without zeroing their workgroup memory first (WebGPU's
