@@ -1,7 +1,8 @@
-// attention_backward, phase 1 on 8-wide subgroups: attention_backward.wgsl's
-// phase 1 (dk, dv and dS per key) for a head dim of exactly 64. Phases 0
-// and 2 stay in attention_backward.wgsl; the host encodes phase 0 there,
-// then this, then phase 2 there, with the same buffers and parameters.
+// attention_backward, phases 1 and 2 on 8-wide subgroups: attention_backward
+// .wgsl's phase 1 (dk, dv and dS per key) and phase 2 (dq per query) for a
+// head dim of exactly 64. Phase 0 (D per query) stays in attention_backward
+// .wgsl; the host encodes it there, then phases 1 and 2 here, with the same
+// buffers and parameters.
 //   For key s of KV head g and every query t >= s (t - s < window when
 //   window > 0) of every query head h of g:
 //   P = exp(q_t . k_s * scale - lse[t]), dP = dout_t . v_s,
@@ -20,11 +21,16 @@
 // are phase 1's: the score and dP summed over dims 0..63 in order, dk and
 // dv accumulated over the query heads, then the queries, in order; a query
 // outside a lane's range adds nothing to it.
+// Phase 2 likewise gives a subgroup 8 consecutive queries of one (b, h):
+// for each key, lane L loads 8 dims of the k row (and of the v row when the
+// scores are computed again, without `keep_ds`), shuffled to the others;
+// q and dout sit in private memory.
 // Needs a head dim of 64, the SUBGROUP feature and a subgroup size of
-// exactly 8; the host runs attention_backward.wgsl's phase 1 otherwise.
-// Grid: 8 lanes per (b, g, block of 8 keys), T padded to a multiple of 8;
-// no early return inside a subgroup (every lane stays for the shuffles): a
-// padded lane takes key T-1 and stores nothing.
+// exactly 8; the host runs attention_backward.wgsl otherwise.
+// Grid: 8 lanes per (b, g, block of 8 keys) in phase 1, per (b, h, block of
+// 8 queries) in phase 2, T padded to a multiple of 8; no early return inside
+// a subgroup (every lane stays for the shuffles): a padded lane takes
+// position T-1 and stores nothing.
 
 struct Params {
     b: u32,
@@ -34,7 +40,7 @@ struct Params {
     hd: u32,       // head dim: 64
     nblocks: u32,  // ceil(T / 8)
     scale: f32,    // 1 / sqrt(64)
-    phase: u32,    // 1
+    phase: u32,    // 1: dk, dv (and dS); 2: dq
     stride: u32,   // invocations per row of the dispatch grid
     keep_ds: u32,  // 1: store dS for phase 2
     window: u32,   // sliding window; 0 = none
@@ -51,8 +57,20 @@ struct Params {
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sl: u32) {
     let idx = gid.y * p.stride + gid.x;
+    // `out` is phase 0's; named here so the binding stays in the layout.
+    if (arrayLength(&out) == 0u) {
+        return;
+    }
+    if (p.phase == 2u) {
+        dq_phase(idx, sl);
+    } else {
+        dk_dv_phase(idx, sl);
+    }
+}
+
+fn dk_dv_phase(idx: u32, sl: u32) {
     // The whole subgroup is in range or out of it (the lanes are a multiple of 8).
-    if (idx >= p.b * p.nkv * p.nblocks * 8u || arrayLength(&out) == 0u) {
+    if (idx >= p.b * p.nkv * p.nblocks * 8u) {
         return;
     }
     let block = idx / 8u;
@@ -148,5 +166,106 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     for (var i = 0u; i < 16u; i = i + 1u) {
         dqkv[k_own + i] = dqkv[k_own + i] + dk[i];
         dqkv[v_own + i] = dqkv[v_own + i] + dv[i];
+    }
+}
+
+fn dq_phase(idx: u32, sl: u32) {
+    if (idx >= p.b * p.nh * p.nblocks * 8u) {
+        return;
+    }
+    let block = idx / 8u;
+    let tb = block % p.nblocks;
+    let bh = block / p.nblocks; // b * NH + h
+    let h = bh % p.nh;
+    let b = bh / p.nh;
+    let tq_lane = tb * 8u + sl;
+    let tq = min(tq_lane, p.t - 1u);
+    let t_first = tb * 8u;
+    let t_last = min(tb * 8u + 7u, p.t - 1u);
+    var t_start = 0u;
+    if (p.window > 0u && t_first + 1u > p.window) {
+        t_start = t_first + 1u - p.window;
+    }
+
+    let row4 = (p.nh + 2u * p.nkv) * 16u;
+    let cq4 = p.nh * 16u;
+    let kvh = h / (p.nh / p.nkv);
+    let stat0 = (b * p.nh + h) * p.t;
+    let ds0 = p.b * p.nh * p.t + stat0 * p.t;
+    let own = (b * p.t + tq) * row4 + h * 16u;
+    let own_dout = (b * p.t + tq) * cq4 + h * 16u;
+    let keep = p.keep_ds == 1u;
+    var qr: array<vec4<f32>, 16>;
+    var gr: array<vec4<f32>, 16>;
+    var dq: array<vec4<f32>, 16>;
+    var kf: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        qr[i] = qkv[own + i];
+        gr[i] = dout[own_dout + i];
+        dq[i] = vec4<f32>(0.0);
+    }
+    let lse_s = lse[stat0 + tq];
+    let dd_s = scratch[stat0 + tq];
+    for (var tk = t_start; tk <= t_last; tk = tk + 1u) {
+        let k = (b * p.t + tk) * row4 + (p.nh + kvh) * 16u + 2u * sl;
+        let v = k + p.nkv * 16u;
+        let ka = qkv[k];
+        let kb = qkv[k + 1u];
+        var va = vec4<f32>(0.0);
+        var vb = vec4<f32>(0.0);
+        if (!keep) {
+            va = qkv[v];
+            vb = qkv[v + 1u];
+        }
+        var sc = 0.0;
+        var dp = 0.0;
+        for (var j = 0u; j < 8u; j = j + 1u) {
+            let x = subgroupShuffle(ka, j);
+            let y = subgroupShuffle(kb, j);
+            kf[2u * j] = x;
+            kf[2u * j + 1u] = y;
+            if (!keep) {
+                let u = subgroupShuffle(va, j);
+                let w = subgroupShuffle(vb, j);
+                let qa = qr[2u * j];
+                let qb = qr[2u * j + 1u];
+                let ga = gr[2u * j];
+                let gb = gr[2u * j + 1u];
+                sc = sc + qa.x * x.x;
+                sc = sc + qa.y * x.y;
+                sc = sc + qa.z * x.z;
+                sc = sc + qa.w * x.w;
+                sc = sc + qb.x * y.x;
+                sc = sc + qb.y * y.y;
+                sc = sc + qb.z * y.z;
+                sc = sc + qb.w * y.w;
+                dp = dp + ga.x * u.x;
+                dp = dp + ga.y * u.y;
+                dp = dp + ga.z * u.z;
+                dp = dp + ga.w * u.w;
+                dp = dp + gb.x * w.x;
+                dp = dp + gb.y * w.y;
+                dp = dp + gb.z * w.z;
+                dp = dp + gb.w * w.w;
+            }
+        }
+        let live = tk <= tq && (p.window == 0u || tq - tk < p.window);
+        var ds = 0.0;
+        if (live) {
+            if (keep) {
+                ds = scratch[ds0 + tq * p.t + tk];
+            } else {
+                ds = exp(sc * p.scale - lse_s) * (dp - dd_s) * p.scale;
+            }
+        }
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            dq[i] = dq[i] + ds * kf[i];
+        }
+    }
+    if (tq_lane >= p.t) {
+        return;
+    }
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        dqkv[own + i] = dqkv[own + i] + dq[i];
     }
 }

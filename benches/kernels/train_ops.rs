@@ -122,9 +122,9 @@ enum Work {
     Bytes(f64),
 }
 
-/// `split`: attention's backward runs its phase 1 (scores, dP, dk, dv) on
-/// `attention_backward_subgroup`, leaving phases 0 and 2 (D, dq) to
-/// `attention_backward`.
+/// `split`: attention's backward runs its phases 1 and 2 (scores, dP, dk,
+/// dv; dq) on `attention_backward_subgroup`, leaving phase 0 (D, one dot
+/// product per query: counted as bytes) to `attention_backward`.
 fn work(name: &str, t: usize, c: usize, nh: usize, split: bool) -> Work {
     let (n, f, l) = (t as f64, 4.0 * c as f64, 2.0);
     let c = c as f64;
@@ -143,9 +143,9 @@ fn work(name: &str, t: usize, c: usize, nh: usize, split: bool) -> Work {
             Work::Flop(matmul)
         }
         "attention_forward" | "attention_forward_subgroup" => Work::Flop(pairs * 4.0 * hd),
-        "attention_backward" if split => Work::Flop(pairs * 2.0 * hd),
+        "attention_backward" if split => Work::Bytes(2.0 * n * c * b * l),
         "attention_backward" => Work::Flop(pairs * 10.0 * hd),
-        "attention_backward_subgroup" => Work::Flop(pairs * 8.0 * hd),
+        "attention_backward_subgroup" => Work::Flop(pairs * 10.0 * hd),
         // read in, write out (x2 per block)
         "layernorm_forward" => Work::Bytes(2.0 * 2.0 * n * c * b * l),
         "gelu_forward" => Work::Bytes(2.0 * n * f * b * l),

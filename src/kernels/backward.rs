@@ -328,7 +328,10 @@ pub fn attention_backward_scratch_len(gpu: &Gpu, b: usize, t: usize, nh: usize) 
 /// head dims: dk, dv over the group's query heads, and every score's
 /// gradient into `scratch` when it holds [`attention_backward_scratch_len`]
 /// floats), phase 2 (per query and chunk: dq). With a scratch of only
-/// (B, NH, T) floats phase 2 recomputes its scores.
+/// (B, NH, T) floats phase 2 recomputes its scores. At head dim 64 on
+/// 8-wide subgroups, phases 1 and 2 run `attention_backward_subgroup.wgsl`
+/// (8 keys, then 8 queries, per subgroup, each row loaded once per
+/// subgroup).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     gpu: &Gpu,
@@ -365,17 +368,19 @@ pub fn attention_backward(
     let queries = b * nh * t;
     let keep_ds = scratch.size() >= (queries * (t + 1) * 4) as u64;
     let buffers = [dqkv, scratch, dout, qkv, out, lse];
-    // Phase 1 on 8-wide subgroups where the head dim is 64: 8 keys per
-    // subgroup, T padded to a multiple of 8, the sixth parameter its blocks.
+    // Phases 1 and 2 on 8-wide subgroups where the head dim is 64: 8 keys
+    // (8 queries) per subgroup, T padded to a multiple of 8, the sixth
+    // parameter its blocks of 8.
     let subgroup = hd == 64 && gpu.supports_subgroup8();
-    let (keys, phase1) = match subgroup {
-        true => (b * nkv * t.div_ceil(8) * 8, "attention_backward_subgroup"),
-        false => (b * nkv * t * nchunks, "attention_backward"),
+    let blocks = t.div_ceil(8);
+    let (keys, dqs) = match subgroup {
+        true => (b * nkv * blocks * 8, b * nh * blocks * 8),
+        false => (b * nkv * t * nchunks, queries * nchunks),
     };
-    [(0, queries), (1, keys), (2, queries * nchunks)].map(|(phase, threads)| {
+    [(0, queries), (1, keys), (2, dqs)].map(|(phase, threads)| {
         let (groups, stride) = grid_1d(threads);
         let (name, nchunks) = match phase {
-            1 if subgroup => (phase1, t.div_ceil(8)),
+            1 | 2 if subgroup => ("attention_backward_subgroup", blocks),
             _ => ("attention_backward", nchunks),
         };
         let p = P {
