@@ -2,7 +2,8 @@
 // when the logits' columns are split over the T ranks of a tensor-parallel
 // group (Megatron-LM's vocabulary-parallel cross-entropy). Rank `rank` holds
 // the columns v0 .. v0 + w of every row (w is its row stride) and never sees
-// another rank's. Twin of cpu::backward::crossentropy_vocab_parallel.
+// another rank's. Its result is the whole-row twin's,
+// cpu::backward::crossentropy_softmax_backward (tests/gpu_backward.rs).
 //
 // Three phases, one dispatch each, with a sum over the group (an all-reduce)
 // after phases 0 and 1:
