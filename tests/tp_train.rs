@@ -235,3 +235,81 @@ fn models_that_do_not_split_are_refused() {
     // Qwen2's one KV head would be replicated: not for training.
     fails("tiny-qwen2", "2", "2", "KV heads");
 }
+
+#[test]
+fn bench_bubble_and_bench_layouts_time_training_under_tp() {
+    // bench bubble --train --tp 2: TP 2 x PP 2, 1F1B and ZB-H1 at M = 2.
+    let out = wgpipe(&[
+        "bench",
+        "bubble",
+        "--train",
+        "--tp",
+        "2",
+        "--devices",
+        "4",
+        "--schedule",
+        "1f1b,zb-h1",
+        "--microbatches",
+        "2",
+        "--layers-per-stage",
+        "1",
+        "--seq",
+        "8",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench bubble --train --tp 2: {err}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{j}");
+    for r in rows {
+        assert_eq!(r["train"], true);
+        let measured = r["bubble_measured"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&measured), "{r}");
+    }
+
+    // bench layouts --devices 2: a training step for PP 2 and for TP 2,
+    // with PP's bytes sent and TP's bytes all-reduced.
+    let out = wgpipe(&[
+        "bench",
+        "layouts",
+        "--devices",
+        "2",
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--max-new-tokens",
+        "2",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench layouts: {err}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{j}");
+    for r in rows {
+        assert!(r["train_step_ms"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        let (sent, reduced) = (
+            r["train_sent_bytes"].as_u64().unwrap(),
+            r["train_reduced_bytes"].as_u64().unwrap(),
+        );
+        // (B*T, C) f32 messages: 2 x 8 rows x 256 wide.
+        let msg = 2 * 8 * 256 * 4;
+        match (r["tp"].as_u64().unwrap(), r["pp"].as_u64().unwrap()) {
+            // 1F1B over 2 microbatches of one sequence: F and B, 2 each.
+            (1, 2) => assert_eq!((sent, reduced), (4 * msg / 2, 0), "{r}"),
+            // One microbatch: (N, C) sums after the embedding, 2 per block
+            // in F and in I, the head's in I; the loss's (N, 2) and (N, T);
+            // out and back, on both ranks.
+            (2, 1) => {
+                let n = 16;
+                let sums = (1 + 2 * 4 + 2 * 4 + 1) * msg + (2 * n + 2 * n) * 4;
+                assert_eq!((sent, reduced), (0, 2 * 2 * sums as u64), "{r}");
+            }
+            other => panic!("layout {other:?}"),
+        }
+    }
+}
