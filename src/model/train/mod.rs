@@ -24,8 +24,18 @@
 //! cross-entropy + softmax backward writes the per-row losses and `dlogits`,
 //! which are stashed for I and W (the logits themselves are scratch).
 //!
+//! Under tensor parallelism (Megatron-LM's split, [`Shard`]) the stage is
+//! one rank's shard: its heads, its MLP columns, its vocabulary range, and
+//! the work records an [`Op::AllReduce`] wherever the split needs a sum over
+//! the group — in F after the embedding, after each row-split projection
+//! (a partial sum) and twice in the vocabulary-parallel cross-entropy (the
+//! row maxima, then the sums of exponentials with the target logit); in I
+//! after the input gradient of each column-parallel linear and of the
+//! vocabulary-split head (each rank's share is a partial sum). W needs none.
+//!
 //! Shapes: B = microbatch sequences, T, C, F = MLP width, V, Vp = V padded to
-//! a multiple of 4, N = B*T; L = the stage's layers.
+//! a multiple of 4, N = B*T; L = the stage's layers. Under tensor
+//! parallelism the heads, F and the logits' columns are this rank's.
 //!
 //! The files: this one holds the stage ([`TrainStage`]: its buffers, the
 //! messages at its ends) and the recorded work ([`Op`]); `stash.rs` says
