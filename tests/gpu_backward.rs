@@ -552,7 +552,13 @@ fn check_vocab_parallel_crossentropy(gpu: &Gpu, n: usize, v: usize, tp: usize) {
                 }
             }
         }
-        assert_close(&format!("losses {what}"), &read(gpu, lb, n), &losses, 1e-5, 1e-5);
+        assert_close(
+            &format!("losses {what}"),
+            &read(gpu, lb, n),
+            &losses,
+            1e-5,
+            1e-5,
+        );
     }
     assert_close(&format!("dlogits {what}"), &got, &dl, 1e-6, 1e-5);
 }

@@ -83,7 +83,12 @@ fn check(fixture: &str, args: &[&str], run: usize) {
     ];
     let (momentum, clip) = (num("momentum"), num("grad_clip"));
     if r["optimizer"] == "sgd" {
-        cmd.extend(["--optimizer", "sgd", "--momentum", momentum.as_deref().unwrap()]);
+        cmd.extend([
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            momentum.as_deref().unwrap(),
+        ]);
     }
     if let Some(c) = &clip {
         cmd.extend(["--grad-clip", c]);
@@ -113,10 +118,7 @@ fn check(fixture: &str, args: &[&str], run: usize) {
     for ((name, g), (_, w)) in got.iter().zip(&want) {
         assert_eq!(g.len(), w.len(), "{what}: {name}: size");
         let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
-        let diff = g
-            .iter()
-            .zip(w)
-            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        let diff = g.iter().zip(w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(
             diff <= 1e-4 * scale,
             "{what}: {name}: max |Δ| {diff:e} vs max |g| {scale:e}"

@@ -255,7 +255,9 @@ impl Shard {
                 let kv = [qkv[1].clone(), qkv[2].clone()];
                 let (q_len, s) = (qkv[0].len(), &shards[r]);
                 let sub = |m: &[f32], width: usize| -> Vec<f32> {
-                    m.chunks(width).flat_map(|row| row[q_len..].iter().copied()).collect()
+                    m.chunks(width)
+                        .flat_map(|row| row[q_len..].iter().copied())
+                        .collect()
                 };
                 let pw = qkv.iter().map(|x| x.len()).sum::<usize>();
                 place(&mut w.c_attn_w, cfg.qkv_width(), &sub(&s.c_attn_w, pw), &kv);

@@ -63,7 +63,9 @@ impl TrainStage {
         let (n, c, eps) = (self.rows(), self.cfg.n_embd, self.cfg.layer_norm_epsilon);
         let stats = &self.ln_stats;
         match kind {
-            Norm::Layer => k::layernorm_backward(gpu, dx, dg, db, stats, dout, x, g, n, c, eps).into(),
+            Norm::Layer => {
+                k::layernorm_backward(gpu, dx, dg, db, stats, dout, x, g, n, c, eps).into()
+            }
             Norm::Rms => k::rmsnorm_backward(gpu, dx, dg, stats, dout, x, g, n, c, eps).into(),
         }
     }
@@ -320,7 +322,15 @@ impl TrainStage {
                     // A row-split bias is rank 0's alone (the others
                     // hold zeros that stay zero).
                     if *b.of(&self.present) && !(row_split && self.shard.rank > 0) {
-                        run(k::matmul_backward_bias(gpu, b.of(gl), dout, n, wout, wout, 0));
+                        run(k::matmul_backward_bias(
+                            gpu,
+                            b.of(gl),
+                            dout,
+                            n,
+                            wout,
+                            wout,
+                            0,
+                        ));
                     }
                 }
             }

@@ -221,7 +221,10 @@ impl TrainStage {
         let layers = bufs
             .layers
             .iter()
-            .map(|l| l.zip(&self.lens).try_map(cfg, |_, (b, len), _| download(gpu, b, **len)))
+            .map(|l| {
+                l.zip(&self.lens)
+                    .try_map(cfg, |_, (b, len), _| download(gpu, b, **len))
+            })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = match &bufs.ln_f {
             Some((g, b)) => Some((

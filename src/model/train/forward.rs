@@ -96,26 +96,23 @@ impl TrainStage {
                 ops.push(Op::Clear(x0.clone()));
             }
             for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
-                run(&mut ops, k::embedding_forward(
-                    gpu,
-                    x0,
-                    ids,
-                    tb,
-                    p.wpe.as_ref(),
-                    n,
-                    t,
-                    c,
-                    v0,
-                    len,
-                    0,
-                ));
+                run(
+                    &mut ops,
+                    k::embedding_forward(gpu, x0, ids, tb, p.wpe.as_ref(), n, t, c, v0, len, 0),
+                );
             }
             self.all_reduce(&mut ops, x0, n * c);
         }
         for (l, w) in p.layers.iter().enumerate() {
             for op in &self.ops {
                 let d = match *op {
-                    block::Op::Norm { kind, x, g, b: beta, out } => self.norm_forward(
+                    block::Op::Norm {
+                        kind,
+                        x,
+                        g,
+                        b: beta,
+                        out,
+                    } => self.norm_forward(
                         gpu,
                         kind,
                         self.act(s, out, l)?,
@@ -215,7 +212,18 @@ impl TrainStage {
             for (&(v0, len), tb) in self.chunks.iter().zip(p.head()) {
                 run(
                     &mut ops,
-                    k::matmul_forward_strided(gpu, logits, lnf, tb, no_bias, n, c, len, vw, v0 - vs),
+                    k::matmul_forward_strided(
+                        gpu,
+                        logits,
+                        lnf,
+                        tb,
+                        no_bias,
+                        n,
+                        c,
+                        len,
+                        vw,
+                        v0 - vs,
+                    ),
                 );
             }
             let (losses, scale) = loss.ok_or_else(|| {

@@ -49,10 +49,10 @@ use std::collections::HashMap;
 use crate::device::{upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, Dispatch};
+use crate::model::block::{self, Act};
 use crate::model::gpu::{upload_token_table, vocab_chunks, StageEncoder};
 use crate::model::grads::NO_TARGET;
 use crate::model::names;
-use crate::model::block::{self, Act};
 use crate::model::weights::{block_role_present, Layer, StagePart, StageWeights};
 use crate::model::{Gpt2Config, Shard};
 
@@ -98,10 +98,12 @@ pub fn encode_ops(ops: &[Op], enc: &mut dyn StageEncoder) -> Result<()> {
                 i += 1;
             }
             Op::Run(_) => {
-                let mut pass = enc.encoder().begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("train"),
-                    timestamp_writes: None,
-                });
+                let mut pass = enc
+                    .encoder()
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("train"),
+                        timestamp_writes: None,
+                    });
                 while let Some(Op::Run(d)) = ops.get(i) {
                     d.encode(&mut pass);
                     i += 1;
@@ -220,7 +222,11 @@ impl TrainStage {
         let ops = block::ops(&cfg);
         let heads = shard.heads(&cfg);
         let width = |a: Act| block::width(&cfg, a, heads, cfg.n_inner / shard.of);
-        let widest = [Act::Qkv, Act::Fc, Act::FcAct].map(width).into_iter().max().unwrap_or(c);
+        let widest = [Act::Qkv, Act::Fc, Act::FcAct]
+            .map(width)
+            .into_iter()
+            .max()
+            .unwrap_or(c);
         gpu.check_binding("activations (N, widest)", bytes(n * widest.max(c)))?;
         // What a stage lacks, by the group of tensors it belongs to ("wte").
         let missing = |what: &str| {
@@ -323,7 +329,12 @@ impl TrainStage {
         // The input gradient of a column-parallel linear is a partial sum
         // the group adds up: its input must feed nothing else.
         for op in &ops {
-            if let block::Op::Linear { x, row_split: false, .. } = *op {
+            if let block::Op::Linear {
+                x,
+                row_split: false,
+                ..
+            } = *op
+            {
                 let readers = ops.iter().filter(|o| o.inputs().contains(&x)).count();
                 if readers != 1 {
                     return Err(Error::Other(format!(

@@ -45,7 +45,9 @@ use crate::model::grads::{next_token_targets, Gpt2Grads};
 use crate::model::optim::{bias_corrections, AdamWStep, OptimizerKind, OptimizerStep, SgdStep};
 use crate::model::partition;
 use crate::model::train::Which;
-use crate::model::{Gpt2Config, Gpt2Weights, LayerWeights, Shard, StagePart, StageSource, StageWeights};
+use crate::model::{
+    Gpt2Config, Gpt2Weights, LayerWeights, Shard, StagePart, StageSource, StageWeights,
+};
 
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::Timeline;
@@ -225,7 +227,13 @@ impl<'g> Trainer<'g> {
                 .enumerate()
                 .map(|(e, gpu)| {
                     let gpu = (*gpu)?;
-                    let (d, shard) = (e / tp, Shard { rank: e % tp, of: tp });
+                    let (d, shard) = (
+                        e / tp,
+                        Shard {
+                            rank: e % tp,
+                            of: tp,
+                        },
+                    );
                     let (parts, plan) = (&parts, &plan);
                     Some(scope.spawn(move || {
                         let held = (d..schedule.stages())
