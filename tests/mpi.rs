@@ -487,9 +487,8 @@ fn train_over_four_ranks_gives_the_in_process_gradients_and_weights() {
 /// shards merge the same way, so the losses, clipped gradient norms,
 /// first-step gradients and saved checkpoint are the in-process run's, byte
 /// for byte.
-fn same_tp_training(np: usize, flags: &[&str]) {
-    // 4 heads, an MLP of 50 and 61 tokens: they split in two.
-    let fixture = common::fixture_dir("tiny-gpt2-n-inner");
+fn same_tp_training(fixture: &str, np: usize, flags: &[&str]) {
+    let fixture = common::fixture_dir(fixture);
     let ids = fixture.join("input_ids.safetensors");
     let devices = np.to_string();
     let mut args = vec![
@@ -540,9 +539,13 @@ fn same_tp_training(np: usize, flags: &[&str]) {
 
 #[test]
 fn tensor_parallel_training_over_ranks_gives_the_in_process_run() {
-    same_tp_training(2, &[]);
-    same_tp_training(4, &["--schedule", "1f1b"]);
-    same_tp_training(4, &["--schedule", "zb-h1"]);
+    // 4 heads, an MLP of 50 and 61 tokens: they split in two.
+    same_tp_training("tiny-gpt2-n-inner", 2, &[]);
+    same_tp_training("tiny-gpt2-n-inner", 4, &["--schedule", "1f1b"]);
+    same_tp_training("tiny-gpt2-n-inner", 4, &["--schedule", "zb-h1"]);
+    // Qwen2's one KV head on both ranks: the replicas' gradient sum crosses
+    // processes too.
+    same_tp_training("tiny-qwen2", 2, &[]);
 }
 
 /// The F32 tensor bytes of a fixture's parts, from its config.json, and of

@@ -80,7 +80,7 @@ impl Shard {
 
     /// This rank's first KV head: of its own NKV/T, or the one replicated
     /// head its query heads read (both rank · NKV / T, rounded down).
-    fn first_kv_head(&self, cfg: &Gpt2Config) -> usize {
+    pub fn first_kv_head(&self, cfg: &Gpt2Config) -> usize {
         self.rank * cfg.kv_heads() / self.of
     }
 

@@ -246,6 +246,30 @@ impl TrainStage {
         })
     }
 
+    /// The gradient of block `l`'s (the stage's `l`-th) fused q, k, v
+    /// projection as this rank holds it: (weight (C, its q + k + v
+    /// columns), bias, empty when the family has none).
+    pub fn qkv_grad(&self, gpu: &Gpu, l: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let g = &self.grads.layers[l];
+        let w = download(gpu, &g.c_attn_w, self.lens.c_attn_w)?;
+        let b = match self.present.c_attn_b {
+            true => download(gpu, &g.c_attn_b, self.lens.c_attn_b)?,
+            false => Vec::new(),
+        };
+        Ok((w, b))
+    }
+
+    /// Replace [`TrainStage::qkv_grad`] of block `l` (queued).
+    pub fn write_qkv_grad(&self, gpu: &Gpu, l: usize, w: &[f32], b: &[f32]) {
+        let g = &self.grads.layers[l];
+        gpu.queue
+            .write_buffer(&g.c_attn_w, 0, bytemuck::cast_slice(w));
+        if !b.is_empty() {
+            gpu.queue
+                .write_buffer(&g.c_attn_b, 0, bytemuck::cast_slice(b));
+        }
+    }
+
     /// The token table's gradient (V, C), if this stage holds the table.
     pub fn wte_grad(&self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
         self.token_table(gpu, &self.grads)

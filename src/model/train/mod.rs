@@ -190,15 +190,6 @@ impl TrainStage {
         let (cfg, part) = (w.config.clone(), w.part.clone());
         if shard.split() {
             crate::model::shard::check_degree(&cfg, shard.of)?;
-            if shard.of > cfg.kv_heads() {
-                return Err(Error::Input(format!(
-                    "--tp {} over the model's {} KV heads: training splits the KV heads, and T larger than their count (each head replicated on T / {} ranks) is not implemented for training; use --tp {} or less",
-                    shard.of,
-                    cfg.kv_heads(),
-                    cfg.kv_heads(),
-                    cfg.kv_heads()
-                )));
-            }
         }
         let c = cfg.n_embd;
         let n = b * t;

@@ -161,6 +161,9 @@ pub struct Trainer<'g> {
     seq: usize,
     /// Optimizer steps taken.
     steps: u64,
+    /// Σ g² of the KV-head replicas beyond each head's first (T above the
+    /// KV heads): what the global norm takes out so each head counts once.
+    kv_replicas_sumsq: f64,
 }
 
 impl<'g> Trainer<'g> {
@@ -284,6 +287,7 @@ impl<'g> Trainer<'g> {
             batch,
             seq,
             steps: 0,
+            kv_replicas_sumsq: 0.0,
         })
     }
 
@@ -406,6 +410,7 @@ impl<'g> Trainer<'g> {
         // order (a tensor-parallel group's from its rank 0).
         let loss = ran.outputs.iter().flatten().sum::<f64>() / (self.batch * (self.seq - 1)) as f64;
         self.sum_tied_embedding()?;
+        self.kv_replicas_sumsq = self.sum_replicated_kv()?;
         Ok(StepRun {
             loss,
             timeline: ran.timeline,
@@ -458,6 +463,86 @@ impl<'g> Trainer<'g> {
         Ok(())
     }
 
+    /// Under tensor parallelism with T above the KV heads, each KV head is
+    /// replicated on T / NKV ranks, and each replica's k and v columns got
+    /// the gradient of its own query heads only: the head's gradient is the
+    /// replicas' sum (in rank order), written back into every replica so
+    /// that all take the same step. (The input gradient needs nothing: the
+    /// group's all-reduce already adds every replica's share.) Returns Σ g²
+    /// of the replicas beyond each head's first, which the norm leaves out.
+    fn sum_replicated_kv(&self) -> Result<f64> {
+        let cfg = &self.cfg;
+        let (tp, nkv) = (self.tp, cfg.kv_heads());
+        if tp <= nkv {
+            return Ok(0.0);
+        }
+        // A rank's q, k, v row: its query heads' q, then its one KV head's
+        // k and v.
+        let q = cfg.q_width() / tp;
+        let width = q + 2 * cfg.head_dim();
+        let kv = |m: &[f32]| -> Vec<f32> {
+            m.chunks(width)
+                .flat_map(|row| row[q..].iter().copied())
+                .collect()
+        };
+        let mine: Vec<Vec<Piece>> = self.with_programs(|gpu, p| {
+            let mut out = Vec::new();
+            for st in p.stages.values() {
+                for (i, l) in st.part.layers.clone().enumerate() {
+                    let (w, b) = st.qkv_grad(gpu, i)?;
+                    out.push(((l as u32, p.shard.rank as u32), 0, vec![kv(&w), kv(&b)]));
+                }
+            }
+            Ok(out)
+        })?;
+        let head = |r: usize| Shard { rank: r, of: tp }.first_kv_head(cfg);
+        let mut sums: BTreeMap<(u32, usize), Vec<Vec<f32>>> = BTreeMap::new();
+        let all = self.cluster.share(mine.concat())?.concat();
+        for ((l, r), _, t) in &all {
+            match sums.get_mut(&(*l, head(*r as usize))) {
+                None => {
+                    sums.insert((*l, head(*r as usize)), t.clone());
+                }
+                Some(s) => {
+                    for (a, b) in s.iter_mut().zip(t) {
+                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    }
+                }
+            }
+        }
+        // Every replica but each head's first (rank h·T/NKV) counted again.
+        let mut again = 0.0;
+        for ((l, r), ..) in &all {
+            let (r, h) = (*r as usize, head(*r as usize));
+            if r != h * tp / nkv {
+                let s = &sums[&(*l, h)];
+                again += s
+                    .iter()
+                    .flatten()
+                    .map(|&x| x as f64 * x as f64)
+                    .sum::<f64>();
+            }
+        }
+        self.with_programs(|gpu, p| {
+            let h = head(p.shard.rank);
+            for st in p.stages.values() {
+                for (i, l) in st.part.layers.clone().enumerate() {
+                    let s = &sums[&(l as u32, h)];
+                    let (mut w, mut b) = st.qkv_grad(gpu, i)?;
+                    for (m, sum) in [(&mut w, &s[0]), (&mut b, &s[1])] {
+                        for (row, srow) in m.chunks_mut(width).zip(sum.chunks(width - q)) {
+                            row[q..].copy_from_slice(srow);
+                        }
+                    }
+                    st.write_qkv_grad(gpu, i, &w, &b);
+                }
+            }
+            gpu.queue.submit([]);
+            gpu.wait()
+        })?;
+        Ok(again)
+    }
+
     /// The global L2 norm of the accumulated gradients (the tied table once).
     pub fn grad_norm(&self) -> Result<f64> {
         Ok(self.grad_sumsqs()?.total.sqrt())
@@ -479,7 +564,7 @@ impl<'g> Trainer<'g> {
             .concat();
         let all: Vec<(u32, String, f64)> = self.cluster.share(mine)?.concat();
         Ok(GradSums {
-            total: all.iter().map(|t| t.2).sum(),
+            total: all.iter().map(|t| t.2).sum::<f64>() - self.kv_replicas_sumsq,
             tensors: all,
         })
     }
