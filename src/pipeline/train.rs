@@ -75,7 +75,9 @@ pub struct Trainer<'p> {
 impl Pipeline {
     /// Put the model on the devices for training with the pipeline's
     /// schedule (its training form: every F, B or I and W), microbatches and
-    /// split. The trainer's weights start from the pipeline's.
+    /// split, and its tensor-parallel degree (each stage's group of `tp`
+    /// Gpus holds Megatron's shards and all-reduces in F and I). The
+    /// trainer's weights start from the pipeline's.
     pub fn trainer(&self, config: TrainConfig) -> Result<Trainer<'_>> {
         let m = self.microbatches_for(config.batch);
         let schedule =
