@@ -18,6 +18,7 @@ fn main() -> wgpipe::Result<()> {
     //    and 3 timed rounds per point, medians reported.
     let bench = BubbleBench {
         devices: "2".into(),
+        tp: 1,
         sweep: Sweep {
             schedules: vec![(ScheduleKind::Gpipe, 1)],
             microbatches: vec![1, 2, 4, 8],

@@ -662,8 +662,8 @@ fn tensor_parallel_forward_and_run_give_the_single_device_logits() {
         &["one stage", "wgpipe run"],
     );
     fails_with(
-        &wgpipe(&["train", "--tp", "2", "--checkpoint", ck]),
-        &["--tp 2", "not implemented for training"],
+        &wgpipe(&["train", "--tp", "2", "--devices", "3", "--checkpoint", ck]),
+        &["3 Gpus", "P x 2"],
     );
 }
 

@@ -462,6 +462,122 @@ fn crossentropy_softmax_backward_kernel_matches_cpu() {
     check_crossentropy(&gpu, 5, 13, 19);
 }
 
+/// The vocabulary-parallel cross-entropy over `tp` ranks, run on one Gpu:
+/// each rank's dispatches see only its columns of the padded vocabulary
+/// (`Shard::vocab`), and the host sums the ranks' `stats` and `sums` between
+/// the phases as the group's all-reduce does. The ranks' dlogits side by
+/// side and every rank's losses equal the whole-row CPU reference's.
+fn check_vocab_parallel_crossentropy(gpu: &Gpu, n: usize, v: usize, tp: usize) {
+    let vp = v.next_multiple_of(4);
+    let logits = rand_vec(n * v, 43, 8.0);
+    let targets: Vec<u32> = (0..n as u32)
+        .map(|i| match i % 4 {
+            3 => NO_TARGET,
+            _ => (i * 7) % v as u32,
+        })
+        .collect();
+    let scale = 1.0 / 7.0;
+    let dl0 = rand_vec(n * v, 44, 0.1);
+    let (mut dl, mut losses) = (dl0.clone(), vec![0f32; n]);
+    cpu::crossentropy_softmax_backward(&mut dl, &mut losses, &logits, &targets, scale, n, v);
+    // Column j of row r, with large padding past v (a softmax that read it
+    // would be far off).
+    let col = |x: &[f32], r: usize, j: usize, pad: f32| if j < v { x[r * v + j] } else { pad };
+    let targets_b = upload_pod(gpu, "targets", &targets);
+    let ranks: Vec<_> = (0..tp)
+        .map(|rank| {
+            let range = wgpipe::model::Shard { rank, of: tp }.vocab(vp);
+            let w = range.len();
+            let part = |x: &[f32], pad: f32| -> Vec<f32> {
+                (0..n)
+                    .flat_map(|r| range.clone().map(move |j| (r, j)))
+                    .map(|(r, j)| col(x, r, j, pad))
+                    .collect()
+            };
+            let bufs = (
+                upload(gpu, "dlogits", &part(&dl0, 0.5)),
+                upload(gpu, "losses", &vec![5.0; n]),
+                zeros(gpu, "stats", n * tp),
+                zeros(gpu, "sums", 2 * n),
+                upload(gpu, "logits", &part(&logits, 100.0)),
+            );
+            (range, w, bufs)
+        })
+        .collect();
+    let dispatches: Vec<[Dispatch; 3]> = ranks
+        .iter()
+        .enumerate()
+        .map(|(rank, (range, w, (dlb, lb, stats, sums, logb)))| {
+            kernels::crossentropy_vocab_parallel(
+                gpu,
+                dlb,
+                lb,
+                stats,
+                sums,
+                logb,
+                &targets_b,
+                scale,
+                n,
+                v,
+                (range.start, *w),
+                (rank, tp),
+            )
+        })
+        .collect();
+    // The group's sum of one buffer, written back into every rank's.
+    let all_reduce = |bufs: Vec<&wgpu::Buffer>, len: usize| {
+        let mut sum = vec![0f32; len];
+        for b in &bufs {
+            for (s, x) in sum.iter_mut().zip(read(gpu, b, len)) {
+                *s += x;
+            }
+        }
+        for b in &bufs {
+            gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(&sum));
+        }
+    };
+    for phase in 0..3 {
+        for d in &dispatches {
+            run(gpu, &[&d[phase]]);
+        }
+        match phase {
+            0 => all_reduce(ranks.iter().map(|r| &r.2 .2).collect(), n * tp),
+            1 => all_reduce(ranks.iter().map(|r| &r.2 .3).collect(), 2 * n),
+            _ => {}
+        }
+    }
+    let what = format!("N={n} V={v} T={tp}");
+    let mut got = vec![0f32; n * v];
+    for (range, w, (dlb, lb, ..)) in &ranks {
+        let part = read(gpu, dlb, n * w);
+        for r in 0..n {
+            for (i, j) in range.clone().enumerate() {
+                match j < v {
+                    true => got[r * v + j] = part[r * w + i],
+                    false => assert_eq!(part[r * w + i], 0.5, "dlogits padding {what}"),
+                }
+            }
+        }
+        assert_close(
+            &format!("losses {what}"),
+            &read(gpu, lb, n),
+            &losses,
+            1e-5,
+            1e-5,
+        );
+    }
+    assert_close(&format!("dlogits {what}"), &got, &dl, 1e-6, 1e-5);
+}
+
+#[test]
+fn crossentropy_vocab_parallel_kernel_matches_cpu() {
+    let gpu = common::gpu();
+    check_vocab_parallel_crossentropy(&gpu, 9, 31, 2);
+    check_vocab_parallel_crossentropy(&gpu, 5, 61, 3);
+    // 20 columns over 4 ranks of 8: the last rank holds none.
+    check_vocab_parallel_crossentropy(&gpu, 6, 17, 4);
+}
+
 #[test]
 fn embedding_backward_kernel_matches_cpu_per_vocab_chunk() {
     let gpu = common::gpu();

@@ -515,6 +515,77 @@ fn train_over_four_ranks_gives_the_in_process_gradients_and_weights() {
     same_training(4, &["--schedule", "zb-h1", "--microbatches", "4"]);
 }
 
+/// `train --tp 2` over `np` ranks (one per Gpu, each a rank of its device's
+/// tensor-parallel group): every all-reduce of the forward and the backward
+/// crosses processes and adds in rank order as in-process does, and the
+/// shards merge the same way, so the losses, clipped gradient norms,
+/// first-step gradients and saved checkpoint are the in-process run's, byte
+/// for byte.
+fn same_tp_training(fixture: &str, np: usize, flags: &[&str]) {
+    let fixture = common::fixture_dir(fixture);
+    let ids = fixture.join("input_ids.safetensors");
+    let devices = np.to_string();
+    let mut args = vec![
+        "train",
+        "--checkpoint",
+        path(&fixture),
+        "--input-ids",
+        path(&ids),
+        "--tp",
+        "2",
+        "--devices",
+        &devices,
+        "--steps",
+        "3",
+        "--grad-clip",
+        "1.0",
+        // Auto would time the devices, and its split (so the stash sizes)
+        // could differ between the two runs.
+        "--split",
+        "even",
+        "--json",
+    ];
+    args.extend_from_slice(flags);
+    let run = |launch: &dyn Fn(&[&str]) -> Output| {
+        let dir = tempfile::tempdir().unwrap();
+        let (grads, save) = (
+            dir.path().join("grads.safetensors"),
+            dir.path().join("saved"),
+        );
+        let mut a = args.clone();
+        a.extend(["--grads-out", path(&grads), "--save", path(&save)]);
+        let v: Value = serde_json::from_str(&ok(&launch(&a))).unwrap();
+        let grads = std::fs::read(&grads).unwrap();
+        let saved = std::fs::read(save.join("model.safetensors")).unwrap();
+        (v, grads, saved)
+    };
+    let (here, grads_here, saved_here) = run(&|a| wgpipe(a));
+    let (there, grads_there, saved_there) = run(&|a| mpirun(np, a, &[]));
+    for key in ["losses", "grad_norms", "peak_activation_bytes"] {
+        assert_eq!(here[key], there[key], "{key}: {np} ranks ({flags:?})");
+    }
+    assert!(
+        grads_here == grads_there,
+        "first-step gradients differ ({np} ranks, {flags:?})"
+    );
+    assert!(
+        saved_here == saved_there,
+        "trained weights differ ({np} ranks, {flags:?})"
+    );
+    assert_eq!(there["mpi"]["ranks"], np);
+}
+
+#[test]
+fn tensor_parallel_training_over_ranks_gives_the_in_process_run() {
+    // 4 heads, an MLP of 50 and 61 tokens: they split in two.
+    same_tp_training("tiny-gpt2-n-inner", 2, &[]);
+    same_tp_training("tiny-gpt2-n-inner", 4, &["--schedule", "1f1b"]);
+    same_tp_training("tiny-gpt2-n-inner", 4, &["--schedule", "zb-h1"]);
+    // Qwen2's one KV head on both ranks: the replicas' gradient sum crosses
+    // processes too.
+    same_tp_training("tiny-qwen2", 2, &[]);
+}
+
 /// The F32 tensor bytes of a fixture's parts, from its config.json, and of
 /// every tensor in its model.safetensors (all of it after the 8-byte length
 /// and the header).

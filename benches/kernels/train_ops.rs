@@ -9,7 +9,7 @@ use std::time::Instant;
 use wgpipe::action::Kind;
 use wgpipe::device::{zeros, Gpu};
 use wgpipe::model::train::{encode_ops, Op, Phase, Stashed, TrainStage};
-use wgpipe::model::{Gpt2Weights, StagePart};
+use wgpipe::model::{Gpt2Weights, Shard, StagePart};
 
 /// One op's time, by kernel.
 pub struct OpTime {
@@ -34,7 +34,7 @@ impl Stage {
             embedding: false,
             head: false,
         };
-        let stage = TrainStage::new(gpu, &w.stage(&part), 1, t).expect("train stage");
+        let stage = TrainStage::new(gpu, &w.stage(&part), 1, t, Shard::WHOLE).expect("train stage");
         let mut stash = HashMap::new();
         for kind in [Kind::F, Kind::B] {
             for s in stage.acquires(kind, false) {
@@ -85,7 +85,7 @@ pub fn time_whole(gpu: &Gpu, ops: &[Op], reps: usize) -> f64 {
         .map(|_| {
             let start = Instant::now();
             let mut enc = gpu.device.create_command_encoder(&Default::default());
-            encode_ops(ops, &mut enc);
+            encode_ops(ops, &mut enc).expect("one device records no all-reduce");
             gpu.queue.submit([enc.finish()]);
             gpu.wait().expect("ops");
             start.elapsed().as_secs_f64() * 1e3

@@ -1,9 +1,9 @@
 //! `bench layouts`: the seed's PP-vs-TP table, measured. For N devices,
 //! every layout P × T = N (pipeline depth P, tensor-parallel degree T) runs
 //! the same work: a prefill (the inference forward of a batch), a decode of
-//! one sequence (latency) and of P groups in flight (throughput), and, where
-//! training runs (T = 1), a training step. Layouts the model cannot take
-//! are listed with the reason.
+//! one sequence (latency) and of P groups in flight (throughput), and a
+//! training step (1F1B; under TP its forward's and backward's all-reduces).
+//! Layouts the model cannot take are listed with the reason.
 //!
 //! Bytes between devices count what wgpipe moves: pipeline messages (under
 //! TP, rank r of one group sends to rank r of the next), plus each
@@ -81,8 +81,14 @@ pub struct LayoutRow {
     /// KV-cache bytes on each Gpu for one sequence at `context` tokens.
     pub kv_bytes: Vec<u64>,
     pub context: usize,
-    /// Forward + backward of the prefill batch (1F1B), where training runs (T = 1).
+    /// Forward + backward of the prefill batch (1F1B); `None` with `--no-train`.
     pub train_step_ms: Option<f64>,
+    /// Bytes one training step sends between pipeline stages (activations
+    /// forward, their gradients backward; counted once per rank pair).
+    pub train_sent_bytes: Option<u64>,
+    /// Bytes one training step's all-reduces move through the host: every
+    /// rank's partial out and the sum back in.
+    pub train_reduced_bytes: Option<u64>,
 }
 
 /// A layout that was not measured, and why.
@@ -222,7 +228,14 @@ impl LayoutRow {
             self.bytes_per_token_prefill,
             self.bytes_per_token_decode,
             self.syncs_per_token
-        )
+        ) + &match (self.train_step_ms, self.train_sent_bytes, self.train_reduced_bytes) {
+            (Some(ms), Some(sent), Some(red)) => format!(
+                ", train step {ms:.0} ms ({} MiB sent, {} MiB all-reduced)",
+                mib(sent),
+                mib(red)
+            ),
+            _ => String::new(),
+        }
     }
 }
 
@@ -309,9 +322,9 @@ fn measure_layout(
         .map(|b| b / (slots * positions) * context as u64)
         .collect();
 
-    let train_step_ms = match (tp, a.no_train) {
-        (1, false) => Some(train_step(groups, w, &tokens, pp)?),
-        _ => None,
+    let train = match a.no_train {
+        false => Some(train_step(groups, w, &tokens, pp)?),
+        true => None,
     };
     Ok(LayoutRow {
         tp,
@@ -325,7 +338,9 @@ fn measure_layout(
         weight_bytes: many.weight_bytes.clone(),
         kv_bytes,
         context,
-        train_step_ms,
+        train_step_ms: train.map(|t| t.0),
+        train_sent_bytes: train.map(|t| t.1),
+        train_reduced_bytes: train.map(|t| t.2),
     })
 }
 
@@ -360,13 +375,14 @@ fn decode_traffic(g: &DecodeRun, groups: usize) -> (f64, f64) {
     ((moved + reduced) as f64, syncs as f64 / steps)
 }
 
-/// One 1F1B training step's forward and backward (after a warm-up), ms.
+/// One 1F1B training step's forward and backward (after a warm-up): ms,
+/// bytes sent between stages, bytes all-reduced.
 fn train_step(
     groups: &[DeviceGroup],
     w: &Gpt2Weights,
     tokens: &crate::io::TokenBatch,
     pp: usize,
-) -> Result<f64> {
+) -> Result<(f64, u64, u64)> {
     let m = pp.min(tokens.batch);
     let schedule = Schedule::generate(ScheduleKind::OneFOneB, pp, m, 1, false)?;
     let mut t = Trainer::new(
@@ -379,7 +395,16 @@ fn train_step(
         &TrainOptions::default(),
     )?;
     t.forward_backward(tokens)?;
-    Ok(t.forward_backward(tokens)?.wall_s * 1e3)
+    let step = t.forward_backward(tokens)?;
+    let sent = step.transfers.iter().map(|t| t.bytes).sum();
+    let reduced = step
+        .timeline
+        .events
+        .iter()
+        .filter(|e| matches!(e.track, Track::AllReduce { .. }))
+        .map(|e| 2 * e.bytes)
+        .sum();
+    Ok((step.wall_s * 1e3, sent, reduced))
 }
 
 /// Each timed figure's median over `runs` (the counted ones are the same
@@ -406,11 +431,11 @@ fn mib(b: u64) -> String {
 /// The rows as a Markdown table.
 pub fn table(rows: &[LayoutRow]) -> String {
     let mut s = String::from(
-        "| TP x PP | bytes/token prefill | bytes/token decode | syncs/token | prefill tokens/s | ITL ms (1 seq) | decode tokens/s (P groups) | weights MiB per Gpu | KV MiB per Gpu (1 seq, context) | train step ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| TP x PP | bytes/token prefill | bytes/token decode | syncs/token | prefill tokens/s | ITL ms (1 seq) | decode tokens/s (P groups) | weights MiB per Gpu | KV MiB per Gpu (1 seq, context) | train step ms | train MiB sent / all-reduced per step |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} x {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} | {} | {} ({}) | {} |\n",
+            "| {} x {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} | {} | {} ({}) | {} | {} |\n",
             r.tp,
             r.pp,
             r.bytes_per_token_prefill,
@@ -430,7 +455,11 @@ pub fn table(rows: &[LayoutRow]) -> String {
                 .collect::<Vec<_>>()
                 .join(" / "),
             r.context,
-            r.train_step_ms.map_or("—".into(), |x| format!("{x:.0}"))
+            r.train_step_ms.map_or("—".into(), |x| format!("{x:.0}")),
+            match (r.train_sent_bytes, r.train_reduced_bytes) {
+                (Some(sent), Some(red)) => format!("{} / {}", mib(sent), mib(red)),
+                _ => "—".into(),
+            }
         );
     }
     s

@@ -46,9 +46,12 @@ pub fn run(args: &BenchArgs, cx: &Context) -> Result<()> {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BubbleArgs {
-    /// Pipeline devices: a count or a list like vulkan:0,vulkan:0.
+    /// Pipeline devices: a count or a list like vulkan:0,vulkan:0 (P x T Gpus with --tp T).
     #[arg(long, default_value = "2")]
     pub devices: String,
+    /// Tensor-parallel degree: each pipeline device is a group of T Gpus (Megatron's split), forward and training alike.
+    #[arg(long, default_value_t = 1)]
+    pub tp: usize,
     /// Microbatch counts to sweep.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
     pub microbatches: Vec<usize>,
@@ -102,6 +105,7 @@ impl BubbleArgs {
             .collect();
         BubbleBench {
             devices: self.devices.clone(),
+            tp: self.tp,
             sweep: Sweep {
                 schedules,
                 microbatches: self.microbatches.clone(),

@@ -189,12 +189,7 @@ impl TrainArgs {
 
     /// Every check that needs no device, before any work.
     fn check(&self, cx: &Context) -> Result<Optimizer> {
-        if self.layout.tp != 1 {
-            return Err(Error::Input(format!(
-                "--tp {}: tensor parallelism is not implemented for training (its backward would all-reduce each split block's input gradient); train with --tp 1, or use --tp with run, forward or generate",
-                self.layout.tp
-            )));
-        }
+        super::check_tp(self.layout.tp)?;
         if self.steps == 0 {
             return Err(Error::Input("--steps 0: train at least one step".into()));
         }
@@ -286,6 +281,7 @@ pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
     };
     let pipeline = Pipeline::new(PipelineConfig {
         devices: args.devices.clone(),
+        tp: args.layout.tp,
         split: args.layout.split.clone(),
         schedule: args.schedule,
         virtual_stages: args.virtual_stages,

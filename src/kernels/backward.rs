@@ -485,3 +485,67 @@ pub fn crossentropy_softmax_backward(
         groups,
     )
 }
+
+/// The parameters of [`crossentropy_vocab_parallel`], as its shader reads them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct VocabParallelCeParams {
+    pub n: u32,
+    /// Vocabulary V: the columns that enter the softmax.
+    pub v: u32,
+    /// This rank's first column, and its columns (the row stride).
+    pub v0: u32,
+    pub w: u32,
+    pub rank: u32,
+    pub tp: u32,
+    /// 0: the rank's row maxima; 1: its sums of exponentials and the target
+    /// logit; 2: the losses and dlogits.
+    pub phase: u32,
+    pub scale: f32,
+    pub stride: u32,
+}
+
+/// Cross-entropy fused with the softmax backward on rank `rank` of `tp`
+/// holding the logits' columns `v0 .. v0 + w` (Megatron-LM's
+/// vocabulary-parallel cross-entropy): the three dispatches, in order; the
+/// group sums `stats` (N, tp; cleared before the first) after the first and
+/// `sums` (N, 2) after the second. Then, as [`crossentropy_softmax_backward`]
+/// on the whole row: losses[row] = -ln softmax(row)[y] and dlogits[row, j]
+/// += scale * (p[j] - [j == y]) over this rank's columns below V.
+#[allow(clippy::too_many_arguments)]
+pub fn crossentropy_vocab_parallel(
+    gpu: &Gpu,
+    dlogits: &wgpu::Buffer, // (N, w)
+    losses: &wgpu::Buffer,  // (N)
+    stats: &wgpu::Buffer,   // (N, tp)
+    sums: &wgpu::Buffer,    // (N, 2)
+    logits: &wgpu::Buffer,  // (N, w)
+    targets: &wgpu::Buffer, // (N) u32
+    scale: f32,
+    n: usize,
+    v: usize,
+    (v0, w): (usize, usize),
+    (rank, tp): (usize, usize),
+) -> [Dispatch; 3] {
+    let (groups, stride) = grid_1d(n);
+    [0u32, 1, 2].map(|phase| {
+        let p = VocabParallelCeParams {
+            n: n as u32,
+            v: v as u32,
+            v0: v0 as u32,
+            w: w as u32,
+            rank: rank as u32,
+            tp: tp as u32,
+            phase,
+            scale,
+            stride,
+        };
+        dispatch(
+            gpu,
+            "crossentropy_vocab_parallel",
+            &[dlogits, losses, stats, sums, logits, targets],
+            &p,
+            groups,
+        )
+    })
+}

@@ -150,6 +150,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "crossentropy_softmax_backward",
         include_str!("../../shaders/crossentropy_softmax_backward.wgsl"),
     ),
+    (
+        "crossentropy_vocab_parallel",
+        include_str!("../../shaders/crossentropy_vocab_parallel.wgsl"),
+    ),
     // optimizer and gradient norm: twins in cpu::optim
     (
         "adamw_update",

@@ -27,6 +27,7 @@
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::model::weights::Layer;
 use crate::model::{Gpt2Config, LayerWeights};
 
 /// Rank `rank` of a tensor-parallel group of `of` devices; `of = 1` is the
@@ -79,8 +80,35 @@ impl Shard {
 
     /// This rank's first KV head: of its own NKV/T, or the one replicated
     /// head its query heads read (both rank · NKV / T, rounded down).
-    fn first_kv_head(&self, cfg: &Gpt2Config) -> usize {
+    pub fn first_kv_head(&self, cfg: &Gpt2Config) -> usize {
         self.rank * cfg.kv_heads() / self.of
+    }
+
+    /// This rank's columns of the fused q, k, v projection (C, q + 2kv):
+    /// its query heads' q columns and its KV heads' k and v columns.
+    fn qkv_cols(&self, cfg: &Gpt2Config) -> [Range<usize>; 3] {
+        let hd = cfg.head_dim();
+        let (q, kv) = (cfg.q_width(), cfg.kv_width());
+        let (nh_r, nkv_r) = self.heads(cfg);
+        let q_cols = self.rank * nh_r * hd..(self.rank + 1) * nh_r * hd;
+        let kv0 = self.first_kv_head(cfg) * hd;
+        let kv_cols = kv0..kv0 + nkv_r * hd;
+        [
+            q_cols,
+            q + kv_cols.start..q + kv_cols.end,
+            q + kv + kv_cols.start..q + kv + kv_cols.end,
+        ]
+    }
+
+    /// This rank's columns of the MLP's first projection: F/T columns
+    /// (GPT-2), or F/T of the gate's and F/T of the up's (the Llama family's
+    /// gate | up).
+    fn fc_cols(&self, cfg: &Gpt2Config) -> Vec<Range<usize>> {
+        let (f, cols_f) = (cfg.n_inner, self.part(cfg.n_inner));
+        match cfg.is_gpt2() {
+            true => vec![cols_f],
+            false => vec![cols_f.clone(), f + cols_f.start..f + cols_f.end],
+        }
     }
 
     /// This rank's part of one block (see the module doc).
@@ -88,25 +116,11 @@ impl Shard {
         if !self.split() {
             return w.clone();
         }
-        let (c, f, hd) = (cfg.n_embd, cfg.n_inner, cfg.head_dim());
-        let (q, kv) = (cfg.q_width(), cfg.kv_width());
-        let (nh_r, nkv_r) = self.heads(cfg);
-        let q_cols = self.rank * nh_r * hd..(self.rank + 1) * nh_r * hd;
-        let kv0 = self.first_kv_head(cfg) * hd;
-        let kv_cols = kv0..kv0 + nkv_r * hd;
-        // The fused projection (C, q + 2kv): this rank's q, k and v columns.
-        let qkv_cols = [
-            q_cols.clone(),
-            q + kv_cols.start..q + kv_cols.end,
-            q + kv + kv_cols.start..q + kv + kv_cols.end,
-        ];
-        // The MLP's first projection: F/T columns (GPT-2), or F/T of the
-        // gate's and F/T of the up's (the Llama family's gate | up).
-        let cols_f = self.part(f);
-        let fc_cols: Vec<Range<usize>> = match cfg.is_gpt2() {
-            true => vec![cols_f.clone()],
-            false => vec![cols_f.clone(), f + cols_f.start..f + cols_f.end],
-        };
+        let c = cfg.n_embd;
+        let qkv_cols = self.qkv_cols(cfg);
+        let q_cols = qkv_cols[0].clone();
+        let fc_cols = self.fc_cols(cfg);
+        let cols_f = self.part(cfg.n_inner);
         let once = |b: &[f32]| match self.rank {
             0 => b.to_vec(),
             _ => vec![0.0; b.len()],
@@ -131,6 +145,126 @@ impl Shard {
             mlp_proj_w: w.mlp_proj_w[cols_f.start * c..cols_f.end * c].to_vec(),
             mlp_proj_b: once(&w.mlp_proj_b),
         }
+    }
+
+    /// Elements of each of this rank's block tensors (every role, present
+    /// or not): the lengths [`Shard::layer`] gives.
+    pub fn layer_lens(&self, cfg: &Gpt2Config) -> Layer<usize> {
+        let whole = Layer::try_from_fn(cfg, |_, shape| {
+            Ok::<_, std::convert::Infallible>(shape.iter().product::<usize>())
+        })
+        .unwrap_or_else(|never| match never {});
+        if !self.split() {
+            return whole;
+        }
+        let c = cfg.n_embd;
+        let qkv: usize = self.qkv_cols(cfg).iter().map(|r| r.len()).sum();
+        let fc: usize = self.fc_cols(cfg).iter().map(|r| r.len()).sum();
+        let (q, f) = (self.qkv_cols(cfg)[0].len(), self.part(cfg.n_inner).len());
+        Layer {
+            c_attn_w: c * qkv,
+            c_attn_b: qkv,
+            attn_proj_w: q * c,
+            c_fc_w: c * fc,
+            c_fc_b: fc,
+            mlp_proj_w: f * c,
+            ..whole
+        }
+    }
+
+    /// Which of a block's tensors every rank holds whole (the norms) or
+    /// only rank 0 does (the row-split projections' biases; zeros on the
+    /// others): what a sum over the group's tensors counts once, on rank 0.
+    pub fn replicated_roles() -> Layer<bool> {
+        Layer {
+            ln_1_g: true,
+            ln_1_b: true,
+            c_attn_w: false,
+            c_attn_b: false,
+            attn_proj_w: false,
+            attn_proj_b: true,
+            ln_2_g: true,
+            ln_2_b: true,
+            c_fc_w: false,
+            c_fc_b: false,
+            mlp_proj_w: false,
+            mlp_proj_b: true,
+        }
+    }
+
+    /// The whole block from its T shards, by rank: the inverse of
+    /// [`Shard::layer`] (norms and the row-split biases from rank 0; a KV
+    /// head replicated on several ranks from the first that holds it).
+    pub fn merge(cfg: &Gpt2Config, shards: &[LayerWeights]) -> Result<LayerWeights> {
+        let tp = shards.len();
+        if tp == 1 {
+            return Ok(shards[0].clone());
+        }
+        check_degree(cfg, tp)?;
+        let c = cfg.n_embd;
+        let mut w = LayerWeights {
+            c_attn_w: vec![0.0; c * cfg.qkv_width()],
+            c_attn_b: vec![0.0; cfg.qkv_width()],
+            attn_proj_w: Vec::with_capacity(cfg.q_width() * c),
+            c_fc_w: vec![0.0; c * cfg.mlp_in_width()],
+            c_fc_b: vec![0.0; cfg.mlp_in_width()],
+            mlp_proj_w: Vec::with_capacity(cfg.n_inner * c),
+            ..shards[0].clone()
+        };
+        let bad = |r: usize| {
+            Error::Other(format!(
+                "bug: tensor-parallel rank {r}'s block tensors have the wrong sizes"
+            ))
+        };
+        let place = |whole: &mut [f32], width: usize, part: &[f32], ranges: &[Range<usize>]| {
+            let pw: usize = ranges.iter().map(|r| r.len()).sum();
+            if pw == 0 || part.len() * width != whole.len() * pw {
+                return false;
+            }
+            for (row, prow) in whole.chunks_mut(width).zip(part.chunks(pw)) {
+                let mut at = 0;
+                for r in ranges {
+                    row[r.clone()].copy_from_slice(&prow[at..at + r.len()]);
+                    at += r.len();
+                }
+            }
+            true
+        };
+        for (r, s) in shards.iter().enumerate() {
+            let sh = Shard { rank: r, of: tp };
+            let (qkv, fc) = (sh.qkv_cols(cfg), sh.fc_cols(cfg));
+            let ok = place(&mut w.c_attn_w, cfg.qkv_width(), &s.c_attn_w, &qkv)
+                && place(&mut w.c_attn_b, cfg.qkv_width(), &s.c_attn_b, &qkv)
+                && place(&mut w.c_fc_w, cfg.mlp_in_width(), &s.c_fc_w, &fc)
+                && place(&mut w.c_fc_b, cfg.mlp_in_width(), &s.c_fc_b, &fc);
+            if !ok {
+                return Err(bad(r));
+            }
+            w.attn_proj_w.extend_from_slice(&s.attn_proj_w);
+            w.mlp_proj_w.extend_from_slice(&s.mlp_proj_w);
+        }
+        if w.attn_proj_w.len() != cfg.q_width() * c || w.mlp_proj_w.len() != cfg.n_inner * c {
+            return Err(bad(0));
+        }
+        // A KV head replicated on several ranks: the first holder's copy
+        // (rank order above wrote the last's; put the first's back).
+        if tp > cfg.kv_heads() {
+            for r in (0..tp).rev() {
+                let sh = Shard { rank: r, of: tp };
+                let qkv = sh.qkv_cols(cfg);
+                let kv = [qkv[1].clone(), qkv[2].clone()];
+                let (q_len, s) = (qkv[0].len(), &shards[r]);
+                let sub = |m: &[f32], width: usize| -> Vec<f32> {
+                    m.chunks(width)
+                        .flat_map(|row| row[q_len..].iter().copied())
+                        .collect()
+                };
+                let pw = qkv.iter().map(|x| x.len()).sum::<usize>();
+                place(&mut w.c_attn_w, cfg.qkv_width(), &sub(&s.c_attn_w, pw), &kv);
+                place(&mut w.c_attn_b, cfg.qkv_width(), &sub(&s.c_attn_b, pw), &kv);
+            }
+        }
+        Ok(w)
     }
 }
 
@@ -228,6 +362,12 @@ mod tests {
                 .iter()
                 .all(|s| s.attn_proj_b.iter().all(|&b| b == 0.0)));
             assert_eq!(shards[1].c_fc_w.len(), c * f / tp);
+            assert_eq!(&Shard::merge(&cfg, &shards).unwrap(), l);
+            for (r, s) in shards.iter().enumerate() {
+                let lens = Shard { rank: r, of: tp }.layer_lens(&cfg);
+                let got = s.try_map(&cfg, |_, t, _| Ok::<_, ()>(t.len())).unwrap();
+                assert_eq!(got, lens);
+            }
         }
     }
 

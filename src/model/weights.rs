@@ -82,6 +82,13 @@ macro_rules! block_tensors {
                 })
             }
 
+            /// The two blocks' tensors side by side, field by field.
+            pub fn zip<'a, U>(&'a self, other: &'a Layer<U>) -> Layer<(&'a T, &'a U)> {
+                Layer {
+                    $($field: (&self.$field, &other.$field),)*
+                }
+            }
+
             /// The same block with each tensor (every role) turned into
             /// something else.
             pub fn try_map<U, E>(

@@ -75,14 +75,10 @@ pub struct Trainer<'p> {
 impl Pipeline {
     /// Put the model on the devices for training with the pipeline's
     /// schedule (its training form: every F, B or I and W), microbatches and
-    /// split. The trainer's weights start from the pipeline's.
+    /// split, and its tensor-parallel degree (each stage's group of `tp`
+    /// Gpus holds Megatron's shards and all-reduces in F and I). The
+    /// trainer's weights start from the pipeline's.
     pub fn trainer(&self, config: TrainConfig) -> Result<Trainer<'_>> {
-        if self.tp != 1 {
-            return Err(Error::Input(format!(
-                "tensor parallelism (tp {}) is not implemented for training (its backward would all-reduce each split block's input gradient); train with tp 1",
-                self.tp
-            )));
-        }
         let m = self.microbatches_for(config.batch);
         let schedule =
             Schedule::generate(self.schedule, self.devices, m, self.virtual_stages, false)?;

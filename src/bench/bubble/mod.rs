@@ -128,8 +128,11 @@ pub fn check_sweep(sweep: &Sweep, devices: usize, layers_per_stage: usize) -> Re
 /// `bench bubble`'s settings: the sweep, where it runs and on which model.
 #[derive(Clone, Debug)]
 pub struct BubbleBench {
-    /// Pipeline devices: a count or a list like `vulkan:0,vulkan:0`.
+    /// Pipeline devices: a count or a list like `vulkan:0,vulkan:0` (P × T
+    /// Gpus, stage-major, with `tp` T).
     pub devices: String,
+    /// Tensor-parallel degree: Gpus per pipeline device.
+    pub tp: usize,
     pub sweep: Sweep,
     /// A built-in model (its layers split evenly), or `None` for the uniform
     /// bench model with `layers_per_stage` blocks per device.
@@ -167,6 +170,9 @@ impl BubbleBench {
             _ => cfg.n_layer / p,
         };
         check_sweep(&self.sweep, p, per_device)?;
+        if self.tp != 1 {
+            crate::model::shard::check_degree(&cfg, self.tp)?;
+        }
         if self.sweep.seq > cfg.n_positions {
             return Err(Error::Input(format!(
                 "--seq {} exceeds the model's n_positions {}",
@@ -180,7 +186,10 @@ impl BubbleBench {
     /// schedule device 0's adapter, and run the sweep ([`run_sweep`]);
     /// `progress` sees each finished row.
     pub fn run(&self, cluster: &Cluster, progress: impl FnMut(&Row)) -> Result<BubbleReport> {
-        let placement = place_devices(&self.devices, 1)?;
+        if self.tp == 0 {
+            return Err(Error::Input("--tp must be at least 1".into()));
+        }
+        let placement = place_devices(&self.devices, self.tp)?;
         let p = placement.devices();
         let cfg = self.model_config(p)?;
         let w = super::bench_weights(&cfg, self.checkpoint.as_deref(), self.sweep.seed)?;

@@ -76,23 +76,34 @@ impl TrainStage {
         let cfg = &self.cfg;
         let (b, t, n) = (self.b, self.t, self.rows());
         let c = cfg.n_embd;
-        let (nh, nkv, hd) = (cfg.n_head, cfg.kv_heads(), cfg.head_dim());
+        let ((nh, nkv), hd) = (self.shard.heads(cfg), cfg.head_dim());
         let window = cfg.arch.sliding_window.unwrap_or(0);
-        let width = |a: Act| block::width(cfg, a, (nh, nkv), cfg.n_inner);
+        let width = |a: Act| self.width(a);
         let (p, g) = (&self.params, &self.grads);
         let mut ops = Vec::new();
         let l_count = self.layers();
         // The gradient of the stage's top residual stream.
         let mut dout: &wgpu::Buffer = &self.dy;
         if self.part.head {
-            let vp = cfg.padded_vocab();
+            let (vs, vw) = (self.vocab.start, self.vocab.len());
             let dlogits = get(s, Stashed::DLogits)?;
             ops.push(Op::Clear(self.dlnf.clone()));
             for (&(v0, len), tb) in self.chunks.iter().zip(p.head()) {
                 ops.push(Op::Run(k::matmul_backward_input(
-                    gpu, &self.dlnf, dlogits, tb, n, c, len, vp, v0,
+                    gpu,
+                    &self.dlnf,
+                    dlogits,
+                    tb,
+                    n,
+                    c,
+                    len,
+                    vw,
+                    v0 - vs,
                 )));
             }
+            // The head is column-parallel over the vocabulary: each rank's
+            // share of the final norm's output gradient is a partial sum.
+            self.all_reduce(&mut ops, &self.dlnf, n * c);
             let (gamma, _) = p.ln_f.as_ref().expect("ln_f");
             let (dg, db) = g.ln_f.as_ref().expect("ln_f grads");
             ops.push(Op::Clear(self.gx[0].clone()));
@@ -158,10 +169,16 @@ impl TrainStage {
                         let (da, db) = (target(&mut ops, a)?, target(&mut ops, bb)?);
                         vec![k::residual_backward(gpu, &da, &db, &grad(out)?, n * c)]
                     }
-                    block::Op::Linear { x, w: wt, out, .. } => {
+                    block::Op::Linear {
+                        x,
+                        w: wt,
+                        out,
+                        row_split,
+                        ..
+                    } => {
                         let dx = target(&mut ops, x)?;
                         let (win, wout) = (width(x), width(out));
-                        vec![k::matmul_backward_input(
+                        ops.push(Op::Run(k::matmul_backward_input(
                             gpu,
                             &dx,
                             &grad(out)?,
@@ -171,7 +188,14 @@ impl TrainStage {
                             wout,
                             wout,
                             0,
-                        )]
+                        )));
+                        // Megatron's conjugate of the forward's all-reduce:
+                        // a column-parallel linear's input is replicated, so
+                        // its gradient is the sum of every rank's share.
+                        if !row_split {
+                            self.all_reduce(&mut ops, &dx, n * win);
+                        }
+                        continue;
                     }
                     block::Op::Gelu { x, out } => {
                         let dx = target(&mut ops, x)?;
@@ -250,23 +274,38 @@ impl TrainStage {
         let cfg = &self.cfg;
         let (t, n) = (self.t, self.rows());
         let c = cfg.n_embd;
-        let width = |a: Act| block::width(cfg, a, (cfg.n_head, cfg.kv_heads()), cfg.n_inner);
+        let width = |a: Act| self.width(a);
         let g = &self.grads;
         let mut ops = Vec::new();
         let mut run = |d: Dispatch| ops.push(Op::Run(d));
         if self.part.head {
-            let vp = cfg.padded_vocab();
+            let (vs, vw) = (self.vocab.start, self.vocab.len());
             let (dlogits, lnf) = (get(s, Stashed::DLogits)?, get(s, Stashed::Lnf)?);
             for (&(v0, len), gb) in self.chunks.iter().zip(g.head()) {
                 run(k::matmul_backward_weight(
-                    gpu, gb, dlogits, lnf, n, c, len, vp, v0,
+                    gpu,
+                    gb,
+                    dlogits,
+                    lnf,
+                    n,
+                    c,
+                    len,
+                    vw,
+                    v0 - vs,
                 ));
             }
         }
         for l in (0..self.layers()).rev() {
             let gl = &g.layers[l];
             for op in self.ops.iter().rev() {
-                if let block::Op::Linear { x, w, b, out, .. } = *op {
+                if let block::Op::Linear {
+                    x,
+                    w,
+                    b,
+                    out,
+                    row_split,
+                } = *op
+                {
                     let dout = get(s, Stashed::Grad(out, l))?;
                     let (win, wout) = (width(x), width(out));
                     run(k::matmul_backward_weight(
@@ -280,7 +319,9 @@ impl TrainStage {
                         wout,
                         0,
                     ));
-                    if *b.of(&self.present) {
+                    // A row-split bias is rank 0's alone (the others
+                    // hold zeros that stay zero).
+                    if *b.of(&self.present) && !(row_split && self.shard.rank > 0) {
                         run(k::matmul_backward_bias(
                             gpu,
                             b.of(gl),

@@ -39,6 +39,10 @@ pub struct Tensor<'a> {
     pub len: usize,
     /// Rank >= 2 (matrices and embeddings): weight decay applies.
     pub decay: bool,
+    /// Under tensor parallelism, held whole by every rank (norms, the
+    /// position table) or by rank 0 alone (the row-split biases): counted
+    /// once, on rank 0, in a sum over the group.
+    pub replicated: bool,
 }
 
 impl StageBuffers {
@@ -57,6 +61,7 @@ impl StageBuffers {
         cfg: &Gpt2Config,
         part: &StagePart,
         chunks: &[(usize, usize)],
+        lens: &Layer<usize>,
     ) -> Vec<Tensor<'_>> {
         let c = cfg.n_embd;
         let mut out = Vec::new();
@@ -66,6 +71,7 @@ impl StageBuffers {
                 buf: b,
                 len: c * len,
                 decay: true,
+                replicated: false,
             });
         }
         for (b, &(v0, len)) in self.head_t.iter().zip(chunks) {
@@ -74,6 +80,7 @@ impl StageBuffers {
                 buf: b,
                 len: c * len,
                 decay: true,
+                replicated: false,
             });
         }
         if let Some(b) = &self.wpe {
@@ -82,15 +89,21 @@ impl StageBuffers {
                 buf: b,
                 len: cfg.n_positions * c,
                 decay: true,
+                replicated: true,
             });
         }
+        let replicated = crate::model::Shard::replicated_roles();
         for (l, layer) in part.layers.clone().zip(&self.layers) {
-            for (name, b, shape) in layer.named_tensors(cfg) {
+            let (lens, repl) = (lens.named_tensors(cfg), replicated.named_tensors(cfg));
+            for (((name, b, shape), (_, len, _)), (_, r, _)) in
+                layer.named_tensors(cfg).into_iter().zip(lens).zip(repl)
+            {
                 out.push(Tensor {
                     name: names::block_tensor(l, name),
                     buf: b,
-                    len: shape.iter().product(),
+                    len: *len,
                     decay: shape.len() >= 2,
+                    replicated: *r,
                 });
             }
         }
@@ -102,6 +115,7 @@ impl StageBuffers {
                     buf,
                     len: c,
                     decay: false,
+                    replicated: true,
                 });
             }
         }
@@ -116,6 +130,7 @@ impl StageBuffers {
         cfg: &Gpt2Config,
         part: &StagePart,
         chunks: &[(usize, usize)],
+        lens: &Layer<usize>,
     ) -> StageBuffers {
         let z = |name: &str, len: usize| zeros(gpu, &format!("{what} {name}"), len);
         let c = cfg.n_embd;
@@ -138,11 +153,8 @@ impl StageBuffers {
                 .layers
                 .clone()
                 .map(|l| {
-                    Layer::try_from_fn(cfg, |name, shape| {
-                        Ok::<_, std::convert::Infallible>(z(
-                            &names::block_tensor(l, name),
-                            shape.iter().product(),
-                        ))
+                    lens.try_map(cfg, |name, &len, _| {
+                        Ok::<_, std::convert::Infallible>(z(&names::block_tensor(l, name), len))
                     })
                     .unwrap_or_else(|never| match never {})
                 })
@@ -171,8 +183,12 @@ pub struct HostStage {
 impl TrainStage {
     /// Every parameter with its gradient, in one fixed order.
     pub fn param_tensors(&self) -> Vec<(Tensor<'_>, Tensor<'_>)> {
-        let p = self.params.tensors(&self.cfg, &self.part, &self.chunks);
-        let g = self.grads.tensors(&self.cfg, &self.part, &self.chunks);
+        let p = self
+            .params
+            .tensors(&self.cfg, &self.part, &self.chunks, &self.lens);
+        let g = self
+            .grads
+            .tensors(&self.cfg, &self.part, &self.chunks, &self.lens);
         p.into_iter().zip(g).collect()
     }
 
@@ -205,7 +221,10 @@ impl TrainStage {
         let layers = bufs
             .layers
             .iter()
-            .map(|l| l.try_map(cfg, |_, b, shape| download(gpu, b, shape.iter().product())))
+            .map(|l| {
+                l.zip(&self.lens)
+                    .try_map(cfg, |_, (b, len), _| download(gpu, b, **len))
+            })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = match &bufs.ln_f {
             Some((g, b)) => Some((
@@ -225,6 +244,30 @@ impl TrainStage {
             ln_f,
             lm_head,
         })
+    }
+
+    /// The gradient of block `l`'s (the stage's `l`-th) fused q, k, v
+    /// projection as this rank holds it: (weight (C, its q + k + v
+    /// columns), bias, empty when the family has none).
+    pub fn qkv_grad(&self, gpu: &Gpu, l: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let g = &self.grads.layers[l];
+        let w = download(gpu, &g.c_attn_w, self.lens.c_attn_w)?;
+        let b = match self.present.c_attn_b {
+            true => download(gpu, &g.c_attn_b, self.lens.c_attn_b)?,
+            false => Vec::new(),
+        };
+        Ok((w, b))
+    }
+
+    /// Replace [`TrainStage::qkv_grad`] of block `l` (queued).
+    pub fn write_qkv_grad(&self, gpu: &Gpu, l: usize, w: &[f32], b: &[f32]) {
+        let g = &self.grads.layers[l];
+        gpu.queue
+            .write_buffer(&g.c_attn_w, 0, bytemuck::cast_slice(w));
+        if !b.is_empty() {
+            gpu.queue
+                .write_buffer(&g.c_attn_b, 0, bytemuck::cast_slice(b));
+        }
     }
 
     /// The token table's gradient (V, C), if this stage holds the table.
@@ -341,12 +384,14 @@ impl TrainStage {
                     .layers
                     .get(l)
                     .ok_or_else(|| Error::Input(format!("optimizer moments hold no layer {l}")))?;
-                for ((name, b, shape), (_, t, _)) in layer
+                let host = self.shard.layer(cfg, host);
+                for (((name, b, _), (_, t, _)), (_, len, _)) in layer
                     .named_tensors(cfg)
                     .into_iter()
                     .zip(host.named_tensors(cfg))
+                    .zip(self.lens.named_tensors(cfg))
                 {
-                    put(b, &names::block_tensor(l, name), t, shape.iter().product())?;
+                    put(b, &names::block_tensor(l, name), t, *len)?;
                 }
             }
             if let Some((g, b)) = &bufs.ln_f {

@@ -81,30 +81,27 @@ impl TrainStage {
         let cfg = &self.cfg;
         let (b, t, n) = (self.b, self.t, self.rows());
         let c = cfg.n_embd;
-        let (nh, nkv, hd) = (cfg.n_head, cfg.kv_heads(), cfg.head_dim());
+        let ((nh, nkv), hd) = (self.shard.heads(cfg), cfg.head_dim());
         let window = cfg.arch.sliding_window.unwrap_or(0);
-        let width = |a: Act| block::width(cfg, a, (nh, nkv), cfg.n_inner);
+        let width = |a: Act| self.width(a);
         let p = &self.params;
         let mut ops = Vec::new();
-        let mut run = |d: Dispatch| ops.push(Op::Run(d));
+        let run = |ops: &mut Vec<Op>, d: Dispatch| ops.push(Op::Run(d));
         if self.part.embedding {
             let ids = self.ids.as_ref().expect("embedding ids");
             let x0 = get(s, Stashed::X(0))?;
-            for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
-                run(k::embedding_forward(
-                    gpu,
-                    x0,
-                    ids,
-                    tb,
-                    p.wpe.as_ref(),
-                    n,
-                    t,
-                    c,
-                    v0,
-                    len,
-                    0,
-                ));
+            // A rank embeds its vocabulary range's tokens only: the others'
+            // rows stay zero, so the group's sum is the whole embedding.
+            if self.shard.split() {
+                ops.push(Op::Clear(x0.clone()));
             }
+            for (&(v0, len), tb) in self.chunks.iter().zip(&p.wte_t) {
+                run(
+                    &mut ops,
+                    k::embedding_forward(gpu, x0, ids, tb, p.wpe.as_ref(), n, t, c, v0, len, 0),
+                );
+            }
+            self.all_reduce(&mut ops, x0, n * c);
         }
         for (l, w) in p.layers.iter().enumerate() {
             for op in &self.ops {
@@ -128,17 +125,28 @@ impl TrainStage {
                         w: wt,
                         b: bias,
                         out,
-                        ..
-                    } => k::matmul_forward(
-                        gpu,
-                        self.act(s, out, l)?,
-                        self.act(s, x, l)?,
-                        wt.of(w),
-                        bias.of(w),
-                        n,
-                        width(x),
-                        width(out),
-                    ),
+                        row_split,
+                    } => {
+                        let y = self.act(s, out, l)?;
+                        run(
+                            &mut ops,
+                            k::matmul_forward(
+                                gpu,
+                                y,
+                                self.act(s, x, l)?,
+                                wt.of(w),
+                                bias.of(w),
+                                n,
+                                width(x),
+                                width(out),
+                            ),
+                        );
+                        // A row-split projection's output is a partial sum.
+                        if row_split {
+                            self.all_reduce(&mut ops, y, n * width(out));
+                        }
+                        continue;
+                    }
                     block::Op::Rope { qkv } => {
                         let (pos, inv) = self.rope.as_ref().expect("rotary positions");
                         k::rope_forward(
@@ -186,38 +194,81 @@ impl TrainStage {
                         n * c,
                     ),
                 };
-                run(d);
+                run(&mut ops, d);
             }
         }
         if self.part.head {
-            let vp = cfg.padded_vocab();
+            let (vs, vw) = (self.vocab.start, self.vocab.len());
             let (g, bb) = p.ln_f.as_ref().expect("ln_f");
             let (lnf, dlogits) = (get(s, Stashed::Lnf)?, get(s, Stashed::DLogits)?);
             let logits = self.logits.as_ref().expect("logits");
             let no_bias = self.no_bias.as_ref().expect("no bias");
             let top = self.top(s)?;
-            run(self.norm_forward(gpu, block::final_norm(cfg), lnf, top, g, bb));
+            run(
+                &mut ops,
+                self.norm_forward(gpu, block::final_norm(cfg), lnf, top, g, bb),
+            );
+            // This rank's columns of the logits only.
             for (&(v0, len), tb) in self.chunks.iter().zip(p.head()) {
-                run(k::matmul_forward_strided(
-                    gpu, logits, lnf, tb, no_bias, n, c, len, vp, v0,
-                ));
+                run(
+                    &mut ops,
+                    k::matmul_forward_strided(
+                        gpu,
+                        logits,
+                        lnf,
+                        tb,
+                        no_bias,
+                        n,
+                        c,
+                        len,
+                        vw,
+                        v0 - vs,
+                    ),
+                );
             }
             let (losses, scale) = loss.ok_or_else(|| {
                 Error::Other("bug: the head stage's forward needs a loss buffer".into())
             })?;
             ops.push(Op::Clear(dlogits.clone()));
             let targets = self.targets.as_ref().expect("targets");
-            ops.push(Op::Run(k::crossentropy_softmax_backward(
-                gpu,
-                dlogits,
-                losses,
-                logits,
-                targets,
-                scale,
-                n,
-                cfg.vocab_size,
-                vp,
-            )));
+            match &self.ce {
+                None => ops.push(Op::Run(k::crossentropy_softmax_backward(
+                    gpu,
+                    dlogits,
+                    losses,
+                    logits,
+                    targets,
+                    scale,
+                    n,
+                    cfg.vocab_size,
+                    vw,
+                ))),
+                // Vocabulary-parallel: the row maxima and the sums of
+                // exponentials (with the target's logit) all-reduced, no
+                // rank ever holding another's logits.
+                Some((stats, sums)) => {
+                    let [max, sum, grad] = k::crossentropy_vocab_parallel(
+                        gpu,
+                        dlogits,
+                        losses,
+                        stats,
+                        sums,
+                        logits,
+                        targets,
+                        scale,
+                        n,
+                        cfg.vocab_size,
+                        (vs, vw),
+                        (self.shard.rank, self.shard.of),
+                    );
+                    ops.push(Op::Clear(stats.clone()));
+                    ops.push(Op::Run(max));
+                    self.all_reduce(&mut ops, stats, n * self.shard.of);
+                    ops.push(Op::Run(sum));
+                    self.all_reduce(&mut ops, sums, 2 * n);
+                    ops.push(Op::Run(grad));
+                }
+            }
         }
         Ok(ops)
     }

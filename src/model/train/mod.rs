@@ -24,8 +24,18 @@
 //! cross-entropy + softmax backward writes the per-row losses and `dlogits`,
 //! which are stashed for I and W (the logits themselves are scratch).
 //!
+//! Under tensor parallelism (Megatron-LM's split, [`Shard`]) the stage is
+//! one rank's shard: its heads, its MLP columns, its vocabulary range, and
+//! the work records an [`Op::AllReduce`] wherever the split needs a sum over
+//! the group — in F after the embedding, after each row-split projection
+//! (a partial sum) and twice in the vocabulary-parallel cross-entropy (the
+//! row maxima, then the sums of exponentials with the target logit); in I
+//! after the input gradient of each column-parallel linear and of the
+//! vocabulary-split head (each rank's share is a partial sum). W needs none.
+//!
 //! Shapes: B = microbatch sequences, T, C, F = MLP width, V, Vp = V padded to
-//! a multiple of 4, N = B*T; L = the stage's layers.
+//! a multiple of 4, N = B*T; L = the stage's layers. Under tensor
+//! parallelism the heads, F and the logits' columns are this rank's.
 //!
 //! The files: this one holds the stage ([`TrainStage`]: its buffers, the
 //! messages at its ends) and the recorded work ([`Op`]); `stash.rs` says
@@ -40,11 +50,11 @@ use crate::device::{upload, upload_pod, zeros, Gpu};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, Dispatch};
 use crate::model::block::{self, Act};
-use crate::model::gpu::{upload_token_table, vocab_chunks};
+use crate::model::gpu::{upload_token_table, vocab_chunks, StageEncoder};
 use crate::model::grads::NO_TARGET;
 use crate::model::names;
 use crate::model::weights::{block_role_present, Layer, StagePart, StageWeights};
-use crate::model::Gpt2Config;
+use crate::model::{Gpt2Config, Shard};
 
 mod backward;
 mod buffers;
@@ -64,26 +74,36 @@ pub enum Op {
     Clear(wgpu::Buffer),
     /// Copy `bytes` from the first buffer to the second.
     Copy(wgpu::Buffer, wgpu::Buffer, u64),
+    /// Under tensor parallelism: sum the first `bytes` of the buffer over
+    /// the stage's group, in place (see [`StageEncoder::all_reduce`]).
+    AllReduce(wgpu::Buffer, u64),
 }
 
-/// Record `ops` into `enc`: runs of dispatches share one compute pass.
-pub fn encode_ops(ops: &[Op], enc: &mut wgpu::CommandEncoder) {
+/// Record `ops` into `enc`: runs of dispatches share one compute pass; an
+/// all-reduce goes through the group's collective between two passes.
+pub fn encode_ops(ops: &[Op], enc: &mut dyn StageEncoder) -> Result<()> {
     let mut i = 0;
     while i < ops.len() {
         match &ops[i] {
             Op::Clear(b) => {
-                enc.clear_buffer(b, 0, None);
+                enc.encoder().clear_buffer(b, 0, None);
                 i += 1;
             }
             Op::Copy(a, b, bytes) => {
-                enc.copy_buffer_to_buffer(a, 0, b, 0, *bytes);
+                enc.encoder().copy_buffer_to_buffer(a, 0, b, 0, *bytes);
+                i += 1;
+            }
+            Op::AllReduce(b, bytes) => {
+                enc.all_reduce(b, *bytes)?;
                 i += 1;
             }
             Op::Run(_) => {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("train"),
-                    timestamp_writes: None,
-                });
+                let mut pass = enc
+                    .encoder()
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("train"),
+                        timestamp_writes: None,
+                    });
                 while let Some(Op::Run(d)) = ops.get(i) {
                     d.encode(&mut pass);
                     i += 1;
@@ -91,6 +111,7 @@ pub fn encode_ops(ops: &[Op], enc: &mut wgpu::CommandEncoder) {
             }
         }
     }
+    Ok(())
 }
 
 /// One stage of GPT-2 on a device, for training on microbatches of `b` x `t`.
@@ -99,6 +120,16 @@ pub struct TrainStage {
     pub b: usize,
     pub t: usize,
     pub cfg: Gpt2Config,
+    /// This device's rank in the stage's tensor-parallel group
+    /// ([`Shard::WHOLE`] without tensor parallelism): it holds that rank's
+    /// part of every split tensor ([`Shard::layer`]) and its vocabulary range
+    /// of the token tables, and all-reduces where the Megatron split says.
+    pub shard: Shard,
+    /// f32 elements of each of this rank's block tensors.
+    lens: Layer<usize>,
+    /// This rank's columns of the padded vocabulary (all of it: `0..Vp`):
+    /// its token-table chunks, logits and dlogits cover these only.
+    vocab: std::ops::Range<usize>,
     chunks: Vec<(usize, usize)>,
     pub params: StageBuffers,
     pub grads: StageBuffers,
@@ -107,9 +138,12 @@ pub struct TrainStage {
     ids: Option<wgpu::Buffer>,
     /// (N) next-token targets, with the head.
     targets: Option<wgpu::Buffer>,
-    /// (N, Vp) logits scratch and a zero bias, with the head.
+    /// (N, this rank's columns) logits scratch and a zero bias, with the head.
     logits: Option<wgpu::Buffer>,
     no_bias: Option<wgpu::Buffer>,
+    /// With the head under tensor parallelism: the vocabulary-parallel
+    /// cross-entropy's (N, T) row maxima and (N, 2) sums, all-reduced.
+    ce: Option<(wgpu::Buffer, wgpu::Buffer)>,
     /// (N, C) forward scratch: the row-split projections' outputs, which
     /// only the residual adds read.
     proj: wgpu::Buffer,
@@ -144,9 +178,19 @@ fn bytes(len: usize) -> u64 {
 }
 
 impl TrainStage {
-    /// Upload a stage's weights and allocate its gradients and scratch.
-    pub fn new(gpu: &Gpu, w: &StageWeights, b: usize, t: usize) -> Result<TrainStage> {
+    /// Upload a stage's weights — rank `shard`'s part of them — and
+    /// allocate its gradients and scratch.
+    pub fn new(
+        gpu: &Gpu,
+        w: &StageWeights,
+        b: usize,
+        t: usize,
+        shard: Shard,
+    ) -> Result<TrainStage> {
         let (cfg, part) = (w.config.clone(), w.part.clone());
+        if shard.split() {
+            crate::model::shard::check_degree(&cfg, shard.of)?;
+        }
         let c = cfg.n_embd;
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
@@ -167,8 +211,8 @@ impl TrainStage {
             )));
         }
         let ops = block::ops(&cfg);
-        let heads = (cfg.n_head, cfg.kv_heads());
-        let width = |a: Act| block::width(&cfg, a, heads, cfg.n_inner);
+        let heads = shard.heads(&cfg);
+        let width = |a: Act| block::width(&cfg, a, heads, cfg.n_inner / shard.of);
         let widest = [Act::Qkv, Act::Fc, Act::FcAct]
             .map(width)
             .into_iter()
@@ -184,8 +228,15 @@ impl TrainStage {
         };
         let mut chunks = Vec::new();
         let (mut wte_t, mut head_t) = (Vec::new(), Vec::new());
+        let vocab = shard.vocab(cfg.padded_vocab());
         if part.embedding || part.head {
-            chunks = vocab_chunks(gpu, &cfg, 0..cfg.padded_vocab())?;
+            chunks = vocab_chunks(gpu, &cfg, vocab.clone())?;
+            if chunks.is_empty() && shard.split() {
+                return Err(Error::Input(format!(
+                    "--tp {}: rank {} gets none of the vocabulary of {} to train: use a smaller --tp",
+                    shard.of, shard.rank, cfg.vocab_size
+                )));
+            }
         }
         // The token table where the stage embeds, or holds a head tied to
         // it; an untied head's own table apart.
@@ -210,7 +261,7 @@ impl TrainStage {
             .clone()
             .zip(w.layers)
             .map(|(l, lw)| {
-                lw.try_map(&cfg, |name, t, shape| {
+                shard.layer(&cfg, lw).try_map(&cfg, |name, t, shape| {
                     let name = names::block_tensor(l, name);
                     gpu.check_binding(&format!("{name} {shape:?}"), bytes(t.len()))?;
                     Ok::<_, Error>(upload(gpu, &name, t))
@@ -235,8 +286,9 @@ impl TrainStage {
             layers,
             ln_f,
         };
-        let grads = params.zeros_like(gpu, "grad", &cfg, &part, &chunks);
-        let vp = cfg.padded_vocab();
+        let lens = shard.layer_lens(&cfg);
+        let grads = params.zeros_like(gpu, "grad", &cfg, &part, &chunks, &lens);
+        let vp = vocab.len();
         let (logits, no_bias, targets) = if part.head {
             gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
             let max_len = chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
@@ -251,6 +303,12 @@ impl TrainStage {
         let ids = part
             .embedding
             .then(|| upload_pod(gpu, "ids (N)", &vec![0u32; n]));
+        let ce = (part.head && shard.split()).then(|| {
+            (
+                zeros(gpu, "cross-entropy row maxima (N,T)", n * shard.of),
+                zeros(gpu, "cross-entropy sums (N,2)", 2 * n),
+            )
+        });
         let rope = match (&cfg.arch.rope, part.layers.is_empty()) {
             (Some(r), false) => Some((
                 upload_pod(gpu, "positions (T)", &(0..t as u32).collect::<Vec<_>>()),
@@ -259,6 +317,24 @@ impl TrainStage {
             _ => None,
         };
         let sets = stash::block_sets(&ops);
+        // The input gradient of a column-parallel linear is a partial sum
+        // the group adds up: its input must feed nothing else.
+        for op in &ops {
+            if let block::Op::Linear {
+                x,
+                row_split: false,
+                ..
+            } = *op
+            {
+                let readers = ops.iter().filter(|o| o.inputs().contains(&x)).count();
+                if readers != 1 {
+                    return Err(Error::Other(format!(
+                        "bug: the block's {x:?} feeds a column-parallel linear and {} other ops",
+                        readers - 1
+                    )));
+                }
+            }
+        }
         // Gradients in scratch: of every activation an op reads but the
         // residual stream and the linears' outputs (kept for W).
         let mut dscratch = HashMap::new();
@@ -279,6 +355,9 @@ impl TrainStage {
         Ok(TrainStage {
             b,
             t,
+            shard,
+            lens,
+            vocab,
             chunks,
             params,
             grads,
@@ -287,6 +366,7 @@ impl TrainStage {
             targets,
             logits,
             no_bias,
+            ce,
             proj: nc("proj (N,C)"),
             out: nc("out (N,C)"),
             dy: nc("dy (N,C)"),
@@ -302,7 +382,7 @@ impl TrainStage {
             att_stats: zeros(
                 gpu,
                 "attention backward scratch",
-                k::attention_backward_scratch_len(gpu, b, t, cfg.n_head),
+                k::attention_backward_scratch_len(gpu, b, t, heads.0),
             ),
             part,
             cfg,
@@ -312,6 +392,20 @@ impl TrainStage {
     /// Rows of a microbatch (B*T).
     pub fn rows(&self) -> usize {
         self.b * self.t
+    }
+
+    /// Width of activation `a` on this rank: its heads, its MLP width.
+    pub(crate) fn width(&self, a: Act) -> usize {
+        let cfg = &self.cfg;
+        block::width(cfg, a, self.shard.heads(cfg), cfg.n_inner / self.shard.of)
+    }
+
+    /// Under tensor parallelism, the group's sum of the first `len` f32 of
+    /// `buf` (a partial sum each rank holds); nothing on one device.
+    fn all_reduce(&self, ops: &mut Vec<Op>, buf: &wgpu::Buffer, len: usize) {
+        if self.shard.split() {
+            ops.push(Op::AllReduce(buf.clone(), bytes(len)));
+        }
     }
 
     /// Blocks on this stage.

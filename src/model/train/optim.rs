@@ -48,17 +48,15 @@ impl TrainStage {
     }
 
     pub(super) fn build_optimizer(&self, gpu: &Gpu, kind: OptimizerKind) -> OptimizerState {
-        let (cfg, part, chunks) = (&self.cfg, &self.part, &self.chunks);
+        let (cfg, part, chunks, lens) = (&self.cfg, &self.part, &self.chunks, &self.lens);
+        let zeros = |what: &str| self.params.zeros_like(gpu, what, cfg, part, chunks, lens);
         let moments: Vec<StageBuffers> = match kind {
-            OptimizerKind::AdamW => vec![
-                self.params.zeros_like(gpu, "adam m", cfg, part, chunks),
-                self.params.zeros_like(gpu, "adam v", cfg, part, chunks),
-            ],
-            OptimizerKind::Sgd => vec![self.params.zeros_like(gpu, "momentum", cfg, part, chunks)],
+            OptimizerKind::AdamW => vec![zeros("adam m"), zeros("adam v")],
+            OptimizerKind::Sgd => vec![zeros("momentum")],
         };
         let ts: Vec<Vec<Tensor>> = moments
             .iter()
-            .map(|m| m.tensors(cfg, part, chunks))
+            .map(|m| m.tensors(cfg, part, chunks, lens))
             .collect();
         let updates = self
             .param_tensors()
@@ -80,7 +78,8 @@ impl TrainStage {
 
     /// Σ g² over this stage's gradients, in f64 on the host from per-workgroup
     /// partial sums made on the device; `with_wte` false leaves the token
-    /// table out (the tied table is counted once, on one stage).
+    /// table out (the tied table is counted once, on one stage). Under
+    /// tensor parallelism a replicated tensor counts on rank 0 only.
     pub fn grad_sumsq(&self, gpu: &Gpu, with_wte: bool) -> Result<f64> {
         Ok(self
             .grad_sumsq_by_tensor(gpu, with_wte)?
@@ -99,6 +98,7 @@ impl TrainStage {
             .into_iter()
             .map(|(_, g)| g)
             .filter(|g| with_wte || !g.name.starts_with(names::WTE))
+            .filter(|g| !(g.replicated && self.shard.rank > 0))
             .collect();
         let lens: Vec<usize> = tensors
             .iter()

@@ -3,12 +3,12 @@
 //! makes ([`TrainStage::acquires`]) and lets go of ([`TrainStage::releases`]).
 //!
 //! Which activations of a block are kept follows from the block's op list
-//! ([`block::ops`]): the backward of a norm, an activation function and the
+//! ([`crate::model::block::ops`]): the backward of a norm, an activation function and the
 //! attention reads their inputs (I), a linear's weight gradient reads its
 //! input (W), and W reads the output gradient of every linear, which I makes.
 
 use super::TrainStage;
-use crate::model::block::{self, Act, Op};
+use crate::model::block::{Act, Op};
 
 /// A tensor a stage keeps for one microbatch between two of its actions.
 /// Layer indices are local to the stage (0 = its first block).
@@ -80,13 +80,11 @@ impl TrainStage {
     /// f32 elements of a stashed tensor.
     pub fn stash_len(&self, s: Stashed) -> usize {
         let (n, cfg) = (self.rows(), &self.cfg);
-        let heads = (cfg.n_head, cfg.kv_heads());
-        let width = |a: Act| block::width(cfg, a, heads, cfg.n_inner);
         match s {
             Stashed::X(_) | Stashed::Lnf | Stashed::DEmb => n * cfg.n_embd,
-            Stashed::Act(a, _) | Stashed::Grad(a, _) => n * width(a),
-            Stashed::AttLse(_) => self.b * cfg.n_head * self.t,
-            Stashed::DLogits => n * cfg.padded_vocab(),
+            Stashed::Act(a, _) | Stashed::Grad(a, _) => n * self.width(a),
+            Stashed::AttLse(_) => self.b * self.shard.heads(cfg).0 * self.t,
+            Stashed::DLogits => n * self.vocab.len(),
         }
     }
 

@@ -14,12 +14,24 @@
 //! and the pool's allocated bytes — real buffers — are its peak activation
 //! memory ([`Trainer::peak_activation_bytes`]).
 //!
+//! Under tensor parallelism each schedule device is a group of T Gpus, and
+//! each Gpu (an endpoint, device × T + rank) holds its rank's program: its
+//! shard of the device's stages ([`crate::model::Shard`]), meeting the
+//! group's other ranks at the all-reduces the stage records (F's after the
+//! embedding, each row-split projection and in the vocabulary-parallel
+//! cross-entropy; I's after each column-parallel linear's input gradient and
+//! the head's). Tensors read back are merged from the shards into whole
+//! ones under their checkpoint names.
+//!
 //! [`Trainer`] keeps the programs (weights, gradients, optimizer moments)
 //! on their devices across steps: each step runs the schedule's plan, sums
 //! the tied token table's two gradient shares (embedding on the first stage,
 //! LM head on the last) into both copies, optionally clips by the global
-//! gradient norm, and steps the optimizer on every device.
+//! gradient norm, and steps the optimizer on every device. What is combined
+//! across devices outside the pipeline (the tied table's shares, replicated
+//! KV heads' gradients, tensors read back and merged) is in `combine.rs`.
 
+mod combine;
 mod program;
 
 use std::sync::Mutex;
@@ -35,7 +47,7 @@ use crate::model::grads::{next_token_targets, Gpt2Grads};
 use crate::model::optim::{bias_corrections, AdamWStep, OptimizerKind, OptimizerStep, SgdStep};
 use crate::model::partition;
 use crate::model::train::Which;
-use crate::model::{Gpt2Config, Gpt2Weights, StagePart, StageSource, StageWeights};
+use crate::model::{Gpt2Config, Gpt2Weights, Shard, StagePart, StageSource, StageWeights};
 
 use crate::schedule::{validate::validate, Schedule};
 use crate::trace::Timeline;
@@ -137,14 +149,21 @@ pub struct Trainer<'g> {
     plan: Plan,
     pub parts: Vec<StagePart>,
     cfg: Gpt2Config,
-    /// By device: its program, when it runs in this process.
+    /// Tensor-parallel degree: Gpus per schedule device.
+    tp: usize,
+    /// By endpoint (device × T + rank): its program and Gpu, when it runs
+    /// in this process.
     programs: Vec<Option<Mutex<Gpt2Train>>>,
+    gpus: Vec<Option<&'g Gpu>>,
     /// A step failed: the devices' state is no longer a training state.
     broken: bool,
     batch: usize,
     seq: usize,
     /// Optimizer steps taken.
     steps: u64,
+    /// Σ g² of the KV-head replicas beyond each head's first (T above the
+    /// KV heads): what the global norm takes out so each head counts once.
+    kv_replicas_sumsq: f64,
 }
 
 impl<'g> Trainer<'g> {
@@ -176,12 +195,9 @@ impl<'g> Trainer<'g> {
             )));
         }
         crate::executor::check_devices(schedule, groups)?;
-        if let Some(g) = groups.iter().find(|g| g.gpus().len() > 1) {
-            return Err(Error::Input(format!(
-                "device group {} spans {} Gpus: tensor parallelism is not implemented for training",
-                g.label(),
-                g.gpus().len()
-            )));
+        let tp = crate::executor::uniform_tp(groups)?;
+        if tp > 1 {
+            crate::model::shard::check_degree(w.config(), tp)?;
         }
         if seq < 2 {
             return Err(Error::Input(format!(
@@ -199,14 +215,28 @@ impl<'g> Trainer<'g> {
             partition::partition(w.config().n_layer, schedule.stages(), opts.split.as_deref())?;
         let plan = Plan::new(schedule);
         let scale = 1.0 / (batch * (seq - 1)) as f32;
+        // Every endpoint with its Gpu where it runs in this process.
+        let mut gpus: Vec<Option<&'g Gpu>> = vec![None; groups.len() * tp];
+        for (d, g) in groups.iter().enumerate() {
+            for (rank, gpu) in g.ranks() {
+                if cluster.runs_endpoint(d * tp + rank) {
+                    gpus[d * tp + rank] = Some(gpu);
+                }
+            }
+        }
         let programs = std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
+            let handles: Vec<_> = gpus
                 .iter()
                 .enumerate()
-                .map(|(d, g)| {
-                    if !cluster.drives(d) {
-                        return None;
-                    }
+                .map(|(e, gpu)| {
+                    let gpu = (*gpu)?;
+                    let (d, shard) = (
+                        e / tp,
+                        Shard {
+                            rank: e % tp,
+                            of: tp,
+                        },
+                    );
                     let (parts, plan) = (&parts, &plan);
                     Some(scope.spawn(move || {
                         let held = (d..schedule.stages())
@@ -216,7 +246,7 @@ impl<'g> Trainer<'g> {
                         let actions: Vec<Action> =
                             plan.devices[d].iter().map(|s| s.action).collect();
                         Gpt2Train::new(
-                            g.lead(),
+                            gpu,
                             &held,
                             &actions,
                             per,
@@ -224,6 +254,7 @@ impl<'g> Trainer<'g> {
                             m,
                             scale,
                             opts.recompute,
+                            shard,
                         )
                     }))
                 })
@@ -249,11 +280,14 @@ impl<'g> Trainer<'g> {
             plan,
             parts,
             cfg: w.config().clone(),
+            tp,
             programs,
+            gpus,
             broken: false,
             batch,
             seq,
             steps: 0,
+            kv_replicas_sumsq: 0.0,
         })
     }
 
@@ -261,7 +295,7 @@ impl<'g> Trainer<'g> {
         &self.schedule
     }
 
-    /// `f` on each of this process's devices, in device order.
+    /// `f` on each of this process's endpoints (Gpus), in endpoint order.
     fn with_programs<T>(
         &self,
         mut f: impl FnMut(&Gpu, &mut Gpt2Train) -> Result<T>,
@@ -273,13 +307,13 @@ impl<'g> Trainer<'g> {
         }
         self.programs
             .iter()
-            .zip(&self.groups)
-            .filter_map(|(p, g)| Some((p.as_ref()?, g)))
-            .map(|(p, g)| f(g.lead(), &mut p.lock().unwrap_or_else(|e| e.into_inner())))
+            .zip(&self.gpus)
+            .filter_map(|(p, g)| Some((p.as_ref()?, (*g)?)))
+            .map(|(p, g)| f(g, &mut p.lock().unwrap_or_else(|e| e.into_inner())))
             .collect()
     }
 
-    /// `f` on each of this process's devices, in device order, with the
+    /// `f` on each of this process's endpoints, in endpoint order, with the
     /// program to change.
     fn with_programs_mut<T>(
         &mut self,
@@ -292,16 +326,26 @@ impl<'g> Trainer<'g> {
         }
         self.programs
             .iter_mut()
-            .zip(&self.groups)
-            .filter_map(|(p, g)| Some((p.as_mut()?, g)))
-            .map(|(p, g)| f(g.lead(), p.get_mut().unwrap_or_else(|e| e.into_inner())))
+            .zip(&self.gpus)
+            .filter_map(|(p, g)| Some((p.as_mut()?, (*g)?)))
+            .map(|(p, g)| f(g, p.get_mut().unwrap_or_else(|e| e.into_inner())))
             .collect()
     }
 
-    /// The most stashed-activation bytes each device held (its stash pool).
+    /// Tensor-parallel degree (Gpus per schedule device).
+    pub fn tp(&self) -> usize {
+        self.tp
+    }
+
+    /// The most stashed-activation bytes each device held (its stash pool;
+    /// under tensor parallelism the largest of its Gpus').
     pub fn peak_activation_bytes(&self) -> Result<Vec<u64>> {
         let mine = self.with_programs(|_, p| Ok(p.peak_activation_bytes()))?;
-        Ok(self.cluster.share(mine)?.concat())
+        let all = self.cluster.share(mine)?.concat();
+        Ok(all
+            .chunks(self.tp)
+            .map(|g| g.iter().copied().max().unwrap_or(0))
+            .collect())
     }
 
     /// Forward and backward over `tokens` (B x T as given to [`Trainer::new`]),
@@ -329,7 +373,7 @@ impl<'g> Trainer<'g> {
             p.set_batch(batch.clone());
             Ok(())
         })?;
-        // Each device's thread borrows its program for the step.
+        // Each endpoint's thread borrows its program for the step.
         let lent: Vec<Mutex<Option<&mut Gpt2Train>>> = self
             .programs
             .iter_mut()
@@ -340,13 +384,19 @@ impl<'g> Trainer<'g> {
                 )
             })
             .collect();
-        let net = self.cluster.net(self.groups.len())?;
-        let ran = run_plan(&self.groups, &self.plan, &net, |d, _shard, _gpu| {
-            lent[d]
+        let net = self.cluster.net_for(&self.groups)?;
+        let tp = self.tp;
+        let ran = run_plan(&self.groups, &self.plan, &net, |d, shard, _gpu| {
+            lent[d * tp + shard.rank]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
-                .ok_or_else(|| Error::Other(format!("bug: device {d}'s program is not here")))
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "bug: device {d} rank {}'s program is not here",
+                        shard.rank
+                    ))
+                })
         });
         drop(net);
         let ran = match ran {
@@ -356,56 +406,17 @@ impl<'g> Trainer<'g> {
                 return Err(e);
             }
         };
-        // Every device's loss sums (gathered from every rank), in device order.
+        // Every device's loss sums (gathered from every rank), in device
+        // order (a tensor-parallel group's from its rank 0).
         let loss = ran.outputs.iter().flatten().sum::<f64>() / (self.batch * (self.seq - 1)) as f64;
         self.sum_tied_embedding()?;
+        self.kv_replicas_sumsq = self.sum_replicated_kv()?;
         Ok(StepRun {
             loss,
             timeline: ran.timeline,
             wall_s: ran.wall_s,
             transfers: ran.transfers,
         })
-    }
-
-    /// The token table is one parameter used twice: the embedding's and the
-    /// LM head's gradient shares, on different stages, are summed into both
-    /// copies so that both take the same optimizer step.
-    fn sum_tied_embedding(&self) -> Result<()> {
-        let holders: usize = self.parts.iter().filter(|p| p.embedding || p.head).count();
-        let same_stage = self.parts.iter().any(|p| p.embedding && p.head);
-        if !self.cfg.tied_head() || holders < 2 || same_stage {
-            return Ok(());
-        }
-        let mine: Vec<Vec<f32>> = self
-            .with_programs(|gpu, p| {
-                p.stages
-                    .values()
-                    .filter(|s| s.part.embedding || s.part.head)
-                    .map(|s| s.wte_grad(gpu))
-                    .collect::<Result<Vec<_>>>()
-            })?
-            .into_iter()
-            .flatten()
-            .flatten()
-            .collect();
-        let mut sum = vec![0f32; self.cfg.vocab_size * self.cfg.n_embd];
-        for share in self.cluster.share(mine)?.iter().flatten() {
-            for (a, b) in sum.iter_mut().zip(share) {
-                *a += b;
-            }
-        }
-        self.with_programs(|gpu, p| {
-            for s in p
-                .stages
-                .values()
-                .filter(|s| s.part.embedding || s.part.head)
-            {
-                s.write_wte_grad(gpu, &sum)?;
-            }
-            gpu.queue.submit([]);
-            gpu.wait()
-        })?;
-        Ok(())
     }
 
     /// The global L2 norm of the accumulated gradients (the tied table once).
@@ -429,7 +440,7 @@ impl<'g> Trainer<'g> {
             .concat();
         let all: Vec<(u32, String, f64)> = self.cluster.share(mine)?.concat();
         Ok(GradSums {
-            total: all.iter().map(|t| t.2).sum(),
+            total: all.iter().map(|t| t.2).sum::<f64>() - self.kv_replicas_sumsq,
             tensors: all,
         })
     }
@@ -513,11 +524,7 @@ impl<'g> Trainer<'g> {
     /// rank gets them all. Before the first step there are none: an error.
     pub fn moments(&self, kind: OptimizerKind) -> Result<Vec<Gpt2Grads>> {
         (0..moment_count(kind))
-            .map(|i| {
-                let mut g = Gpt2Grads::zeros(&self.cfg);
-                self.gather(Which::Moment(i), |part| put_grads(&mut g, part))?;
-                Ok(g)
-            })
+            .map(|i| self.gather(Which::Moment(i)))
             .collect()
     }
 
@@ -553,16 +560,13 @@ impl<'g> Trainer<'g> {
     /// The accumulated gradients, in checkpoint layout (`wte` holding both
     /// tied shares). Under MPI every rank gets them all.
     pub fn grads(&self) -> Result<Gpt2Grads> {
-        let mut g = Gpt2Grads::zeros(&self.cfg);
-        self.gather(Which::Grads, |part| put_grads(&mut g, part))?;
-        Ok(g)
+        self.gather(Which::Grads)
     }
 
     /// The current weights, read back from the devices. Under MPI every
     /// rank gets them all.
     pub fn weights(&self) -> Result<Gpt2Weights> {
-        let mut g = Gpt2Grads::zeros(&self.cfg);
-        self.gather(Which::Params, |part| put_grads(&mut g, part))?;
+        let g = self.gather(Which::Params)?;
         Ok(Gpt2Weights {
             config: self.cfg.clone(),
             wte: g.wte,
@@ -572,41 +576,6 @@ impl<'g> Trainer<'g> {
             ln_f_b: g.ln_f_b,
             lm_head: g.lm_head,
         })
-    }
-
-    /// Read every stage's tensors and hand each to `put` (the token table
-    /// from the embedding stage).
-    fn gather(&self, which: Which, mut put: impl FnMut(Gathered)) -> Result<()> {
-        let cfg = &self.cfg;
-        let mine: Vec<Vec<Piece>> = self.with_programs(|gpu, p| {
-            let mut pieces = Vec::new();
-            for st in p.stages.values() {
-                let host = st.read(gpu, which)?;
-                let part = &st.part;
-                if part.embedding {
-                    if let Some(v) = host.wte {
-                        pieces.push(Gathered::Wte(v).piece(cfg));
-                    }
-                }
-                if let Some(v) = host.wpe {
-                    pieces.push(Gathered::Wpe(v).piece(cfg));
-                }
-                for (l, lw) in part.layers.clone().zip(host.layers) {
-                    pieces.push(Gathered::Layer(l, Box::new(lw)).piece(cfg));
-                }
-                if let Some((a, b)) = host.ln_f {
-                    pieces.push(Gathered::LnF(a, b).piece(cfg));
-                }
-                if let Some(v) = host.lm_head {
-                    pieces.push(Gathered::LmHead(v).piece(cfg));
-                }
-            }
-            Ok(pieces)
-        })?;
-        for piece in self.cluster.share(mine.concat())?.into_iter().flatten() {
-            put(Gathered::from_piece(cfg, piece)?);
-        }
-        Ok(())
     }
 }
 
@@ -621,73 +590,5 @@ fn moment_count(kind: OptimizerKind) -> usize {
     match kind {
         OptimizerKind::AdamW => 2,
         OptimizerKind::Sgd => 1,
-    }
-}
-
-fn put_grads(g: &mut Gpt2Grads, part: Gathered) {
-    match part {
-        Gathered::Wte(v) => g.wte = v,
-        Gathered::Wpe(v) => g.wpe = v,
-        Gathered::Layer(l, lw) => g.layers[l] = *lw,
-        Gathered::LnF(a, b) => {
-            g.ln_f_g = a;
-            g.ln_f_b = b;
-        }
-        Gathered::LmHead(v) => g.lm_head = v,
-    }
-}
-
-enum Gathered {
-    Wte(Vec<f32>),
-    Wpe(Vec<f32>),
-    Layer(usize, Box<crate::model::LayerWeights>),
-    LnF(Vec<f32>, Vec<f32>),
-    LmHead(Vec<f32>),
-}
-
-/// A [`Gathered`] tensor set as plain data, to cross processes: (what,
-/// layer, tensors in checkpoint order).
-type Piece = (u32, usize, Vec<Vec<f32>>);
-
-impl Gathered {
-    fn piece(self, cfg: &Gpt2Config) -> Piece {
-        match self {
-            Gathered::Wte(v) => (0, 0, vec![v]),
-            Gathered::Wpe(v) => (1, 0, vec![v]),
-            Gathered::Layer(l, lw) => (
-                2,
-                l,
-                lw.named_tensors(cfg)
-                    .into_iter()
-                    .map(|(_, t, _)| t.clone())
-                    .collect(),
-            ),
-            Gathered::LnF(a, b) => (3, 0, vec![a, b]),
-            Gathered::LmHead(v) => (4, 0, vec![v]),
-        }
-    }
-
-    fn from_piece(cfg: &Gpt2Config, (what, l, tensors): Piece) -> Result<Gathered> {
-        let bad = || Error::Other("a rank's tensors arrived corrupt".into());
-        let mut it = tensors.into_iter();
-        let mut next = || it.next().ok_or_else(bad);
-        Ok(match what {
-            0 => Gathered::Wte(next()?),
-            1 => Gathered::Wpe(next()?),
-            2 if l < cfg.n_layer => Gathered::Layer(
-                l,
-                // The tensors the family has arrived; the others are zeros.
-                Box::new(crate::model::LayerWeights::try_from_fn(
-                    cfg,
-                    |name, shape| match crate::model::weights::block_role_present(cfg, name) {
-                        true => next(),
-                        false => Ok(vec![0.0; shape.iter().product()]),
-                    },
-                )?),
-            ),
-            3 => Gathered::LnF(next()?, next()?),
-            4 => Gathered::LmHead(next()?),
-            _ => return Err(bad()),
-        })
     }
 }

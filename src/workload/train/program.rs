@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::executor::program::StageProgram;
 use crate::executor::ActionEncoder;
 use crate::model::train::{encode_ops, Op, Phase, Stashed, TrainStage};
-use crate::model::StageWeights;
+use crate::model::{Shard, StageWeights};
 
 /// One device's stages in training, driven action by action by the worker.
 pub struct Gpt2Train {
@@ -27,6 +27,8 @@ pub struct Gpt2Train {
     losses: Vec<wgpu::Buffer>,
     /// Per microbatch of the current step: (ids, next-token targets), padded.
     batch: Vec<(Vec<u32>, Vec<u32>)>,
+    /// This device's rank in its stages' tensor-parallel group.
+    pub(super) shard: Shard,
 }
 
 impl Gpt2Train {
@@ -43,10 +45,11 @@ impl Gpt2Train {
         microbatches: usize,
         scale: f32,
         recompute: bool,
+        shard: Shard,
     ) -> Result<Gpt2Train> {
         let mut map = BTreeMap::new();
         for (s, w) in stages {
-            map.insert(*s, TrainStage::new(gpu, w, per, seq)?);
+            map.insert(*s, TrainStage::new(gpu, w, per, seq, shard)?);
         }
         let has_head = map.values().any(|s| s.part.head);
         let losses: Vec<wgpu::Buffer> = (0..if has_head { microbatches } else { 0 })
@@ -116,6 +119,7 @@ impl Gpt2Train {
             pool,
             losses,
             batch: Vec::new(),
+            shard,
         })
     }
 
@@ -133,7 +137,9 @@ impl Gpt2Train {
 /// gradients, optimizer state) for the next step, and what crosses back —
 /// under MPI, to every rank — is its per-microbatch loss sums.
 impl StageProgram for &mut Gpt2Train {
-    /// Per microbatch: Σ of its rows' losses (empty without the head).
+    /// Per microbatch: Σ of its rows' losses (empty without the head, and
+    /// on every rank of a tensor-parallel group but rank 0, whose losses
+    /// are the same).
     type Output = Vec<f64>;
 
     fn message_bytes(&self, p: Product) -> u64 {
@@ -171,11 +177,13 @@ impl StageProgram for &mut Gpt2Train {
             .ops
             .get(&a)
             .ok_or_else(|| Error::Other(format!("bug: {a} was not prepared")))?;
-        encode_ops(ops, enc);
-        Ok(())
+        encode_ops(ops, enc)
     }
 
     fn finish(self, gpu: &Gpu) -> Result<Vec<f64>> {
+        if self.shard.rank > 0 {
+            return Ok(Vec::new());
+        }
         let Some(n) = self
             .stages
             .values()
