@@ -358,9 +358,9 @@ fn attention_backward_kernel_matches_cpu() {
             check_attention(gpu, 2, 9, gqa(4, 2, 6, 0), 25, recompute); // GQA
             check_attention(gpu, 1, 11, gqa(6, 1, 10, 0), 26, recompute); // MQA, hd 10
             check_attention(gpu, 2, 13, gqa(4, 2, 8, 4), 27, recompute); // window 4
-            // Head dim 64 runs phase 1 on 8-wide subgroups where there are
-            // some: T a multiple of 8 and not, GQA and MQA, a window that
-            // starts inside a block of 8 keys.
+                                                                         // Head dim 64 runs phase 1 on 8-wide subgroups where there are
+                                                                         // some: T a multiple of 8 and not, GQA and MQA, a window that
+                                                                         // starts inside a block of 8 keys.
             check_attention(gpu, 2, 16, gqa(4, 2, 64, 0), 28, recompute);
             check_attention(gpu, 1, 19, gqa(3, 1, 64, 0), 29, recompute);
             check_attention(gpu, 2, 21, gqa(4, 2, 64, 6), 30, recompute);

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod llama64;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
