@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -69,9 +69,11 @@ impl Server {
         }
         let l = log.clone();
         std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-            l.lock().unwrap().push_str(&rest);
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                l.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
         Server {
             child,
@@ -267,8 +269,12 @@ fn streamed_ids(events: &[String]) -> (Vec<u32>, String, Value) {
         .collect();
     let (mut got, mut text) = (Vec::new(), String::new());
     for c in &chunks {
+        assert!(c.get("error").is_none(), "an error in the stream: {c}");
         let choice = &c["choices"][0];
-        got.extend(ids(&choice["token_ids"]));
+        // The chat's first chunk (the role) carries no tokens.
+        if !choice["token_ids"].is_null() {
+            got.extend(ids(&choice["token_ids"]));
+        }
         text.push_str(
             choice["text"]
                 .as_str()
@@ -653,7 +659,8 @@ fn a_client_that_goes_away_mid_stream_frees_its_slot() {
             ("WGPIPE_TEST_HOLD_AFTER", "3"),
         ],
     );
-    let body = json!({"prompt": "The pipeline", "max_tokens": 40, "temperature": 0,
+    // "The pipeline" is 9 tokens of this byte-level fixture; 48 positions.
+    let body = json!({"prompt": "The pipeline", "max_tokens": 36, "temperature": 0,
         "ignore_eos": true, "stream": true});
     let r = ureq::post(&s.url("/v1/completions"))
         .send_string(&body.to_string())
@@ -675,7 +682,7 @@ fn a_client_that_goes_away_mid_stream_frees_its_slot() {
             && value(m, "wgpipe_requests_cancelled_total", &[]) == 1.0
     });
     let m = s.metrics();
-    assert!(value(&m, "wgpipe_generation_tokens_total", &[]) < 40.0);
+    assert_eq!(value(&m, "wgpipe_generation_tokens_total", &[]), 3.0);
     assert_eq!(
         value(
             &m,

@@ -72,9 +72,10 @@ impl Pipeline {
                 endpoints.push(ServeEndpoint::new(gpu, shard, held, p, shape)?);
             }
         }
-        let net = self.cluster.net_for(&groups)?;
         loop {
-            let passes = Passes::new(feeder.clone());
+            // A run's coordination (its clock, who is ready, who finished) is its own.
+            let net = self.cluster.net_for(&groups)?;
+            let passes = Passes::new(feeder.clone(), &net);
             let ran = run_programs(&groups, &schedule, &net, |d, shard, _gpu| {
                 Ok(ServeDecode::new(
                     &endpoints[d * tp + shard.rank],

@@ -583,11 +583,11 @@ fn held(_passes: u64) -> bool {
 struct Batcher(Arc<Shared>);
 
 impl Feeder for Batcher {
-    fn next_pass(&self) -> Option<Arc<Pass>> {
+    fn next_pass(&self, give_up: &dyn Fn() -> bool) -> Option<Arc<Pass>> {
         let sh = &self.0;
         let mut st = sh.lock();
         loop {
-            if st.stop_now {
+            if st.stop_now || give_up() {
                 return None;
             }
             if let Some(p) = (!held(st.passes)).then(|| sh.build(&mut st)).flatten() {

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use crate::action::{Action, Kind, Product};
 use crate::device::{self, Gpu};
 use crate::error::{Error, Result};
-use crate::executor::{ActionEncoder, StageProgram};
+use crate::executor::{ActionEncoder, Control, StageProgram};
 use crate::kernels::{self as k, Dispatch, SampleParams};
 use crate::model::gpu::{GpuStage, KvCache, Mode, StageEncoder, StageUpload};
 use crate::model::Shard;
@@ -84,9 +84,10 @@ pub struct PassShape {
 /// Decides what each pass holds and hears what it sampled: the server's
 /// batcher. Called from the devices' threads.
 pub trait Feeder: Send + Sync {
-    /// The next pass (blocking until there is work); `None` ends the run.
+    /// The next pass (blocking until there is work); `None` ends the run,
+    /// as it must soon after `give_up()` turns true (another device failed).
     /// A pass holds at most `shape.rows` rows and as many samples.
-    fn next_pass(&self) -> Option<Arc<Pass>>;
+    fn next_pass(&self, give_up: &dyn Fn() -> bool) -> Option<Arc<Pass>>;
     /// The ids `pass` sampled, one per [`Pass::samples`], in order (from
     /// the last device's poller thread).
     fn arrived(&self, pass: &Pass, ids: &[u32]);
@@ -244,16 +245,19 @@ impl RowSampler {
 
 /// The passes of one segment, shared by its devices: the first stage
 /// decides each (once, under tensor parallelism too), the others look it up.
-pub struct Passes {
+pub struct Passes<'a> {
     feeder: Arc<dyn Feeder>,
+    /// The run's control: the feeder gives up once it is aborted.
+    control: &'a dyn Control,
     decided: Mutex<HashMap<usize, Arc<Pass>>>,
     decide: Mutex<()>,
 }
 
-impl Passes {
-    pub fn new(feeder: Arc<dyn Feeder>) -> Passes {
+impl<'a> Passes<'a> {
+    pub fn new(feeder: Arc<dyn Feeder>, control: &'a dyn Control) -> Passes<'a> {
         Passes {
             feeder,
+            control,
             decided: Mutex::new(HashMap::new()),
             decide: Mutex::new(()),
         }
@@ -277,7 +281,7 @@ impl Passes {
         }
         let pass = self
             .feeder
-            .next_pass()
+            .next_pass(&|| self.control.aborted())
             .ok_or_else(|| Error::Other("serving stopped".into()))?;
         self.decided
             .lock()
@@ -290,7 +294,7 @@ impl Passes {
 /// One Gpu's program for a segment of serving (see the module doc).
 pub struct ServeDecode<'a> {
     ep: &'a ServeEndpoint,
-    passes: &'a Passes,
+    passes: &'a Passes<'a>,
     /// This Gpu reports the sampled ids (rank 0 of the last stage).
     reports: bool,
     /// Read-backs requested and not yet completed.
@@ -304,7 +308,7 @@ pub struct ServeDecode<'a> {
 impl<'a> ServeDecode<'a> {
     pub fn new(
         ep: &'a ServeEndpoint,
-        passes: &'a Passes,
+        passes: &'a Passes<'a>,
         device: usize,
         shard: Shard,
     ) -> ServeDecode<'a> {
