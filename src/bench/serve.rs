@@ -62,6 +62,9 @@ pub struct ServeRow {
     pub ttft_ms_p99: f64,
     pub itl_ms_p50: f64,
     pub itl_ms_p99: f64,
+    /// The first error a client saw, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 /// What `bench serve` measured.
@@ -81,6 +84,7 @@ struct Seen {
     tokens: usize,
     ttft: Vec<f64>,
     itl: Vec<f64>,
+    first_error: Option<String>,
 }
 
 impl ServeBench {
@@ -159,7 +163,13 @@ impl ServeBench {
             },
             cfg.grace,
         ));
+        // One request first, untimed: the first pass of a run pays for what
+        // the adapter compiles lazily.
+        let warm = url.clone();
         let (max_tokens, timeout) = (self.max_tokens, self.timeout);
+        tokio::task::spawn_blocking(move || client(&warm, 0, 1, max_tokens, timeout, text))
+            .await
+            .map_err(|e| Error::Other(format!("the warm-up request: {e}")))?;
         let clients_run = tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let seen: Vec<Seen> = std::thread::scope(|s| {
@@ -204,6 +214,7 @@ impl ServeBench {
             ttft_ms_p99: pct(&mut ttft, 0.99),
             itl_ms_p50: pct(&mut itl, 0.5),
             itl_ms_p99: pct(&mut itl, 0.99),
+            first_error: seen.iter().find_map(|s| s.first_error.clone()),
         })
     }
 }
@@ -239,8 +250,15 @@ fn client(
         let t0 = Instant::now();
         let resp = match agent.post(url).send_string(&body.to_string()) {
             Ok(r) => r,
-            Err(_) => {
+            Err(e) => {
                 seen.errors += 1;
+                let msg = match e {
+                    ureq::Error::Status(code, r) => {
+                        format!("{code}: {}", r.into_string().unwrap_or_default())
+                    }
+                    e => e.to_string(),
+                };
+                seen.first_error.get_or_insert(msg);
                 continue;
             }
         };
@@ -259,6 +277,7 @@ fn client(
             }
             if data.contains("\"error\"") {
                 failed = true;
+                seen.first_error.get_or_insert(data.to_string());
                 continue;
             }
             if data.contains("\"token_ids\":[]") {
@@ -301,7 +320,11 @@ impl ServeRow {
             self.ttft_ms_p99,
             self.itl_ms_p50,
             self.itl_ms_p99
-        )
+        ) + &self
+            .first_error
+            .as_ref()
+            .map(|e| format!("; first error: {e}"))
+            .unwrap_or_default()
     }
 }
 

@@ -335,6 +335,14 @@ fn hop(a: &HopArgs, cx: &Context) -> Result<()> {
 pub struct ServeBenchArgs {
     #[command(flatten)]
     pub model: super::ModelArgs,
+    /// Serve the uniform bench model of `bench decode` (C=256, 4 heads,
+    /// F=1024, vocab 64; seeded weights, prompts as ids) with `--layers`
+    /// blocks, instead of --checkpoint / --model.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub bench_model: bool,
+    /// The bench model's blocks.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
     /// Pipeline depths P to measure, each on P devices of the default adapter.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub devices: Vec<usize>,
@@ -366,8 +374,15 @@ fn serve(a: &ServeBenchArgs, cx: &Context) -> Result<()> {
             a.timeout
         )));
     }
+    let model = match a.bench_model {
+        true => wgpipe::ModelSource::Config {
+            config: wgpipe::bench::bench_config(a.layers, 64),
+            seed: a.model.seed,
+        },
+        false => a.model.source(),
+    };
     let bench = wgpipe::bench::serve::ServeBench {
-        model: a.model.source(),
+        model,
         devices: a.devices.clone(),
         groups: a.groups.clone(),
         clients: a.clients,

@@ -30,13 +30,15 @@ impl Pipeline {
     /// Serve: run segments of `shape.segment` microbatches over `shape.groups`
     /// groups in flight until the feeder ends the run ([`Feeder::next_pass`]
     /// returns `None`, then `stopped()` is true and this returns `Ok`).
-    /// `on_segment` sees each completed segment. A device failure returns
+    /// `on_ready` is called once the programs and KV caches are built,
+    /// `on_segment` with each completed segment. A device failure returns
     /// its error (naming the device).
     pub fn serve(
         &self,
         feeder: Arc<dyn Feeder>,
         shape: PassShape,
         stopped: &dyn Fn() -> bool,
+        on_ready: &mut dyn FnMut(),
         on_segment: &mut dyn FnMut(Segment),
     ) -> Result<()> {
         if self.virtual_stages != 1 {
@@ -72,6 +74,7 @@ impl Pipeline {
                 endpoints.push(ServeEndpoint::new(gpu, shard, held, p, shape)?);
             }
         }
+        on_ready();
         loop {
             // A run's coordination (its clock, who is ready, who finished) is its own.
             let net = self.cluster.net_for(&groups)?;

@@ -148,7 +148,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Start serving on `pipeline` (its weights already resident): the
+    /// Start serving on `pipeline` (its weights already resident), once its
+    /// programs and KV caches are built (an error if they cannot be): the
     /// session thread runs until [`Engine::stop`] or a device failure.
     pub fn start(pipeline: Arc<Pipeline>, cfg: EngineConfig) -> crate::Result<Engine> {
         let c = &cfg;
@@ -187,6 +188,7 @@ impl Engine {
         });
         let feeder = Arc::new(Batcher(shared.clone()));
         let s = shared.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         std::thread::Builder::new()
             .name("wgpipe-serve".into())
             .spawn(move || {
@@ -195,15 +197,24 @@ impl Engine {
                     st.stop_now || (st.stopping && st.running.is_empty() && st.queue.is_empty())
                 };
                 let mut on_segment = |seg: Segment| s.metrics.segment(&seg);
-                let r = pipeline.serve(feeder, shape, &stopped, &mut on_segment);
+                let ready = ready_tx.clone();
+                let mut on_ready = move || {
+                    let _ = ready.send(Ok(()));
+                };
+                let r = pipeline.serve(feeder, shape, &stopped, &mut on_ready, &mut on_segment);
                 if let Err(e) = r {
+                    let _ = ready_tx.send(Err(e.to_string()));
                     s.fail(e.to_string());
                 }
                 *s.ended.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 s.ended_cv.notify_all();
             })
             .map_err(|e| crate::Error::Other(format!("starting the serving thread: {e}")))?;
-        Ok(Engine { shared })
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Engine { shared }),
+            Ok(Err(e)) => Err(crate::Error::Other(format!("serving could not start: {e}"))),
+            Err(_) => Err(crate::Error::Other("the serving thread ended before it was ready".into())),
+        }
     }
 
     /// The model's context length.
