@@ -785,3 +785,43 @@ fn sigterm_finishes_the_requests_in_flight_then_exits_0() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "exit {status:?}: {}", s.log());
 }
+
+#[test]
+fn a_stop_string_ends_the_text_before_it() {
+    let s = Server::start("tiny-gpt2-gen", &[], &[]);
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
+        "ignore_eos": true, "stream": true});
+    // The tokens' texts, streamed: the stop string is a later token's text.
+    let events = s.stream("/v1/completions", &body);
+    let texts: Vec<String> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    let full: String = texts.concat();
+    let stop = texts[2..]
+        .iter()
+        .find(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| panic!("no plain token text to stop at in {texts:?}"))
+        .clone();
+    let want = &full[..full.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let mut b = body.clone();
+        b["stop"] = json!([stop.clone(), "never appears here"]);
+        b["stream"] = json!(stream);
+        let (text, finish) = if stream {
+            let (_, text, last) = streamed_ids(&s.stream("/v1/completions", &b));
+            (text, last["choices"][0]["finish_reason"].clone())
+        } else {
+            let (status, v) = s.post("/v1/completions", &b);
+            assert_eq!(status, 200, "{v}");
+            let c = &v["choices"][0];
+            (
+                c["text"].as_str().unwrap().to_string(),
+                c["finish_reason"].clone(),
+            )
+        };
+        assert_eq!(text, want, "stop {stop:?} (stream: {stream}) in {full:?}");
+        assert_eq!(finish, "stop");
+    }
+}
