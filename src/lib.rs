@@ -73,6 +73,7 @@ pub mod pipeline;
 pub mod rope;
 pub mod sampling;
 pub mod schedule;
+pub mod serve;
 pub mod timing;
 pub mod tokenizer;
 pub mod trace;

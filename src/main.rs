@@ -42,6 +42,8 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Train the model pipelined across devices (F, B, I, W executed), with the loss, bubble and memory measured.
     Train(cli::train::TrainArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API, batching requests continuously across the pipeline.
+    Serve(cli::serve::ServeArgs),
     /// Benchmarks on real devices (`bench bubble`: the seed's bubble table, measured).
     Bench(cli::bench::BenchArgs),
     /// Show a pipeline schedule, its simulated and analytic bubble, and its memory.
@@ -53,7 +55,11 @@ fn main() -> ExitCode {
     // Before any wgpu call: the Vulkan loader reads it when it loads.
     ensure_runtime_dir();
     let pipelined = match &cli.command {
-        Command::Run(_) | Command::Generate(_) | Command::Train(_) | Command::Bench(_) => true,
+        Command::Run(_)
+        | Command::Generate(_)
+        | Command::Train(_)
+        | Command::Bench(_)
+        | Command::Serve(_) => true,
         Command::Forward(f) => f.tp > 1,
         _ => false,
     };
@@ -69,8 +75,11 @@ fn main() -> ExitCode {
     .init();
     // Ctrl-C stops the run at the devices' next action and the command
     // returns "interrupted" (a second Ctrl-C ends the process at once).
-    if let Err(e) = wgpipe::interrupt::stop_on_signals() {
-        eprintln!("warning: {e}");
+    // `serve` stops on its own signals: finishing what is in flight first.
+    if !matches!(cli.command, Command::Serve(_)) {
+        if let Err(e) = wgpipe::interrupt::stop_on_signals() {
+            eprintln!("warning: {e}");
+        }
     }
     if cli.transport == TransportKind::Mpi {
         return mpi::main(cli.command);
@@ -101,6 +110,7 @@ fn dispatch(command: Command, cluster: Cluster) -> wgpipe::Result<()> {
         Command::Forward(a) => cli::forward::run(&a, &cx),
         Command::Run(a) => cli::run::run(&a, &cx),
         Command::Generate(a) => cli::generate::run(&a, &cx),
+        Command::Serve(a) => cli::serve::run(&a, &cx),
         Command::Train(a) => cli::train::run(&a, &cx),
         Command::Bench(a) => cli::bench::run(&a, &cx),
         Command::Plan(a) => cli::plan::run(&a, &cx).map_err(wgpipe::Error::from),
@@ -128,9 +138,11 @@ mod mpi {
             Command::Bench(b) => match b.what {
                 cli::bench::BenchWhat::Decode(_) => "bench decode",
                 cli::bench::BenchWhat::Soak(_) => "bench soak",
+                cli::bench::BenchWhat::Serve(_) => "bench serve",
                 _ => "bench layouts",
             },
             Command::Plan(_) => "plan",
+            Command::Serve(_) => "serve",
         };
         Err(format!(
             "`wgpipe {name}` does not run across MPI ranks (yet): --transport mpi works with `run`, `generate`, `train`, `bench bubble` and `bench hop`"

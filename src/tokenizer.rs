@@ -18,6 +18,7 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 const REPLACEMENT: char = '\u{FFFD}';
 
 /// A Hugging Face tokenizer loaded from `tokenizer.json`.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
@@ -90,8 +91,19 @@ impl Tokenizer {
     /// with the special tokens the tokenizer's post-processor adds (Llama 3's
     /// and Qwen2's BOS; GPT-2 adds none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// The ids of `text` without the special tokens the post-processor
+    /// adds: what `apply_chat_template` tokenizes a rendered chat with (its
+    /// template writes the BOS itself).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let encoding = unpanicked(&self.path, &format!("encoding {text:?}"), || {
-            self.inner.encode(text, true)
+            self.inner.encode(text, special)
         })?
         .map_err(|e| {
             Error::Input(format!(

@@ -8,6 +8,7 @@ pub mod bubble;
 pub mod decode;
 pub mod hop;
 pub mod layouts;
+pub mod serve;
 pub mod soak;
 
 use std::path::Path;

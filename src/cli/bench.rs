@@ -30,6 +30,8 @@ pub enum BenchWhat {
     Hop(HopArgs),
     /// Every layout P x T of N devices (pipeline x tensor parallel) on the same work: the seed's PP-vs-TP table, measured.
     Layouts(LayoutsArgs),
+    /// The OpenAI-compatible server under load: N concurrent loopback clients against P devices and G groups in flight.
+    Serve(ServeBenchArgs),
     /// Memory over a long run: 1000 training steps then 1000 generate calls on one pipeline, RSS, fds and device buffers sampled.
     Soak(super::soak::SoakArgs),
 }
@@ -41,6 +43,7 @@ pub fn run(args: &BenchArgs, cx: &Context) -> Result<()> {
         BenchWhat::Hop(a) => hop(a, cx),
         BenchWhat::Layouts(a) => layouts(a, cx),
         BenchWhat::Soak(a) => super::soak::run(a, cx),
+        BenchWhat::Serve(a) => serve(a, cx),
     }
 }
 
@@ -345,4 +348,78 @@ fn hop(a: &HopArgs, cx: &Context) -> Result<()> {
         false => cx.print(&report.table()),
     }
     Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeBenchArgs {
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+    /// Serve the uniform bench model of `bench decode` (C=256, 4 heads,
+    /// F=1024, vocab 64; seeded weights, prompts as ids) with `--layers`
+    /// blocks, instead of --checkpoint / --model.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub bench_model: bool,
+    /// The bench model's blocks.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Pipeline depths P to measure, each on P devices of the default adapter.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub devices: Vec<usize>,
+    /// Groups in flight to measure (default: 1 to 2P for each P).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Option<Vec<usize>>,
+    /// Concurrent clients (the server's --max-batch is set to this).
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Requests each client sends, one after another.
+    #[arg(long, default_value_t = 4)]
+    pub requests: usize,
+    /// New tokens per request.
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: usize,
+    /// Seconds a request may take before it counts as an error.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+    /// `--svg`: output tokens/s against groups in flight, one line per P.
+    #[command(flatten)]
+    pub out: TableArgs,
+}
+
+fn serve(a: &ServeBenchArgs, cx: &Context) -> Result<()> {
+    a.out.check(cx)?;
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        return Err(Error::Input(format!(
+            "--timeout must be a positive number of seconds, got {}",
+            a.timeout
+        )));
+    }
+    let model = match a.bench_model {
+        true => wgpipe::ModelSource::Config {
+            config: wgpipe::bench::bench_config(a.layers, 64),
+            seed: a.model.seed,
+        },
+        false => a.model.source(),
+    };
+    let bench = wgpipe::bench::serve::ServeBench {
+        model,
+        devices: a.devices.clone(),
+        groups: a.groups.clone(),
+        clients: a.clients,
+        requests: a.requests,
+        max_tokens: a.max_tokens,
+        timeout: Duration::from_secs_f64(a.timeout),
+    };
+    let json = a.out.json;
+    let report = bench.run(|r| {
+        if !json {
+            eprintln!("  {}", r.line());
+        }
+    })?;
+    a.out.emit(
+        cx,
+        &report,
+        || report.table(),
+        &report.rows,
+        || report.chart(),
+    )
 }

@@ -13,7 +13,7 @@ use super::{check_tp, duration, joined, Context, LayoutArgs, ModelArgs, Timeline
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub on: DecodeOn,
     /// A prompt as text (repeatable: one sequence each); needs the
     /// checkpoint's tokenizer.json.
     #[arg(long, conflicts_with = "input_ids")]
@@ -37,20 +37,59 @@ pub struct GenerateArgs {
     /// Stop a sequence at the config's end-of-text token (the rest of its row is filled with it).
     #[arg(long)]
     pub stop_at_eos: bool,
-    /// Pipeline devices: a count or a list like vulkan:0,gl:0.
-    #[arg(long, default_value = "1")]
-    pub devices: String,
-    #[command(flatten)]
-    pub layout: LayoutArgs,
-    /// Groups of sequences in flight (default: one per device, at most one per prompt).
-    #[arg(long)]
-    pub groups: Option<usize>,
     /// Write `output_ids` [B, T + N] int64 (prompt included; shorter prompts'
     /// rows are padded at the end with the end-of-text token).
     #[arg(long, value_name = "FILE")]
     pub ids_out: Option<PathBuf>,
     #[command(flatten)]
     pub out: TimelineArgs,
+}
+
+/// The model and where it decodes: the flags `generate` and `serve` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecodeOn {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Pipeline devices: a count or a list like vulkan:0,gl:0.
+    #[arg(long, default_value = "1")]
+    pub devices: String,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Groups of sequences in flight (default: one per device; generate: at most one per prompt).
+    #[arg(long)]
+    pub groups: Option<usize>,
+}
+
+impl DecodeOn {
+    /// Open the devices and upload the weights, the split chosen for
+    /// decoding `sequences` sequences in `groups` groups for `steps` steps.
+    pub fn pipeline(
+        &self,
+        cx: &Context,
+        sequences: usize,
+        groups: usize,
+        steps: usize,
+    ) -> Result<Pipeline> {
+        check_tp(self.layout.tp)?;
+        Pipeline::new(PipelineConfig {
+            devices: self.devices.clone(),
+            tp: self.layout.tp,
+            split: self.layout.split.clone(),
+            cluster: cx.cluster.clone(),
+            workload: Workload::Decode {
+                sequences,
+                groups,
+                steps,
+            },
+            ..PipelineConfig::new(self.model.source())
+        })
+    }
+
+    /// Pipeline devices P, read before any device opens.
+    pub fn stages(&self) -> Result<usize> {
+        let cfg = self.model.config()?;
+        Ok(wgpipe::pipeline::place(&self.devices, self.layout.tp, &cfg)?.devices())
+    }
 }
 
 /// What `generate --json` prints.
@@ -78,7 +117,7 @@ impl GenerateArgs {
                 "no prompt: give --prompt TEXT (repeatable) or --input-ids FILE".into(),
             ));
         }
-        match &self.model.checkpoint {
+        match &self.on.model.checkpoint {
             None => return Err(Error::Input("--prompt text needs a tokenizer: give --checkpoint DIR with a tokenizer.json, or the prompts as ids with --input-ids".into())),
             Some(dir) if !dir.join("tokenizer.json").is_file() => {
                 return Err(Error::Input(format!(
@@ -103,8 +142,8 @@ impl GenerateArgs {
                 top_k: self.top_k,
                 top_p: self.top_p,
             },
-            seed: self.model.seed,
-            groups: self.groups,
+            seed: self.on.model.seed,
+            groups: self.on.groups,
             stop_at_eos: self.stop_at_eos,
             keep_logits: false,
         }
@@ -112,27 +151,18 @@ impl GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs, cx: &Context) -> Result<()> {
-    check_tp(args.layout.tp)?;
+    check_tp(args.on.layout.tp)?;
     cx.check_outputs(&[&args.ids_out])?;
     args.out.check(cx)?;
     let opts = args.options();
     opts.sampling.check()?;
     let prompts = args.prompts()?;
-    let cfg = args.model.config()?;
-    let p = wgpipe::pipeline::place(&args.devices, args.layout.tp, &cfg)?.devices();
+    let p = args.on.stages()?;
     let groups = opts.groups.unwrap_or(p.min(prompts.len()));
-    let pipeline = Pipeline::new(PipelineConfig {
-        devices: args.devices.clone(),
-        tp: args.layout.tp,
-        split: args.layout.split.clone(),
-        cluster: cx.cluster.clone(),
-        workload: Workload::Decode {
-            sequences: prompts.len().div_ceil(groups.max(1)),
-            groups,
-            steps: args.max_new_tokens,
-        },
-        ..PipelineConfig::new(args.model.source())
-    })?;
+    let sequences = prompts.len().div_ceil(groups.max(1));
+    let pipeline = args
+        .on
+        .pipeline(cx, sequences, groups, args.max_new_tokens)?;
     if !args.out.json && cx.cluster.is_root() {
         eprintln!("{}", pipeline.split());
     }

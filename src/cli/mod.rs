@@ -9,6 +9,7 @@ pub mod forward;
 pub mod generate;
 pub mod plan;
 pub mod run;
+pub mod serve;
 pub mod soak;
 pub mod train;
 

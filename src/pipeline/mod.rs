@@ -25,6 +25,7 @@ mod compare;
 mod forward;
 mod generate;
 mod load;
+pub mod serve;
 pub mod state;
 mod train;
 

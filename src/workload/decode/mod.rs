@@ -37,6 +37,7 @@ use crate::sampling::SampleSettings;
 use crate::schedule::Schedule;
 use crate::trace::{Timeline, Track};
 
+pub mod continuous;
 mod layout;
 mod program;
 
