@@ -825,3 +825,40 @@ fn a_stop_string_ends_the_text_before_it() {
         assert_eq!(finish, "stop");
     }
 }
+
+/// Tensor-parallel serving: TP 2 × PP 2 (four Gpus, the logits all-reduced
+/// before sampling) gives `generate`'s tokens on the same layout, greedy
+/// and seeded.
+#[test]
+fn tensor_parallel_serving_gives_generates_tokens() {
+    let layout = ["--tp", "2", "--devices", "4"];
+    let mut sampled = layout.to_vec();
+    sampled.extend([
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "1234",
+    ]);
+    let prompt = "The pipeline";
+    let cases = [
+        (
+            json!({"prompt": prompt, "max_tokens": 8, "temperature": 0, "ignore_eos": true}),
+            generate("tiny-gpt2-gen", prompt, 8, &layout),
+        ),
+        (
+            json!({"prompt": prompt, "max_tokens": 8, "temperature": 0.9, "top_k": 40,
+                "top_p": 0.95, "seed": 1234, "ignore_eos": true}),
+            generate("tiny-gpt2-gen", prompt, 8, &sampled),
+        ),
+    ];
+    let s = Server::start("tiny-gpt2-gen", &layout, &[]);
+    for (body, want) in &cases {
+        let (status, v) = s.post("/v1/completions", body);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(ids(&v["choices"][0]["token_ids"]), *want, "{body}: {}", s.log());
+    }
+}
