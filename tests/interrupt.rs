@@ -27,13 +27,12 @@ fn spawn(args: &[&str]) -> Child {
 }
 
 /// Wait until `ready()` or the child ends (a failure: it had to be mid-run).
+/// No clock: a slow machine only waits longer.
 fn wait_until(child: &mut Child, what: &str, ready: impl Fn() -> bool) {
-    let t0 = Instant::now();
     while !ready() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("wgpipe ended ({status}) before {what}");
         }
-        assert!(t0.elapsed() < HUNG, "wgpipe never got to {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -92,10 +91,7 @@ fn first_line(stream: impl std::io::Read + Send + 'static) -> std::thread::JoinH
         let _ = std::io::Read::read_to_string(&mut r, &mut text);
         text
     });
-    assert!(
-        rx.recv_timeout(HUNG).expect("a first line"),
-        "no output before the run"
-    );
+    assert!(rx.recv().expect("a first line"), "no output before the run");
     reader
 }
 

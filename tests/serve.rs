@@ -859,6 +859,11 @@ fn tensor_parallel_serving_gives_generates_tokens() {
     for (body, want) in &cases {
         let (status, v) = s.post("/v1/completions", body);
         assert_eq!(status, 200, "{v}");
-        assert_eq!(ids(&v["choices"][0]["token_ids"]), *want, "{body}: {}", s.log());
+        assert_eq!(
+            ids(&v["choices"][0]["token_ids"]),
+            *want,
+            "{body}: {}",
+            s.log()
+        );
     }
 }

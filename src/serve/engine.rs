@@ -213,7 +213,9 @@ impl Engine {
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Engine { shared }),
             Ok(Err(e)) => Err(crate::Error::Other(format!("serving could not start: {e}"))),
-            Err(_) => Err(crate::Error::Other("the serving thread ended before it was ready".into())),
+            Err(_) => Err(crate::Error::Other(
+                "the serving thread ended before it was ready".into(),
+            )),
         }
     }
 
