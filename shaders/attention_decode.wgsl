@@ -13,6 +13,8 @@
 // decode side by side, and no padding enters. Same online softmax as
 // attention_forward: one invocation per (row, head, chunk of up to 64 head
 // dims).
+// Element types: st (qkv, k_cache, v_cache) / ot (out) from the prepended
+// header; f32 accumulation.
 
 struct Params {
     n: u32,        // rows
@@ -26,10 +28,10 @@ struct Params {
     stride: u32,   // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (N, NH*HD)
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;       // (N, (NH + 2 NKV) HD)
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;   // (slots, n_pos, NKV*HD)
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;   // (slots, n_pos, NKV*HD)
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;  // (N, NH*HD)
+@group(0) @binding(1) var<storage, read> qkv: array<st>;        // (N, (NH + 2 NKV) HD)
+@group(0) @binding(2) var<storage, read> k_cache: array<st>;    // (slots, n_pos, NKV*HD)
+@group(0) @binding(3) var<storage, read> v_cache: array<st>;    // (slots, n_pos, NKV*HD)
 @group(0) @binding(4) var<storage, read> rows: array<u32>;      // (N, 2)
 @group(0) @binding(5) var<storage, read> p: Params;
 
@@ -68,7 +70,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let kv = (slot * p.n_pos + tk) * kv_len + kvh * p.hd;
         var s = 0.0;
         for (var d = 0u; d < p.hd; d = d + 1u) {
-            s = s + qkv[q + d] * k_cache[kv + d];
+            s = s + f32(qkv[q + d]) * f32(k_cache[kv + d]);
         }
         s = s * p.scale;
         let m_new = max(m, s);
@@ -76,13 +78,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let e = exp(s - m_new);
         l = l * corr + e;
         for (var d = 0u; d < dn; d = d + 1u) {
-            acc[d] = acc[d] * corr + e * v_cache[kv + d0 + d];
+            acc[d] = acc[d] * corr + e * f32(v_cache[kv + d0 + d]);
         }
         m = m_new;
     }
     let o = r * p.nh * p.hd + h * p.hd + d0;
     let inv = 1.0 / l;
     for (var d = 0u; d < dn; d = d + 1u) {
-        out[o + d] = acc[d] * inv;
+        out[o + d] = ot(acc[d] * inv);
     }
 }

@@ -15,6 +15,8 @@
 // log-sum-exp of its scaled scores, lse (B, NH, T) = m + ln(l), for the
 // backward (attention_backward.wgsl), which then needs no pass of its own to
 // find the softmax's normaliser.
+// Element types: st (qkv) / ot (out) from the prepended header; lse stays f32;
+// f32 accumulation.
 
 struct Params {
     b: u32,
@@ -29,9 +31,9 @@ struct Params {
     with_lse: u32, // 1: write lse
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (B*T, NH*HD)
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;  // (B*T, NH*HD)
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>; // (B, NH, T), with_lse only
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;       // (B*T, (NH + 2 NKV) HD)
+@group(0) @binding(2) var<storage, read> qkv: array<st>;        // (B*T, (NH + 2 NKV) HD)
 @group(0) @binding(3) var<storage, read> p: Params;
 
 const CHUNK: u32 = 64u;
@@ -73,7 +75,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let k = row + k_col;
         var s = 0.0;
         for (var d = 0u; d < p.hd; d = d + 1u) {
-            s = s + qkv[q + d] * qkv[k + d];
+            s = s + f32(qkv[q + d]) * f32(qkv[k + d]);
         }
         s = s * p.scale;
         let m_new = max(m, s);
@@ -82,7 +84,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         l = l * corr + e;
         let v = row + v_col + d0;
         for (var d = 0u; d < dn; d = d + 1u) {
-            acc[d] = acc[d] * corr + e * qkv[v + d];
+            acc[d] = acc[d] * corr + e * f32(qkv[v + d]);
         }
         m = m_new;
     }
@@ -92,6 +94,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let inv = 1.0 / l;
     for (var d = 0u; d < dn; d = d + 1u) {
-        out[o + d] = acc[d] * inv;
+        out[o + d] = ot(acc[d] * inv);
     }
 }

@@ -23,6 +23,8 @@
 // Grid: 8 lanes per (b, h, block of 8 queries), T padded to a multiple of
 // 8. No early return inside a subgroup (every lane must stay for the
 // shuffles): a padded lane takes query T-1 and stores nothing.
+// Element types: st (qkv) / ot (out) from the prepended header; lse stays f32;
+// f32 accumulation.
 
 struct Params {
     b: u32,
@@ -37,9 +39,9 @@ struct Params {
     with_lse: u32, // 1: write lse
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> out: array<vec4<ot>>;
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>; // (B, NH, T)
-@group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> qkv: array<vec4<st>>;
 @group(0) @binding(3) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
@@ -71,7 +73,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     var qr: array<vec4<f32>, 16>;
     var acc: array<vec4<f32>, 16>;
     for (var i = 0u; i < 16u; i = i + 1u) {
-        qr[i] = qkv[q + i];
+        qr[i] = vec4<f32>(qkv[q + i]);
         acc[i] = vec4<f32>(0.0);
     }
     var m = -3.0e38;
@@ -80,10 +82,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         let row = (b * p.t + tk) * row4;
         let k = row + k_col + 2u * sl;
         let v = row + v_col + 2u * sl;
-        let ka = qkv[k];
-        let kb = qkv[k + 1u];
-        let va = qkv[v];
-        let vb = qkv[v + 1u];
+        let ka = vec4<f32>(qkv[k]);
+        let kb = vec4<f32>(qkv[k + 1u]);
+        let va = vec4<f32>(qkv[v]);
+        let vb = vec4<f32>(qkv[v + 1u]);
         var s = 0.0;
         for (var j = 0u; j < 8u; j = j + 1u) {
             let x = subgroupShuffle(ka, j);
@@ -124,6 +126,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let inv = 1.0 / l;
     let o = (b * p.t + tq) * p.nh * 16u + h * 16u;
     for (var i = 0u; i < 16u; i = i + 1u) {
-        out[o + i] = acc[i] * inv;
+        out[o + i] = vec4<ot>(acc[i] * inv);
     }
 }

@@ -7,6 +7,7 @@
 // vocabulary range: this dispatch sees wte_t (C, vlen) for tokens
 // v0 .. v0+vlen and writes only the rows whose token falls in it. One
 // invocation per output element.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     n: u32,        // rows
@@ -17,10 +18,10 @@ struct Params {
     with_wpe: u32, // 1: add wpe; 0: the model has no position table (wpe unread)
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> wte_t: array<f32>;
-@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(2) var<storage, read> wte_t: array<st>;
+@group(0) @binding(3) var<storage, read> wpe: array<st>;
 @group(0) @binding(4) var<storage, read> rows: array<u32>;
 @group(0) @binding(5) var<storage, read> p: Params;
 
@@ -36,11 +37,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (id < p.v0 || id >= p.v0 + p.vlen) {
         return;
     }
-    let te = wte_t[ch * p.vlen + (id - p.v0)];
+    let te = f32(wte_t[ch * p.vlen + (id - p.v0)]);
     if (p.with_wpe == 0u) {
-        out[i] = te;
+        out[i] = ot(te);
         return;
     }
     let pos = rows[2u * row + 1u];
-    out[i] = te + wpe[pos * p.c + ch];
+    out[i] = ot(te + f32(wpe[pos * p.c + ch]));
 }

@@ -5,6 +5,7 @@
 // GPT-2's 50257 x 768 table fits the adapter's binding limit: this dispatch
 // sees one chunk, wte_t (C, vlen) holding tokens v0 .. v0+vlen, and writes
 // only the rows whose token falls in it. One invocation per output element.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     n: u32,          // B*T rows
@@ -17,10 +18,10 @@ struct Params {
     with_wpe: u32,   // 1: add wpe; 0: the model has no position table (wpe unread)
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> wte_t: array<f32>;
-@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(2) var<storage, read> wte_t: array<st>;
+@group(0) @binding(3) var<storage, read> wpe: array<st>;
 @group(0) @binding(4) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
@@ -35,11 +36,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (id < p.v0 || id >= p.v0 + p.vlen) {
         return;
     }
-    let te = wte_t[ch * p.vlen + (id - p.v0)];
+    let te = f32(wte_t[ch * p.vlen + (id - p.v0)]);
     if (p.with_wpe == 0u) {
-        out[i] = te;
+        out[i] = ot(te);
         return;
     }
     let pos = p.pos_offset + row % p.t;
-    out[i] = te + wpe[pos * p.c + ch];
+    out[i] = ot(te + f32(wpe[pos * p.c + ch]));
 }

@@ -1,14 +1,15 @@
 // gelu_forward: out = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
 //
 // GPT-2's `gelu_new` (tanh approximation). One invocation per element.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     len: u32,
     stride: u32, // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;
+@group(0) @binding(1) var<storage, read> inp: array<st>;
 @group(0) @binding(2) var<storage, read> p: Params;
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
@@ -19,10 +20,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.len) {
         return;
     }
-    let x = inp[i];
+    let x = f32(inp[i]);
     let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
     // tanh(u) written out: WGSL's tanh overflows to NaN for large |u| on some drivers.
     let e = exp(-2.0 * abs(u));
     let th = sign(u) * (1.0 - e) / (1.0 + e);
-    out[i] = 0.5 * x * (1.0 + th);
+    out[i] = ot(0.5 * x * (1.0 + th));
 }

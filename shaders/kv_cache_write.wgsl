@@ -10,6 +10,7 @@
 // where decode overwrites them before any attention reads them); a decode
 // step writes its one new row per sequence. One invocation per (row, channel
 // of the NKV*HD).
+// Element types: st (qkv) / ot (k_cache, v_cache) from the prepended header.
 
 struct Params {
     n: u32,      // rows
@@ -20,9 +21,9 @@ struct Params {
     stride: u32, // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> k_cache: array<f32>; // (slots, n_pos, NKV*HD)
-@group(0) @binding(1) var<storage, read_write> v_cache: array<f32>; // (slots, n_pos, NKV*HD)
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;           // (N, (NH + 2 NKV) HD)
+@group(0) @binding(0) var<storage, read_write> k_cache: array<ot>;  // (slots, n_pos, NKV*HD)
+@group(0) @binding(1) var<storage, read_write> v_cache: array<ot>;  // (slots, n_pos, NKV*HD)
+@group(0) @binding(2) var<storage, read> qkv: array<st>;            // (N, (NH + 2 NKV) HD)
 @group(0) @binding(3) var<storage, read> rows: array<u32>;          // (N, 2)
 @group(0) @binding(4) var<storage, read> p: Params;
 
@@ -39,6 +40,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let pos = rows[2u * row + 1u];
     let dst = (slot * p.n_pos + pos) * kv_len + ch;
     let src = row * (p.nh * p.hd + 2u * kv_len) + p.nh * p.hd + ch;
-    k_cache[dst] = qkv[src];
-    v_cache[dst] = qkv[src + kv_len];
+    k_cache[dst] = ot(f32(qkv[src]));
+    v_cache[dst] = ot(f32(qkv[src + kv_len]));
 }

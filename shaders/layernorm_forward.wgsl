@@ -3,6 +3,7 @@
 // Biased variance over the C channels of each row, as torch computes it.
 // One invocation per row; two passes over the row (mean, then variance) keep
 // the arithmetic close to the CPU reference.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     n: u32,
@@ -11,10 +12,10 @@ struct Params {
     stride: u32, // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;
+@group(0) @binding(1) var<storage, read> inp: array<st>;
+@group(0) @binding(2) var<storage, read> gamma: array<st>;
+@group(0) @binding(3) var<storage, read> beta: array<st>;
 @group(0) @binding(4) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
@@ -26,16 +27,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let base = row * p.c;
     var sum = 0.0;
     for (var i = 0u; i < p.c; i = i + 1u) {
-        sum = sum + inp[base + i];
+        sum = sum + f32(inp[base + i]);
     }
     let mean = sum / f32(p.c);
     var var_sum = 0.0;
     for (var i = 0u; i < p.c; i = i + 1u) {
-        let d = inp[base + i] - mean;
+        let d = f32(inp[base + i]) - mean;
         var_sum = var_sum + d * d;
     }
     let rstd = 1.0 / sqrt(var_sum / f32(p.c) + p.eps);
     for (var i = 0u; i < p.c; i = i + 1u) {
-        out[base + i] = (inp[base + i] - mean) * rstd * gamma[i] + beta[i];
+        out[base + i] = ot((f32(inp[base + i]) - mean) * rstd * f32(gamma[i]) + f32(beta[i]));
     }
 }

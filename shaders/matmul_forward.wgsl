@@ -5,6 +5,7 @@
 // vec4 registers, so every loaded value is used four times. Loads past the
 // edge are clamped to the last row/column; stores past it are skipped.
 // Version 2 (matmul_forward_vec4.wgsl) adds vec4 loads for aligned shapes.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     n: u32,       // rows of inp and out
@@ -14,10 +15,10 @@ struct Params {
     col_off: u32, // first column of out written
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;
+@group(0) @binding(1) var<storage, read> inp: array<st>;
+@group(0) @binding(2) var<storage, read> weight: array<st>;
+@group(0) @binding(3) var<storage, read> bias: array<st>;
 @group(0) @binding(4) var<storage, read> p: Params;
 
 @compute @workgroup_size(8, 8, 1)
@@ -38,18 +39,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j2 = min(col0 + 2u, lastc);
     let j3 = min(col0 + 3u, lastc);
 
-    let b = vec4<f32>(bias[j0], bias[j1], bias[j2], bias[j3]);
+    let b = vec4<f32>(f32(bias[j0]), f32(bias[j1]), f32(bias[j2]), f32(bias[j3]));
     var acc0 = b;
     var acc1 = b;
     var acc2 = b;
     var acc3 = b;
     for (var k = 0u; k < p.c; k = k + 1u) {
         let wr = k * p.oc;
-        let w = vec4<f32>(weight[wr + j0], weight[wr + j1], weight[wr + j2], weight[wr + j3]);
-        acc0 = acc0 + inp[i0 + k] * w;
-        acc1 = acc1 + inp[i1 + k] * w;
-        acc2 = acc2 + inp[i2 + k] * w;
-        acc3 = acc3 + inp[i3 + k] * w;
+        let w = vec4<f32>(f32(weight[wr + j0]), f32(weight[wr + j1]), f32(weight[wr + j2]), f32(weight[wr + j3]));
+        acc0 = acc0 + f32(inp[i0 + k]) * w;
+        acc1 = acc1 + f32(inp[i1 + k]) * w;
+        acc2 = acc2 + f32(inp[i2 + k]) * w;
+        acc3 = acc3 + f32(inp[i3 + k]) * w;
     }
 
     let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
@@ -58,9 +59,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (row >= p.n) { break; }
         let o = row * p.ldo + p.col_off + col0;
         let a = accs[r];
-        out[o] = a.x;
-        if (col0 + 1u < p.oc) { out[o + 1u] = a.y; }
-        if (col0 + 2u < p.oc) { out[o + 2u] = a.z; }
-        if (col0 + 3u < p.oc) { out[o + 3u] = a.w; }
+        out[o] = ot(a.x);
+        if (col0 + 1u < p.oc) { out[o + 1u] = ot(a.y); }
+        if (col0 + 2u < p.oc) { out[o + 2u] = ot(a.z); }
+        if (col0 + 3u < p.oc) { out[o + 3u] = ot(a.w); }
     }
 }

@@ -14,11 +14,12 @@
 // No early return: every lane must stay active for subgroupBroadcast;
 // out-of-range rows/columns are clamped on load and guarded on store.
 // The accumulation order per output is version 3's (bitwise-equal results).
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 struct Params { n: u32, c: u32, oc: u32, ldo: u32, col_off: u32, }
-@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> inp: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> out: array<vec4<ot>>;
+@group(0) @binding(1) var<storage, read> inp: array<vec4<st>>;
+@group(0) @binding(2) var<storage, read> weight: array<vec4<st>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<st>>;
 @group(0) @binding(4) var<storage, read> p: Params;
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) sl: u32) {
@@ -30,7 +31,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg
     let li2 = min(row0 + 16u + sl, last) * c4;
     let li3 = min(row0 + 24u + sl, last) * c4;
     let cj0 = min(col4 + 0u, lastc);
-    let b0 = bias[cj0];
+    let b0 = vec4<f32>(bias[cj0]);
     var acc0_0 = b0;
     var acc1_0 = b0;
     var acc2_0 = b0;
@@ -65,14 +66,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg
     var acc31_0 = b0;
     for (var k4 = 0u; k4 < c4; k4 = k4 + 1u) {
         let w = 4u * k4 * oc4; let kk = i32(4u * k4);
-        let w0_0 = weight[w + 0u * oc4 + cj0];
-        let w1_0 = weight[w + 1u * oc4 + cj0];
-        let w2_0 = weight[w + 2u * oc4 + cj0];
-        let w3_0 = weight[w + 3u * oc4 + cj0];
-        let v0 = inp[li0 + k4];
-        let v1 = inp[li1 + k4];
-        let v2 = inp[li2 + k4];
-        let v3 = inp[li3 + k4];
+        let w0_0 = vec4<f32>(weight[w + 0u * oc4 + cj0]);
+        let w1_0 = vec4<f32>(weight[w + 1u * oc4 + cj0]);
+        let w2_0 = vec4<f32>(weight[w + 2u * oc4 + cj0]);
+        let w3_0 = vec4<f32>(weight[w + 3u * oc4 + cj0]);
+        let v0 = vec4<f32>(inp[li0 + k4]);
+        let v1 = vec4<f32>(inp[li1 + k4]);
+        let v2 = vec4<f32>(inp[li2 + k4]);
+        let v3 = vec4<f32>(inp[li3 + k4]);
         let a0 = subgroupBroadcast(v0, 0u);
         acc0_0 = acc0_0 + a0.x * w0_0 + a0.y * w1_0 + a0.z * w2_0 + a0.w * w3_0;
         let a1 = subgroupBroadcast(v0, 1u);
@@ -139,36 +140,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg
         acc31_0 = acc31_0 + a31.x * w0_0 + a31.y * w1_0 + a31.z * w2_0 + a31.w * w3_0;
     }
     let ldo4 = p.ldo / 4u; let o = row0 * ldo4 + p.col_off / 4u;
-    if (row0 + 0u < p.n && col4 + 0u < oc4) { out[o + 0u * ldo4 + col4 + 0u] = acc0_0; }
-    if (row0 + 1u < p.n && col4 + 0u < oc4) { out[o + 1u * ldo4 + col4 + 0u] = acc1_0; }
-    if (row0 + 2u < p.n && col4 + 0u < oc4) { out[o + 2u * ldo4 + col4 + 0u] = acc2_0; }
-    if (row0 + 3u < p.n && col4 + 0u < oc4) { out[o + 3u * ldo4 + col4 + 0u] = acc3_0; }
-    if (row0 + 4u < p.n && col4 + 0u < oc4) { out[o + 4u * ldo4 + col4 + 0u] = acc4_0; }
-    if (row0 + 5u < p.n && col4 + 0u < oc4) { out[o + 5u * ldo4 + col4 + 0u] = acc5_0; }
-    if (row0 + 6u < p.n && col4 + 0u < oc4) { out[o + 6u * ldo4 + col4 + 0u] = acc6_0; }
-    if (row0 + 7u < p.n && col4 + 0u < oc4) { out[o + 7u * ldo4 + col4 + 0u] = acc7_0; }
-    if (row0 + 8u < p.n && col4 + 0u < oc4) { out[o + 8u * ldo4 + col4 + 0u] = acc8_0; }
-    if (row0 + 9u < p.n && col4 + 0u < oc4) { out[o + 9u * ldo4 + col4 + 0u] = acc9_0; }
-    if (row0 + 10u < p.n && col4 + 0u < oc4) { out[o + 10u * ldo4 + col4 + 0u] = acc10_0; }
-    if (row0 + 11u < p.n && col4 + 0u < oc4) { out[o + 11u * ldo4 + col4 + 0u] = acc11_0; }
-    if (row0 + 12u < p.n && col4 + 0u < oc4) { out[o + 12u * ldo4 + col4 + 0u] = acc12_0; }
-    if (row0 + 13u < p.n && col4 + 0u < oc4) { out[o + 13u * ldo4 + col4 + 0u] = acc13_0; }
-    if (row0 + 14u < p.n && col4 + 0u < oc4) { out[o + 14u * ldo4 + col4 + 0u] = acc14_0; }
-    if (row0 + 15u < p.n && col4 + 0u < oc4) { out[o + 15u * ldo4 + col4 + 0u] = acc15_0; }
-    if (row0 + 16u < p.n && col4 + 0u < oc4) { out[o + 16u * ldo4 + col4 + 0u] = acc16_0; }
-    if (row0 + 17u < p.n && col4 + 0u < oc4) { out[o + 17u * ldo4 + col4 + 0u] = acc17_0; }
-    if (row0 + 18u < p.n && col4 + 0u < oc4) { out[o + 18u * ldo4 + col4 + 0u] = acc18_0; }
-    if (row0 + 19u < p.n && col4 + 0u < oc4) { out[o + 19u * ldo4 + col4 + 0u] = acc19_0; }
-    if (row0 + 20u < p.n && col4 + 0u < oc4) { out[o + 20u * ldo4 + col4 + 0u] = acc20_0; }
-    if (row0 + 21u < p.n && col4 + 0u < oc4) { out[o + 21u * ldo4 + col4 + 0u] = acc21_0; }
-    if (row0 + 22u < p.n && col4 + 0u < oc4) { out[o + 22u * ldo4 + col4 + 0u] = acc22_0; }
-    if (row0 + 23u < p.n && col4 + 0u < oc4) { out[o + 23u * ldo4 + col4 + 0u] = acc23_0; }
-    if (row0 + 24u < p.n && col4 + 0u < oc4) { out[o + 24u * ldo4 + col4 + 0u] = acc24_0; }
-    if (row0 + 25u < p.n && col4 + 0u < oc4) { out[o + 25u * ldo4 + col4 + 0u] = acc25_0; }
-    if (row0 + 26u < p.n && col4 + 0u < oc4) { out[o + 26u * ldo4 + col4 + 0u] = acc26_0; }
-    if (row0 + 27u < p.n && col4 + 0u < oc4) { out[o + 27u * ldo4 + col4 + 0u] = acc27_0; }
-    if (row0 + 28u < p.n && col4 + 0u < oc4) { out[o + 28u * ldo4 + col4 + 0u] = acc28_0; }
-    if (row0 + 29u < p.n && col4 + 0u < oc4) { out[o + 29u * ldo4 + col4 + 0u] = acc29_0; }
-    if (row0 + 30u < p.n && col4 + 0u < oc4) { out[o + 30u * ldo4 + col4 + 0u] = acc30_0; }
-    if (row0 + 31u < p.n && col4 + 0u < oc4) { out[o + 31u * ldo4 + col4 + 0u] = acc31_0; }
+    if (row0 + 0u < p.n && col4 + 0u < oc4) { out[o + 0u * ldo4 + col4 + 0u] = vec4<ot>(acc0_0); }
+    if (row0 + 1u < p.n && col4 + 0u < oc4) { out[o + 1u * ldo4 + col4 + 0u] = vec4<ot>(acc1_0); }
+    if (row0 + 2u < p.n && col4 + 0u < oc4) { out[o + 2u * ldo4 + col4 + 0u] = vec4<ot>(acc2_0); }
+    if (row0 + 3u < p.n && col4 + 0u < oc4) { out[o + 3u * ldo4 + col4 + 0u] = vec4<ot>(acc3_0); }
+    if (row0 + 4u < p.n && col4 + 0u < oc4) { out[o + 4u * ldo4 + col4 + 0u] = vec4<ot>(acc4_0); }
+    if (row0 + 5u < p.n && col4 + 0u < oc4) { out[o + 5u * ldo4 + col4 + 0u] = vec4<ot>(acc5_0); }
+    if (row0 + 6u < p.n && col4 + 0u < oc4) { out[o + 6u * ldo4 + col4 + 0u] = vec4<ot>(acc6_0); }
+    if (row0 + 7u < p.n && col4 + 0u < oc4) { out[o + 7u * ldo4 + col4 + 0u] = vec4<ot>(acc7_0); }
+    if (row0 + 8u < p.n && col4 + 0u < oc4) { out[o + 8u * ldo4 + col4 + 0u] = vec4<ot>(acc8_0); }
+    if (row0 + 9u < p.n && col4 + 0u < oc4) { out[o + 9u * ldo4 + col4 + 0u] = vec4<ot>(acc9_0); }
+    if (row0 + 10u < p.n && col4 + 0u < oc4) { out[o + 10u * ldo4 + col4 + 0u] = vec4<ot>(acc10_0); }
+    if (row0 + 11u < p.n && col4 + 0u < oc4) { out[o + 11u * ldo4 + col4 + 0u] = vec4<ot>(acc11_0); }
+    if (row0 + 12u < p.n && col4 + 0u < oc4) { out[o + 12u * ldo4 + col4 + 0u] = vec4<ot>(acc12_0); }
+    if (row0 + 13u < p.n && col4 + 0u < oc4) { out[o + 13u * ldo4 + col4 + 0u] = vec4<ot>(acc13_0); }
+    if (row0 + 14u < p.n && col4 + 0u < oc4) { out[o + 14u * ldo4 + col4 + 0u] = vec4<ot>(acc14_0); }
+    if (row0 + 15u < p.n && col4 + 0u < oc4) { out[o + 15u * ldo4 + col4 + 0u] = vec4<ot>(acc15_0); }
+    if (row0 + 16u < p.n && col4 + 0u < oc4) { out[o + 16u * ldo4 + col4 + 0u] = vec4<ot>(acc16_0); }
+    if (row0 + 17u < p.n && col4 + 0u < oc4) { out[o + 17u * ldo4 + col4 + 0u] = vec4<ot>(acc17_0); }
+    if (row0 + 18u < p.n && col4 + 0u < oc4) { out[o + 18u * ldo4 + col4 + 0u] = vec4<ot>(acc18_0); }
+    if (row0 + 19u < p.n && col4 + 0u < oc4) { out[o + 19u * ldo4 + col4 + 0u] = vec4<ot>(acc19_0); }
+    if (row0 + 20u < p.n && col4 + 0u < oc4) { out[o + 20u * ldo4 + col4 + 0u] = vec4<ot>(acc20_0); }
+    if (row0 + 21u < p.n && col4 + 0u < oc4) { out[o + 21u * ldo4 + col4 + 0u] = vec4<ot>(acc21_0); }
+    if (row0 + 22u < p.n && col4 + 0u < oc4) { out[o + 22u * ldo4 + col4 + 0u] = vec4<ot>(acc22_0); }
+    if (row0 + 23u < p.n && col4 + 0u < oc4) { out[o + 23u * ldo4 + col4 + 0u] = vec4<ot>(acc23_0); }
+    if (row0 + 24u < p.n && col4 + 0u < oc4) { out[o + 24u * ldo4 + col4 + 0u] = vec4<ot>(acc24_0); }
+    if (row0 + 25u < p.n && col4 + 0u < oc4) { out[o + 25u * ldo4 + col4 + 0u] = vec4<ot>(acc25_0); }
+    if (row0 + 26u < p.n && col4 + 0u < oc4) { out[o + 26u * ldo4 + col4 + 0u] = vec4<ot>(acc26_0); }
+    if (row0 + 27u < p.n && col4 + 0u < oc4) { out[o + 27u * ldo4 + col4 + 0u] = vec4<ot>(acc27_0); }
+    if (row0 + 28u < p.n && col4 + 0u < oc4) { out[o + 28u * ldo4 + col4 + 0u] = vec4<ot>(acc28_0); }
+    if (row0 + 29u < p.n && col4 + 0u < oc4) { out[o + 29u * ldo4 + col4 + 0u] = vec4<ot>(acc29_0); }
+    if (row0 + 30u < p.n && col4 + 0u < oc4) { out[o + 30u * ldo4 + col4 + 0u] = vec4<ot>(acc30_0); }
+    if (row0 + 31u < p.n && col4 + 0u < oc4) { out[o + 31u * ldo4 + col4 + 0u] = vec4<ot>(acc31_0); }
 }

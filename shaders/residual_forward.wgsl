@@ -1,13 +1,14 @@
 // residual_forward: out = a + b, elementwise. One invocation per element.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     len: u32,
     stride: u32, // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;
+@group(0) @binding(1) var<storage, read> a: array<st>;
+@group(0) @binding(2) var<storage, read> b: array<st>;
 @group(0) @binding(3) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
@@ -16,5 +17,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.len) {
         return;
     }
-    out[i] = a[i] + b[i];
+    out[i] = ot(f32(a[i]) + f32(b[i]));
 }

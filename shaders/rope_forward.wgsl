@@ -18,6 +18,7 @@
 // (Cody-Waite), the first two short enough that k * part is exact for
 // |k| < 2^16, i.e. angles up to ~4e5 rad. One invocation per (row, rotated
 // head, pair i < HD/2).
+// Element types: st (qkv, read and written in place) from the prepended header; f32 arithmetic.
 
 struct Params {
     n: u32,
@@ -31,7 +32,7 @@ struct Params {
     stride: u32,     // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> qkv: array<f32>;   // (N, (NH + 2 NKV) HD)
+@group(0) @binding(0) var<storage, read_write> qkv: array<st>;    // (N, (NH + 2 NKV) HD)
 @group(0) @binding(1) var<storage, read> positions: array<u32>;   // (period * pos_stride)
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;    // (HD / 2)
 @group(0) @binding(3) var<storage, read> p: Params;
@@ -63,8 +64,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let s = sin(r);
 
     let base = row * (heads + p.nkv) * p.hd + head * p.hd + i;
-    let x1 = qkv[base];
-    let x2 = qkv[base + half];
-    qkv[base] = x1 * c - x2 * s;
-    qkv[base + half] = x2 * c + x1 * s;
+    let x1 = f32(qkv[base]);
+    let x2 = f32(qkv[base + half]);
+    qkv[base] = st(x1 * c - x2 * s);
+    qkv[base + half] = st(x2 * c + x1 * s);
 }

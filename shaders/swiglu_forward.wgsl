@@ -4,6 +4,7 @@
 // silu(g) = g * sigmoid(g). The sigmoid is written so that exp never
 // overflows: e = exp(-|g|), sigmoid = 1 / (1 + e) for g >= 0, e / (1 + e)
 // otherwise (as cpu::llama::swiglu_forward). One invocation per output element.
+// Element types: st (inputs) / ot (output) from the prepended header; f32 accumulation.
 
 struct Params {
     n: u32,
@@ -11,8 +12,8 @@ struct Params {
     stride: u32, // invocations per row of the dispatch grid
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (N, F)
-@group(0) @binding(1) var<storage, read> gate_up: array<f32>;    // (N, 2F)
+@group(0) @binding(0) var<storage, read_write> out: array<ot>;   // (N, F)
+@group(0) @binding(1) var<storage, read> gate_up: array<st>;     // (N, 2F)
 @group(0) @binding(2) var<storage, read> p: Params;
 
 @compute @workgroup_size(64, 1, 1)
@@ -23,9 +24,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let row = i / p.f;
     let j = i % p.f;
-    let g = gate_up[row * 2u * p.f + j];
-    let u = gate_up[row * 2u * p.f + p.f + j];
+    let g = f32(gate_up[row * 2u * p.f + j]);
+    let u = f32(gate_up[row * 2u * p.f + p.f + j]);
     let e = exp(-abs(g));
     let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), g >= 0.0);
-    out[i] = (g * sig) * u;
+    out[i] = ot((g * sig) * u);
 }

@@ -7,7 +7,7 @@
 use super::common::{self, Rng};
 use super::limits::Limits;
 use wgpipe::cpu;
-use wgpipe::device::{download, upload, zeros, Gpu};
+use wgpipe::device::{download, upload, zeros, Dtype, Gpu};
 use wgpipe::kernels::{self, probe, Kernels, MatmulOp, MatmulVariant, WeightTexture};
 
 /// Timed runs per row (`probe::best_seconds`, best of).
@@ -157,12 +157,12 @@ pub fn print_decode(gpu: &Gpu, limits: &Limits) {
         let w = rng.vec(c * oc, 1.0 / (c as f32).sqrt());
         let w_b = upload(gpu, "w", &w);
         let bias = zeros(gpu, "bias", oc);
-        let mut texs: Vec<WeightTexture> = WeightTexture::from_buffer(gpu, &w_b, c, oc)
+        let mut texs: Vec<WeightTexture> = WeightTexture::from_buffer(gpu, &w_b, c, oc, Dtype::F32)
             .into_iter()
             .collect();
         if let Ok(tws) = std::env::var("WGPIPE_BENCH_TW") {
             for tw in tws.split(',').map(|x| x.parse::<usize>().unwrap()) {
-                texs.extend(WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw).ok());
+                texs.extend(WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw, Dtype::F32).ok());
             }
         }
         for n in [1, 4] {
@@ -227,7 +227,7 @@ pub fn print_decode_step(gpu: &Gpu, limits: &Limits) {
     let w = Gpt2Weights::init(&cfg, 0).expect("init");
     let whole = StagePart::whole(&cfg);
     let up = StageUpload::new(gpu, &w.stage(&whole)).expect("upload");
-    let kv = KvCache::new(gpu, &cfg, Shard::WHOLE, cfg.n_layer, 2, 16).expect("kv cache");
+    let kv = KvCache::new(gpu, &cfg, Shard::WHOLE, cfg.n_layer, 2, 16, Dtype::F32).expect("kv cache");
     let stage = GpuStage::build(gpu, &up, 1, 1, Mode::Decode(&kv)).expect("decode stage");
     stage.write_rows(gpu, &[(0, 15)]);
     let mut by: BTreeMap<&str, (usize, f64)> = BTreeMap::new();

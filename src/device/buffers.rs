@@ -7,7 +7,7 @@
 
 use wgpu::util::DeviceExt;
 
-use super::Gpu;
+use super::{Dtype, Gpu};
 use crate::error::Result;
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -37,6 +37,28 @@ pub fn zeros(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
     gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (len.max(1) * 4) as u64,
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// A storage buffer holding `data` stored as `dtype` (f16: rounded to
+/// nearest); an empty slice gets one zero.
+pub fn upload_as(gpu: &Gpu, label: &str, data: &[f32], dtype: Dtype) -> wgpu::Buffer {
+    let bytes = dtype.encode(if data.is_empty() { &[0.0] } else { data });
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &bytes,
+            usage: STORAGE,
+        })
+}
+
+/// A zero-filled storage buffer of `len` elements of `dtype` (at least one).
+pub fn zeros_as(gpu: &Gpu, label: &str, len: usize, dtype: Dtype) -> wgpu::Buffer {
+    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: dtype.bytes(len.max(1)),
         usage: STORAGE,
         mapped_at_creation: false,
     })
@@ -86,4 +108,15 @@ pub fn download(gpu: &Gpu, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
     enc.copy_buffer_to_buffer(buf, 0, &st, 0, (len * 4) as u64);
     gpu.queue.submit([enc.finish()]);
     read_mapped(gpu, &st, len)
+}
+
+/// Copy `len` elements of `dtype` out of a storage buffer, as f32 (exact).
+pub fn download_as(gpu: &Gpu, buf: &wgpu::Buffer, len: usize, dtype: Dtype) -> Result<Vec<f32>> {
+    let bytes = dtype.bytes(len);
+    let st = staging(gpu, "download", bytes);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(buf, 0, &st, 0, bytes);
+    gpu.queue.submit([enc.finish()]);
+    let raw: Vec<u8> = read_mapped(gpu, &st, bytes as usize)?;
+    Ok(dtype.decode(&raw, len))
 }

@@ -19,9 +19,13 @@ use crate::error::{Error, Result};
 
 pub mod buffers;
 mod cache;
+pub mod dtype;
 pub mod timestamps;
 
-pub use buffers::{download, read_mapped, staging, upload, upload_pod, zeros};
+pub use buffers::{
+    download, download_as, read_mapped, staging, upload, upload_as, upload_pod, zeros, zeros_as,
+};
+pub use dtype::{Dtype, DtypeChoice, Precision};
 
 /// The backends wgpipe looks at, in the order adapters are listed.
 const BACKENDS: [(wgpu::Backends, &str); 4] = [
@@ -227,7 +231,8 @@ impl Gpu {
             })?;
         let label = format!("{} ({})", summary.id(), summary.name);
         let ts = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let features = adapter.features() & (ts | wgpu::Features::SUBGROUP);
+        let features =
+            adapter.features() & (ts | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
         let timestamps = features.contains(ts);
         let info = adapter.get_info();
         let subgroup_size = features

@@ -9,14 +9,14 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::forward::check_heads;
-use super::{dispatch, grid_1d, Dispatch};
-use crate::device::Gpu;
+use super::{dispatch, grid_1d, Dispatch, On};
+
 
 /// k_cache[slot, pos] = k of row r, v_cache[slot, pos] = v of row r (all
 /// NKV heads), for every row r of qkv with (slot, pos) = rows[r].
 #[allow(clippy::too_many_arguments)]
-pub fn kv_cache_write(
-    gpu: &Gpu,
+pub fn kv_cache_write<'a>(
+    on: impl Into<On<'a>>,
     k_cache: &wgpu::Buffer, // (slots, n_pos, NKV*HD)
     v_cache: &wgpu::Buffer, // (slots, n_pos, NKV*HD)
     qkv: &wgpu::Buffer,     // (N, (NH + 2 NKV) HD)
@@ -27,6 +27,7 @@ pub fn kv_cache_write(
     hd: usize,
     n_pos: usize,
 ) -> Dispatch {
+    let on: On = on.into();
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -48,7 +49,7 @@ pub fn kv_cache_write(
         stride,
     };
     dispatch(
-        gpu,
+        on,
         "kv_cache_write",
         &[k_cache, v_cache, qkv, rows],
         &p,
@@ -61,8 +62,8 @@ pub fn kv_cache_write(
 /// h / (NH/NKV), scale 1/sqrt(HD); with `window` > 0 only over the positions
 /// t with pos - t < window (0: no window).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode(
-    gpu: &Gpu,
+pub fn attention_decode<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,     // (N, NH*HD)
     qkv: &wgpu::Buffer,     // (N, (NH + 2 NKV) HD): the queries
     k_cache: &wgpu::Buffer, // (slots, n_pos, NKV*HD)
@@ -75,6 +76,7 @@ pub fn attention_decode(
     n_pos: usize,
     window: usize,
 ) -> Dispatch {
+    let on: On = on.into();
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -103,7 +105,7 @@ pub fn attention_decode(
         stride,
     };
     dispatch(
-        gpu,
+        on,
         "attention_decode",
         &[out, qkv, k_cache, v_cache, rows],
         &p,
@@ -115,8 +117,8 @@ pub fn attention_decode(
 /// one vocabulary chunk, wte_t (C, vlen) transposed. With `wpe` `None` (no
 /// learned positions) out = wte[ids[r]], and no position table is read.
 #[allow(clippy::too_many_arguments)]
-pub fn embedding_decode(
-    gpu: &Gpu,
+pub fn embedding_decode<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,         // (N, C)
     ids: &wgpu::Buffer,         // (N) u32
     wte_t: &wgpu::Buffer,       // (C, vlen)
@@ -127,6 +129,7 @@ pub fn embedding_decode(
     v0: usize,
     vlen: usize,
 ) -> Dispatch {
+    let on: On = on.into();
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -149,7 +152,7 @@ pub fn embedding_decode(
     // Without a position table the shader reads none; wte_t fills its binding.
     let wpe = wpe.unwrap_or(wte_t);
     dispatch(
-        gpu,
+        on,
         "embedding_decode",
         &[out, ids, wte_t, wpe, rows],
         &p,

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use super::weights::WeightTexture;
 use super::{
     dispatch, dispatch_resources, grid_1d, Dispatch, ElementwiseParams, Kernels, MatmulShape,
-    MatmulVariant,
+    MatmulVariant, On,
 };
 use crate::device::{zeros, Gpu};
 use crate::error::{Error, Result};
@@ -46,8 +46,8 @@ pub struct EmbeddingParams {
 /// learned positions: Llama) out = wte_t[:, ids - v0] only, and no position
 /// table is read.
 #[allow(clippy::too_many_arguments)]
-pub fn embedding_forward(
-    gpu: &Gpu,
+pub fn embedding_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,         // (N, C)
     ids: &wgpu::Buffer,         // (N) u32
     wte_t: &wgpu::Buffer,       // (C, vlen)
@@ -59,6 +59,7 @@ pub fn embedding_forward(
     vlen: usize,
     pos_offset: usize,
 ) -> Dispatch {
+    let on: On = on.into();
     let (groups, stride) = grid_1d(n * c);
     let p = EmbeddingParams {
         n: n as u32,
@@ -73,7 +74,7 @@ pub fn embedding_forward(
     // Without a position table the shader reads none; wte_t fills its binding.
     let wpe = wpe.unwrap_or(wte_t);
     dispatch(
-        gpu,
+        on,
         "embedding_forward",
         &[out, ids, wte_t, wpe],
         &p,
@@ -83,8 +84,8 @@ pub fn embedding_forward(
 
 /// out (N, C) = layernorm(inp (N, C)) * gamma (C) + beta (C).
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_forward(
-    gpu: &Gpu,
+pub fn layernorm_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     inp: &wgpu::Buffer,
     gamma: &wgpu::Buffer,
@@ -93,6 +94,7 @@ pub fn layernorm_forward(
     c: usize,
     eps: f32,
 ) -> Dispatch {
+    let on: On = on.into();
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -109,7 +111,7 @@ pub fn layernorm_forward(
         stride,
     };
     dispatch(
-        gpu,
+        on,
         "layernorm_forward",
         &[out, inp, gamma, beta],
         &p,
@@ -123,8 +125,8 @@ pub fn layernorm_forward(
 /// aligned variant ([`Kernels::aligned_matmul`]: Subgroup8 on devices with
 /// 8-wide subgroups, else Vec4); the general kernel otherwise.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_forward(
-    gpu: &Gpu,
+pub fn matmul_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     inp: &wgpu::Buffer,
     weight: &wgpu::Buffer,
@@ -133,15 +135,16 @@ pub fn matmul_forward(
     c: usize,
     oc: usize,
 ) -> Dispatch {
-    matmul_forward_strided(gpu, out, inp, weight, bias, n, c, oc, oc, 0)
+    let on: On = on.into();
+    matmul_forward_strided(on, out, inp, weight, bias, n, c, oc, oc, 0)
 }
 
 /// [`matmul_forward`] with the kernel variant chosen by the caller (to test
 /// or time each one). An error, naming the variant and the device or shape,
 /// when the device cannot run `variant` or the shape does not suit it.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_forward_with(
-    gpu: &Gpu,
+pub fn matmul_forward_with<'a>(
+    on: impl Into<On<'a>>,
     variant: MatmulVariant,
     out: &wgpu::Buffer,
     inp: &wgpu::Buffer,
@@ -151,6 +154,8 @@ pub fn matmul_forward_with(
     c: usize,
     oc: usize,
 ) -> Result<Dispatch> {
+    let on: On = on.into();
+    let gpu = on.gpu;
     let shape = MatmulShape::new(n, c, oc, oc, 0);
     if !Kernels::of(gpu).supports(variant) {
         return Err(Error::Input(format!(
@@ -164,7 +169,7 @@ pub fn matmul_forward_with(
         )));
     }
     Ok(matmul_dispatch(
-        gpu,
+        on,
         variant,
         &[out, inp, weight, bias],
         shape,
@@ -175,8 +180,8 @@ pub fn matmul_forward_with(
 /// whose rows are `ldo` floats long: how the LM head fills the logits one
 /// vocabulary chunk at a time.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_forward_strided(
-    gpu: &Gpu,
+pub fn matmul_forward_strided<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     inp: &wgpu::Buffer,
     weight: &wgpu::Buffer,
@@ -187,6 +192,8 @@ pub fn matmul_forward_strided(
     ldo: usize,
     col_off: usize,
 ) -> Dispatch {
+    let on: On = on.into();
+    let gpu = on.gpu;
     let shape = MatmulShape::new(n, c, oc, ldo, col_off);
     let variant = match shape.aligned() {
         true if n <= MatmulVariant::FEW_ROWS => MatmulVariant::Rows4,
@@ -197,10 +204,10 @@ pub fn matmul_forward_strided(
         && super::decode_weights(gpu).storage == super::WeightStorage::Texture
     {
         if let Some(tex) = super::weights::texture_for(gpu, weight, c, oc) {
-            return texture_dispatch(gpu, out, inp, &tex, bias, shape);
+            return texture_dispatch(on, out, inp, &tex, bias, shape);
         }
     }
-    matmul_dispatch(gpu, variant, &[out, inp, weight, bias], shape)
+    matmul_dispatch(on, variant, &[out, inp, weight, bias], shape)
 }
 
 /// [`matmul_forward_strided`] for at most [`MatmulVariant::FEW_ROWS`] rows
@@ -211,8 +218,8 @@ pub fn matmul_forward_strided(
 /// ([`super::WeightTextures`]). An error, naming the shape, for more rows,
 /// widths not multiples of 4, or a texture of another shape.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_forward_texture(
-    gpu: &Gpu,
+pub fn matmul_forward_texture<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     inp: &wgpu::Buffer,
     weight: &WeightTexture,
@@ -223,6 +230,7 @@ pub fn matmul_forward_texture(
     ldo: usize,
     col_off: usize,
 ) -> Result<Dispatch> {
+    let on: On = on.into();
     let shape = MatmulShape::new(n, c, oc, ldo, col_off);
     if n > MatmulVariant::FEW_ROWS || !shape.aligned() || (weight.c, weight.oc) != (c, oc) {
         return Err(Error::Input(format!(
@@ -234,17 +242,18 @@ pub fn matmul_forward_texture(
             weight.oc
         )));
     }
-    Ok(texture_dispatch(gpu, out, inp, weight, bias, shape))
+    Ok(texture_dispatch(on, out, inp, weight, bias, shape))
 }
 
-fn texture_dispatch(
-    gpu: &Gpu,
+fn texture_dispatch<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     inp: &wgpu::Buffer,
     weight: &WeightTexture,
     bias: &wgpu::Buffer,
     shape: MatmulShape,
 ) -> Dispatch {
+    let on: On = on.into();
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -262,7 +271,7 @@ fn texture_dispatch(
         tw: weight.tw as u32,
     };
     dispatch_resources(
-        gpu,
+        on,
         "matmul_forward_rows4_texture",
         vec![
             out.as_entire_binding(),
@@ -277,12 +286,13 @@ fn texture_dispatch(
 
 /// Build the dispatch of a matmul `variant` the caller has checked the device
 /// and the shape support.
-fn matmul_dispatch(
-    gpu: &Gpu,
+fn matmul_dispatch<'a>(
+    on: impl Into<On<'a>>,
     variant: MatmulVariant,
     buffers: &[&wgpu::Buffer; 4],
     p: MatmulShape,
 ) -> Dispatch {
+    let on: On = on.into();
     let (n, oc) = (p.n, p.oc);
     let groups = match variant {
         // One invocation per 32-row x 4-column block; workgroups of 64x1.
@@ -295,7 +305,7 @@ fn matmul_dispatch(
         MatmulVariant::Rows4 => [oc.div_ceil(4 * 64), n.div_ceil(4)],
     };
     let groups = [groups[0].max(1), groups[1].max(1), 1];
-    dispatch(gpu, variant.shader(), buffers, &p, groups)
+    dispatch(on, variant.shader(), buffers, &p, groups)
 }
 
 /// out (B*T, NH*HD) = causal grouped-query self-attention over qkv rows
@@ -305,8 +315,8 @@ fn matmul_dispatch(
 /// every t' <= t. GPT-2 is NKV = NH, HD = C/NH, window 0. NH must be a
 /// multiple of NKV; HD need not be a power of two.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_forward(
-    gpu: &Gpu,
+pub fn attention_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer, // (B*T, NH*HD)
     qkv: &wgpu::Buffer, // (B*T, (NH + 2 NKV) HD)
     b: usize,
@@ -316,9 +326,11 @@ pub fn attention_forward(
     hd: usize,
     window: usize,
 ) -> Dispatch {
+    let on: On = on.into();
+    let gpu = on.gpu;
     let no_lse = zeros(gpu, "no lse", 1);
     let heads = (nh, nkv, hd);
-    attention_dispatch(gpu, out, qkv, (&no_lse, false), b, t, heads, window)
+    attention_dispatch(on, out, qkv, (&no_lse, false), b, t, heads, window)
 }
 
 /// [`attention_forward`] that also writes lse (B, NH, T), the log-sum-exp
@@ -342,8 +354,8 @@ pub fn attention_forward_lse(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention_dispatch(
-    gpu: &Gpu,
+fn attention_dispatch<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     qkv: &wgpu::Buffer,
     (lse, with_lse): (&wgpu::Buffer, bool),
@@ -352,6 +364,8 @@ fn attention_dispatch(
     (nh, nkv, hd): (usize, usize, usize),
     window: usize,
 ) -> Dispatch {
+    let on: On = on.into();
+    let gpu = on.gpu;
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -389,7 +403,7 @@ fn attention_dispatch(
         let nblocks = t.div_ceil(8);
         let (p, groups) = p(nblocks, b * nh * nblocks * 8);
         return dispatch(
-            gpu,
+            on,
             "attention_forward_subgroup",
             &[out, lse, qkv],
             &p,
@@ -398,7 +412,7 @@ fn attention_dispatch(
     }
     let nchunks = hd.div_ceil(64);
     let (p, groups) = p(nchunks, b * nh * t * nchunks);
-    dispatch(gpu, "attention_forward", &[out, lse, qkv], &p, groups)
+    dispatch(on, "attention_forward", &[out, lse, qkv], &p, groups)
 }
 
 /// The head shape every attention kernel needs: NKV > 0 key/value heads
@@ -411,21 +425,41 @@ pub(super) fn check_heads(name: &str, nh: usize, nkv: usize, hd: usize) {
 }
 
 /// out = gelu_new(inp), `len` elements.
-pub fn gelu_forward(gpu: &Gpu, out: &wgpu::Buffer, inp: &wgpu::Buffer, len: usize) -> Dispatch {
+pub fn gelu_forward<'a>(on: impl Into<On<'a>>, out: &wgpu::Buffer, inp: &wgpu::Buffer, len: usize) -> Dispatch {
+    let on: On = on.into();
     let (groups, stride) = grid_1d(len);
     let p = ElementwiseParams {
         len: len as u32,
         stride,
     };
-    dispatch(gpu, "gelu_forward", &[out, inp], &p, groups)
+    dispatch(on, "gelu_forward", &[out, inp], &p, groups)
 }
 
 /// out = a + b, `len` elements.
-pub fn residual_forward(
-    gpu: &Gpu,
+pub fn residual_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
+    len: usize,
+) -> Dispatch {
+    let on: On = on.into();
+    let (groups, stride) = grid_1d(len);
+    let p = ElementwiseParams {
+        len: len as u32,
+        stride,
+    };
+    dispatch(on, "residual_forward", &[out, a, b], &p, groups)
+}
+
+/// out = inp converted from `on`'s `st` to its `ot`, `len` elements: an
+/// activation leaving an f16 device for an f32 one, or arriving from one,
+/// converted on the f16 device (its CPU twin is [`crate::device::Dtype::encode`]
+/// of the f32 values: round to nearest).
+pub fn convert<'a>(
+    on: impl Into<On<'a>>,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
     len: usize,
 ) -> Dispatch {
     let (groups, stride) = grid_1d(len);
@@ -433,5 +467,5 @@ pub fn residual_forward(
         len: len as u32,
         stride,
     };
-    dispatch(gpu, "residual_forward", &[out, a, b], &p, groups)
+    dispatch(on, "convert", &[out, inp], &p, groups)
 }

@@ -12,14 +12,14 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dispatch, grid_1d, Dispatch};
+use super::{dispatch, grid_1d, Dispatch, On};
 use crate::device::Gpu;
 
 /// out (N, C) = inp * rsqrt(mean(inp²) + eps) * weight (C), per row
 /// (`LlamaRMSNorm`). One invocation per row.
 #[allow(clippy::too_many_arguments)]
-pub fn rmsnorm_forward(
-    gpu: &Gpu,
+pub fn rmsnorm_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,    // (N, C)
     inp: &wgpu::Buffer,    // (N, C)
     weight: &wgpu::Buffer, // (C)
@@ -27,6 +27,7 @@ pub fn rmsnorm_forward(
     c: usize,
     eps: f32,
 ) -> Dispatch {
+    let on: On = on.into();
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -42,7 +43,7 @@ pub fn rmsnorm_forward(
         eps,
         stride,
     };
-    dispatch(gpu, "rmsnorm_forward", &[out, inp, weight], &p, groups)
+    dispatch(on, "rmsnorm_forward", &[out, inp, weight], &p, groups)
 }
 
 /// dinp (N, C), dweight (C) += the gradients of [`rmsnorm_forward`]. Two
@@ -162,8 +163,8 @@ pub struct RopeParams {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn rope_dispatch(
-    gpu: &Gpu,
+fn rope_dispatch<'a>(
+    on: impl Into<On<'a>>,
     name: &'static str,
     qkv: &wgpu::Buffer,
     positions: &wgpu::Buffer,
@@ -174,6 +175,7 @@ fn rope_dispatch(
     hd: usize,
     table: PositionTable,
 ) -> Dispatch {
+    let on: On = on.into();
     assert!(
         hd > 0 && hd.is_multiple_of(2),
         "{name}: head dim {hd} is not even"
@@ -191,7 +193,7 @@ fn rope_dispatch(
         pos_offset: table.offset as u32,
         stride,
     };
-    dispatch(gpu, name, &[qkv, positions, inv_freq], &p, groups)
+    dispatch(on, name, &[qkv, positions, inv_freq], &p, groups)
 }
 
 /// Rotary position embeddings, in place on the NH query heads and NKV key
@@ -201,8 +203,8 @@ fn rope_dispatch(
 /// x2' = x2 cos + x1 sin. Row r's position per `table`, read from
 /// `positions`. One invocation per (row, rotated head, pair).
 #[allow(clippy::too_many_arguments)]
-pub fn rope_forward(
-    gpu: &Gpu,
+pub fn rope_forward<'a>(
+    on: impl Into<On<'a>>,
     qkv: &wgpu::Buffer,       // (N, (NH + 2 NKV) HD), in place
     positions: &wgpu::Buffer, // (period * stride) u32
     inv_freq: &wgpu::Buffer,  // (HD / 2), from rope::rope_inv_freq
@@ -212,8 +214,9 @@ pub fn rope_forward(
     hd: usize,
     table: PositionTable,
 ) -> Dispatch {
+    let on: On = on.into();
     let name = "rope_forward";
-    rope_dispatch(gpu, name, qkv, positions, inv_freq, n, nh, nkv, hd, table)
+    rope_dispatch(on, name, qkv, positions, inv_freq, n, nh, nkv, hd, table)
 }
 
 /// Backward of [`rope_forward`], in place: dqkv holds the gradient of its
@@ -260,15 +263,16 @@ impl SwigluParams {
 /// out (N, F) = silu(gate) * up, gate_up (N, 2F) rows `[gate: F | up: F]`
 /// (the Llama MLP, gate and up projections fused into one matmul). One
 /// invocation per output element.
-pub fn swiglu_forward(
-    gpu: &Gpu,
+pub fn swiglu_forward<'a>(
+    on: impl Into<On<'a>>,
     out: &wgpu::Buffer,     // (N, F)
     gate_up: &wgpu::Buffer, // (N, 2F)
     n: usize,
     f: usize,
 ) -> Dispatch {
+    let on: On = on.into();
     let (groups, p) = SwigluParams::new(n, f);
-    dispatch(gpu, "swiglu_forward", &[out, gate_up], &p, groups)
+    dispatch(on, "swiglu_forward", &[out, gate_up], &p, groups)
 }
 
 /// dgate_up (N, 2F) += the gradient of [`swiglu_forward`] for dout (N, F):

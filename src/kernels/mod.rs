@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use crate::device::Gpu;
+use crate::device::{Dtype, Gpu};
 use crate::error::{Error, Result};
 
 /// Every shader: (name, WGSL source). One file per kernel and direction.
@@ -201,6 +201,8 @@ pub const SHADERS: &[(&str, &str)] = &[
         "swiglu_backward",
         include_str!("../../shaders/swiglu_backward.wgsl"),
     ),
+    // a pipeline hop between an f16 device and an f32 one (forward.rs)
+    ("convert", include_str!("../../shaders/convert.wgsl")),
     // weights held in textures for decoding (weights.rs)
     (
         "weights_to_texture",
@@ -225,6 +227,111 @@ pub const SUBGROUP_SHADERS: &[&str] = &[
     "attention_forward_subgroup",
     "attention_backward_subgroup",
 ];
+
+/// Shaders that also compile with f16 storage ([`Elems`]): the inference
+/// forward's ops, decoding's, and the conversion at a hop. Each is one source
+/// for both types: it reads `st` and writes `ot`, type aliases the header
+/// ([`shader_source`]) defines, and accumulates in f32.
+pub const F16_SHADERS: &[&str] = &[
+    "embedding_forward",
+    "embedding_decode",
+    "layernorm_forward",
+    "rmsnorm_forward",
+    "matmul_forward",
+    "matmul_forward_vec4",
+    "matmul_forward_subgroup",
+    "matmul_forward_rows4",
+    "matmul_forward_rows4_texture",
+    "attention_forward",
+    "attention_forward_subgroup",
+    "attention_decode",
+    "kv_cache_write",
+    "gelu_forward",
+    "residual_forward",
+    "swiglu_forward",
+    "rope_forward",
+    "weights_to_texture",
+    "convert",
+];
+
+/// The element types one compiled kernel stores: `st`, what it reads
+/// (activations, weights, the KV cache), and `ot`, what it writes. The same
+/// but for the LM head (f16 in, f32 logits out) and the conversion at a hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Elems {
+    pub st: Dtype,
+    pub ot: Dtype,
+}
+
+impl Elems {
+    pub const F32: Elems = Elems::of(Dtype::F32);
+
+    /// Reads and writes `dtype`.
+    pub const fn of(dtype: Dtype) -> Elems {
+        Elems {
+            st: dtype,
+            ot: dtype,
+        }
+    }
+
+    fn needs_f16(self) -> bool {
+        self.st == Dtype::F16 || self.ot == Dtype::F16
+    }
+}
+
+/// The WGSL a kernel compiles from for `elems`: its file with a header that
+/// defines `st` and `ot` (and enables f16 when either is f16). f16 variants
+/// hold weight textures as `rgba16float` (the only texel format named in a
+/// shader is the storage texture `weights_to_texture` writes).
+pub fn shader_source(name: &str, elems: Elems) -> Option<String> {
+    let (_, src) = SHADERS.iter().find(|(n, _)| *n == name)?;
+    let mut out = String::new();
+    if elems.needs_f16() {
+        out.push_str("enable f16;\n");
+    }
+    out.push_str(&format!(
+        "alias st = {};\nalias ot = {};\n",
+        elems.st, elems.ot
+    ));
+    match elems.st {
+        Dtype::F16 => out.push_str(&src.replace("rgba32float", "rgba16float")),
+        Dtype::F32 => out.push_str(src),
+    }
+    Some(out)
+}
+
+/// Where a dispatch runs: a device and the element types its kernel stores
+/// (`&Gpu` alone: f32, what training and every f32 run use; `(&Gpu, Dtype)`;
+/// `(&Gpu, Elems)`).
+#[derive(Clone, Copy)]
+pub struct On<'a> {
+    pub gpu: &'a Gpu,
+    pub elems: Elems,
+}
+
+impl<'a> From<&'a Gpu> for On<'a> {
+    fn from(gpu: &'a Gpu) -> On<'a> {
+        On {
+            gpu,
+            elems: Elems::F32,
+        }
+    }
+}
+
+impl<'a> From<(&'a Gpu, Dtype)> for On<'a> {
+    fn from((gpu, dtype): (&'a Gpu, Dtype)) -> On<'a> {
+        On {
+            gpu,
+            elems: Elems::of(dtype),
+        }
+    }
+}
+
+impl<'a> From<(&'a Gpu, Elems)> for On<'a> {
+    fn from((gpu, elems): (&'a Gpu, Elems)) -> On<'a> {
+        On { gpu, elems }
+    }
+}
 
 /// Shaders compiled without zeroing their workgroup memory first (WebGPU's
 /// default), because they write every workgroup variable before reading it.
@@ -312,6 +419,9 @@ impl std::fmt::Display for MatmulVariant {
 /// the matmul variant chosen for aligned shapes on it.
 pub struct Kernels {
     pipelines: Vec<Option<wgpu::ComputePipeline>>,
+    /// The f16 variants ([`F16_SHADERS`]), compiled on first use: a device
+    /// that never stores f16 compiles none.
+    f16: Mutex<std::collections::HashMap<(&'static str, Elems), wgpu::ComputePipeline>>,
     aligned_matmul: MatmulVariant,
 }
 
@@ -328,41 +438,44 @@ impl Kernels {
         let subgroup8 = gpu.supports_subgroup8();
         let pipelines = SHADERS
             .iter()
-            .map(|(name, src)| {
+            .map(|(name, _)| {
                 if !subgroup8 && SUBGROUP_SHADERS.contains(name) {
                     return None;
                 }
-                let module = gpu
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(name),
-                        source: wgpu::ShaderSource::Wgsl((*src).into()),
-                    });
-                Some(
-                    gpu.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(name),
-                            layout: None,
-                            module: &module,
-                            entry_point: Some("main"),
-                            compilation_options: wgpu::PipelineCompilationOptions {
-                                zero_initialize_workgroup_memory: !NO_WORKGROUP_ZEROING
-                                    .contains(name),
-                                ..Default::default()
-                            },
-                            cache: None,
-                        }),
-                )
+                Some(Kernels::compile_one(gpu, name, Elems::F32))
             })
             .collect();
         Kernels {
             pipelines,
+            f16: Default::default(),
             aligned_matmul: if subgroup8 {
                 MatmulVariant::Subgroup8
             } else {
                 MatmulVariant::Vec4
             },
         }
+    }
+
+    fn compile_one(gpu: &Gpu, name: &str, elems: Elems) -> wgpu::ComputePipeline {
+        let src = shader_source(name, elems).expect("a shader of the table");
+        let module = gpu
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        gpu.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: !NO_WORKGROUP_ZEROING.contains(&name),
+                    ..Default::default()
+                },
+                cache: None,
+            })
     }
 
     /// The matmul variant [`matmul_forward`] and both matmul gradients run for
@@ -392,11 +505,26 @@ impl Kernels {
             .and_then(|i| self.pipelines[i].as_ref())
     }
 
-    /// A compiled pipeline. Only the subgroup shader can be missing, and the
-    /// public API checks [`Kernels::supports`] before asking for it.
-    fn get(&self, name: &str) -> &wgpu::ComputePipeline {
-        self.find(name)
-            .unwrap_or_else(|| panic!("bug: shader {name} not compiled for this device"))
+    /// A compiled pipeline for `elems`. Only the subgroup shaders can be
+    /// missing, and the public API checks [`Kernels::supports`] before
+    /// asking for one; f16 variants exist for [`F16_SHADERS`] on devices with
+    /// `shader-f16`, which the pipeline layer checks before it stores f16.
+    fn get(&self, gpu: &Gpu, name: &'static str, elems: Elems) -> wgpu::ComputePipeline {
+        let f32 = self
+            .find(name)
+            .unwrap_or_else(|| panic!("bug: shader {name} not compiled for this device"));
+        if elems == Elems::F32 {
+            return f32.clone();
+        }
+        assert!(
+            F16_SHADERS.contains(&name) && gpu.shader_f16(),
+            "bug: shader {name} has no {elems:?} variant on {}",
+            gpu.label
+        );
+        let mut f16 = self.f16.lock().unwrap_or_else(|e| e.into_inner());
+        f16.entry((name, elems))
+            .or_insert_with(|| Kernels::compile_one(gpu, name, elems))
+            .clone()
     }
 }
 
@@ -484,27 +612,28 @@ impl Dispatch {
 
 /// Build a [`Dispatch`]: `buffers` bound at 0.., then `params` in a
 /// read-only storage buffer (see [`Dispatch`] for why not a uniform).
-fn dispatch<P: bytemuck::Pod>(
-    gpu: &Gpu,
+fn dispatch<'a, P: bytemuck::Pod>(
+    on: impl Into<On<'a>>,
     name: &'static str,
     buffers: &[&wgpu::Buffer],
     params: &P,
     groups: [u32; 3],
 ) -> Dispatch {
     let resources = buffers.iter().map(|b| b.as_entire_binding()).collect();
-    dispatch_resources(gpu, name, resources, params, groups)
+    dispatch_resources(on, name, resources, params, groups)
 }
 
 /// [`dispatch`] with any resources (a texture view among the buffers)
 /// bound at 0.., then `params`.
-fn dispatch_resources<P: bytemuck::Pod>(
-    gpu: &Gpu,
+fn dispatch_resources<'a, P: bytemuck::Pod>(
+    on: impl Into<On<'a>>,
     name: &'static str,
     resources: Vec<wgpu::BindingResource<'_>>,
     params: &P,
     groups: [u32; 3],
 ) -> Dispatch {
-    let pipeline = Kernels::of(gpu).get(name).clone();
+    let On { gpu, elems } = on.into();
+    let pipeline = Kernels::of(gpu).get(gpu, name, elems);
     // Parameter blocks are padded to 16 bytes, the strictest backends' rule.
     let mut contents = bytemuck::bytes_of(params).to_vec();
     contents.resize(contents.len().next_multiple_of(16), 0);

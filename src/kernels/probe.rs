@@ -97,7 +97,7 @@ fn gemv_rates(gpu: &Gpu) -> Result<(f64, f64)> {
         oc,
     )?;
     let buffer = bytes / best_seconds(gpu, &buf, 3)? / 1e9;
-    let texture = match WeightTexture::from_buffer(gpu, &weight, c, oc) {
+    let texture = match WeightTexture::from_buffer(gpu, &weight, c, oc, crate::device::Dtype::F32) {
         Ok(tex) => {
             let d = super::matmul_forward_texture(gpu, &out, &inp, &tex, &bias, 1, c, oc, oc, 0)?;
             bytes / best_seconds(gpu, &d, 3)? / 1e9

@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use bytemuck::{Pod, Zeroable};
 
 use super::{dispatch_resources, grid_1d, run};
-use crate::device::Gpu;
+use crate::device::{Dtype, Gpu};
 use crate::error::{Error, Result};
 
-/// One weight (C, OC) in an rgba32float texture, in the layout above.
+/// One weight (C, OC) in an rgba32float texture (rgba16float for an f16
+/// weight), in the layout above.
 pub struct WeightTexture {
     _texture: wgpu::Texture,
     pub(super) view: wgpu::TextureView,
@@ -35,16 +36,25 @@ pub struct WeightTexture {
     pub oc: usize,
     /// Texels per texture row: OC/4 blocks of this width are stacked.
     pub tw: usize,
+    /// The weight's element type, and the texture's (f16: rgba16float).
+    pub dtype: Dtype,
 }
 
 impl WeightTexture {
     /// Copy `weight` (C, OC), a storage buffer on `gpu`, into a new texture
     /// whose rows are at most [`WeightTexture::ROW_TEXELS`] texels (and the
     /// adapter's limit) wide; submits and waits.
-    pub fn from_buffer(gpu: &Gpu, weight: &wgpu::Buffer, c: usize, oc: usize) -> Result<Self> {
+    /// `dtype` is the buffer's element type, and the texture's.
+    pub fn from_buffer(
+        gpu: &Gpu,
+        weight: &wgpu::Buffer,
+        c: usize,
+        oc: usize,
+        dtype: Dtype,
+    ) -> Result<Self> {
         let max = gpu.limits.max_texture_dimension_2d as usize;
         let tw = (oc / 4).min(max).min(WeightTexture::ROW_TEXELS);
-        WeightTexture::from_buffer_tiled(gpu, weight, c, oc, tw)
+        WeightTexture::from_buffer_tiled(gpu, weight, c, oc, tw, dtype)
     }
 
     /// The widest texture row [`WeightTexture::from_buffer`] makes. Each lane
@@ -64,14 +74,15 @@ impl WeightTexture {
         c: usize,
         oc: usize,
         tw: usize,
+        dtype: Dtype,
     ) -> Result<Self> {
         let max = gpu.limits.max_texture_dimension_2d as usize;
         let oc4 = oc / 4;
         let height = c * oc4.div_ceil(tw.max(1));
         if !oc.is_multiple_of(4) || c == 0 || tw == 0 || tw > max || height > max {
             return Err(Error::Input(format!(
-                "a ({c}, {oc}) weight in rows of {tw} texels does not fit an rgba32float \
-                 texture of at most {max} x {max} on {}",
+                "a ({c}, {oc}) weight in rows of {tw} texels does not fit a texture of at \
+                 most {max} x {max} on {}",
                 gpu.label
             )));
         }
@@ -85,7 +96,10 @@ impl WeightTexture {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format: match dtype {
+                Dtype::F32 => wgpu::TextureFormat::Rgba32Float,
+                Dtype::F16 => wgpu::TextureFormat::Rgba16Float,
+            },
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         });
@@ -106,7 +120,7 @@ impl WeightTexture {
             stride,
         };
         let copy = dispatch_resources(
-            gpu,
+            (gpu, dtype),
             "weights_to_texture",
             vec![
                 wgpu::BindingResource::TextureView(&view),
@@ -122,12 +136,13 @@ impl WeightTexture {
             c,
             oc,
             tw,
+            dtype,
         })
     }
 
     /// Bytes the texture holds (padding of the last block included).
     pub fn bytes(&self) -> u64 {
-        (self.tw * 16 * self.c * (self.oc / 4).div_ceil(self.tw)) as u64
+        (self.tw * 4 * self.dtype.size() * self.c * (self.oc / 4).div_ceil(self.tw)) as u64
     }
 }
 
@@ -141,6 +156,8 @@ type Slot = OnceLock<Option<Arc<WeightTexture>>>;
 pub struct WeightTextures {
     /// A stage's few dozen weights: found by a scan.
     slots: Vec<(wgpu::Buffer, Slot)>,
+    /// Their element type.
+    dtype: Dtype,
 }
 
 /// Every live [`WeightTextures`] of one Gpu.
@@ -149,16 +166,17 @@ struct Registry(Mutex<Vec<Weak<WeightTextures>>>);
 
 impl WeightTextures {
     /// Register `weights`, the buffers of the matrices some matmul reads as
-    /// its weight, on `gpu`. Copies nothing.
+    /// its weight, holding `dtype`, on `gpu`. Copies nothing.
     pub fn register<'a>(
         gpu: &Gpu,
         weights: impl IntoIterator<Item = &'a wgpu::Buffer>,
+        dtype: Dtype,
     ) -> Arc<WeightTextures> {
         let slots = weights
             .into_iter()
             .map(|b| (b.clone(), OnceLock::new()))
             .collect();
-        let set = Arc::new(WeightTextures { slots });
+        let set = Arc::new(WeightTextures { slots, dtype });
         let registry = gpu.cached(|_| Registry::default());
         let mut live = registry.0.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|w| w.strong_count() > 0);
@@ -177,7 +195,7 @@ impl WeightTextures {
 }
 
 /// The texture of `weight` (C, OC) if a live [`WeightTextures`] on `gpu`
-/// registered it (and it holds exactly C x OC floats), made now if this is
+/// registered it (and it holds exactly C x OC elements), made now if this is
 /// the first request; `None` when none did, or it cannot be held in a
 /// texture here.
 pub(super) fn texture_for(
@@ -193,11 +211,11 @@ pub(super) fn texture_for(
             .filter_map(Weak::upgrade)
             .find(|s| s.slots.iter().any(|(b, _)| b == weight))?
     };
-    if weight.size() != (c * oc * 4) as u64 {
+    if weight.size() != set.dtype.bytes(c * oc) {
         return None;
     }
     let (_, slot) = set.slots.iter().find(|(b, _)| b == weight)?;
-    slot.get_or_init(|| match WeightTexture::from_buffer(gpu, weight, c, oc) {
+    slot.get_or_init(|| match WeightTexture::from_buffer(gpu, weight, c, oc, set.dtype) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
             log::warn!("{e}: this weight stays in its buffer");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::resident::Resident;
 use crate::action::{Action, Kind, Product};
-use crate::device::{self, Gpu};
+use crate::device::{self, Gpu, Precision};
 use crate::error::{Error, Result};
 use crate::executor::wire;
 use crate::executor::{
@@ -159,7 +159,7 @@ impl<'a> Gpt2Forward<'a> {
     ) -> Result<Gpt2Forward<'a>> {
         let uploaded = stages
             .iter()
-            .map(|(s, w)| Ok((*s, StageUpload::shard(gpu, w, shard)?)))
+            .map(|(s, w)| Ok((*s, StageUpload::shard(gpu, w, shard, Precision::F32)?)))
             .collect::<Result<Vec<_>>>()?;
         Gpt2Forward::resident(gpu, &uploaded, mbs)
     }
@@ -206,11 +206,11 @@ impl StageProgram for Gpt2Forward<'_> {
     }
 
     fn input(&self, consumer: Action, _p: Product) -> &wgpu::Buffer {
-        &self.stage(consumer.stage).x
+        self.stage(consumer.stage).input()
     }
 
     fn output(&self, producer: Action) -> &wgpu::Buffer {
-        &self.stage(producer.stage).x
+        self.stage(producer.stage).output()
     }
 
     fn encode(&mut self, gpu: &Gpu, a: Action, enc: &mut ActionEncoder) -> Result<()> {

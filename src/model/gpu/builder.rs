@@ -5,7 +5,7 @@
 //! scratch buffers they share.
 
 use super::{bytes, Cut, Mode, Segment, StageUpload};
-use crate::device::{upload_pod, zeros, Gpu};
+use crate::device::{upload_pod, zeros, zeros_as, Dtype, Gpu};
 use crate::error::Result;
 use crate::kernels::{self as k, Dispatch};
 use crate::model::block::{self, Act, Norm, Op};
@@ -27,18 +27,19 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
-    pub(super) fn new(gpu: &Gpu, cfg: &Gpt2Config, shard: Shard, n: usize) -> Scratch {
+    pub(super) fn new(gpu: &Gpu, cfg: &Gpt2Config, shard: Shard, n: usize, dt: Dtype) -> Scratch {
         let heads = shard.heads(cfg);
         let f = cfg.n_inner / shard.of;
         let w = |a: Act| n * block::width(cfg, a, heads, f);
+        let z = |label: &str, a: Act| zeros_as(gpu, label, w(a), dt);
         Scratch {
-            ln: zeros(gpu, "ln (N,C)", w(Act::Ln1)),
-            qkv: zeros(gpu, "qkv (N,QKV/T)", w(Act::Qkv)),
-            att: zeros(gpu, "att (N,Q/T)", w(Act::Att)),
-            proj: zeros(gpu, "proj (N,C)", w(Act::AttnProj)),
-            x2: zeros(gpu, "x2 (N,C)", w(Act::X2)),
-            fc: zeros(gpu, "fc (N,F/T)", w(Act::Fc)),
-            fca: zeros(gpu, "fc act (N,F/T)", w(Act::FcAct)),
+            ln: z("ln (N,C)", Act::Ln1),
+            qkv: z("qkv (N,QKV/T)", Act::Qkv),
+            att: z("att (N,Q/T)", Act::Att),
+            proj: z("proj (N,C)", Act::AttnProj),
+            x2: z("x2 (N,C)", Act::X2),
+            fc: z("fc (N,F/T)", Act::Fc),
+            fca: z("fc act (N,F/T)", Act::FcAct),
         }
     }
 
@@ -53,6 +54,8 @@ impl Scratch {
 /// buffers they bind.
 pub(super) struct Builder<'a> {
     pub(super) gpu: &'a Gpu,
+    /// The stage's storage type: every dispatch's but the head's output (f32 logits).
+    pub(super) dt: Dtype,
     pub(super) cfg: &'a Gpt2Config,
     pub(super) shard: Shard,
     pub(super) b: usize,
@@ -68,12 +71,17 @@ pub(super) struct Builder<'a> {
     pub(super) keep: Vec<wgpu::Buffer>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn n(&self) -> usize {
         self.b * self.t
     }
 
-    fn push(&mut self, d: Dispatch) {
+    /// Where this stage's dispatches run: its device, storing its type.
+    fn on(&self) -> k::On<'a> {
+        (self.gpu, self.dt).into()
+    }
+
+    pub(super) fn push(&mut self, d: Dispatch) {
         self.current.push(d);
     }
 
@@ -93,11 +101,12 @@ impl Builder<'_> {
         let ids = upload_pod(gpu, "ids (N)", &vec![0u32; n]);
         let wpe = up.wpe.as_ref();
         for (&(v0, len), tb) in up.chunks.iter().zip(&up.wte_t) {
+            let on = self.on();
             let d = match (self.mode, self.rows) {
                 (Mode::Decode(_), Some(rows)) => {
-                    k::embedding_decode(gpu, self.x, &ids, tb, wpe, rows, n, c, v0, len)
+                    k::embedding_decode(on, self.x, &ids, tb, wpe, rows, n, c, v0, len)
                 }
-                _ => k::embedding_forward(gpu, self.x, &ids, tb, wpe, n, t, c, v0, len, 0),
+                _ => k::embedding_forward(on, self.x, &ids, tb, wpe, n, t, c, v0, len, 0),
             };
             self.push(d);
         }
@@ -130,7 +139,7 @@ impl Builder<'_> {
         s: &Scratch,
         inv_freq: Option<&wgpu::Buffer>,
     ) -> Result<()> {
-        let (gpu, cfg) = (self.gpu, self.cfg);
+        let (on, cfg) = (self.on(), self.cfg);
         let (b, t, n) = (self.b, self.t, self.n());
         let (c, eps, hd) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.head_dim());
         let heads = self.shard.heads(cfg);
@@ -148,7 +157,7 @@ impl Builder<'_> {
                     out,
                 } => match kind {
                     Norm::Layer => k::layernorm_forward(
-                        gpu,
+                        on,
                         self.buf(s, out),
                         self.buf(s, x),
                         g.of(lb),
@@ -158,7 +167,7 @@ impl Builder<'_> {
                         eps,
                     ),
                     Norm::Rms => k::rmsnorm_forward(
-                        gpu,
+                        on,
                         self.buf(s, out),
                         self.buf(s, x),
                         g.of(lb),
@@ -175,7 +184,7 @@ impl Builder<'_> {
                     row_split,
                 } => {
                     let d = k::matmul_forward(
-                        gpu,
+                        on,
                         self.buf(s, out),
                         self.buf(s, x),
                         w.of(lb),
@@ -198,7 +207,7 @@ impl Builder<'_> {
                     let rows = self.rows.expect("rotary positions need a position table");
                     let inv = inv_freq.expect("rotary positions need their frequencies");
                     let table = k::PositionTable::rows(n);
-                    k::rope_forward(gpu, self.buf(s, qkv), rows, inv, n, nh, nkv, hd, table)
+                    k::rope_forward(on, self.buf(s, qkv), rows, inv, n, nh, nkv, hd, table)
                 }
                 Op::Attention { qkv, out } => {
                     let (q, o) = (self.buf(s, qkv).clone(), self.buf(s, out).clone());
@@ -207,26 +216,26 @@ impl Builder<'_> {
                         (Mode::Prefill(kv) | Mode::Decode(kv), Some(rows)) => {
                             let (kc, vc) = (&kv.k[i], &kv.v[i]);
                             self.push(k::kv_cache_write(
-                                gpu, kc, vc, q, rows, n, nh, nkv, hd, kv.n_pos,
+                                on, kc, vc, q, rows, n, nh, nkv, hd, kv.n_pos,
                             ));
                             match self.mode {
                                 Mode::Decode(_) => k::attention_decode(
-                                    gpu, o, q, kc, vc, rows, n, nh, nkv, hd, kv.n_pos, window,
+                                    on, o, q, kc, vc, rows, n, nh, nkv, hd, kv.n_pos, window,
                                 ),
-                                _ => k::attention_forward(gpu, o, q, b, t, nh, nkv, hd, window),
+                                _ => k::attention_forward(on, o, q, b, t, nh, nkv, hd, window),
                             }
                         }
-                        _ => k::attention_forward(gpu, o, q, b, t, nh, nkv, hd, window),
+                        _ => k::attention_forward(on, o, q, b, t, nh, nkv, hd, window),
                     }
                 }
                 Op::Gelu { x, out } => {
-                    k::gelu_forward(gpu, self.buf(s, out), self.buf(s, x), n * width(out))
+                    k::gelu_forward(on, self.buf(s, out), self.buf(s, x), n * width(out))
                 }
                 Op::SwiGlu { x, out } => {
-                    k::swiglu_forward(gpu, self.buf(s, out), self.buf(s, x), n, width(out))
+                    k::swiglu_forward(on, self.buf(s, out), self.buf(s, x), n, width(out))
                 }
                 Op::Residual { a, b: bb, out } => k::residual_forward(
-                    gpu,
+                    on,
                     self.buf(s, out),
                     self.buf(s, a),
                     self.buf(s, bb),
@@ -246,23 +255,39 @@ impl Builder<'_> {
         up: &StageUpload,
         ln_f: &(wgpu::Buffer, Option<wgpu::Buffer>),
     ) -> Result<wgpu::Buffer> {
-        let (gpu, n, c) = (self.gpu, self.n(), self.cfg.n_embd);
+        let (gpu, dt, n, c) = (self.gpu, self.dt, self.n(), self.cfg.n_embd);
         let eps = self.cfg.layer_norm_epsilon;
         let vp = self.cfg.padded_vocab();
         gpu.check_binding(&format!("logits ({n}, {vp})"), bytes(n * vp))?;
-        let lnf = zeros(gpu, "final norm (N,C)", n * c);
+        let lnf = zeros_as(gpu, "final norm (N,C)", n * c, dt);
+        // The logits are f32 whatever the stage stores: the head's matmul
+        // reads `dt` and writes f32, which sampling and the host read.
         let out = zeros(gpu, "logits (N,Vp)", n * vp);
         let max_len = up.chunks.iter().map(|&(_, l)| l).max().unwrap_or(4);
-        let no_bias = zeros(gpu, "lm_head bias (0)", max_len);
+        let no_bias = zeros_as(gpu, "lm_head bias (0)", max_len, dt);
+        let on = self.on();
         self.push(match (block::final_norm(self.cfg), &ln_f.1) {
             (Norm::Layer, Some(beta)) => {
-                k::layernorm_forward(gpu, &lnf, self.x, &ln_f.0, beta, n, c, eps)
+                k::layernorm_forward(on, &lnf, self.x, &ln_f.0, beta, n, c, eps)
             }
-            _ => k::rmsnorm_forward(gpu, &lnf, self.x, &ln_f.0, n, c, eps),
+            _ => k::rmsnorm_forward(on, &lnf, self.x, &ln_f.0, n, c, eps),
         });
+        let to_f32 = k::Elems {
+            st: dt,
+            ot: Dtype::F32,
+        };
         for (&(v0, len), tb) in up.chunks.iter().zip(&up.head_t) {
             self.push(k::matmul_forward_strided(
-                gpu, &out, &lnf, tb, &no_bias, n, c, len, vp, v0,
+                (gpu, to_f32),
+                &out,
+                &lnf,
+                tb,
+                &no_bias,
+                n,
+                c,
+                len,
+                vp,
+                v0,
             ));
         }
         self.keep.extend([lnf, no_bias]);

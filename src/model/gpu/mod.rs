@@ -16,7 +16,7 @@
 //! tensor-parallel group sums, `resident.rs` holds the uploaded weights and
 //! the KV cache, `token_table.rs` the transposed token table.
 
-use crate::device::{read_mapped, staging, upload_pod, zeros, Gpu};
+use crate::device::{read_mapped, staging, upload_pod, zeros_as, Dtype, Gpu, Precision};
 use crate::error::{Error, Result};
 use crate::io::TokenBatch;
 use crate::kernels as k;
@@ -29,7 +29,7 @@ mod resident;
 mod segments;
 mod token_table;
 use builder::{Builder, Scratch};
-pub use resident::{KvCache, StageUpload};
+pub use resident::{first_beyond_f16, KvCache, StageUpload};
 pub use segments::{Cut, Segment, StageEncoder};
 pub(crate) use token_table::{
     token_table_chunks, untranspose_token_table, upload_token_table, vocab_chunks,
@@ -43,10 +43,18 @@ pub struct GpuStage {
     pub b: usize,
     pub t: usize,
     pub cfg: Gpt2Config,
+    /// How the device stores the stage, and the activations it exchanges.
+    pub precision: Precision,
     /// (N) token ids, if this stage embeds.
     pub ids: Option<wgpu::Buffer>,
     /// (N, C) residual stream: the stage's input and output.
     pub x: wgpu::Buffer,
+    /// (N, C) in the hop's type, when it is not the stage's: what the
+    /// previous device sends, converted into `x` first ([`GpuStage::input`]).
+    xin: Option<wgpu::Buffer>,
+    /// (N, C) in the hop's type, when it is not the stage's: `x` converted
+    /// for the next device last ([`GpuStage::output`]).
+    xout: Option<wgpu::Buffer>,
     /// (N, Vp) logits, if this stage has the head.
     pub logits: Option<wgpu::Buffer>,
     /// (N, 2) u32 (slot, position) of each row in the KV cache, when the
@@ -63,7 +71,7 @@ pub struct GpuStage {
     _buffers: Vec<wgpu::Buffer>,
 }
 
-/// Bytes of `len` f32s.
+/// Bytes of `len` f32s (the logits).
 fn bytes(len: usize) -> u64 {
     (len * 4) as u64
 }
@@ -91,6 +99,8 @@ impl GpuStage {
     /// computing what `mode` says.
     pub fn build(gpu: &Gpu, up: &StageUpload, b: usize, t: usize, mode: Mode) -> Result<GpuStage> {
         let (cfg, part, shard) = (up.cfg.clone(), up.part.clone(), up.shard);
+        let precision = up.precision;
+        let dt = precision.dtype;
         let (c, f) = (cfg.n_embd, cfg.n_inner);
         let n = b * t;
         if n == 0 || t > cfg.n_positions {
@@ -117,9 +127,9 @@ impl GpuStage {
             }
         }
         let widest = cfg.mlp_in_width().max(cfg.qkv_width()).max(c);
-        gpu.check_binding("activations (N, F)", bytes(n * widest.max(f)))?;
+        gpu.check_binding("activations (N, F)", dt.bytes(n * widest.max(f)))?;
 
-        let x = zeros(gpu, "x (N,C)", n * c);
+        let x = zeros_as(gpu, "x (N,C)", n * c, dt);
         // The row table: (slot, position) of each row for the KV cache, or
         // (0, t) of row (b, t) for rotary positions without one.
         let rows = match mode {
@@ -132,6 +142,7 @@ impl GpuStage {
         };
         let mut bld = Builder {
             gpu,
+            dt,
             cfg: &cfg,
             shard,
             b,
@@ -148,9 +159,20 @@ impl GpuStage {
         if ids.is_some() {
             bld.cut(Cut::Embedding);
         }
+        // A stage that receives activations in another type converts them
+        // into x first (on this device; the f16 one of the pair).
+        let xin = (!part.embedding && precision.hop != dt).then(|| {
+            let xin = zeros_as(gpu, "x in (N,C)", n * c, precision.hop);
+            let elems = k::Elems {
+                st: precision.hop,
+                ot: dt,
+            };
+            bld.push(k::convert((gpu, elems), &x, &xin, n * c));
+            xin
+        });
         let mut proj = None;
         if !up.layers.is_empty() {
-            let scratch = Scratch::new(gpu, &cfg, shard, n);
+            let scratch = Scratch::new(gpu, &cfg, shard, n, dt);
             for (i, (l, lb)) in part.layers.clone().zip(&up.layers).enumerate() {
                 bld.block(l, i, lb, &scratch, up.inv_freq.as_ref())?;
             }
@@ -161,6 +183,16 @@ impl GpuStage {
             Some(ln_f) => Some(bld.head(up, ln_f)?),
             None => None,
         };
+        // ... and one that sends them in another type converts x last.
+        let xout = (!part.head && precision.hop != dt).then(|| {
+            let xout = zeros_as(gpu, "x out (N,C)", n * c, precision.hop);
+            let elems = k::Elems {
+                st: dt,
+                ot: precision.hop,
+            };
+            bld.push(k::convert((gpu, elems), &xout, &x, n * c));
+            xout
+        });
         bld.cut(Cut::End);
         let (segments, keep) = (bld.segments, bld.keep);
         Ok(GpuStage {
@@ -169,8 +201,11 @@ impl GpuStage {
             b,
             t,
             cfg,
+            precision,
             ids,
             x,
+            xin,
+            xout,
             logits,
             rows,
             proj,
@@ -219,9 +254,26 @@ impl GpuStage {
         self.b * self.t
     }
 
-    /// Bytes of the activation a stage hands to the next one: (N, C) f32.
+    /// Bytes of the activation a stage hands to the next one: (N, C) in
+    /// the hop's type.
     pub fn activation_bytes(&self) -> u64 {
-        (self.rows() * self.cfg.n_embd * 4) as u64
+        self.precision.hop.bytes(self.rows() * self.cfg.n_embd)
+    }
+
+    /// Where the previous device's activation goes: `x`, or the buffer it
+    /// is converted from when the hop's type is not the stage's.
+    pub fn input(&self) -> &wgpu::Buffer {
+        self.xin.as_ref().unwrap_or(&self.x)
+    }
+
+    /// What the next device receives: `x`, or its conversion to the hop's type.
+    pub fn output(&self) -> &wgpu::Buffer {
+        self.xout.as_ref().unwrap_or(&self.x)
+    }
+
+    /// The stage's storage type.
+    pub fn dtype(&self) -> Dtype {
+        self.precision.dtype
     }
 
     /// Bytes of this stage's logits buffer: (N, Vp) f32.

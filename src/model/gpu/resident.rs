@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{bytes, upload_token_table, vocab_chunks};
-use crate::device::{upload, zeros, Gpu};
+use super::{upload_token_table, vocab_chunks};
+use crate::device::{dtype::beyond_f16, upload, upload_as, zeros_as, Dtype, Gpu, Precision};
 use crate::error::{Error, Result};
 use crate::kernels::WeightTextures;
 use crate::model::names;
@@ -22,6 +22,9 @@ pub struct StageUpload {
     /// Which tensor-parallel part of the stage this device holds
     /// ([`Shard::WHOLE`] without tensor parallelism).
     pub shard: Shard,
+    /// How the device stores the stage (weights, activations, KV cache) and
+    /// the activations it exchanges with its neighbours.
+    pub precision: Precision,
     /// Vocabulary chunks `(v0, len)` of the transposed token and head tables.
     pub(super) chunks: Vec<(usize, usize)>,
     /// With the embedding: the token table, transposed, by chunk.
@@ -44,15 +47,33 @@ pub struct StageUpload {
 }
 
 impl StageUpload {
-    /// Upload what `w.part` says the stage holds (embedding, blocks, head).
+    /// Upload what `w.part` says the stage holds (embedding, blocks, head), in f32.
     pub fn new(gpu: &Gpu, w: &StageWeights) -> Result<StageUpload> {
-        StageUpload::shard(gpu, w, Shard::WHOLE)
+        StageUpload::shard(gpu, w, Shard::WHOLE, Precision::F32)
     }
 
     /// Upload `shard`'s part of what `w.part` says the stage holds: its
     /// heads' and MLP columns' part of each block, its vocabulary range of
-    /// the token table (see [`crate::model::shard`]).
-    pub fn shard(gpu: &Gpu, w: &StageWeights, shard: Shard) -> Result<StageUpload> {
+    /// the token table (see [`crate::model::shard`]), stored as
+    /// `precision.dtype` (f16: each value rounded to nearest; a tensor
+    /// holding a value f16 cannot is refused, naming it — the pipeline
+    /// layer checks first and keeps such a device in f32,
+    /// [`crate::workload::resident::resolve_precision`]).
+    pub fn shard(
+        gpu: &Gpu,
+        w: &StageWeights,
+        shard: Shard,
+        precision: Precision,
+    ) -> Result<StageUpload> {
+        let dt = precision.dtype;
+        gpu.check_dtype(dt)?;
+        if dt == Dtype::F16 {
+            if let Some((name, v)) = first_beyond_f16(w) {
+                return Err(Error::Input(format!(
+                    "{name} holds {v:e}, beyond f16's range (±65504): it cannot be stored in f16"
+                )));
+            }
+        }
         gpu.cached(|_| Uploads::default())
             .0
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -77,7 +98,7 @@ impl StageUpload {
         }
         if part.embedding {
             let wte = w.wte.ok_or_else(|| missing(names::WTE))?;
-            wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE);
+            wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE, dt);
         }
         if part.head {
             head_t = match (part.embedding && cfg.tied_head(), w.head) {
@@ -88,7 +109,7 @@ impl StageUpload {
                     } else {
                         names::LM_HEAD
                     };
-                    upload_token_table(gpu, &cfg, t, &chunks, what)
+                    upload_token_table(gpu, &cfg, t, &chunks, what, dt)
                 }
                 (false, None) => return Err(missing(names::LM_HEAD)),
             };
@@ -96,8 +117,8 @@ impl StageUpload {
         let wpe = match part.embedding && cfg.learned_positions() {
             true => {
                 let wpe = w.wpe.ok_or_else(|| missing(names::WPE))?;
-                gpu.check_binding(names::WPE, bytes(wpe.len()))?;
-                Some(upload(gpu, names::WPE, wpe))
+                gpu.check_binding(names::WPE, dt.bytes(wpe.len()))?;
+                Some(upload_as(gpu, names::WPE, wpe, dt))
             }
             false => None,
         };
@@ -120,16 +141,18 @@ impl StageUpload {
                 lw.try_map(&cfg, |name, t, _| {
                     let shape = [t.len()];
                     let name = names::block_tensor(l, name);
-                    gpu.check_binding(&format!("{name} {shape:?}"), bytes(t.len()))?;
-                    Ok::<_, Error>(upload(gpu, &name, t))
+                    gpu.check_binding(&format!("{name} {shape:?}"), dt.bytes(t.len()))?;
+                    Ok::<_, Error>(upload_as(gpu, &name, t, dt))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = match part.head {
             true => {
                 let (g, b) = w.ln_f.ok_or_else(|| missing(names::LN_F_WEIGHT))?;
-                let b = cfg.is_gpt2().then(|| upload(gpu, names::LN_F_BIAS, b));
-                Some((upload(gpu, names::LN_F_WEIGHT, g), b))
+                let b = cfg
+                    .is_gpt2()
+                    .then(|| upload_as(gpu, names::LN_F_BIAS, b, dt));
+                Some((upload_as(gpu, names::LN_F_WEIGHT, g, dt), b))
             }
             false => None,
         };
@@ -145,11 +168,12 @@ impl StageUpload {
             .iter()
             .flat_map(|l| [&l.c_attn_w, &l.attn_proj_w, &l.c_fc_w, &l.mlp_proj_w]);
         let head = head_t.iter().filter(|_| part.head);
-        let textures = WeightTextures::register(gpu, matrices.chain(head));
+        let textures = WeightTextures::register(gpu, matrices.chain(head), dt);
         Ok(StageUpload {
             part,
             cfg,
             shard,
+            precision,
             chunks,
             wte_t,
             head_t,
@@ -209,13 +233,16 @@ struct Uploads(std::sync::atomic::AtomicUsize);
 pub struct KvCache {
     pub slots: usize,
     pub n_pos: usize,
+    /// The cache's element type (its stage's).
+    pub dtype: Dtype,
     pub(super) k: Vec<wgpu::Buffer>,
     pub(super) v: Vec<wgpu::Buffer>,
 }
 
 impl KvCache {
     /// A zeroed cache for `blocks` blocks and `slots` sequences, for
-    /// `shard`'s heads.
+    /// `shard`'s heads, holding `dtype`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         cfg: &Gpt2Config,
@@ -223,22 +250,24 @@ impl KvCache {
         blocks: usize,
         slots: usize,
         n_pos: usize,
+        dtype: Dtype,
     ) -> Result<KvCache> {
         let n_pos = n_pos.clamp(1, cfg.n_positions);
         let width = shard.heads(cfg).1 * cfg.head_dim();
         let len = slots * n_pos * width;
         gpu.check_binding(
             &format!("KV cache of one block ({slots} sequences x {n_pos} positions x {width})"),
-            bytes(len),
+            dtype.bytes(len),
         )?;
         let make = |what: &str| {
             (0..blocks)
-                .map(|i| zeros(gpu, &format!("{what} cache block {i}"), len))
+                .map(|i| zeros_as(gpu, &format!("{what} cache block {i}"), len, dtype))
                 .collect()
         };
         Ok(KvCache {
             slots,
             n_pos,
+            dtype,
             k: make("k"),
             v: make("v"),
         })
@@ -248,4 +277,30 @@ impl KvCache {
     pub fn bytes(&self) -> u64 {
         self.k.iter().chain(&self.v).map(|b| b.size()).sum()
     }
+}
+
+/// The first tensor of `w` (by checkpoint name) holding a value f16 cannot
+/// (finite, beyond ±65504), and that value.
+pub fn first_beyond_f16(w: &StageWeights) -> Option<(String, f32)> {
+    let cfg = w.config;
+    let named = |name: &str, t: &[f32]| beyond_f16(t).map(|(_, v)| (name.to_string(), v));
+    let tables = [
+        (names::WTE, w.wte),
+        (names::WPE, w.wpe),
+        (names::LM_HEAD, w.head),
+    ];
+    tables
+        .iter()
+        .find_map(|(name, t)| t.and_then(|t| named(name, t)))
+        .or_else(|| {
+            w.part.layers.clone().zip(w.layers).find_map(|(l, lw)| {
+                lw.named_tensors(cfg)
+                    .into_iter()
+                    .find_map(|(name, t, _)| named(&names::block_tensor(l, name), t))
+            })
+        })
+        .or_else(|| {
+            let (g, b) = w.ln_f?;
+            named(names::LN_F_WEIGHT, g).or_else(|| named(names::LN_F_BIAS, b))
+        })
 }

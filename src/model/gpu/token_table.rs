@@ -3,7 +3,7 @@
 //! the layout the embedding gathers from and the tied LM head multiplies
 //! with (a tensor-parallel rank holds the chunks of its vocabulary range).
 
-use crate::device::{upload, Gpu};
+use crate::device::{upload_as, Dtype, Gpu};
 use crate::error::Result;
 use crate::model::Gpt2Config;
 
@@ -55,18 +55,19 @@ pub(crate) fn token_table_chunks(
 }
 
 /// [`token_table_chunks`] of a (V, C) table (the token table, or an untied
-/// LM head's, named `what`) uploaded, one buffer per chunk.
+/// LM head's, named `what`) uploaded as `dtype`, one buffer per chunk.
 pub(crate) fn upload_token_table(
     gpu: &Gpu,
     cfg: &Gpt2Config,
     table: &[f32],
     chunks: &[(usize, usize)],
     what: &str,
+    dtype: Dtype,
 ) -> Vec<wgpu::Buffer> {
     token_table_chunks(cfg, table, chunks)
         .iter()
         .zip(chunks)
-        .map(|(t, (v0, _))| upload(gpu, &format!("{what} transposed [{v0}..]"), t))
+        .map(|(t, (v0, _))| upload_as(gpu, &format!("{what} transposed [{v0}..]"), t, dtype))
         .collect()
 }
 

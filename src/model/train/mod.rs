@@ -46,7 +46,7 @@
 
 use std::collections::HashMap;
 
-use crate::device::{upload, upload_pod, zeros, Gpu};
+use crate::device::{upload, upload_pod, zeros, Dtype, Gpu};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, Dispatch};
 use crate::model::block::{self, Act};
@@ -242,11 +242,11 @@ impl TrainStage {
         // it; an untied head's own table apart.
         if part.embedding || (part.head && cfg.tied_head()) {
             let wte = w.wte.or(w.head).ok_or_else(|| missing(names::WTE))?;
-            wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE);
+            wte_t = upload_token_table(gpu, &cfg, wte, &chunks, names::WTE, Dtype::F32);
         }
         if part.head && !cfg.tied_head() {
             let head = w.head.ok_or_else(|| missing(names::LM_HEAD))?;
-            head_t = upload_token_table(gpu, &cfg, head, &chunks, names::LM_HEAD);
+            head_t = upload_token_table(gpu, &cfg, head, &chunks, names::LM_HEAD, Dtype::F32);
         }
         let wpe = match part.embedding && cfg.learned_positions() {
             true => {

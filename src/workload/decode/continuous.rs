@@ -130,6 +130,8 @@ pub struct ServeEndpoint {
     rows: usize,
     dummy_slot: u32,
     n_embd: usize,
+    /// The activations' type between stages ([`crate::device::Precision::hop`]).
+    hop: crate::device::Dtype,
     vocab: (usize, usize),
     /// (rows, C) the activation received from the previous stage and the
     /// one sent to the next.
@@ -174,6 +176,7 @@ impl ServeEndpoint {
                 up.part.layers.len(),
                 shape.slots + 1,
                 up.cfg.n_positions,
+                up.precision.dtype,
             )?;
             let programs = sizes
                 .iter()
@@ -196,6 +199,7 @@ impl ServeEndpoint {
             rows,
             dummy_slot: shape.slots as u32,
             n_embd: cfg.n_embd,
+            hop: held.first().map_or(crate::device::Dtype::F32, |(_, up)| up.precision.hop),
             vocab: (cfg.vocab_size, cfg.padded_vocab()),
             carry_in: device::zeros(gpu, "serve activation in (rows,C)", rows * cfg.n_embd),
             carry_out: device::zeros(gpu, "serve activation out (rows,C)", rows * cfg.n_embd),
@@ -343,7 +347,7 @@ impl StageProgram for ServeDecode<'_> {
     fn message_bytes(&self, p: Product) -> u64 {
         match p.stage == self.ep.last {
             true => (4 * self.ep.rows) as u64,
-            false => (4 * self.ep.rows * self.ep.n_embd) as u64,
+            false => self.ep.hop.bytes(self.ep.rows * self.ep.n_embd),
         }
     }
 
@@ -380,17 +384,17 @@ impl StageProgram for ServeDecode<'_> {
         let mut table: Vec<(u32, u32)> = pass.rows.iter().map(|r| (r.slot, r.pos)).collect();
         table.resize(n, (ep.dummy_slot, 0));
         prog.write_rows(gpu, &table);
-        let bytes = (4 * n * ep.n_embd) as u64;
+        let bytes = prog.activation_bytes();
         if a.stage == 0 {
             let mut ids: Vec<u32> = pass.rows.iter().map(|r| r.token).collect();
             ids.resize(n, 0);
             prog.write_ids(gpu, &ids);
         } else {
-            enc.copy_buffer_to_buffer(&ep.carry_in, 0, &prog.x, 0, bytes);
+            enc.copy_buffer_to_buffer(&ep.carry_in, 0, prog.input(), 0, bytes);
         }
         prog.encode_in(enc)?;
         if a.stage != ep.last {
-            enc.copy_buffer_to_buffer(&prog.x, 0, &ep.carry_out, 0, bytes);
+            enc.copy_buffer_to_buffer(prog.output(), 0, &ep.carry_out, 0, bytes);
             return Ok(());
         }
         let logits = prog.logits.as_ref().expect("the last stage has the head");

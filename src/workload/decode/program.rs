@@ -88,6 +88,7 @@ impl<'a> Gpt2Decode<'a> {
                 up.part.layers.len(),
                 slots,
                 layout.positions(),
+                up.precision.dtype,
             )?;
             let prefill = GpuStage::build(gpu, up, per, layout.t_max, Mode::Prefill(&cache))?;
             let decode = GpuStage::build(gpu, up, per, 1, Mode::Decode(&cache))?;
@@ -210,7 +211,7 @@ impl StageProgram for Gpt2Decode<'_> {
         if consumer.stage == 0 {
             &self.next_ids[g]
         } else {
-            &self.program(consumer.stage, step).x
+            self.program(consumer.stage, step).input()
         }
     }
 
@@ -219,7 +220,7 @@ impl StageProgram for Gpt2Decode<'_> {
         if producer.stage == self.last {
             &self.next_ids[g]
         } else {
-            &self.program(producer.stage, step).x
+            self.program(producer.stage, step).output()
         }
     }
 
