@@ -22,7 +22,7 @@ mod common;
 
 use common::{assert_close, Rng};
 use wgpipe::cpu;
-use wgpipe::device::{download, upload, upload_pod, zeros, Gpu};
+use wgpipe::device::{download, upload, upload_pod, zeros, Dtype, Gpu};
 use wgpipe::kernels::{self, Dispatch, EmbeddingParams, Kernels, MatmulVariant};
 
 /// Encode `dispatches` in one pass, submit, wait; any device error fails the test.
@@ -215,7 +215,7 @@ fn texture_matmul_matches_the_buffer_kernel_bitwise_at_every_shape_class() {
                 upload(gpu, "w", &weight),
                 upload(gpu, "b", &bias),
             );
-            let tex = kernels::WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw)
+            let tex = kernels::WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw, Dtype::F32)
                 .unwrap_or_else(|e| panic!("{shape}: {e}"));
             let (o_tex, o_buf) = (zeros(gpu, "out", n * ldo), zeros(gpu, "out", n * ldo));
             let d = kernels::matmul_forward_texture(
@@ -247,7 +247,7 @@ fn texture_matmul_matches_the_buffer_kernel_bitwise_at_every_shape_class() {
         }
         // Shapes it refuses, by name.
         let w = zeros(gpu, "w", 16);
-        let tex = kernels::WeightTexture::from_buffer(gpu, &w, 4, 4).unwrap();
+        let tex = kernels::WeightTexture::from_buffer(gpu, &w, 4, 4, Dtype::F32).unwrap();
         let b = zeros(gpu, "b", 64);
         for (n, c, oc) in [(5, 4, 4), (1, 8, 4), (1, 4, 6)] {
             let err = kernels::matmul_forward_texture(gpu, &b, &b, &tex, &b, n, c, oc, oc, 0)
@@ -260,7 +260,7 @@ fn texture_matmul_matches_the_buffer_kernel_bitwise_at_every_shape_class() {
         }
         let too_tall = gpu.limits.max_texture_dimension_2d as usize + 1;
         let big = zeros(gpu, "w", 4 * too_tall);
-        let err = kernels::WeightTexture::from_buffer(gpu, &big, too_tall, 4)
+        let err = kernels::WeightTexture::from_buffer(gpu, &big, too_tall, 4, Dtype::F32)
             .map(|_| ())
             .unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
@@ -283,7 +283,7 @@ fn registered_weights_are_read_from_textures_where_the_adapter_chose_them() {
             upload(gpu, "w", &weight),
             upload(gpu, "b", &bias),
         );
-        let registered = kernels::WeightTextures::register(gpu, [&w_b]);
+        let registered = kernels::WeightTextures::register(gpu, [&w_b], Dtype::F32);
         let out = zeros(gpu, "out", 40 * oc);
         let d = kernels::matmul_forward(gpu, &out, &inp_b, &w_b, &b_b, n, c, oc);
         let want = match choice.storage {

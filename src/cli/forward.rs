@@ -55,6 +55,7 @@ pub fn run(args: &ForwardArgs, cx: &Context) -> Result<()> {
         devices: args.devices()?,
         tp: args.tp,
         split: Split::Even,
+        dtype: args.model.dtype,
         ..PipelineConfig::new(args.model.source())
     })?;
     // The whole batch in as few passes as the bindings allow.

@@ -76,6 +76,7 @@ impl DecodeOn {
             tp: self.layout.tp,
             split: self.layout.split.clone(),
             cluster: cx.cluster.clone(),
+            dtype: self.model.dtype,
             workload: Workload::Decode {
                 sequences,
                 groups,

@@ -24,6 +24,8 @@ pub const TP_HELP: &str = "Tensor-parallel degree T: each pipeline stage spans T
 /// Help for every command's `--split`.
 pub const SPLIT_HELP: &str = "Layers per stage: `auto` profiles every layer kind on every device and takes the split with the shortest predicted makespan; `even`; or a count per stage (devices x virtual), e.g. 7,5";
 
+use wgpipe::device::DtypeChoice;
+
 /// Which weights.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -36,6 +38,9 @@ pub struct ModelArgs {
     /// Seed for the random weights and random input ids.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Storage type of weights, activations, KV cache and hops on the devices: f32, f16 (refused on an adapter without shader-f16, and by `train`), or auto: the checkpoint's — a bf16/f16 file runs in f16 on adapters with shader-f16 and in f32 on the others, an f32 file (or a built-in model) in f32. Kernels accumulate in f32 either way.
+    #[arg(long, default_value = "auto", value_name = "f32|f16|auto")]
+    pub dtype: DtypeChoice,
 }
 
 impl ModelArgs {

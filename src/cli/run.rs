@@ -70,6 +70,7 @@ pub fn run(args: &RunArgs, cx: &Context) -> Result<()> {
         virtual_stages: args.virtual_stages,
         microbatches: Some(m),
         cluster: cx.cluster.clone(),
+        dtype: args.model.dtype,
         workload: Workload::Forward {
             sequences: tokens.batch.div_ceil(m),
             tokens: tokens.seq,

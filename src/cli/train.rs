@@ -287,6 +287,7 @@ pub fn run(args: &TrainArgs, cx: &Context) -> Result<()> {
         virtual_stages: args.virtual_stages,
         microbatches: Some(m),
         cluster: cx.cluster.clone(),
+        dtype: args.model.dtype,
         workload: Workload::Train {
             sequences: first.batch.div_ceil(m),
             tokens: first.seq,

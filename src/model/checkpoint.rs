@@ -132,6 +132,21 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
+    /// The weights' storage type, for `--dtype auto`: f16 when every tensor
+    /// is stored as F16 or BF16 (bf16 goes to the device as f16), else f32.
+    pub fn stored_dtype(&self) -> crate::device::Dtype {
+        let sixteen = self.files.iter().all(|f| {
+            f.header
+                .tensors()
+                .values()
+                .all(|i| matches!(i.dtype, Dtype::F16 | Dtype::BF16))
+        });
+        match sixteen {
+            true => crate::device::Dtype::F16,
+            false => crate::device::Dtype::F32,
+        }
+    }
+
     pub fn config(&self) -> &Gpt2Config {
         &self.config
     }

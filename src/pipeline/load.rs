@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::ModelSource;
 use crate::analysis::split::{profiles, resolve_split, Chosen};
+use crate::device::Dtype;
 use crate::error::Result;
 use crate::executor::{Cluster, DeviceGroup};
 use crate::model::checkpoint::{self, Checkpoint};
@@ -46,6 +47,8 @@ pub(super) struct HostWeights {
     ckpt: Option<Checkpoint>,
     /// The checkpoint directory, when the model came from one.
     pub dir: Option<PathBuf>,
+    /// How the weights were stored: F16 for a bf16/f16 checkpoint, else F32.
+    pub stored: Dtype,
 }
 
 impl HostWeights {
@@ -53,6 +56,10 @@ impl HostWeights {
     /// presets, which draw every tensor from one stream); under MPI with a
     /// checkpoint, the config alone so far.
     pub fn load(source: &ModelSource, cluster: &Cluster) -> Result<HostWeights> {
+        let stored = match source {
+            ModelSource::Checkpoint(dir) => Checkpoint::open(dir)?.stored_dtype(),
+            _ => Dtype::F32,
+        };
         let (w, ckpt, dir) = match source {
             ModelSource::Checkpoint(dir) if cluster.rank().is_some() => {
                 let ckpt = Checkpoint::open(dir)?;
@@ -74,7 +81,12 @@ impl HostWeights {
             }
             ModelSource::Weights(w) => ((**w).clone().into(), None, None),
         };
-        Ok(HostWeights { w, ckpt, dir })
+        Ok(HostWeights {
+            w,
+            ckpt,
+            dir,
+            stored,
+        })
     }
 
     pub fn config(&self) -> &Gpt2Config {

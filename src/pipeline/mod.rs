@@ -44,7 +44,7 @@ pub use load::CheckpointReads;
 pub use state::TrainState;
 pub use train::{StepReport, TrainConfig, Trainer};
 
-use crate::device::{place_devices, Gpu, Placement};
+use crate::device::{place_devices, DtypeChoice, Gpu, Placement, Precision};
 use crate::error::{Error, Result};
 use crate::executor::{Cluster, DeviceGroup, MpiSummary};
 use crate::model::checkpoint::eos_token_id;
@@ -53,7 +53,7 @@ use crate::model::partition::{partition, Split};
 use crate::model::{Gpt2Config, Gpt2Weights, PartialWeights};
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::tokenizer::Tokenizer;
-use crate::workload::resident::Resident;
+use crate::workload::resident::{DtypeRequest, Resident};
 use load::HostWeights;
 
 /// Where a pipeline's weights come from.
@@ -121,6 +121,9 @@ pub struct PipelineConfig {
     pub cluster: Cluster,
     /// What the split is chosen for.
     pub workload: Workload,
+    /// The storage type on the devices (`--dtype`): `auto` follows the
+    /// checkpoint (see [`crate::workload::resident::resolve_precision`]).
+    pub dtype: DtypeChoice,
 }
 
 impl PipelineConfig {
@@ -138,6 +141,7 @@ impl PipelineConfig {
                 sequences: 1,
                 tokens: 64,
             },
+            dtype: DtypeChoice::Auto,
         }
     }
 }
@@ -157,6 +161,7 @@ pub struct Pipeline {
     microbatches: Option<usize>,
     split: Chosen,
     device_names: Vec<String>,
+    dtype: DtypeChoice,
     /// The stages' weights on their Gpus: uploaded when the pipeline is
     /// built (a training pipeline's trainer holds its own, so it uploads
     /// these only when first asked to run inference).
@@ -174,6 +179,14 @@ impl Pipeline {
         if c.tp == 0 || c.virtual_stages == 0 || c.microbatches == Some(0) {
             return Err(Error::Input(
                 "tp, virtual stages and microbatches must be at least 1".into(),
+            ));
+        }
+        if matches!(c.workload, Workload::Train { .. }) && c.dtype == DtypeChoice::F16 {
+            return Err(Error::Input(
+                "--dtype f16 does not train: wgpipe trains in f32 (weights, activations, \
+                 gradients and optimizer state; no loss scaling yet). Use --dtype f32 or auto \
+                 (a 16-bit checkpoint is widened to f32 for training)"
+                    .into(),
             ));
         }
         let mut host = HostWeights::load(&c.model, &c.cluster)?;
@@ -202,6 +215,7 @@ impl Pipeline {
             microbatches: c.microbatches,
             split,
             device_names,
+            dtype: c.dtype,
             resident: Mutex::new(None),
             busy: Mutex::new(()),
         };
@@ -234,6 +248,13 @@ impl Pipeline {
             Some(dir) => eos_token_id(dir, self.config()),
             None => Ok((self.config().vocab_size - 1) as u32),
         }
+    }
+
+    /// How each schedule device stores its stages (`--dtype` resolved), and
+    /// a line for each device that stores f32 where f16 was wanted.
+    pub fn precision(&self) -> Result<(Vec<Precision>, Vec<String>)> {
+        let r = self.resident()?;
+        Ok((r.precision.clone(), r.precision_notes.clone()))
     }
 
     /// Layers per stage, and for `--split auto` how they were chosen.
@@ -298,11 +319,16 @@ impl Pipeline {
         }
         let stages = self.devices * self.virtual_stages;
         let parts = partition(self.config().n_layer, stages, Some(&self.split.split))?;
-        let r = Arc::new(Resident::upload(
+        let dtype = DtypeRequest {
+            choice: self.dtype,
+            stored: self.host.stored,
+        };
+        let r = Arc::new(Resident::upload_as(
             &self.groups()?,
             &self.cluster,
             self.weights(),
             parts,
+            dtype,
         )?);
         *slot = Some(r.clone());
         Ok(r)
