@@ -1,16 +1,48 @@
-//! Every shader parses and validates with naga (no GPU needed), and the shader
-//! table `wgpipe::kernels::SHADERS` lists exactly the files in `shaders/`.
+//! Every shader parses and validates with naga (no GPU needed) as it is
+//! compiled — with f32 element types, and the f16 shaders with every pair
+//! of element types the device layer uses — and the shader table
+//! `wgpipe::kernels::SHADERS` lists exactly the files in `shaders/`.
 
 use std::collections::BTreeSet;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgpipe::kernels::SHADERS;
+use wgpipe::device::Dtype::{F16, F32};
+use wgpipe::kernels::{shader_source, Elems, F16_SHADERS, SHADERS};
+
+/// The element types each shader compiles with: f32 for all; the f16
+/// shaders also f16, f16 in / f32 out (the LM head, a hop) and f32 in / f16
+/// out (a hop).
+fn variants(name: &str) -> Vec<Elems> {
+    let mut v = vec![Elems::F32];
+    if F16_SHADERS.contains(&name) {
+        v.extend([
+            Elems::of(F16),
+            Elems { st: F16, ot: F32 },
+            Elems { st: F32, ot: F16 },
+        ]);
+    }
+    v
+}
+
+#[test]
+fn f16_shaders_are_in_the_table() {
+    for name in F16_SHADERS {
+        assert!(
+            SHADERS.iter().any(|(n, _)| n == name),
+            "{name} is not in kernels::SHADERS"
+        );
+    }
+}
 
 #[test]
 fn every_shader_parses_and_validates() {
     let mut failures = Vec::new();
-    for (name, src) in SHADERS {
-        let path = format!("shaders/{name}.wgsl");
+    for (name, elems) in SHADERS
+        .iter()
+        .flat_map(|(name, _)| variants(name).into_iter().map(move |e| (*name, e)))
+    {
+        let src = &shader_source(name, elems).expect("a shader of the table");
+        let path = format!("shaders/{name}.wgsl ({elems:?})");
         let module = match naga::front::wgsl::parse_str(src) {
             Ok(m) => m,
             Err(e) => {
@@ -22,11 +54,14 @@ fn every_shader_parses_and_validates() {
             }
         };
         // Subgroup shaders need the capability wgpu grants with Features::SUBGROUP.
-        let caps = if wgpipe::kernels::SUBGROUP_SHADERS.contains(name) {
+        let mut caps = if wgpipe::kernels::SUBGROUP_SHADERS.contains(&name) {
             Capabilities::SUBGROUP
         } else {
             Capabilities::default()
         };
+        if elems != Elems::F32 {
+            caps |= Capabilities::SHADER_FLOAT16;
+        }
         let mut validator = Validator::new(ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
             failures.push(format!(

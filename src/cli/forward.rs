@@ -75,6 +75,10 @@ pub fn run(args: &ForwardArgs, cx: &Context) -> Result<()> {
         duration(run.wall_s * 1e6),
         (b * t) as f64 / run.wall_s
     ));
+    cx.print(&format!(
+        "{}\n",
+        wgpipe::device::dtype::describe(&run.precision, &run.precision_notes)
+    ));
     if let Some(p) = &args.input.logits_out {
         wgpipe::io::write_logits(p, &run.logits, b, t, v)?;
         cx.print(&format!(

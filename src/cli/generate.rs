@@ -262,4 +262,12 @@ fn print_summary(gen: &Generation, streamed: bool, mpi: Option<&MpiReport>) {
         100.0 * gen.bubble_analytic,
         joined(&kv, " / ")
     );
+    let weights: Vec<String> = (gen.weight_bytes.iter())
+        .map(|b| format!("{:.2} MB", *b as f64 / 1e6))
+        .collect();
+    eprintln!(
+        "{}; weights per Gpu {}",
+        wgpipe::device::dtype::describe(&gen.precision, &gen.precision_notes),
+        joined(&weights, " / ")
+    );
 }

@@ -122,6 +122,11 @@ fn text(run: &ForwardReport, c: &Compare, mpi: Option<&MpiReport>) -> String {
             duration(m.idle_ms[d] * 1e3)
         );
     }
+    s += &format!(
+        "{}; {} bytes moved between devices\n",
+        wgpipe::device::dtype::describe(&run.precision, &run.precision_notes),
+        run.bytes_moved()
+    );
     if let Some(r) = mpi {
         s += &format!("{r}\n");
     }

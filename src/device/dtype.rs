@@ -98,6 +98,31 @@ impl Default for Precision {
     }
 }
 
+/// One line for a report: the storage type of each device and of the hops,
+/// then the reasons a device stores f32 where f16 was wanted.
+pub fn describe(precision: &[Precision], notes: &[String]) -> String {
+    let hop = precision.first().map_or(Dtype::F32, |p| p.hop);
+    let mut s = match precision.iter().all(|p| p.dtype == precision[0].dtype) {
+        true => format!(
+            "storage: {} on every device, hops {hop}",
+            precision.first().map_or(Dtype::F32, |p| p.dtype)
+        ),
+        false => {
+            let each: Vec<String> = (precision.iter().enumerate())
+                .map(|(d, p)| format!("device {d} {}", p.dtype))
+                .collect();
+            format!(
+                "storage: {}; hops {hop} (each f16 device converts on its side)",
+                each.join(", ")
+            )
+        }
+    };
+    for n in notes {
+        s += &format!("\n  {n}");
+    }
+    s
+}
+
 /// The largest finite f16.
 pub const F16_MAX: f32 = 65504.0;
 

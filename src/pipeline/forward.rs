@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::Pipeline;
 use crate::analysis::measure::{measure, Measurement};
 use crate::analysis::split::Chosen;
+use crate::device::Precision;
 use crate::error::Result;
 use crate::executor::TransferRecord;
 use crate::io::TokenBatch;
@@ -35,6 +36,12 @@ pub struct ForwardReport {
     pub all_reduce_bytes: u64,
     /// Layers per stage, and for `--split auto` how they were chosen.
     pub split: Chosen,
+    /// How each device stored its stages (`--dtype` resolved), and why a
+    /// device stored f32 where f16 was wanted.
+    pub precision: Vec<Precision>,
+    pub precision_notes: Vec<String>,
+    /// Weight bytes per device (its Gpus' buffers; 0 for another rank's).
+    pub weight_bytes: Vec<u64>,
     /// (B, T, V) logits, in the batch's sequence order.
     #[serde(skip)]
     pub logits: Vec<f32>,
@@ -94,6 +101,9 @@ impl Pipeline {
             tp: self.tp,
             all_reduce_bytes: run.reduced_bytes,
             split: self.split.clone(),
+            precision: resident.precision.clone(),
+            precision_notes: resident.precision_notes.clone(),
+            weight_bytes: resident.weight_bytes(),
             logits: run.logits,
             timeline: run.timeline,
             transfers: run.transfers,

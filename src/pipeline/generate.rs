@@ -120,6 +120,10 @@ pub struct Generation {
     /// Weight bytes per Gpu, in the same order (with the texture copies
     /// decoding reads on adapters whose textures read faster).
     pub weight_bytes: Vec<u64>,
+    /// How each pipeline device stored its stages and KV cache (`--dtype`
+    /// resolved), and why a device stored f32 where f16 was wanted.
+    pub precision: Vec<crate::device::Precision>,
+    pub precision_notes: Vec<String>,
     /// Where each Gpu's decode matmuls read their weights from (buffer or
     /// texture, chosen per adapter by measurement), in the same order.
     pub decode_weights: Vec<crate::kernels::DecodeWeights>,
@@ -300,6 +304,8 @@ impl Pipeline {
             kv_bytes: run.kv_bytes.clone(),
             weight_bytes: run.weight_bytes.clone(),
             decode_weights: run.decode_weights.clone(),
+            precision: resident.precision.clone(),
+            precision_notes: resident.precision_notes.clone(),
             split: resident.split(),
             bubble_measured: pipeline.bubble_measured,
             bubble_simulated: pipeline.bubble_simulated,
