@@ -15,10 +15,11 @@
 //! 5. The gradient matmuls and decoding's GEMVs (`tables.rs`), and every
 //!    kernel of a training stage's F, I and W (`train_ops.rs`), each with its
 //!    fraction of the relevant limit.
-//! 6. GPT-2 small forward tokens/s (seeded weights, B=1, T=128 and T=512 is
+//! 6. Every f16 kernel beside its f32 version on the same shape (`f16.rs`).
+//! 7. GPT-2 small forward tokens/s (seeded weights, B=1, T=128 and T=512 is
 //!    too slow for criterion's ten samples: best of 2 timed runs after a warm-up).
 //!
-//! `WGPIPE_BENCH_ONLY=train|decode|backward` runs only that part of 5 (after
+//! `WGPIPE_BENCH_ONLY=train|decode|backward|f16` runs only that part of 5-6 (after
 //! the limits), for quick looks.
 //!
 //! The adapter is the tests' one: `WGPIPE_TEST_ADAPTER` ("" = first).
@@ -26,6 +27,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "kernels/f16.rs"]
+mod f16;
 #[path = "kernels/limits.rs"]
 mod limits;
 #[path = "kernels/tables.rs"]
@@ -215,7 +218,7 @@ fn main() {
         crit.final_summary();
     }
 
-    // 3.-6. Our own tables (skipped under `cargo test --benches`, which runs
+    // 3.-7. Our own tables (skipped under `cargo test --benches`, which runs
     //    each benchmark once only to see that it works).
     if std::env::args().any(|a| a == "--bench") {
         let best = print_table(&gpu, &ms);
@@ -230,6 +233,9 @@ fn main() {
         }
         if part("train") {
             train_ops::print(&gpu, &[32, 64], &limits);
+        }
+        if part("f16") {
+            f16::print(&gpu, &limits);
         }
         if only.is_none() {
             print_forward(&gpu);

@@ -162,7 +162,9 @@ pub fn print_decode(gpu: &Gpu, limits: &Limits) {
             .collect();
         if let Ok(tws) = std::env::var("WGPIPE_BENCH_TW") {
             for tw in tws.split(',').map(|x| x.parse::<usize>().unwrap()) {
-                texs.extend(WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw, Dtype::F32).ok());
+                texs.extend(
+                    WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw, Dtype::F32).ok(),
+                );
             }
         }
         for n in [1, 4] {
@@ -227,7 +229,8 @@ pub fn print_decode_step(gpu: &Gpu, limits: &Limits) {
     let w = Gpt2Weights::init(&cfg, 0).expect("init");
     let whole = StagePart::whole(&cfg);
     let up = StageUpload::new(gpu, &w.stage(&whole)).expect("upload");
-    let kv = KvCache::new(gpu, &cfg, Shard::WHOLE, cfg.n_layer, 2, 16, Dtype::F32).expect("kv cache");
+    let kv =
+        KvCache::new(gpu, &cfg, Shard::WHOLE, cfg.n_layer, 2, 16, Dtype::F32).expect("kv cache");
     let stage = GpuStage::build(gpu, &up, 1, 1, Mode::Decode(&kv)).expect("decode stage");
     stage.write_rows(gpu, &[(0, 15)]);
     let mut by: BTreeMap<&str, (usize, f64)> = BTreeMap::new();

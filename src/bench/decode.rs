@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use crate::analysis::serving::DecodeMetrics;
 use crate::analysis::split::{choose_split, PROFILE_ITERATIONS};
-use crate::device::place_devices;
+use crate::device::{place_devices, Dtype, DtypeChoice};
 use crate::error::{Error, Result};
 use crate::executor::{Cluster, DeviceGroup};
 use crate::io::random_input_ids;
+use crate::model::checkpoint::Checkpoint;
 use crate::model::partition::partition;
 use crate::model::{Gpt2Config, Gpt2Weights};
 use crate::sampling::SampleSettings;
@@ -21,7 +22,7 @@ use crate::timing::median;
 use crate::trace::chart::{line_chart, Line};
 use crate::workload::decode::{generate_resident, DecodeJob};
 use crate::workload::profile::profile_layers;
-use crate::workload::resident::Resident;
+use crate::workload::resident::{DtypeRequest, Resident};
 
 /// `bench decode`'s settings.
 #[derive(Clone, Debug)]
@@ -43,6 +44,9 @@ pub struct DecodeBench {
     /// Timed runs per point; each figure is the median.
     pub repeat: usize,
     pub seed: u64,
+    /// Storage types to measure each point in (`auto` follows the
+    /// checkpoint).
+    pub dtypes: Vec<DtypeChoice>,
 }
 
 /// One measured point.
@@ -51,7 +55,12 @@ pub struct DecodeRow {
     pub devices: usize,
     pub groups: usize,
     pub sequences: usize,
+    /// The storage type each device ran in (`--dtype` resolved).
+    pub dtype: Vec<Dtype>,
     pub ttft_ms: f64,
+    /// Prompt tokens over TTFT: sequences × prompt length / time to the
+    /// first token (the prefill passes, and the first decode's sampling).
+    pub prefill_tokens_per_s: f64,
     pub tpot_ms: f64,
     pub itl_ms_p50: f64,
     pub itl_ms_p99: f64,
@@ -69,6 +78,10 @@ pub struct DecodeRow {
     pub split: Vec<usize>,
     /// KV-cache bytes on each device.
     pub kv_bytes: Vec<u64>,
+    /// Weight bytes on each device (buffers and the texture copies decoding reads).
+    pub weight_bytes: Vec<u64>,
+    /// Bytes sent between devices over the run.
+    pub bytes_moved: u64,
     /// Where each device's decode matmuls read their weights from.
     pub decode_weights: Vec<crate::kernels::WeightStorage>,
 }
@@ -99,9 +112,13 @@ impl DecodeBench {
             4,
             n_pos,
         )?;
-        if self.devices.contains(&0) || self.sequences_per_group == 0 || self.repeat == 0 {
+        if self.devices.contains(&0)
+            || self.sequences_per_group == 0
+            || self.repeat == 0
+            || self.dtypes.is_empty()
+        {
             return Err(Error::Input(
-                "--devices, --sequences-per-group and --repeat must be at least 1".into(),
+                "--devices, --sequences-per-group, --repeat and --dtype must be at least 1".into(),
             ));
         }
         if self.prompt_len == 0 || n_pos > cfg.n_positions {
@@ -111,9 +128,13 @@ impl DecodeBench {
             )));
         }
         let w = super::bench_weights(&cfg, self.checkpoint.as_deref(), self.seed)?;
+        let stored = match &self.checkpoint {
+            Some(dir) => Checkpoint::open(dir)?.stored_dtype(),
+            None => Dtype::F32,
+        };
         let mut rows = Vec::new();
         for &p in &self.devices {
-            for row in self.measure_depth(&w, p)? {
+            for row in self.measure_depth(&w, p, stored)? {
                 progress(&row);
                 rows.push(row);
             }
@@ -134,7 +155,7 @@ impl DecodeBench {
     /// at the decode step's shape; the split is chosen for each group
     /// count's own schedule (with one group every split takes the same time,
     /// with P or more the slowest stage sets it).
-    fn measure_depth(&self, w: &Gpt2Weights, p: usize) -> Result<Vec<DecodeRow>> {
+    fn measure_depth(&self, w: &Gpt2Weights, p: usize, stored: Dtype) -> Result<Vec<DecodeRow>> {
         let cfg = &w.config;
         let gpus = place_devices(&p.to_string(), 1)?.open()?;
         let groups = gpus
@@ -148,14 +169,18 @@ impl DecodeBench {
             .transpose()?;
         let counts = self.groups.clone().unwrap_or_else(|| (1..=2 * p).collect());
         let mut rows = Vec::new();
-        for &g in &counts {
+        for (&g, &choice) in counts
+            .iter()
+            .flat_map(|g| self.dtypes.iter().map(move |d| (g, d)))
+        {
             let schedule = Schedule::decode(p, g, self.max_new_tokens)?;
             let split = match &profile {
                 Some(prof) => choose_split(prof, &schedule, cfg.n_layer)?.split,
                 None => vec![cfg.n_layer],
             };
             let parts = partition(cfg.n_layer, p, Some(&split))?;
-            let resident = Resident::upload(&groups, &local, w, parts)?;
+            let dtype = DtypeRequest { choice, stored };
+            let resident = Resident::upload_as(&groups, &local, w, parts, dtype)?;
             let b = g * seqs;
             let ids = random_input_ids(b, self.prompt_len, cfg.vocab_size, self.seed);
             let job = DecodeJob {
@@ -175,10 +200,11 @@ impl DecodeBench {
                 let run = generate_resident(&groups, &local, &resident, &job, None)?;
                 let bubble = run.timeline.stats().bubble;
                 let storage: Vec<_> = run.decode_weights.iter().map(|w| w.storage).collect();
+                let moved = run.transfers.iter().map(|t| t.bytes).sum::<u64>();
                 runs.push((
                     DecodeMetrics::of(&run),
                     bubble,
-                    run.kv_bytes.clone(),
+                    (run.kv_bytes.clone(), run.weight_bytes.clone(), moved),
                     storage,
                 ));
             }
@@ -188,7 +214,9 @@ impl DecodeBench {
                 devices: p,
                 groups: g,
                 sequences: b,
+                dtype: resident.precision.iter().map(|p| p.dtype).collect(),
                 ttft_ms: med(&|m| m.ttft_ms),
+                prefill_tokens_per_s: med(&|m| (b * self.prompt_len) as f64 / (m.ttft_ms / 1e3)),
                 tpot_ms: med(&|m| m.tpot_ms),
                 itl_ms_p50: med(&|m| m.itl_ms_p50),
                 itl_ms_p99: med(&|m| m.itl_ms_p99),
@@ -198,7 +226,9 @@ impl DecodeBench {
                 bubble_measured: median(runs.iter().map(|r| r.1).collect()),
                 bubble_analytic: crate::schedule::analytic::decode_bubble(g, p),
                 split,
-                kv_bytes: runs[0].2.clone(),
+                kv_bytes: runs[0].2 .0.clone(),
+                weight_bytes: runs[0].2 .1.clone(),
+                bytes_moved: runs[0].2 .2,
                 decode_weights: runs[0].3.clone(),
             });
         }
@@ -207,12 +237,20 @@ impl DecodeBench {
 }
 
 impl DecodeRow {
+    /// `f16`, `f32`, or per device (`f16/f32`).
+    pub fn dtype_name(&self) -> String {
+        let mut names: Vec<&str> = self.dtype.iter().map(|d| d.name()).collect();
+        names.dedup();
+        names.join("/")
+    }
+
     /// One progress line.
     pub fn line(&self) -> String {
         format!(
-            "P={} G={} split {:?}: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} (kernels {:.1} + rest {:.1}) / p99 {:.1} ms, {:.2} tokens/s, bubble {:.1}%",
+            "P={} G={} {} split {:?}: TTFT {:.1} ms, TPOT {:.1} ms, ITL p50 {:.1} (kernels {:.1} + rest {:.1}) / p99 {:.1} ms, {:.2} tokens/s, bubble {:.1}%",
             self.devices,
             self.groups,
+            self.dtype_name(),
             self.split,
             self.ttft_ms,
             self.tpot_ms,
@@ -230,15 +268,26 @@ impl DecodeReport {
     /// The rows as a Markdown table.
     pub fn table(&self) -> String {
         let mut s = String::from(
-            "| P | groups | sequences | TTFT ms | TPOT ms | ITL p50 ms | of which kernels | ITL p99 ms | tokens/s | bubble (steady-state) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            "| P | groups | sequences | dtype | weights MB/device | KV MB/device | TTFT ms | prefill tokens/s | TPOT ms | ITL p50 ms | of which kernels | ITL p99 ms | tokens/s | bubble (steady-state) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
+        let mb = |b: &[u64]| {
+            let v: Vec<String> = b
+                .iter()
+                .map(|x| format!("{:.2}", *x as f64 / 1e6))
+                .collect();
+            v.join(" / ")
+        };
         for r in &self.rows {
             s += &format!(
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} % ({:.0} %) |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} % ({:.0} %) |\n",
                 r.devices,
                 r.groups,
                 r.sequences,
+                r.dtype_name(),
+                mb(&r.weight_bytes),
+                mb(&r.kv_bytes),
                 r.ttft_ms,
+                r.prefill_tokens_per_s,
                 r.tpot_ms,
                 r.itl_ms_p50,
                 r.itl_kernels_ms,
@@ -253,15 +302,27 @@ impl DecodeReport {
 
     /// Output tokens/s against groups in flight, one line per P.
     pub fn chart(&self) -> String {
-        let mut depths: Vec<usize> = self.rows.iter().map(|r| r.devices).collect();
-        depths.dedup();
-        let lines: Vec<Line> = depths
+        let mut series: Vec<(usize, String)> = Vec::new();
+        for r in &self.rows {
+            let key = (r.devices, r.dtype_name());
+            if !series.contains(&key) {
+                series.push(key);
+            }
+        }
+        let one_dtype = series.iter().all(|(_, d)| *d == series[0].1);
+        let lines: Vec<Line> = series
             .iter()
-            .map(|&p| Line {
-                label: format!("P={p}"),
-                points: (self.rows.iter().filter(|r| r.devices == p))
-                    .map(|r| (r.groups as f64, r.tokens_per_s))
-                    .collect(),
+            .map(|(p, d)| Line {
+                label: match one_dtype {
+                    true => format!("P={p}"),
+                    false => format!("P={p} {d}"),
+                },
+                points: (self
+                    .rows
+                    .iter()
+                    .filter(|r| r.devices == *p && r.dtype_name() == *d))
+                .map(|r| (r.groups as f64, r.tokens_per_s))
+                .collect(),
             })
             .collect();
         let title = format!(

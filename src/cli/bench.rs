@@ -202,7 +202,17 @@ pub struct DecodeArgs {
     pub repeat: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// `--svg`: output tokens/s against groups in flight, one line per P.
+    /// Storage types to measure every point in, e.g. `f32,f16` (auto: the
+    /// checkpoint's; f16 needs shader-f16 on every device).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "auto",
+        value_name = "f32|f16|auto,…"
+    )]
+    pub dtype: Vec<wgpipe::device::DtypeChoice>,
+    /// `--svg`: output tokens/s against groups in flight, one line per P
+    /// (and storage type).
     #[command(flatten)]
     pub out: TableArgs,
 }
@@ -220,6 +230,7 @@ fn decode(a: &DecodeArgs, cx: &Context) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         repeat: a.repeat,
         seed: a.seed,
+        dtypes: a.dtype.clone(),
     };
     let json = a.out.json;
     let report = bench.run(|r| {

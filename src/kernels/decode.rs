@@ -11,7 +11,6 @@ use bytemuck::{Pod, Zeroable};
 use super::forward::check_heads;
 use super::{dispatch, grid_1d, Dispatch, On};
 
-
 /// k_cache[slot, pos] = k of row r, v_cache[slot, pos] = v of row r (all
 /// NKV heads), for every row r of qkv with (slot, pos) = rows[r].
 #[allow(clippy::too_many_arguments)]

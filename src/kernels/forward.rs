@@ -73,13 +73,7 @@ pub fn embedding_forward<'a>(
     };
     // Without a position table the shader reads none; wte_t fills its binding.
     let wpe = wpe.unwrap_or(wte_t);
-    dispatch(
-        on,
-        "embedding_forward",
-        &[out, ids, wte_t, wpe],
-        &p,
-        groups,
-    )
+    dispatch(on, "embedding_forward", &[out, ids, wte_t, wpe], &p, groups)
 }
 
 /// out (N, C) = layernorm(inp (N, C)) * gamma (C) + beta (C).
@@ -425,7 +419,12 @@ pub(super) fn check_heads(name: &str, nh: usize, nkv: usize, hd: usize) {
 }
 
 /// out = gelu_new(inp), `len` elements.
-pub fn gelu_forward<'a>(on: impl Into<On<'a>>, out: &wgpu::Buffer, inp: &wgpu::Buffer, len: usize) -> Dispatch {
+pub fn gelu_forward<'a>(
+    on: impl Into<On<'a>>,
+    out: &wgpu::Buffer,
+    inp: &wgpu::Buffer,
+    len: usize,
+) -> Dispatch {
     let on: On = on.into();
     let (groups, stride) = grid_1d(len);
     let p = ElementwiseParams {

@@ -215,12 +215,14 @@ pub(super) fn texture_for(
         return None;
     }
     let (_, slot) = set.slots.iter().find(|(b, _)| b == weight)?;
-    slot.get_or_init(|| match WeightTexture::from_buffer(gpu, weight, c, oc, set.dtype) {
-        Ok(t) => Some(Arc::new(t)),
-        Err(e) => {
-            log::warn!("{e}: this weight stays in its buffer");
-            None
-        }
-    })
+    slot.get_or_init(
+        || match WeightTexture::from_buffer(gpu, weight, c, oc, set.dtype) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                log::warn!("{e}: this weight stays in its buffer");
+                None
+            }
+        },
+    )
     .clone()
 }

@@ -199,7 +199,9 @@ impl ServeEndpoint {
             rows,
             dummy_slot: shape.slots as u32,
             n_embd: cfg.n_embd,
-            hop: held.first().map_or(crate::device::Dtype::F32, |(_, up)| up.precision.hop),
+            hop: held
+                .first()
+                .map_or(crate::device::Dtype::F32, |(_, up)| up.precision.hop),
             vocab: (cfg.vocab_size, cfg.padded_vocab()),
             carry_in: device::zeros(gpu, "serve activation in (rows,C)", rows * cfg.n_embd),
             carry_out: device::zeros(gpu, "serve activation out (rows,C)", rows * cfg.n_embd),
