@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 
+use wgpipe::device::DtypeChoice;
 use wgpipe::io::read_input_ids;
 use wgpipe::model::checkpoint::load_checkpoint;
 use wgpipe::model::gpu;
@@ -59,13 +60,15 @@ fn the_cpu_reference_and_every_adapter_reproduce_transformers_logits() {
     }
 }
 
-/// A pipeline of `devices` over a fixture, split evenly.
+/// A pipeline of `devices` over a fixture, split evenly, in f32 (the
+/// 16-bit fixtures would run in f16 under `auto`: tests/f16.rs checks that).
 fn pipeline(name: &str, devices: usize, schedule: ScheduleKind, v: usize) -> Pipeline {
     Pipeline::new(PipelineConfig {
         devices: devices.to_string(),
         split: Split::Even,
         schedule,
         virtual_stages: v,
+        dtype: DtypeChoice::F32,
         ..PipelineConfig::new(ModelSource::Checkpoint(common::fixture_dir(name)))
     })
     .unwrap_or_else(|e| panic!("{name}: {e}"))
