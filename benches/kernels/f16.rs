@@ -220,7 +220,10 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 (case, Work::Flop(flop))
             }),
         ));
-        let (n_pos, pos) = (512, 511u32);
+        // 256 positions: lavapipe stops a loop after 65535 iterations in one
+        // invocation, which attention_decode's position × head-dim loops
+        // reach past ~500 positions at HD 64 (README, "Half precision").
+        let (n_pos, pos) = (256, 255u32);
         let (q, kc, vc) = (
             data(3 * nh * hd, 1.0),
             data(n_pos * nh * hd, 1.0),

@@ -23,7 +23,7 @@ use crate::workload::train::{TrainOptions, Trainer};
 /// uploaded once, or a trainer whose stages stay on their devices between
 /// steps.
 enum Runner<'g> {
-    Infer(Schedule, Resident),
+    Infer(Schedule, Box<Resident>),
     Train(Box<Trainer<'g>>),
 }
 
@@ -63,7 +63,7 @@ fn runner<'g>(
     if !train {
         let parts = partition(w.config.n_layer, s.stages(), None)?;
         let resident = Resident::upload(groups, cluster, w, parts)?;
-        return Ok(Runner::Infer(s, resident));
+        return Ok(Runner::Infer(s, Box::new(resident)));
     }
     let t = Trainer::new(
         groups,
