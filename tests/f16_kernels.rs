@@ -98,36 +98,76 @@ fn f16_matmuls_match_the_cpu_reference() {
                 );
             }
             if n <= MatmulVariant::FEW_ROWS && oc % 4 == 0 && c % 4 == 0 {
-                // Decoding's texture GEMV: the weight in an rgba16float texture.
-                let tex = WeightTexture::from_buffer(gpu, &w_b, c, oc, F16).expect("texture");
-                assert_eq!(
-                    tex.bytes(),
-                    (c * oc * 2) as u64,
-                    "an f16 texture holds 2 bytes a weight"
-                );
-                let out = zeros_as(gpu, "out", n * oc, F16);
-                let d = kernels::matmul_forward_texture(
-                    (gpu, F16),
-                    &out,
-                    &inp_b,
-                    &tex,
-                    &b_b,
-                    n,
-                    c,
-                    oc,
-                    oc,
-                    0,
-                )
-                .expect("texture matmul");
-                run(gpu, &[&d]);
-                let got = read(gpu, &out, n * oc, F16);
-                assert_close(
-                    &format!("f16 texture N={n} C={c} OC={oc}"),
-                    &got,
-                    &want,
-                    ATOL,
-                    RTOL,
-                );
+                // Decoding's texture GEMV: 8 halves packed in each rgba32uint
+                // texel (OC = 12: the last texel of a row half empty), whole
+                // rows and cut into blocks of 1 texel, into the columns
+                // `off .. off + OC` of rows `ldo` long (the others untouched).
+                for tw in [None, Some(1)] {
+                    let tex = match tw {
+                        None => WeightTexture::from_buffer(gpu, &w_b, c, oc, F16),
+                        Some(tw) => WeightTexture::from_buffer_tiled(gpu, &w_b, c, oc, tw, F16),
+                    }
+                    .expect("texture");
+                    let texels = c * oc.div_ceil(8);
+                    assert_eq!(
+                        tex.bytes(),
+                        (texels * 16) as u64,
+                        "16 bytes a texel of 8 halves"
+                    );
+                    let (ldo, off) = (oc + 8, 4);
+                    let out = upload_as(gpu, "out", &vec![7.0; n * ldo], F16);
+                    let d = kernels::matmul_forward_texture(
+                        (gpu, F16),
+                        &out,
+                        &inp_b,
+                        &tex,
+                        &b_b,
+                        n,
+                        c,
+                        oc,
+                        ldo,
+                        off,
+                    )
+                    .expect("texture matmul");
+                    run(gpu, &[&d]);
+                    let got = read(gpu, &out, n * ldo, F16);
+                    let cols: Vec<f32> = (0..n)
+                        .flat_map(|r| got[r * ldo + off..][..oc].to_vec())
+                        .collect();
+                    let shape = format!("N={n} C={c} OC={oc} tw={tw:?}");
+                    assert_close(&format!("f16 texture {shape}"), &cols, &want, ATOL, RTOL);
+                    let others = (0..n).flat_map(|r| {
+                        let row = &got[r * ldo..][..ldo];
+                        row[..off]
+                            .iter()
+                            .chain(&row[off + oc..])
+                            .copied()
+                            .collect::<Vec<_>>()
+                    });
+                    assert!(
+                        others.into_iter().all(|x| x == 7.0),
+                        "{shape}: wrote outside its columns"
+                    );
+                }
+                let f32_tex = WeightTexture::from_buffer(gpu, &w_b, c, oc, F32);
+                if let Ok(t) = f32_tex {
+                    let out = zeros_as(gpu, "out", n * oc, F16);
+                    let err = kernels::matmul_forward_texture(
+                        (gpu, F16),
+                        &out,
+                        &inp_b,
+                        &t,
+                        &b_b,
+                        n,
+                        c,
+                        oc,
+                        oc,
+                        0,
+                    )
+                    .map(|_| ())
+                    .unwrap_err();
+                    assert!(err.to_string().contains("f32 weight texture"), "{err}");
+                }
             }
             // The LM head: f16 in, f32 logits out, into columns of a wider row.
             let (ldo, off) = (oc + 8, 4);

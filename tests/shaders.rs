@@ -60,7 +60,10 @@ fn every_shader_parses_and_validates() {
             Capabilities::default()
         };
         if elems != Elems::F32 {
-            caps |= Capabilities::SHADER_FLOAT16;
+            // f16 storage, and pack2x16float / unpack2x16float for the
+            // packed weight textures (wgpu grants both with SHADER_F16 on
+            // the adapters that have it).
+            caps |= Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
         }
         let mut validator = Validator::new(ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {

@@ -198,7 +198,9 @@ pub fn matmul_forward_strided<'a>(
         && super::decode_weights(gpu).storage == super::WeightStorage::Texture
     {
         if let Some(tex) = super::weights::texture_for(gpu, weight, c, oc) {
-            return texture_dispatch(on, out, inp, &tex, bias, shape);
+            if tex.dtype == on.elems.st {
+                return texture_dispatch(on, out, inp, &tex, bias, shape);
+            }
         }
     }
     matmul_dispatch(on, variant, &[out, inp, weight, bias], shape)
@@ -226,6 +228,12 @@ pub fn matmul_forward_texture<'a>(
 ) -> Result<Dispatch> {
     let on: On = on.into();
     let shape = MatmulShape::new(n, c, oc, ldo, col_off);
+    if weight.dtype != on.elems.st {
+        return Err(Error::Input(format!(
+            "matmul_forward_rows4_texture: a {} weight texture read by a kernel storing {}",
+            weight.dtype, on.elems.st
+        )));
+    }
     if n > MatmulVariant::FEW_ROWS || !shape.aligned() || (weight.c, weight.oc) != (c, oc) {
         return Err(Error::Input(format!(
             "matmul_forward_rows4_texture needs at most {} rows, widths that are multiples \
@@ -254,9 +262,10 @@ fn texture_dispatch<'a>(
         shape: MatmulShape,
         tw: u32,
     }
-    // One invocation per 4-row x 4-column block; workgroups of 64x1.
+    // One invocation per 4 rows x one texel's columns; workgroups of 64x1.
+    let cols = WeightTexture::cols(weight.dtype) as u32;
     let groups = [
-        shape.oc.div_ceil(4 * 64).max(1),
+        shape.oc.div_ceil(cols * 64).max(1),
         shape.n.div_ceil(4).max(1),
         1,
     ];

@@ -280,9 +280,12 @@ impl Elems {
 }
 
 /// The WGSL a kernel compiles from for `elems`: its file with a header that
-/// defines `st` and `ot` (and enables f16 when either is f16). f16 variants
-/// hold weight textures as `rgba16float` (the only texel format named in a
-/// shader is the storage texture `weights_to_texture` writes).
+/// defines `st` and `ot` (and enables f16 when either is f16), and how a
+/// weight texture holds `st` weights: `TEXEL_COLS` columns a texel and the
+/// functions that pack and unpack one. f16 variants hold weight textures as
+/// rgba32uint texels of 8 packed halves: the host substitutes the format in
+/// `weights_to_texture`'s storage texture and the sample type of the
+/// texture the GEMV reads (the only texture types named in those shaders).
 pub fn shader_source(name: &str, elems: Elems) -> Option<String> {
     let (_, src) = SHADERS.iter().find(|(n, _)| *n == name)?;
     let mut out = String::new();
@@ -293,8 +296,29 @@ pub fn shader_source(name: &str, elems: Elems) -> Option<String> {
         "alias st = {};\nalias ot = {};\n",
         elems.st, elems.ot
     ));
+    // How a weight texture holds `st` weights (kernels::weights): 4 f32 in an
+    // rgba32float texel, or 8 halves packed in an rgba32uint one.
     match elems.st {
-        Dtype::F16 => out.push_str(&src.replace("rgba32float", "rgba16float")),
+        Dtype::F32 => out.push_str(
+            "const TEXEL_COLS: u32 = 4u;\n\
+             fn texel_pack(lo: vec4<f32>, hi: vec4<f32>) -> vec4<f32> { return lo; }\n\
+             fn texel_lo(t: vec4<f32>) -> vec4<f32> { return t; }\n\
+             fn texel_hi(t: vec4<f32>) -> vec4<f32> { return t; }\n",
+        ),
+        Dtype::F16 => out.push_str(
+            "const TEXEL_COLS: u32 = 8u;\n\
+             fn texel_pack(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {\n\
+             \x20   return vec4<u32>(pack2x16float(lo.xy), pack2x16float(lo.zw), pack2x16float(hi.xy), pack2x16float(hi.zw));\n\
+             }\n\
+             fn texel_lo(t: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)); }\n\
+             fn texel_hi(t: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)); }\n",
+        ),
+    }
+    match elems.st {
+        Dtype::F16 => out.push_str(
+            &src.replace("rgba32float", "rgba32uint")
+                .replace("texture_2d<f32>", "texture_2d<u32>"),
+        ),
         Dtype::F32 => out.push_str(src),
     }
     Some(out)
