@@ -66,10 +66,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var m = -3.0e38;
     var l = 0.0;
+    // The head-dim loops take 4 dims an iteration (then the rest one by
+    // one), in the same order as one at a time: llvmpipe stops a shader
+    // after 65,535 loop iterations in one invocation, which positions x
+    // (HD + HD) one-dim iterations reached at ~500 positions for HD 64.
+    let hd4 = p.hd & ~3u;
+    let dn4 = dn & ~3u;
     for (var tk = first; tk <= pos; tk = tk + 1u) {
         let kv = (slot * p.n_pos + tk) * kv_len + kvh * p.hd;
         var s = 0.0;
-        for (var d = 0u; d < p.hd; d = d + 1u) {
+        var d = 0u;
+        for (; d < hd4; d = d + 4u) {
+            s = s + f32(qkv[q + d]) * f32(k_cache[kv + d]);
+            s = s + f32(qkv[q + d + 1u]) * f32(k_cache[kv + d + 1u]);
+            s = s + f32(qkv[q + d + 2u]) * f32(k_cache[kv + d + 2u]);
+            s = s + f32(qkv[q + d + 3u]) * f32(k_cache[kv + d + 3u]);
+        }
+        for (; d < p.hd; d = d + 1u) {
             s = s + f32(qkv[q + d]) * f32(k_cache[kv + d]);
         }
         s = s * p.scale;
@@ -77,8 +90,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let corr = exp(m - m_new);
         let e = exp(s - m_new);
         l = l * corr + e;
-        for (var d = 0u; d < dn; d = d + 1u) {
-            acc[d] = acc[d] * corr + e * f32(v_cache[kv + d0 + d]);
+        let vd = kv + d0;
+        d = 0u;
+        for (; d < dn4; d = d + 4u) {
+            acc[d] = acc[d] * corr + e * f32(v_cache[vd + d]);
+            acc[d + 1u] = acc[d + 1u] * corr + e * f32(v_cache[vd + d + 1u]);
+            acc[d + 2u] = acc[d + 2u] * corr + e * f32(v_cache[vd + d + 2u]);
+            acc[d + 3u] = acc[d + 3u] * corr + e * f32(v_cache[vd + d + 3u]);
+        }
+        for (; d < dn; d = d + 1u) {
+            acc[d] = acc[d] * corr + e * f32(v_cache[vd + d]);
         }
         m = m_new;
     }

@@ -380,3 +380,38 @@ fn decode_logits_equal_transformers_full_forwards_on_the_fixture() {
         );
     }
 }
+
+#[test]
+fn attention_decode_reads_a_long_cache_on_every_adapter() {
+    // GPT-2's whole context at HD 64: past ~500 positions a one-dim-at-a-time
+    // loop over the head dims ran into llvmpipe's 65,535 loop iterations per
+    // invocation and returned wrong values.
+    common::for_each_adapter(|gpu| {
+        let mut rng = Rng::new(11);
+        let (nh, hd, n_pos) = (2, 64, 1024);
+        let rows = [(0u32, 1023u32), (0, 600), (0, 40)];
+        let n = rows.len();
+        let qkv = rng.vec(n * 3 * nh * hd, 1.0);
+        let (kc, vc) = (rng.vec(n_pos * nh * hd, 1.0), rng.vec(n_pos * nh * hd, 1.0));
+        let out = zeros(gpu, "out", n * nh * hd);
+        let rows_b = upload_pod(gpu, "rows", &flat(&rows));
+        let (q_b, k_b, v_b) = (
+            upload(gpu, "qkv", &qkv),
+            upload(gpu, "k", &kc),
+            upload(gpu, "v", &vc),
+        );
+        let d = kernels::attention_decode(
+            gpu, &out, &q_b, &k_b, &v_b, &rows_b, n, nh, nh, hd, n_pos, 0,
+        );
+        run(gpu, &[&d]);
+        let mut want = vec![0f32; n * nh * hd];
+        cpu::decode::attention_decode(&mut want, &qkv, &kc, &vc, &rows, nh, nh, hd, n_pos, 0);
+        assert_close(
+            &format!("attention_decode over 1024 positions on {}", gpu.label),
+            &read(gpu, &out, n * nh * hd),
+            &want,
+            1e-5,
+            1e-4,
+        );
+    });
+}
