@@ -70,11 +70,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var m = -3.0e38;
     var l = 0.0;
+    // The head-dim loops take 4 dims an iteration (then the rest one by
+    // one), in the same order as one at a time: llvmpipe stops a shader
+    // after 65,535 loop iterations in one invocation, which keys x
+    // (HD + HD) one-dim iterations reached at ~500 keys for HD 64.
+    let hd4 = p.hd & ~3u;
+    let dn4 = dn & ~3u;
     for (var tk = first; tk <= tq; tk = tk + 1u) {
         let row = (b * p.t + tk) * row_len;
         let k = row + k_col;
         var s = 0.0;
-        for (var d = 0u; d < p.hd; d = d + 1u) {
+        var d = 0u;
+        for (; d < hd4; d = d + 4u) {
+            s = s + f32(qkv[q + d]) * f32(qkv[k + d]);
+            s = s + f32(qkv[q + d + 1u]) * f32(qkv[k + d + 1u]);
+            s = s + f32(qkv[q + d + 2u]) * f32(qkv[k + d + 2u]);
+            s = s + f32(qkv[q + d + 3u]) * f32(qkv[k + d + 3u]);
+        }
+        for (; d < p.hd; d = d + 1u) {
             s = s + f32(qkv[q + d]) * f32(qkv[k + d]);
         }
         s = s * p.scale;
@@ -83,7 +96,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let e = exp(s - m_new);
         l = l * corr + e;
         let v = row + v_col + d0;
-        for (var d = 0u; d < dn; d = d + 1u) {
+        d = 0u;
+        for (; d < dn4; d = d + 4u) {
+            acc[d] = acc[d] * corr + e * f32(qkv[v + d]);
+            acc[d + 1u] = acc[d + 1u] * corr + e * f32(qkv[v + d + 1u]);
+            acc[d + 2u] = acc[d + 2u] * corr + e * f32(qkv[v + d + 2u]);
+            acc[d + 3u] = acc[d + 3u] * corr + e * f32(qkv[v + d + 3u]);
+        }
+        for (; d < dn; d = d + 1u) {
             acc[d] = acc[d] * corr + e * f32(qkv[v + d]);
         }
         m = m_new;

@@ -427,7 +427,11 @@ fn layernorm_forward_matches_cpu() {
 /// last four have head dim 64, which lavapipe runs on version 2 (8-wide
 /// subgroups, 8 queries a subgroup): T a multiple of 8 and not, grouped and
 /// multi-query, a window that starts inside a block of 8 queries.
-const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 16] = [
+// The last two: GPT-2's whole context at HD 64 (the general kernel on GL),
+// and HD 128 over 700 keys (the general kernel everywhere): past ~500 keys a
+// one-dim-at-a-time head-dim loop ran into llvmpipe's 65,535 loop
+// iterations per invocation.
+const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 18] = [
     (1, 1, 1, 1, 4, 0),
     (2, 11, 3, 3, 12, 0),
     (3, 17, 4, 4, 5, 0),
@@ -444,6 +448,8 @@ const ATTENTION_SHAPES: [(usize, usize, usize, usize, usize, usize); 16] = [
     (2, 13, 3, 3, 64, 0),
     (1, 21, 4, 2, 64, 6),
     (2, 19, 2, 1, 64, 0),
+    (1, 1024, 1, 1, 64, 0),
+    (1, 700, 1, 1, 128, 0),
 ];
 
 #[test]
