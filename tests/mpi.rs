@@ -367,6 +367,30 @@ fn a_llama_over_ranks_gives_the_in_process_logits_tokens_and_training() {
     training_matches(&llama, 2, &["--schedule", "1f1b", "--split", "3,1"]);
 }
 
+/// f16 on the devices over ranks — a bf16 checkpoint under the `auto`
+/// default, and `--dtype f16` asked of an f32 one: every rank stores f16,
+/// hops carry f16, and the logits and tokens equal the in-process ones
+/// byte for byte.
+#[test]
+fn f16_over_ranks_gives_the_in_process_logits_and_tokens() {
+    let all_f16 = |v: &Value| {
+        let p = v["precision"].as_array().unwrap();
+        assert_eq!(p.len(), 2, "{v}");
+        for d in p {
+            assert_eq!(
+                (d["dtype"].as_str(), d["hop"].as_str()),
+                (Some("f16"), Some("f16"))
+            );
+        }
+    };
+    all_f16(&logits_match(
+        &common::fixture_dir("tiny-llama-bf16"),
+        2,
+        &[],
+    ));
+    all_f16(&same_tokens(2, &["--dtype", "f16"]));
+}
+
 /// A run of 6 steps and a run of 3 steps resumed for 3 more, each over two
 /// ranks (1F1B): the same losses, weights and optimizer state, bit for bit.
 #[test]
