@@ -31,6 +31,8 @@ const PROMPTS: [&str; 8] = [
 #[derive(Clone, Debug)]
 pub struct ServeBench {
     pub model: ModelSource,
+    /// The storage type on the devices (`--dtype`).
+    pub dtype: crate::device::DtypeChoice,
     /// Pipeline depths P.
     pub devices: Vec<usize>,
     /// Groups in flight (default 1 ..= 2P for each P).
@@ -114,6 +116,7 @@ impl ServeBench {
                     groups: p,
                     steps: self.max_tokens,
                 },
+                dtype: self.dtype,
                 ..PipelineConfig::new(self.model.clone())
             })?);
             let text = pipeline.tokenizer().is_some();

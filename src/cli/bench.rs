@@ -413,6 +413,7 @@ fn serve(a: &ServeBenchArgs, cx: &Context) -> Result<()> {
     };
     let bench = wgpipe::bench::serve::ServeBench {
         model,
+        dtype: a.model.dtype,
         devices: a.devices.clone(),
         groups: a.groups.clone(),
         clients: a.clients,
