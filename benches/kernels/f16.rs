@@ -39,6 +39,19 @@ struct Case {
     want: Vec<f32>,
 }
 
+impl Case {
+    /// One dispatch writing `out_len` elements of `out_dt` into `out`.
+    fn one(d: Dispatch, out: wgpu::Buffer, out_len: usize, out_dt: Dtype, want: Vec<f32>) -> Case {
+        Case {
+            dispatches: vec![d],
+            out,
+            out_len,
+            out_dt,
+            want,
+        }
+    }
+}
+
 fn time(gpu: &Gpu, c: &Case) -> f64 {
     // Timed one dispatch at a time (each is a separate kernel run).
     c.dispatches
@@ -109,13 +122,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 );
                 let mut want = vec![0f32; n * oc];
                 cpu::matmul_forward(&mut want, &x, &w, Some(&b), n, c, oc);
-                let case = Case {
-                    dispatches: vec![d],
-                    out,
-                    out_len: n * oc,
-                    out_dt: dt,
-                    want,
-                };
+                let case = Case::one(d, out, n * oc, dt, want);
                 (case, Work::Flop(2.0 * (n * c * oc) as f64))
             }),
         ));
@@ -172,13 +179,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                     .expect("gemv");
                     let mut want = vec![0f32; oc];
                     cpu::matmul_forward(&mut want, &x, &w, Some(&b), 1, c, oc);
-                    let case = Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: oc,
-                        out_dt: dt,
-                        want,
-                    };
+                    let case = Case::one(d, out, oc, dt, want);
                     (case, Work::Weights(c * oc))
                 }),
             ));
@@ -210,13 +211,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 cpu::attention_forward(&mut want, &q, b, t, nh, nh, hd, 0);
                 // Causal: about T²/2 scores and weighted sums per head.
                 let flop = 2.0 * 2.0 * (b * nh * hd) as f64 * (t * (t + 1) / 2) as f64;
-                let case = Case {
-                    dispatches: vec![d],
-                    out,
-                    out_len: b * t * nh * hd,
-                    out_dt: dt,
-                    want,
-                };
+                let case = Case::one(d, out, b * t * nh * hd, dt, want);
                 (case, Work::Flop(flop))
             }),
         ));
@@ -263,13 +258,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                     n_pos,
                     0,
                 );
-                let case = Case {
-                    dispatches: vec![d],
-                    out,
-                    out_len: nh * hd,
-                    out_dt: dt,
-                    want,
-                };
+                let case = Case::one(d, out, nh * hd, dt, want);
                 (case, Work::Elements(2 * n_pos * nh * hd))
             }),
         ));
@@ -304,13 +293,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 let mut want = vec![0f32; n * c];
                 cpu::layernorm_forward(&mut want, &x, &g, &beta, n, c, 1e-5);
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: n * c,
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, out, n * c, dt, want),
                     Work::Elements(2 * n * c),
                 )
             }),
@@ -336,13 +319,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 let mut want = vec![0f32; n * c];
                 cpu::llama::rmsnorm_forward(&mut want, &x, &g, n, c, 1e-5);
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: n * c,
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, out, n * c, dt, want),
                     Work::Elements(2 * n * c),
                 )
             }),
@@ -361,13 +338,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 let mut want = vec![0f32; x.len()];
                 cpu::gelu_forward(&mut want, &x);
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: x.len(),
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, out, x.len(), dt, want),
                     Work::Elements(2 * x.len()),
                 )
             }),
@@ -391,13 +362,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 let mut want = vec![0f32; n * c];
                 cpu::residual_forward(&mut want, &x, &y);
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: n * c,
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, out, n * c, dt, want),
                     Work::Elements(3 * n * c),
                 )
             }),
@@ -416,13 +381,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 let mut want = vec![0f32; n * c];
                 cpu::llama::swiglu_forward(&mut want, &gu, n, c);
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: n * c,
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, out, n * c, dt, want),
                     Work::Elements(3 * n * c),
                 )
             }),
@@ -456,13 +415,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 cpu::llama::rope_forward(&mut want, &table, &inv, n, nh, nh, hd);
                 // Timed in place: each run rotates the last one's result.
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out: buf,
-                        out_len: q.len(),
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, buf, q.len(), dt, want),
                     Work::Elements(4 * n * nh * hd),
                 )
             }),
@@ -495,13 +448,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                 let mut want = vec![0f32; n * c];
                 cpu::embedding_forward(&mut want, &ids, &wte, Some(&wpe), 1, n, c, 0);
                 (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: n * c,
-                        out_dt: dt,
-                        want,
-                    },
+                    Case::one(d, out, n * c, dt, want),
                     Work::Elements(3 * n * c),
                 )
             }),
@@ -523,16 +470,7 @@ pub fn print(gpu: &Gpu, limits: &Limits) {
                     &upload_as(gpu, "x", &x, dt),
                     n * c,
                 );
-                (
-                    Case {
-                        dispatches: vec![d],
-                        out,
-                        out_len: n * c,
-                        out_dt: F32,
-                        want: x,
-                    },
-                    Work::Elements(2 * n * c),
-                )
+                (Case::one(d, out, n * c, F32, x), Work::Elements(2 * n * c))
             }),
         ));
     }

@@ -434,13 +434,7 @@ pub fn gelu_forward<'a>(
     inp: &wgpu::Buffer,
     len: usize,
 ) -> Dispatch {
-    let on: On = on.into();
-    let (groups, stride) = grid_1d(len);
-    let p = ElementwiseParams {
-        len: len as u32,
-        stride,
-    };
-    dispatch(on, "gelu_forward", &[out, inp], &p, groups)
+    elementwise(on, "gelu_forward", &[out, inp], len)
 }
 
 /// out = a + b, `len` elements.
@@ -451,13 +445,7 @@ pub fn residual_forward<'a>(
     b: &wgpu::Buffer,
     len: usize,
 ) -> Dispatch {
-    let on: On = on.into();
-    let (groups, stride) = grid_1d(len);
-    let p = ElementwiseParams {
-        len: len as u32,
-        stride,
-    };
-    dispatch(on, "residual_forward", &[out, a, b], &p, groups)
+    elementwise(on, "residual_forward", &[out, a, b], len)
 }
 
 /// out = inp converted from `on`'s `st` to its `ot`, `len` elements: an
@@ -470,10 +458,20 @@ pub fn convert<'a>(
     inp: &wgpu::Buffer,
     len: usize,
 ) -> Dispatch {
+    elementwise(on, "convert", &[out, inp], len)
+}
+
+/// An elementwise kernel over `len` elements (one invocation each).
+fn elementwise<'a>(
+    on: impl Into<On<'a>>,
+    name: &'static str,
+    buffers: &[&wgpu::Buffer],
+    len: usize,
+) -> Dispatch {
     let (groups, stride) = grid_1d(len);
     let p = ElementwiseParams {
         len: len as u32,
         stride,
     };
-    dispatch(on, "convert", &[out, inp], &p, groups)
+    dispatch(on, name, buffers, &p, groups)
 }

@@ -217,7 +217,10 @@ pub fn resolve_precision(
                 continue;
             }
             if !gpu.shader_f16() {
-                if req.choice == DtypeChoice::F16 {
+                // In-process the refusal names the adapter now; under MPI
+                // every rank refuses after the gather below (a rank that
+                // left early would leave the others waiting in it).
+                if req.choice == DtypeChoice::F16 && cluster.rank().is_none() {
                     gpu.check_dtype(Dtype::F16)?;
                 }
                 codes[d] |= 1;
@@ -248,10 +251,14 @@ pub fn resolve_precision(
     let mut notes = Vec::new();
     let dtypes: Vec<Dtype> = (0..devices)
         .map(|d| {
-            let label = groups[d].label();
+            // Under MPI another rank's device has no local Gpu to name.
+            let device = match groups[d].label() {
+                l if l.is_empty() => format!("device {d}"),
+                l => format!("device {d} ({l})"),
+            };
             if codes[d] & 1 != 0 {
                 notes.push(format!(
-                    "device {d} ({label}) has no shader-f16: it stores f32, and converts nothing (the f16 devices convert at their hops)"
+                    "{device} has no shader-f16: it stores f32, and converts nothing (the f16 devices convert at their hops)"
                 ));
                 Dtype::F32
             } else if codes[d] & 2 != 0 {
@@ -260,7 +267,7 @@ pub fn resolve_precision(
                     None => "a tensor holds a value".into(),
                 };
                 notes.push(format!(
-                    "device {d} ({label}) stores f32: {what}, beyond f16's range (±65504), which f16 would turn into inf"
+                    "{device} stores f32: {what}, beyond f16's range (±65504), which f16 would turn into inf"
                 ));
                 Dtype::F32
             } else {
