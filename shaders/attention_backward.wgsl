@@ -63,9 +63,20 @@ struct Params {
 const CHUNK: u32 = 64u;
 
 // a . b over head dims lo .. hi, both read from storage (a from qkv or dout).
+// Every loop over head dims below takes 4 dims an iteration (then the rest
+// one by one), in the same order as one at a time: llvmpipe stops a shader
+// after 65,535 loop iterations in one invocation, which keys or queries x
+// head dims one at a time reached at ~500 tokens for HD 64.
 fn dot_qkv(a: u32, b: u32, lo: u32, hi: u32) -> f32 {
     var s = 0.0;
-    for (var d = lo; d < hi; d = d + 1u) {
+    var d = lo;
+    for (; d + 4u <= hi; d = d + 4u) {
+        s = s + qkv[a + d] * qkv[b + d];
+        s = s + qkv[a + d + 1u] * qkv[b + d + 1u];
+        s = s + qkv[a + d + 2u] * qkv[b + d + 2u];
+        s = s + qkv[a + d + 3u] * qkv[b + d + 3u];
+    }
+    for (; d < hi; d = d + 1u) {
         s = s + qkv[a + d] * qkv[b + d];
     }
     return s;
@@ -73,7 +84,14 @@ fn dot_qkv(a: u32, b: u32, lo: u32, hi: u32) -> f32 {
 
 fn dot_dout(a: u32, b: u32, lo: u32, hi: u32) -> f32 {
     var s = 0.0;
-    for (var d = lo; d < hi; d = d + 1u) {
+    var d = lo;
+    for (; d + 4u <= hi; d = d + 4u) {
+        s = s + dout[a + d] * qkv[b + d];
+        s = s + dout[a + d + 1u] * qkv[b + d + 1u];
+        s = s + dout[a + d + 2u] * qkv[b + d + 2u];
+        s = s + dout[a + d + 3u] * qkv[b + d + 3u];
+    }
+    for (; d < hi; d = d + 1u) {
         s = s + dout[a + d] * qkv[b + d];
     }
     return s;
@@ -118,6 +136,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = idx / heads;
     let d0 = chunk * CHUNK;
     let dn = min(CHUNK, p.hd - d0);
+    let dn4 = dn & ~3u;
     let d1 = d0 + dn;
 
     if (p.phase == 1u) {
@@ -152,7 +171,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 // Over the full head, in order: dims before the chunk, the chunk, after.
                 var sc = dot_qkv(row, k_own, 0u, d0);
                 var dp = dot_dout(drow, v_own, 0u, d0);
-                for (var d = 0u; d < dn; d = d + 1u) {
+                var d = 0u;
+                for (; d < dn4; d = d + 4u) {
+                    let q0 = qkv[row + d0 + d];
+                    let g0 = dout[drow + d0 + d];
+                    qc[d] = q0;
+                    dc[d] = g0;
+                    sc = sc + q0 * kc[d];
+                    dp = dp + g0 * vc[d];
+                    let q1 = qkv[row + d0 + d + 1u];
+                    let g1 = dout[drow + d0 + d + 1u];
+                    qc[d + 1u] = q1;
+                    dc[d + 1u] = g1;
+                    sc = sc + q1 * kc[d + 1u];
+                    dp = dp + g1 * vc[d + 1u];
+                    let q2 = qkv[row + d0 + d + 2u];
+                    let g2 = dout[drow + d0 + d + 2u];
+                    qc[d + 2u] = q2;
+                    dc[d + 2u] = g2;
+                    sc = sc + q2 * kc[d + 2u];
+                    dp = dp + g2 * vc[d + 2u];
+                    let q3 = qkv[row + d0 + d + 3u];
+                    let g3 = dout[drow + d0 + d + 3u];
+                    qc[d + 3u] = q3;
+                    dc[d + 3u] = g3;
+                    sc = sc + q3 * kc[d + 3u];
+                    dp = dp + g3 * vc[d + 3u];
+                }
+                for (; d < dn; d = d + 1u) {
                     let q = qkv[row + d0 + d];
                     let g = dout[drow + d0 + d];
                     qc[d] = q;
@@ -164,7 +210,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 dp = dp + dot_dout(drow, v_own, d1, p.hd);
                 let prob = exp(sc * p.scale - lse[stat0 + tq]);
                 let ds = prob * (dp - scratch[stat0 + tq]) * p.scale;
-                for (var d = 0u; d < dn; d = d + 1u) {
+                d = 0u;
+                for (; d < dn4; d = d + 4u) {
+                    dk[d] = dk[d] + ds * qc[d];
+                    dv[d] = dv[d] + prob * dc[d];
+                    dk[d + 1u] = dk[d + 1u] + ds * qc[d + 1u];
+                    dv[d + 1u] = dv[d + 1u] + prob * dc[d + 1u];
+                    dk[d + 2u] = dk[d + 2u] + ds * qc[d + 2u];
+                    dv[d + 2u] = dv[d + 2u] + prob * dc[d + 2u];
+                    dk[d + 3u] = dk[d + 3u] + ds * qc[d + 3u];
+                    dv[d + 3u] = dv[d + 3u] + prob * dc[d + 3u];
+                }
+                for (; d < dn; d = d + 1u) {
                     dk[d] = dk[d] + ds * qc[d];
                     dv[d] = dv[d] + prob * dc[d];
                 }
@@ -207,7 +264,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let dp = dot_dout(own_dout, k_row + p.nkv * p.hd, 0u, p.hd);
             ds = exp(sc * p.scale - lse_s) * (dp - dd_s) * p.scale;
         }
-        for (var d = 0u; d < dn; d = d + 1u) {
+        var d = 0u;
+        for (; d < dn4; d = d + 4u) {
+            dq[d] = dq[d] + ds * qkv[k_row + d0 + d];
+            dq[d + 1u] = dq[d + 1u] + ds * qkv[k_row + d0 + d + 1u];
+            dq[d + 2u] = dq[d + 2u] + ds * qkv[k_row + d0 + d + 2u];
+            dq[d + 3u] = dq[d + 3u] + ds * qkv[k_row + d0 + d + 3u];
+        }
+        for (; d < dn; d = d + 1u) {
             dq[d] = dq[d] + ds * qkv[k_row + d0 + d];
         }
     }

@@ -369,6 +369,21 @@ fn attention_backward_kernel_matches_cpu() {
 }
 
 #[test]
+fn attention_backward_over_600_tokens_matches_cpu() {
+    // llvmpipe stops a shader after 65,535 loop iterations in one
+    // invocation; with head-dim loops taken one dim at a time the general
+    // kernel (GL's at HD 64, every adapter's at HD 128) went wrong past a
+    // few hundred tokens (T = 520 at HD 128: most values). Four dims an
+    // iteration: GPT-2's 1024 tokens at HD 64; ~560 at HD 128.
+    common::for_each_adapter(|gpu| {
+        for recompute in [false, true] {
+            check_attention(gpu, 1, 1000, Heads::mha(64, 1), 41, recompute); // hd = 64
+            check_attention(gpu, 1, 520, Heads::mha(128, 1), 42, recompute); // hd = 128: two chunks
+        }
+    });
+}
+
+#[test]
 fn gelu_and_residual_backward_kernels_match_cpu() {
     let gpu = common::gpu();
     let len = 1001;
