@@ -77,7 +77,7 @@ pub fn run(args: &ForwardArgs, cx: &Context) -> Result<()> {
     ));
     cx.print(&format!(
         "{}\n",
-        wgpipe::device::dtype::describe(&run.precision, &run.precision_notes)
+        wgpipe::device::dtype::describe(&run.precision, "", &run.precision_notes)
     ));
     if let Some(p) = &args.input.logits_out {
         wgpipe::io::write_logits(p, &run.logits, b, t, v)?;

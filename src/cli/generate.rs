@@ -265,9 +265,9 @@ fn print_summary(gen: &Generation, streamed: bool, mpi: Option<&MpiReport>) {
     let weights: Vec<String> = (gen.weight_bytes.iter())
         .map(|b| format!("{:.2} MB", *b as f64 / 1e6))
         .collect();
+    let weights = format!("; weights per Gpu {}", joined(&weights, " / "));
     eprintln!(
-        "{}; weights per Gpu {}",
-        wgpipe::device::dtype::describe(&gen.precision, &gen.precision_notes),
-        joined(&weights, " / ")
+        "{}",
+        wgpipe::device::dtype::describe(&gen.precision, &weights, &gen.precision_notes)
     );
 }

@@ -122,10 +122,10 @@ fn text(run: &ForwardReport, c: &Compare, mpi: Option<&MpiReport>) -> String {
             duration(m.idle_ms[d] * 1e3)
         );
     }
+    let moved = format!("; {} bytes moved between devices", run.bytes_moved());
     s += &format!(
-        "{}; {} bytes moved between devices\n",
-        wgpipe::device::dtype::describe(&run.precision, &run.precision_notes),
-        run.bytes_moved()
+        "{}\n",
+        wgpipe::device::dtype::describe(&run.precision, &moved, &run.precision_notes)
     );
     if let Some(r) = mpi {
         s += &format!("{r}\n");

@@ -88,6 +88,8 @@ pub fn run(args: &ServeArgs, cx: &Context) -> Result<()> {
     let pipeline = args
         .on
         .pipeline(cx, ecfg.max_batch.div_ceil(ecfg.groups), ecfg.groups, 64)?;
+    let (precision, notes) = pipeline.precision()?;
+    let storage = wgpipe::device::dtype::describe(&precision, "", &notes);
     let pipeline = Arc::new(pipeline);
     let cfg = ServerConfig {
         model_name: args.model_name(),
@@ -110,6 +112,7 @@ pub fn run(args: &ServeArgs, cx: &Context) -> Result<()> {
             ecfg.max_batch,
             server.addr
         );
+        eprintln!("wgpipe serve: {storage}");
         let engine = server.engine.clone();
         let stop = async move {
             stop_signal().await;

@@ -98,9 +98,10 @@ impl Default for Precision {
     }
 }
 
-/// One line for a report: the storage type of each device and of the hops,
-/// then the reasons a device stores f32 where f16 was wanted.
-pub fn describe(precision: &[Precision], notes: &[String]) -> String {
+/// For a report: the storage type of each device and of the hops, then
+/// `extra` on the same line, then on lines of their own the reasons a
+/// device stores f32 where f16 was wanted.
+pub fn describe(precision: &[Precision], extra: &str, notes: &[String]) -> String {
     let hop = precision.first().map_or(Dtype::F32, |p| p.hop);
     let mut s = match precision.iter().all(|p| p.dtype == precision[0].dtype) {
         true => format!(
@@ -117,6 +118,7 @@ pub fn describe(precision: &[Precision], notes: &[String]) -> String {
             )
         }
     };
+    s += extra;
     for n in notes {
         s += &format!("\n  {n}");
     }
