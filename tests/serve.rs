@@ -772,10 +772,7 @@ fn sigterm_finishes_the_requests_in_flight_then_exits_0() {
     }
     let refused = ureq::post(&s.url("/v1/completions"))
         .send_string(&json!({"prompt": "hi", "max_tokens": 2}).to_string());
-    assert!(
-        !matches!(refused, Ok(_)),
-        "a request after SIGTERM was served"
-    );
+    assert!(refused.is_err(), "a request after SIGTERM was served");
     hold(&h, false);
     let mut events = vec![first.trim_start_matches("data: ").trim().to_string()];
     events.extend(sse_data(reader));
